@@ -1,0 +1,1 @@
+//! Upstream URLs: normalization and the three request forms (pure, no network).
