@@ -1,0 +1,6 @@
+//! Shared helpers for integration tests; each test binary includes this with `mod common;`.
+
+// Every test binary compiles the whole helper but uses only part of it.
+#![allow(dead_code)]
+
+pub mod upstream;
