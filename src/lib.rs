@@ -3,7 +3,52 @@
 //! The folder layout is the architecture (see `shared/DESIGN.md`): `url` turns the three
 //! request forms into one normalized upstream URL, `index` maps URLs and checksums to blobs,
 //! `store` holds blob bytes, `upstream` talks to origin servers, `fill` runs one download per
-//! URL and lets every client follow it, and `http` wires it all to actix-web.
+//! URL and lets every client follow it, `app` decides hit or miss, and `http` wires it all to
+//! actix-web.
 
+pub mod app;
+pub mod audit;
+pub mod cli;
 pub mod config;
+pub mod error;
+pub mod fill;
+pub mod http;
+pub mod index;
+pub mod metrics;
+pub mod store;
+pub mod upstream;
 pub mod url;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use app::App;
+pub use config::Config;
+pub use http::Server;
+
+/// How often batched read statistics are written to the index.
+const ACCESS_FLUSH_EVERY: Duration = Duration::from_secs(10);
+
+/// Start the background workers of a running service; abort the handle to stop them.
+pub fn spawn_background(app: Arc<App>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(ACCESS_FLUSH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let app = app.clone();
+            let flushed = tokio::task::spawn_blocking(move || app.index.flush_access()).await;
+            if let Ok(Err(e)) = flushed {
+                tracing::warn!(error = %e, "cannot write access statistics");
+            }
+        }
+    })
+}
+
+/// Open the data directory and serve on `listener`: what `upcache serve` does, for tests and
+/// embedding. Must be called inside a multi-threaded tokio runtime.
+pub fn start(config: Config, listener: std::net::TcpListener) -> Result<(Arc<App>, Server), Box<dyn std::error::Error>> {
+    let app = App::open(config, tokio::runtime::Handle::current())?;
+    let server = Server::start(app.clone(), listener)?;
+    Ok((app, server))
+}

@@ -1,0 +1,347 @@
+//! The service core: owns the index, store, upstream client, journal and flights, and decides
+//! for each request whether it is a hit, a checksum hit, a join or a new fill.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use lru::LruCache;
+use parking_lot::Mutex;
+use tracing::{info, warn};
+
+use crate::audit::{Event, Journal, UpstreamInfo};
+use crate::config::Config;
+use crate::error::Error;
+use crate::fill::{self, Fill, FillError, Flight, Flights, Requester};
+use crate::index::{BlobMeta, Index, Origin, UrlEntry, UrlRecord};
+use crate::metrics::Metrics;
+use crate::store::{Digests, DiskUsage, Expected, LocalStore, TempBlob};
+use crate::upstream::{Head, Upstream, UpstreamError};
+use crate::url::UpstreamUrl;
+
+/// How a request for an upstream URL will be answered.
+pub enum Resolution {
+    /// The URL is bound to a stored blob.
+    Hit(Arc<UrlEntry>),
+    /// A stored blob has the checksum the client expects (no upstream contact).
+    Checksum(BlobMeta),
+    /// Not stored: follow this fill (`joined`: it was already running).
+    Miss { fill: Arc<Fill>, joined: bool },
+    /// Not stored, and the caller asked not to start a fill (HEAD).
+    NotStored,
+}
+
+/// Negative-cache entries kept at most (bounded memory under URL scans).
+const NEGATIVE_ENTRIES: usize = 10_000;
+
+/// The running service.
+pub struct App {
+    pub config: Arc<Config>,
+    pub instance: String,
+    pub index: Index,
+    pub store: LocalStore,
+    pub upstream: Upstream,
+    pub journal: Arc<Journal>,
+    pub metrics: Metrics,
+    pub flights: Flights,
+    negative: Mutex<LruCache<String, Instant>>,
+    /// Where fills and other background work run (not tied to any HTTP worker).
+    runtime: tokio::runtime::Handle,
+}
+
+/// Errors opening the service.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Index(#[from] crate::index::IndexError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Journal(#[from] crate::audit::JournalError),
+    #[error("cannot build the upstream client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+impl App {
+    /// Open the data directory: index (which locks it), store, journal; remove leftovers of a
+    /// crash and drop index entries whose file is gone.
+    pub fn open(config: Config, runtime: tokio::runtime::Handle) -> Result<Arc<App>, OpenError> {
+        let data_dir = config.storage.data_dir.clone();
+        let store = LocalStore::open(&data_dir)?;
+        let index = Index::open(&data_dir.join("index"), config.cache.memory_entries)?;
+        let removed = store.remove_temp_files()?;
+        let dropped = index.drop_missing(|b3| store.exists(b3))?;
+        if removed + dropped > 0 {
+            info!(temp_files = removed, missing_blobs = dropped, "start-up cleanup");
+        }
+        let instance = config.instance_name();
+        let journal = Arc::new(Journal::open(&data_dir.join("journal.jsonl"), &instance)?);
+        let upstream = Upstream::new(&config.upstream, &config.user_agent())?;
+        let metrics = Metrics::new();
+        Ok(Arc::new(App {
+            instance,
+            index,
+            store,
+            upstream,
+            journal,
+            metrics,
+            flights: Flights::default(),
+            negative: Mutex::new(LruCache::new(
+                NonZeroUsize::new(NEGATIVE_ENTRIES).expect("non-zero"),
+            )),
+            runtime,
+            config: Arc::new(config),
+        }))
+    }
+
+    /// Decide how to answer a request for `url`, starting a fill if needed and `start_fill`.
+    pub fn resolve(
+        self: &Arc<Self>,
+        url: &UpstreamUrl,
+        expected: Option<&Expected>,
+        client: Option<String>,
+        start_fill: bool,
+    ) -> Result<Resolution, Error> {
+        self.upstream.policy().check_url(url)?;
+        if let Some(exp) = expected {
+            if let Some(blob) = self.index.by_checksum(exp.algo, &exp.hex)? {
+                if self.store.exists(blob.blake3()) {
+                    return Ok(Resolution::Checksum(blob));
+                }
+            }
+        }
+        if let Some(entry) = self.stored(url)? {
+            if let Some(exp) = expected {
+                if !exp.matches(&entry.blob.digests) {
+                    self.integrity_failed(url, &entry.blob.digests, exp, client);
+                    return Err(Error::IntegrityMismatch {
+                        message: format!(
+                            "{url} is cached with {} {}, expected {}",
+                            exp.algo.name(),
+                            entry.blob.digests.get(exp.algo),
+                            exp.hex
+                        ),
+                        upload: false,
+                    });
+                }
+            }
+            return Ok(Resolution::Hit(entry));
+        }
+        if !start_fill {
+            return Ok(Resolution::NotStored);
+        }
+        if self.recently_not_found(url) {
+            return Err(Error::NotFound(format!(
+                "{url} was not found upstream (remembered for {})",
+                humantime::format_duration(self.config.cache.negative_ttl)
+            )));
+        }
+        let flight = self.flights.join_or_start(
+            url,
+            || self.stored(url),
+            || self.store.create_temp(),
+        )?;
+        Ok(match flight {
+            Flight::Joined(fill) => {
+                self.metrics.coalesced_joins.inc();
+                Resolution::Miss { fill, joined: true }
+            }
+            Flight::Stored(entry) => Resolution::Hit(entry),
+            Flight::Started(fill, temp) => {
+                let who = Requester {
+                    client,
+                    expected: expected.cloned(),
+                };
+                self.runtime
+                    .spawn(fill::run(self.clone(), fill.clone(), temp, who));
+                Resolution::Miss {
+                    fill,
+                    joined: false,
+                }
+            }
+        })
+    }
+
+    /// The URL's bound blob, if its file is still there (an entry whose file vanished is
+    /// dropped, and the URL becomes a miss).
+    fn stored(&self, url: &UpstreamUrl) -> Result<Option<Arc<UrlEntry>>, Error> {
+        let Some(entry) = self.index.url(url.as_str())? else {
+            return Ok(None);
+        };
+        if self.store.exists(entry.blob.blake3()) {
+            return Ok(Some(entry));
+        }
+        warn!(url = %url, blake3 = entry.blob.blake3(), "blob file missing; dropping its index entry");
+        self.index.remove_blob(entry.blob.blake3())?;
+        Ok(None)
+    }
+
+    /// An upstream HEAD for a miss.
+    pub async fn head_upstream(self: &Arc<Self>, url: &UpstreamUrl) -> Result<Head, Error> {
+        self.upstream.policy().check_url(url)?;
+        if self.recently_not_found(url) {
+            return Err(Error::NotFound(format!("{url} was not found upstream")));
+        }
+        let app = self.clone();
+        let url2 = url.clone();
+        // Upstream connections live on the background runtime, whatever thread asks.
+        let head = self
+            .runtime
+            .spawn(async move { app.upstream.head(&url2).await })
+            .await
+            .map_err(|e| Error::Internal(format!("upstream HEAD task: {e}")))?;
+        if let Err(UpstreamError::NotFound { .. }) = &head {
+            self.remember_not_found(url);
+        }
+        Ok(head?)
+    }
+
+    fn recently_not_found(&self, url: &UpstreamUrl) -> bool {
+        let mut neg = self.negative.lock();
+        match neg.get(url.as_str()) {
+            Some(at) if at.elapsed() < self.config.cache.negative_ttl => true,
+            Some(_) => {
+                neg.pop(url.as_str());
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn remember_not_found(&self, url: &UpstreamUrl) {
+        if !self.config.cache.negative_ttl.is_zero() {
+            self.negative.lock().put(url.as_str().to_owned(), Instant::now());
+        }
+    }
+
+    /// Store a completed fill: commit the file, journal it, bind the URL, make it durable.
+    pub(crate) async fn commit_fill(
+        self: &Arc<Self>,
+        temp: TempBlob,
+        url: &UpstreamUrl,
+        head: &Head,
+        digests: &Digests,
+        size: u64,
+        who: &Requester,
+    ) -> Result<(), Error> {
+        let now = unix_now();
+        let meta = BlobMeta {
+            digests: digests.clone(),
+            size,
+            content_type: head.content_type.clone(),
+            first_seen: now,
+            last_access: now,
+            access_count: 0,
+            origin: Origin::Upstream,
+            pinned: false,
+        };
+        let record = UrlRecord {
+            url: url.to_string(),
+            blake3: digests.blake3.clone(),
+            status: head.status,
+            content_type: head.content_type.clone(),
+            etag: head.etag.clone(),
+            last_modified: head.last_modified.clone(),
+            final_url: head.final_url.clone(),
+            fetched_at: now,
+            instance: self.instance.clone(),
+        };
+        let mut event = Event::new("fetched").with_digests(digests, size);
+        event.url = Some(url.to_string());
+        event.client = who.client.clone();
+        event.upstream = Some(UpstreamInfo {
+            status: Some(head.status),
+            etag: head.etag.clone(),
+            last_modified: head.last_modified.clone(),
+            final_url: Some(head.final_url.clone()),
+        });
+        let app = self.clone();
+        let b3 = digests.blake3.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), Error> {
+            app.store.commit(temp, &b3)?;
+            // Journal first: it is the durable record the index can be rebuilt from.
+            app.journal.append(event)?;
+            app.index.bind(&meta, &record)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("commit task: {e}")))??;
+        self.index.flush().await?;
+        Ok(())
+    }
+
+    /// Account for a failed fill: negative cache, metrics, journal.
+    pub(crate) async fn fill_failed(&self, url: &UpstreamUrl, e: &FillError, who: &Requester) {
+        let kind = match e {
+            FillError::Upstream(UpstreamError::NotFound { .. }) => {
+                self.remember_not_found(url);
+                return;
+            }
+            FillError::Upstream(u) if u.is_policy() => return,
+            FillError::Integrity { .. } => "integrity_failed",
+            _ => "upstream_failed",
+        };
+        warn!(url = %url, error = %e, "download failed");
+        self.metrics.upstream_failures.inc();
+        let mut event = Event::new(kind);
+        event.url = Some(url.to_string());
+        event.client = who.client.clone();
+        event.detail = Some(e.to_string());
+        if let FillError::Upstream(u) = e {
+            event.upstream = u.status().map(|s| UpstreamInfo {
+                status: Some(s),
+                ..UpstreamInfo::default()
+            });
+        }
+        self.journal_later(event);
+    }
+
+    /// A reader's expected checksum did not match the content.
+    pub fn integrity_failed(
+        &self,
+        url: &UpstreamUrl,
+        digests: &Digests,
+        expected: &Expected,
+        client: Option<String>,
+    ) {
+        let mut event = Event::new("integrity_failed");
+        event.url = Some(url.to_string());
+        event.blake3 = Some(digests.blake3.clone());
+        event.sha256 = Some(digests.sha256.clone());
+        event.md5 = Some(digests.md5.clone());
+        event.client = client;
+        event.detail = Some(format!("expected {expected}"));
+        self.journal_later(event);
+    }
+
+    /// Append an event without making the caller wait for the fsync.
+    fn journal_later(&self, event: Event) {
+        let journal = self.journal.clone();
+        self.runtime.spawn_blocking(move || {
+            if let Err(e) = journal.append(event) {
+                warn!(error = %e, "cannot write audit event");
+            }
+        });
+    }
+}
+
+impl App {
+    /// How full the cache is: stored bytes against `max_size` when set, else the volume.
+    pub fn used(&self) -> Result<DiskUsage, Error> {
+        let max = self.config.cache.max_size;
+        if max > 0 {
+            return Ok(DiskUsage {
+                used_bytes: self.index.stats().bytes,
+                total_bytes: max,
+            });
+        }
+        Ok(self.store.disk_usage()?)
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

@@ -1,0 +1,325 @@
+//! The command line: `serve` runs the service; the client commands talk to a server over HTTP.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use sha2::{Digest, Sha256};
+use tracing::{error, info};
+
+use crate::app::App;
+use crate::config::{Config, LogFormat};
+use crate::http::Server;
+
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
+/// upcache: a caching proxy and content-addressed store for upstream source archives.
+#[derive(Debug, Parser)]
+#[command(name = "upcache", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve {
+        /// TOML configuration file (default: built-in defaults; `$UPCACHE_CONFIG`).
+        #[arg(long, env = "UPCACHE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Listen address, overrides `server.listen`.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Data directory, overrides `storage.data_dir`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Download a URL through a server (with a progress bar on a terminal).
+    Fetch {
+        /// The upstream URL.
+        url: String,
+        /// Output file; `-` for standard output. Default: the URL's file name.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServerArg {
+    /// upcache server base URL.
+    #[arg(long = "server", env = "UPCACHE_SERVER", default_value = DEFAULT_SERVER)]
+    pub url: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print the effective result.
+    Check {
+        #[arg(long, env = "UPCACHE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Run a parsed command; returns the process exit code (0 ok, 1 operational failure).
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+        } => {
+            let mut cfg = match load_config(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if let Some(l) = listen {
+                cfg.server.listen = l;
+            }
+            if let Some(d) = data_dir {
+                cfg.storage.data_dir = d;
+            }
+            if let Err(e) = cfg.validate() {
+                eprintln!("upcache: invalid configuration: {e}");
+                return ExitCode::from(1);
+            }
+            init_tracing(&cfg);
+            runtime().block_on(serve(cfg))
+        }
+        Command::Fetch {
+            url,
+            output,
+            server,
+        } => runtime().block_on(fetch(&server.url, &url, output.as_deref())),
+        Command::Config {
+            command: ConfigCommand::Check { config },
+        } => match load_config(config.as_deref()) {
+            Ok(cfg) => {
+                print!("{}", cfg.to_toml_string());
+                eprintln!("configuration is valid");
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("upcache: invalid configuration: {e}");
+        ExitCode::from(1)
+    })
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("upcache-bg")
+        .build()
+        .expect("cannot start the tokio runtime")
+}
+
+fn init_tracing(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match cfg.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn serve(cfg: Config) -> ExitCode {
+    let listen = cfg.server.listen.clone();
+    let app = match App::open(cfg, tokio::runtime::Handle::current()) {
+        Ok(app) => app,
+        Err(e) => {
+            error!(error = %e, "cannot open the data directory");
+            eprintln!("upcache: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let listener = match std::net::TcpListener::bind(&listen) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("upcache: cannot listen on {listen}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let server = match Server::start(app.clone(), listener) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("upcache: cannot start the HTTP server: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    // A stable line for scripts and tests (the port may have been chosen by the OS).
+    println!("upcache listening on http://{}", server.addr);
+    let background = crate::spawn_background(app.clone());
+    shutdown_signal().await;
+    info!("shutting down");
+    server.stop(true).await;
+    background.abort();
+    if let Err(e) = app.index.flush_blocking() {
+        error!(error = %e, "cannot flush the index");
+    }
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// `upcache fetch`: download through the server into a file (atomically) or stdout.
+async fn fetch(server: &str, url: &str, output: Option<&Path>) -> ExitCode {
+    match fetch_inner(server, url, output).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("upcache fetch: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn fetch_inner(server: &str, url: &str, output: Option<&Path>) -> Result<(), String> {
+    let endpoint = format!(
+        "{}/fetch?url={}",
+        server.trim_end_matches('/'),
+        percent_encoding::utf8_percent_encode(url, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut resp = client
+        .get(&endpoint)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach {server}: {e}"))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        let msg = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_owned))
+            .unwrap_or(body);
+        return Err(format!("{status}: {msg}"));
+    }
+    let expected_sha256 = resp
+        .headers()
+        .get("x-checksum-sha256")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let total = resp.content_length();
+    let to_stdout = output == Some(Path::new("-"));
+    let target: PathBuf = match output {
+        Some(p) => p.to_owned(),
+        None => {
+            let name = crate::url::UpstreamUrl::parse(url)
+                .map(|u| u.file_name())
+                .unwrap_or_default();
+            let name = sanitize_file_name(&name);
+            if name.is_empty() {
+                return Err(format!("{url} has no file name; give one with -o"));
+            }
+            PathBuf::from(name)
+        }
+    };
+    let bar = if std::io::stderr().is_terminal() && !to_stdout {
+        let bar = match total {
+            Some(n) => indicatif::ProgressBar::new(n),
+            None => indicatif::ProgressBar::new_spinner(),
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bytes}/{total_bytes} {wide_bar} {bytes_per_sec} {eta}",
+            )
+            .expect("valid template"),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let mut hasher = Sha256::new();
+    let mut sink: Box<dyn Write> = if to_stdout {
+        Box::new(std::io::stdout().lock())
+    } else {
+        let part = part_path(&target);
+        Box::new(std::io::BufWriter::new(
+            std::fs::File::create(&part).map_err(|e| format!("{}: {e}", part.display()))?,
+        ))
+    };
+    let mut received = 0u64;
+    loop {
+        let chunk = resp.chunk().await;
+        match chunk {
+            Ok(Some(bytes)) => {
+                hasher.update(&bytes);
+                received += bytes.len() as u64;
+                sink.write_all(&bytes).map_err(|e| e.to_string())?;
+                if let Some(bar) = &bar {
+                    bar.set_position(received);
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                drop(sink);
+                if !to_stdout {
+                    let _ = std::fs::remove_file(part_path(&target));
+                }
+                return Err(format!("download broke after {received} bytes: {e}"));
+            }
+        }
+    }
+    sink.flush().map_err(|e| e.to_string())?;
+    drop(sink);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let got = hex::encode(hasher.finalize());
+    if let Some(want) = expected_sha256 {
+        if want != got {
+            let _ = std::fs::remove_file(part_path(&target));
+            return Err(format!("sha256 mismatch: server said {want}, received {got}"));
+        }
+    }
+    if !to_stdout {
+        std::fs::rename(part_path(&target), &target)
+            .map_err(|e| format!("{}: {e}", target.display()))?;
+        eprintln!("{}  {} bytes  sha256 {got}", target.display(), received);
+    }
+    Ok(())
+}
+
+fn part_path(target: &Path) -> PathBuf {
+    let mut p = target.as_os_str().to_owned();
+    p.push(".part");
+    PathBuf::from(p)
+}
+
+/// A file name from a URL must not walk out of the current directory.
+fn sanitize_file_name(name: &str) -> String {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or("");
+    let cleaned: String = base.chars().filter(|c| !c.is_control()).collect();
+    match cleaned.as_str() {
+        "." | ".." => String::new(),
+        _ => cleaned,
+    }
+}

@@ -1,0 +1,493 @@
+//! Single-flight downloads: one `Fill` per URL owns the upstream transfer, tees it into the
+//! hasher and a temp file, and every client of that URL follows the temp file as it grows.
+//!
+//! A fill is an explicit state machine observed through a `watch` channel:
+//! `Connecting -> Streaming(head) -> Complete(digests)` or `-> Failed(error)`. Readers send
+//! bytes as soon as they are written, but never end a response cleanly before the fill is
+//! `Complete` (all bytes received, lengths and checksums verified): the last byte of an object
+//! is held back until then, so a broken or mismatching transfer always ends in an aborted
+//! connection, never a short or wrong "successful" body. A fill does not depend on any client
+//! staying connected.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::Stream;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::app::App;
+use crate::error::Error;
+use crate::store::{Digester, Digests, Expected, StoreError, TempBlob};
+use crate::upstream::{Head, UpstreamError};
+use crate::url::UpstreamUrl;
+
+/// Why a fill failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FillError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{url}: content has {algo} {actual}, expected {expected}", algo = expected.algo.name(), expected = expected.hex)]
+    Integrity {
+        url: String,
+        expected: Expected,
+        actual: String,
+    },
+    #[error("{url}: upstream content changed while retrying ({detail})")]
+    Changed { url: String, detail: String },
+}
+
+impl FillError {
+    fn is_retryable(&self) -> bool {
+        matches!(self, FillError::Upstream(e) if e.is_retryable())
+    }
+}
+
+impl From<&FillError> for Error {
+    fn from(e: &FillError) -> Self {
+        match e {
+            FillError::Upstream(u) => Error::from(u),
+            FillError::Store(s) => Error::from(s),
+            FillError::Integrity { .. } => Error::IntegrityMismatch {
+                message: e.to_string(),
+                upload: false,
+            },
+            FillError::Changed { .. } => Error::UpstreamFailed(e.to_string()),
+        }
+    }
+}
+
+/// Where a fill is.
+#[derive(Debug, Clone)]
+pub enum Phase {
+    /// Waiting for upstream's headers (possibly retrying).
+    Connecting,
+    /// Headers known, bytes arriving.
+    Streaming(Arc<Head>),
+    /// Every byte received and verified; the blob is being (or has been) committed.
+    Complete {
+        head: Arc<Head>,
+        digests: Arc<Digests>,
+    },
+    Failed(Arc<FillError>),
+}
+
+/// What readers observe.
+#[derive(Debug, Clone)]
+pub struct FillState {
+    pub phase: Phase,
+    /// Bytes written to the temp file so far (a prefix of the object).
+    pub written: u64,
+}
+
+/// One download in progress.
+pub struct Fill {
+    pub url: UpstreamUrl,
+    state: watch::Sender<FillState>,
+    file: Arc<File>,
+}
+
+impl Fill {
+    fn publish(&self, phase: Phase) {
+        self.state.send_modify(|s| s.phase = phase);
+    }
+
+    /// Wait for upstream's headers, or the failure that came instead.
+    pub async fn head(&self) -> Result<Arc<Head>, Arc<FillError>> {
+        let mut rx = self.state.subscribe();
+        loop {
+            match &rx.borrow_and_update().phase {
+                Phase::Connecting => {}
+                Phase::Streaming(head) | Phase::Complete { head, .. } => return Ok(head.clone()),
+                Phase::Failed(e) => return Err(e.clone()),
+            }
+            if rx.changed().await.is_err() {
+                unreachable!("the sender lives in the fill we hold");
+            }
+        }
+    }
+
+    pub fn state(&self) -> FillState {
+        self.state.borrow().clone()
+    }
+
+    /// The body from `start` to `end` (exclusive; `None`: to the end of the object), as it
+    /// arrives. `expected` is the reader's own checksum expectation, checked before the last
+    /// byte is released.
+    pub fn body(
+        self: &Arc<Self>,
+        start: u64,
+        end: Option<u64>,
+        expected: Option<Expected>,
+        on_mismatch: impl FnOnce(&Digests) + Send + 'static,
+    ) -> impl Stream<Item = Result<Bytes, io::Error>> + Send + 'static {
+        let fill = self.clone();
+        let mut rx = self.state.subscribe();
+        async_stream::try_stream! {
+            let mut pos = start;
+            let mut on_mismatch = Some(on_mismatch);
+            loop {
+                let state = rx.borrow_and_update().clone();
+                let (head, digests) = match &state.phase {
+                    Phase::Connecting => (None, None),
+                    Phase::Streaming(h) => (Some(h.clone()), None),
+                    Phase::Complete { head, digests } => (Some(head.clone()), Some(digests.clone())),
+                    Phase::Failed(e) => Err(io::Error::other(e.to_string()))?,
+                };
+                let total = head.as_ref().and_then(|h| h.content_length);
+                let end = end.or(total);
+                // Verdict on this reader's own expectation, once the digests are known.
+                let verified = match (&digests, &expected) {
+                    (None, _) => false,
+                    (Some(_), None) => true,
+                    (Some(d), Some(exp)) if exp.matches(d) => true,
+                    (Some(d), Some(exp)) => {
+                        if let Some(f) = on_mismatch.take() {
+                            f(d);
+                        }
+                        Err(io::Error::other(format!(
+                            "content does not match the expected {exp}"
+                        )))?;
+                        unreachable!()
+                    }
+                };
+                let holds_last_byte = end.is_some() && (end == total || expected.is_some());
+                let mut limit = state.written;
+                if let Some(end) = end {
+                    limit = limit.min(end);
+                    if holds_last_byte && !verified {
+                        limit = limit.min(end.saturating_sub(1));
+                    }
+                }
+                if pos < limit {
+                    let n = (limit - pos).min(READ_CHUNK as u64) as usize;
+                    yield read_at(&fill.file, pos, n)?;
+                    pos += n as u64;
+                    continue;
+                }
+                let done = match end {
+                    Some(end) => pos >= end && (verified || !holds_last_byte),
+                    None => verified && pos >= state.written,
+                };
+                if done {
+                    break;
+                }
+                if rx.changed().await.is_err() {
+                    Err(io::Error::other("download ended unexpectedly"))?;
+                }
+            }
+        }
+    }
+}
+
+/// Largest piece a reader sends at once.
+const READ_CHUNK: usize = 256 * 1024;
+
+fn read_at(file: &File, pos: u64, n: usize) -> io::Result<Bytes> {
+    // The bytes were just written, so this is a page-cache copy, not disk I/O.
+    let mut buf = BytesMut::zeroed(n);
+    file.read_exact_at(&mut buf, pos)?;
+    Ok(buf.freeze())
+}
+
+/// The downloads in progress, by normalized URL.
+#[derive(Default)]
+pub struct Flights {
+    map: Mutex<HashMap<String, Arc<Fill>>>,
+    /// Signalled whenever a fill ends (committed or failed).
+    ended: tokio::sync::Notify,
+}
+
+/// What [`Flights::join_or_start`] found.
+pub enum Flight<T> {
+    Joined(Arc<Fill>),
+    Started(Arc<Fill>, TempBlob),
+    /// `check` found the URL already stored (a fill committed while we looked).
+    Stored(T),
+}
+
+impl Flights {
+    /// Join the fill of `url`, or, if there is none and `check` (run under the lock, so no fill
+    /// can commit between it and our decision) finds nothing stored, register a new one.
+    pub fn join_or_start<T>(
+        &self,
+        url: &UpstreamUrl,
+        check: impl FnOnce() -> Result<Option<T>, Error>,
+        temp: impl FnOnce() -> Result<TempBlob, StoreError>,
+    ) -> Result<Flight<T>, Error> {
+        let mut map = self.map.lock();
+        if let Some(fill) = map.get(url.as_str()) {
+            return Ok(Flight::Joined(fill.clone()));
+        }
+        if let Some(stored) = check()? {
+            return Ok(Flight::Stored(stored));
+        }
+        let temp = temp()?;
+        let fill = Arc::new(Fill {
+            url: url.clone(),
+            state: watch::Sender::new(FillState {
+                phase: Phase::Connecting,
+                written: 0,
+            }),
+            file: temp.file().clone(),
+        });
+        map.insert(url.as_str().to_owned(), fill.clone());
+        Ok(Flight::Started(fill, temp))
+    }
+
+    fn remove(&self, fill: &Arc<Fill>) {
+        let mut map = self.map.lock();
+        if map.get(fill.url.as_str()).is_some_and(|f| Arc::ptr_eq(f, fill)) {
+            map.remove(fill.url.as_str());
+        }
+        drop(map);
+        self.ended.notify_waiters();
+    }
+
+    /// Wait until no fill is in progress (tests, graceful shutdown).
+    pub async fn wait_idle(&self) {
+        loop {
+            let ended = self.ended.notified();
+            if self.is_empty() {
+                return;
+            }
+            ended.await;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Who asked for a fill, for the audit trail.
+#[derive(Debug, Clone, Default)]
+pub struct Requester {
+    pub client: Option<String>,
+    pub expected: Option<Expected>,
+}
+
+/// Run a fill to its end: download (with retries), publish progress, commit or fail.
+/// Spawned on the background runtime; never tied to a client connection.
+pub async fn run(app: Arc<App>, fill: Arc<Fill>, temp: TempBlob, who: Requester) {
+    app.metrics.inflight.inc();
+    let started = std::time::Instant::now();
+    match download(&app, &fill, &temp, who.expected.as_ref()).await {
+        Ok((head, digests, size)) => {
+            let digests = Arc::new(digests);
+            fill.publish(Phase::Complete {
+                head: head.clone(),
+                digests: digests.clone(),
+            });
+            match app.commit_fill(temp, &fill.url, &head, &digests, size, &who).await {
+                Ok(()) => info!(
+                    url = %fill.url, blake3 = %digests.blake3, size,
+                    ms = started.elapsed().as_millis() as u64, "stored"
+                ),
+                Err(e) => warn!(url = %fill.url, error = %e, "download complete but not stored"),
+            }
+            app.flights.remove(&fill);
+        }
+        Err(e) => {
+            drop(temp);
+            let e = Arc::new(e);
+            // Leave the flight table before anyone can see the failure, so a client that
+            // retries after its error starts a fresh download instead of joining this one.
+            app.flights.remove(&fill);
+            fill.publish(Phase::Failed(e.clone()));
+            app.fill_failed(&fill.url, &e, &who).await;
+        }
+    }
+    app.metrics.inflight.dec();
+}
+
+async fn download(
+    app: &App,
+    fill: &Fill,
+    temp: &TempBlob,
+    expected: Option<&Expected>,
+) -> Result<(Arc<Head>, Digests, u64), FillError> {
+    let cfg = &app.config.upstream;
+    let mut progress = Progress {
+        digester: Digester::new(),
+        head: None,
+    };
+    let mut attempt = 0;
+    loop {
+        if attempt > 0 {
+            tokio::time::sleep(backoff(cfg.retry_backoff, attempt)).await;
+            app.metrics.upstream_retries.inc();
+        }
+        app.metrics.upstream_fetches.inc();
+        match attempt_once(app, fill, temp, &mut progress).await {
+            Ok(()) => break,
+            Err(e) if e.is_retryable() && attempt < cfg.retries => {
+                warn!(url = %fill.url, attempt, error = %e, "upstream attempt failed; retrying");
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let head = progress.head.expect("a successful attempt has a head");
+    let size = progress.digester.len();
+    let digests = progress.digester.finish();
+    if let Some(exp) = expected {
+        if !exp.matches(&digests) {
+            return Err(FillError::Integrity {
+                url: fill.url.to_string(),
+                expected: exp.clone(),
+                actual: digests.get(exp.algo).to_owned(),
+            });
+        }
+    }
+    Ok((head, digests, size))
+}
+
+/// What survives from one attempt to the next.
+struct Progress {
+    /// Hash of the bytes in the temp file so far; its length is the fill's `written`.
+    digester: Digester,
+    /// Headers of the first answer, the one readers were told about.
+    head: Option<Arc<Head>>,
+}
+
+/// One upstream attempt. A retry after bytes were already stored reads the object from the
+/// start again, checks that the bytes we have are the bytes it sends, and continues after them.
+async fn attempt_once(
+    app: &App,
+    fill: &Fill,
+    temp: &TempBlob,
+    progress: &mut Progress,
+) -> Result<(), FillError> {
+    let url = fill.url.as_str();
+    let mut dl = app.upstream.get(&fill.url).await?;
+    let head = Arc::new(dl.head.clone());
+    match &progress.head {
+        None => {
+            progress.head = Some(head.clone());
+            fill.publish(Phase::Streaming(head));
+        }
+        Some(first) => same_object(url, first, &head)?,
+    }
+    let have = progress.digester.len();
+    let mut pos = 0u64;
+    while let Some(chunk) = dl.chunk().await? {
+        let mut data = &chunk[..];
+        if pos < have {
+            let n = ((have - pos) as usize).min(data.len());
+            verify_prefix(url, temp, pos, &data[..n])?;
+            pos += n as u64;
+            data = &data[n..];
+        }
+        if data.is_empty() {
+            continue;
+        }
+        let written = progress.digester.len();
+        app.upstream
+            .policy()
+            .check_size(url, written + data.len() as u64)?;
+        temp.write_at(written, data)?;
+        progress.digester.update(data);
+        pos += data.len() as u64;
+        let written = progress.digester.len();
+        fill.state.send_modify(|s| s.written = written);
+    }
+    if pos < have {
+        return Err(FillError::Changed {
+            url: url.to_owned(),
+            detail: format!("the new answer has {pos} bytes, fewer than the {have} already stored"),
+        });
+    }
+    Ok(())
+}
+
+/// A retry must be the same object as the first answer.
+fn same_object(url: &str, first: &Head, again: &Head) -> Result<(), FillError> {
+    let differs = |what: &str, a: &Option<String>, b: &Option<String>| {
+        (a.is_some() && b.is_some() && a != b).then(|| format!("{what} {a:?} became {b:?}"))
+    };
+    let length = (first.content_length != again.content_length).then(|| {
+        format!(
+            "length {:?} became {:?}",
+            first.content_length, again.content_length
+        )
+    });
+    match length
+        .or_else(|| differs("ETag", &first.etag, &again.etag))
+        .or_else(|| differs("Last-Modified", &first.last_modified, &again.last_modified))
+    {
+        Some(detail) => Err(FillError::Changed {
+            url: url.to_owned(),
+            detail,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn verify_prefix(url: &str, temp: &TempBlob, pos: u64, data: &[u8]) -> Result<(), FillError> {
+    let mut have = vec![0u8; data.len()];
+    temp.file()
+        .read_exact_at(&mut have, pos)
+        .map_err(|e| FillError::Changed {
+            url: url.to_owned(),
+            detail: format!("cannot read back stored bytes: {e}"),
+        })?;
+    if have != data {
+        return Err(FillError::Changed {
+            url: url.to_owned(),
+            detail: format!("bytes differ from offset {pos}"),
+        });
+    }
+    Ok(())
+}
+
+/// `base * 2^(attempt-1)`, with ±50% jitter so that many fills failing together do not retry
+/// in lockstep; capped at a minute.
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(1u32 << (attempt - 1).min(16));
+    exp.mul_f64(0.5 + rand::random::<f64>()).min(Duration::from_secs(60))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter() {
+        let base = Duration::from_millis(100);
+        for attempt in 1..5 {
+            let d = backoff(base, attempt);
+            let nominal = base * (1 << (attempt - 1));
+            assert!(d >= nominal / 2 && d <= nominal * 3 / 2, "{d:?} for {attempt}");
+        }
+        assert!(backoff(Duration::from_secs(10), 30) <= Duration::from_secs(60));
+    }
+
+    #[test]
+    fn retry_must_be_same_object() {
+        let h = |len, etag: Option<&str>| Head {
+            status: 200,
+            content_length: len,
+            content_type: None,
+            etag: etag.map(str::to_owned),
+            last_modified: None,
+            final_url: "u".into(),
+        };
+        assert!(same_object("u", &h(Some(3), Some("a")), &h(Some(3), Some("a"))).is_ok());
+        assert!(same_object("u", &h(Some(3), None), &h(Some(3), Some("a"))).is_ok());
+        assert!(same_object("u", &h(Some(3), Some("a")), &h(Some(3), Some("b"))).is_err());
+        assert!(same_object("u", &h(Some(3), None), &h(Some(4), None)).is_err());
+    }
+}

@@ -1,0 +1,381 @@
+//! HTTP wiring: actix-web routes for the three request forms, checksum lookups, the JSON API
+//! and operations endpoints. Business decisions live in `app`; this module only translates.
+
+mod error;
+mod log;
+mod ops;
+mod serve;
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_web::dev::ServerHandle;
+use actix_web::http::Method;
+use actix_web::middleware::{DefaultHeaders, from_fn};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, guard, web};
+use tracing::info;
+
+use crate::app::{App, Resolution};
+use crate::error::Error;
+use crate::metrics::Form;
+use crate::store::{Algo, Expected};
+use crate::url::{UpstreamUrl, from_mirror_path};
+
+pub use log::ReqInfo;
+use serve::{Artifact, url_file_name};
+
+/// A running HTTP server.
+pub struct Server {
+    pub addr: SocketAddr,
+    handle: ServerHandle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Serve `app` on an already bound listener. Runs in the current tokio runtime; actix
+    /// starts its own worker threads.
+    pub fn start(app: Arc<App>, listener: TcpListener) -> std::io::Result<Server> {
+        let addr = listener.local_addr()?;
+        let data = web::Data::from(app.clone());
+        let served_by = app.instance.clone();
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let server = actix_web::HttpServer::new(move || {
+            actix_web::App::new()
+                .app_data(data.clone())
+                .wrap(DefaultHeaders::new().add(("X-Served-By", served_by.as_str())))
+                .wrap(from_fn(log::log_requests))
+                .configure(routes)
+        })
+        .workers(workers)
+        .tcp_nodelay(true)
+        .disable_signals()
+        .listen(listener)?
+        .run();
+        let handle = server.handle();
+        let task = tokio::spawn(server);
+        info!(%addr, "listening");
+        Ok(Server { addr, handle, task })
+    }
+
+    /// Stop accepting, finish in-flight requests (briefly), and return.
+    pub async fn stop(self, graceful: bool) {
+        self.handle.stop(graceful).await;
+        let _ = self.task.await;
+    }
+
+    /// Wait until the server stops by itself (or is stopped through a handle).
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.task.await.map_err(std::io::Error::other)?
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+}
+
+fn is_absolute_form(ctx: &guard::GuardContext<'_>) -> bool {
+    ctx.head().uri.scheme().is_some()
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    let get_head = || guard::Any(guard::Get()).or(guard::Head());
+    // Absolute-form targets (`GET http://host/x`, from curl -x, wget, dnf) must be caught
+    // before path routing, which would otherwise match their path against our own routes.
+    cfg.service(
+        web::resource("/{tail:.*}")
+            .guard(guard::fn_guard(is_absolute_form))
+            .route(web::route().guard(get_head()).to(proxy_form))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/fetch")
+            .route(web::route().guard(get_head()).to(fetch_form))
+            .default_service(web::to(method_not_allowed)),
+    );
+    for scheme in ["http", "https", "ftp"] {
+        cfg.service(
+            web::resource(format!("/{scheme}/{{tail:.*}}"))
+                .route(web::route().guard(get_head()).to(mirror_form))
+                .default_service(web::to(method_not_allowed)),
+        );
+    }
+    for algo in ["md5", "sha256", "sha512", "blake3"] {
+        cfg.service(
+            web::resource([
+                format!("/by-{algo}/{{hex}}"),
+                format!("/by-{algo}/{{hex}}/{{name}}"),
+            ])
+            .route(web::route().guard(get_head()).to(by_checksum))
+            .default_service(web::to(method_not_allowed)),
+        );
+    }
+    cfg.service(
+        web::resource("/repo/pkgs/{tail:.*}")
+            .route(web::route().guard(get_head()).to(lookaside))
+            .default_service(web::to(method_not_allowed)),
+    );
+    ops::routes(cfg);
+    cfg.default_service(web::to(fallback));
+}
+
+/// The client's address: the peer, or for trusted proxies the right-most untrusted
+/// `X-Forwarded-For` entry.
+pub fn client_ip(req: &HttpRequest) -> Option<String> {
+    let peer = req.peer_addr()?.ip();
+    let app = req.app_data::<web::Data<App>>()?;
+    let trusted = &app.config.server.trusted_proxies;
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer.to_string());
+    }
+    let forwarded: Vec<IpAddr> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let client = forwarded
+        .iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .or(forwarded.first())
+        .copied()
+        .unwrap_or(peer);
+    Some(client.to_string())
+}
+
+/// The expected checksum from `md5=`/`sha256=` (fetch form) or `X-Upcache-Expect-*` headers.
+fn expected_checksum(
+    req: &HttpRequest,
+    query: &[(String, String)],
+) -> Result<Option<Expected>, Error> {
+    let mut found = None;
+    let headers = [
+        ("x-upcache-expect-md5", Algo::Md5),
+        ("x-upcache-expect-sha256", Algo::Sha256),
+    ];
+    let from_headers = headers.iter().filter_map(|(name, algo)| {
+        req.headers()
+            .get(*name)
+            .map(|v| (*algo, v.to_str().unwrap_or("").to_owned()))
+    });
+    let from_query = query
+        .iter()
+        .filter_map(|(k, v)| match k.as_str() {
+            "md5" => Some((Algo::Md5, v.clone())),
+            "sha256" => Some((Algo::Sha256, v.clone())),
+            _ => None,
+        });
+    for (algo, value) in from_query.chain(from_headers) {
+        let hex = algo.normalize_hex(value.trim()).ok_or_else(|| {
+            Error::BadRequest(format!(
+                "{value:?} is not a valid {} checksum ({} hex digits)",
+                algo.name(),
+                algo.hex_len()
+            ))
+        })?;
+        // The first one given wins; a second one must agree in kind or is ignored.
+        found.get_or_insert(Expected { algo, hex });
+    }
+    Ok(found)
+}
+
+pub(crate) fn query_pairs(req: &HttpRequest) -> Vec<(String, String)> {
+    // Percent-decoding only: '+' in a URL is a plus, not a space.
+    req.query_string()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let dec = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+            (dec(k), dec(v))
+        })
+        .collect()
+}
+
+async fn fetch_form(req: HttpRequest) -> Result<HttpResponse, Error> {
+    let query = query_pairs(&req);
+    let raw = query
+        .iter()
+        .find(|(k, _)| k == "url")
+        .map(|(_, v)| v.as_str())
+        .ok_or_else(|| Error::BadRequest("missing query parameter url".into()))?;
+    let url = UpstreamUrl::parse(raw)?;
+    let expected = expected_checksum(&req, &query)?;
+    artifact(&req, Form::Fetch, url, expected).await
+}
+
+async fn mirror_form(req: HttpRequest) -> Result<HttpResponse, Error> {
+    let raw = req
+        .uri()
+        .path_and_query()
+        .map_or(req.uri().path(), |pq| pq.as_str());
+    let url = from_mirror_path(raw)?;
+    let expected = expected_checksum(&req, &[])?;
+    artifact(&req, Form::Mirror, url, expected).await
+}
+
+async fn proxy_form(req: HttpRequest) -> Result<HttpResponse, Error> {
+    let url = UpstreamUrl::parse(&req.uri().to_string())?;
+    let expected = expected_checksum(&req, &[])?;
+    artifact(&req, Form::Proxy, url, expected).await
+}
+
+/// Any of the three forms, once the upstream URL is known.
+async fn artifact(
+    req: &HttpRequest,
+    form: Form,
+    url: UpstreamUrl,
+    expected: Option<Expected>,
+) -> Result<HttpResponse, Error> {
+    req.extensions_mut().insert(ReqInfo {
+        form,
+        url: url.to_string(),
+    });
+    let app = app_of(req);
+    let client = client_ip(req);
+    let start_fill = req.method() != Method::HEAD;
+    let stored = |meta, record: Option<&crate::index::UrlRecord>| Artifact {
+        meta,
+        file_name: url_file_name(&url),
+        content_type: record.and_then(|r| r.content_type.clone()),
+        last_modified: record.and_then(|r| r.last_modified.clone()),
+    };
+    match app.resolve(&url, expected.as_ref(), client.clone(), start_fill)? {
+        Resolution::Hit(entry) => serve::hit(req, &app, stored(&entry.blob, Some(&entry.record))).await,
+        Resolution::Checksum(meta) => serve::hit(req, &app, stored(&meta, None)).await,
+        Resolution::NotStored => head_miss(&app, &url).await,
+        Resolution::Miss { fill, .. } => serve::miss(req, &app, fill, expected, client).await,
+    }
+}
+
+/// HEAD on a miss: upstream's status and headers, nothing stored.
+async fn head_miss(app: &Arc<App>, url: &UpstreamUrl) -> Result<HttpResponse, Error> {
+    let head = app.head_upstream(url).await?;
+    let file_name = url_file_name(url);
+    let mut res = HttpResponse::Ok();
+    res.insert_header((
+        "Content-Type",
+        head.content_type
+            .clone()
+            .unwrap_or_else(|| serve::guess_type(&file_name)),
+    ))
+    .insert_header(("X-Cache", "MISS"))
+    .insert_header(("Content-Disposition", serve::disposition(&file_name)));
+    if let Some(lm) = &head.last_modified {
+        res.insert_header(("Last-Modified", lm.as_str()));
+    }
+    Ok(match head.content_length {
+        Some(len) => res.body(actix_web::body::SizedStream::new(
+            len,
+            futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>(),
+        )),
+        None => res.finish(),
+    })
+}
+
+async fn by_checksum(req: HttpRequest) -> Result<HttpResponse, Error> {
+    let algo_name = req
+        .path()
+        .trim_start_matches("/by-")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let algo = Algo::from_name(algo_name).expect("routes exist only for known algorithms");
+    let hex = req.match_info().get("hex").unwrap_or_default();
+    let name = req.match_info().get("name").map(str::to_owned);
+    serve_checksum(&req, algo, hex, name).await
+}
+
+/// dist-git lookaside: `.../<filename>/<algo>/<hex>/<filename>`, or the older
+/// `.../<filename>/<md5>/<filename>`.
+async fn lookaside(req: HttpRequest) -> Result<HttpResponse, Error> {
+    let tail = req.match_info().get("tail").unwrap_or_default().to_owned();
+    let segs: Vec<&str> = tail.split('/').filter(|s| !s.is_empty()).collect();
+    let bad = || {
+        Error::BadRequest(format!(
+            "lookaside path /repo/pkgs/{tail} is not <name>/<file>/<md5|sha256|sha512>/<hex>/<file>"
+        ))
+    };
+    let n = segs.len();
+    let (algo, hex, name) = match segs.as_slice() {
+        [.., algo, hex, name] if n >= 4 && Algo::from_name(algo).is_some() => {
+            (Algo::from_name(algo).unwrap(), *hex, *name)
+        }
+        [.., hex, name] if n >= 3 && hex.len() == 32 => (Algo::Md5, *hex, *name),
+        _ => return Err(bad()),
+    };
+    let name = percent_encoding::percent_decode_str(name)
+        .decode_utf8_lossy()
+        .into_owned();
+    serve_checksum(&req, algo, hex, Some(name)).await
+}
+
+async fn serve_checksum(
+    req: &HttpRequest,
+    algo: Algo,
+    hex: &str,
+    name: Option<String>,
+) -> Result<HttpResponse, Error> {
+    let hex = algo.normalize_hex(hex).ok_or_else(|| {
+        Error::BadRequest(format!(
+            "{hex:?} is not a valid {} checksum ({} hex digits)",
+            algo.name(),
+            algo.hex_len()
+        ))
+    })?;
+    req.extensions_mut().insert(ReqInfo {
+        form: Form::Checksum,
+        url: format!("{}:{hex}", algo.name()),
+    });
+    let app = app_of(req);
+    let not_found = || Error::NotFound(format!("no stored blob has {} {hex}", algo.name()));
+    let meta = app.index.by_checksum(algo, &hex)?.ok_or_else(not_found)?;
+    if !app.store.exists(meta.blake3()) {
+        return Err(not_found());
+    }
+    let file_name = match name {
+        Some(n) => n,
+        None => app
+            .index
+            .urls_of(meta.blake3())?
+            .first()
+            .and_then(|u| UpstreamUrl::parse(u).ok())
+            .map(|u| url_file_name(&u))
+            .unwrap_or_else(|| hex.clone()),
+    };
+    let art = Artifact {
+        meta: &meta,
+        file_name,
+        content_type: None,
+        last_modified: None,
+    };
+    serve::hit(req, &app, art).await
+}
+
+async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, Error> {
+    Err(Error::MethodNotAllowed(format!(
+        "{} is not allowed on {}",
+        req.method(),
+        req.path()
+    )))
+}
+
+async fn fallback(req: HttpRequest) -> Result<HttpResponse, Error> {
+    if req.method() == Method::CONNECT {
+        return Err(Error::MethodNotAllowed(
+            "CONNECT tunnels are disabled (proxy.connect = \"deny\"); request the mirror path \
+             form instead, e.g. http://<this server>/https/<host>/<path>"
+                .into(),
+        ));
+    }
+    Err(Error::NotFound(format!("no such endpoint: {}", req.path())))
+}
+
+fn app_of(req: &HttpRequest) -> Arc<App> {
+    req.app_data::<web::Data<App>>()
+        .expect("app data is registered")
+        .clone()
+        .into_inner()
+}

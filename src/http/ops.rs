@@ -1,0 +1,132 @@
+//! Operations and read-only JSON API: health, readiness, metrics, lookup, stats.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::{Value, json};
+
+use crate::app::App;
+use crate::error::Error;
+use crate::index::BlobMeta;
+use crate::store::Algo;
+use crate::url::UpstreamUrl;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/healthz", web::head().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/readyz", web::head().to(readyz))
+        .route("/metrics", web::get().to(metrics))
+        .route("/api/v1/lookup", web::get().to(lookup))
+        .route("/api/v1/stats", web::get().to(stats));
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// Ready when the index answers and the data volume accepts a write.
+async fn readyz(app: web::Data<App>) -> HttpResponse {
+    let app = app.into_inner();
+    let probe = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        app.index.ping().map_err(|e| e.to_string())?;
+        app.store.write_probe().map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("probe task failed: {e}")));
+    match probe {
+        Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
+        Err(reason) => HttpResponse::ServiceUnavailable().json(json!({
+            "status": "unavailable",
+            "reason": reason,
+            "error": "unavailable",
+            "message": format!("not ready: {reason}"),
+        })),
+    }
+}
+
+async fn metrics(app: web::Data<App>) -> HttpResponse {
+    let stats = app.index.stats();
+    app.metrics.store_bytes.set(stats.bytes as i64);
+    if let Ok(du) = app.used() {
+        app.metrics.disk_used_ratio.set(du.used_ratio());
+    }
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(app.metrics.render())
+}
+
+async fn stats(app: web::Data<App>) -> Result<HttpResponse, Error> {
+    let s = app.index.stats();
+    let du = app.used()?;
+    let m = &app.metrics;
+    Ok(HttpResponse::Ok().json(json!({
+        "blobs": s.blobs,
+        "bytes": s.bytes,
+        "urls": s.urls,
+        "hits": m.hits.get(),
+        "misses": m.misses.get(),
+        "upstream_fetches": m.upstream_fetches.get(),
+        "upstream_failures": m.upstream_failures.get(),
+        "inflight": app.flights.len(),
+        "disk": {
+            "used_bytes": du.used_bytes,
+            "total_bytes": du.total_bytes,
+            "used_ratio": du.used_ratio(),
+        },
+    })))
+}
+
+/// `GET /api/v1/lookup?url=|md5=|sha256=|sha512=|blake3=`
+async fn lookup(req: HttpRequest, app: web::Data<App>) -> Result<HttpResponse, Error> {
+    let pairs = super::query_pairs(&req);
+    let Some((key, value)) = pairs.first() else {
+        return Err(Error::BadRequest(
+            "give one of url=, md5=, sha256=, sha512=, blake3=".into(),
+        ));
+    };
+    let meta = if key == "url" {
+        let url = UpstreamUrl::parse(value)?;
+        app.index
+            .url(url.as_str())?
+            .map(|e| e.blob.clone())
+            .ok_or_else(|| Error::NotFound(format!("{url} is not cached")))?
+    } else {
+        let algo = Algo::from_name(key)
+            .ok_or_else(|| Error::BadRequest(format!("unknown lookup key {key:?}")))?;
+        let hex = algo.normalize_hex(value).ok_or_else(|| {
+            Error::BadRequest(format!(
+                "{value:?} is not a valid {} checksum ({} hex digits)",
+                algo.name(),
+                algo.hex_len()
+            ))
+        })?;
+        app.index
+            .by_checksum(algo, &hex)?
+            .ok_or_else(|| Error::NotFound(format!("no stored blob has {key} {hex}")))?
+    };
+    Ok(HttpResponse::Ok().json(blob_json(&app, &meta)?))
+}
+
+/// The lookup JSON of a blob (SPEC 4.3), shared with the upload API.
+pub fn blob_json(app: &App, meta: &BlobMeta) -> Result<Value, Error> {
+    // Fold in reads not yet flushed to the index.
+    let meta = app.index.blob(meta.blake3())?.unwrap_or_else(|| meta.clone());
+    let time = |t: i64| {
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64))
+            .to_string()
+    };
+    Ok(json!({
+        "blake3": meta.digests.blake3,
+        "sha256": meta.digests.sha256,
+        "sha512": meta.digests.sha512,
+        "md5": meta.digests.md5,
+        "size": meta.size,
+        "content_type": meta.content_type,
+        "origin": meta.origin,
+        "pinned": meta.pinned,
+        "first_seen": time(meta.first_seen),
+        "last_access": time(meta.last_access),
+        "access_count": meta.access_count,
+        "present": app.store.exists(meta.blake3()),
+        "urls": app.index.urls_of(meta.blake3())?,
+    }))
+}

@@ -1,0 +1,330 @@
+//! Artifact responses: hits from the store (ranges, conditionals, checksum headers) and misses
+//! that follow a fill.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use actix_web::body::SizedStream;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
+use bytes::{Bytes, BytesMut};
+use futures::Stream;
+
+use crate::app::{App, unix_now};
+use crate::error::Error;
+use crate::fill::Fill;
+use crate::index::BlobMeta;
+use crate::store::Expected;
+use crate::url::{UpstreamUrl, content_disposition};
+
+/// Reads from the store in pieces this large (few syscalls, few wake-ups).
+const HIT_CHUNK: usize = 512 * 1024;
+
+/// A stored blob about to be served.
+pub struct Artifact<'a> {
+    pub meta: &'a BlobMeta,
+    pub file_name: String,
+    /// Upstream's Content-Type, if it said one.
+    pub content_type: Option<String>,
+    /// Upstream's Last-Modified, if it said one.
+    pub last_modified: Option<String>,
+}
+
+/// A HIT: 200, 206, 304 or 416, with all checksum headers.
+pub async fn hit(req: &HttpRequest, app: &App, art: Artifact<'_>) -> Result<HttpResponse, Error> {
+    let meta = art.meta;
+    let b3 = meta.blake3();
+    let etag = format!("\"{b3}\"");
+    let last_modified = art
+        .last_modified
+        .filter(|lm| httpdate::parse_http_date(lm).is_ok())
+        .unwrap_or_else(|| httpdate::fmt_http_date(unix_to_system(meta.first_seen)));
+    let content_type = art
+        .content_type
+        .or_else(|| meta.content_type.clone())
+        .unwrap_or_else(|| guess_type(&art.file_name));
+
+    let mut res = HttpResponse::Ok();
+    res.insert_header((header::ETAG, etag.as_str()))
+        .insert_header((header::LAST_MODIFIED, last_modified.as_str()))
+        .insert_header((header::CACHE_CONTROL, app.config.server.cache_control.as_str()))
+        .insert_header(("X-Cache", "HIT"));
+
+    if let Some(inm) = header_str(req, header::IF_NONE_MATCH) {
+        if etag_list_matches(inm, b3) {
+            res.status(StatusCode::NOT_MODIFIED);
+            return Ok(res.finish());
+        }
+    }
+
+    let size = meta.size;
+    let range = match header_str(req, header::RANGE) {
+        Some(r) if if_range_allows(req, b3, &last_modified) => parse_range(r, size),
+        _ => RangeSpec::Full,
+    };
+    let (start, end) = match range {
+        RangeSpec::Full => (0, size),
+        RangeSpec::Part(s, e) => (s, e),
+        RangeSpec::Unsatisfiable(r) => {
+            return Err(Error::RangeNotSatisfiable {
+                range: r.to_owned(),
+                size,
+            });
+        }
+    };
+
+    let Some((file, file_len)) = app.store.open_blob(b3)? else {
+        app.index.remove_blob(b3)?;
+        return Err(Error::Unavailable(format!(
+            "blob {b3} vanished from the store; retry to fetch it again"
+        )));
+    };
+    if file_len != size {
+        return Err(Error::Internal(format!(
+            "blob {b3} is {file_len} bytes on disk, {size} in the index"
+        )));
+    }
+    app.index.record_access(b3, unix_now());
+
+    res.insert_header((header::CONTENT_TYPE, content_type.as_str()))
+        .insert_header((header::ACCEPT_RANGES, "bytes"))
+        .insert_header(("X-Checksum-Md5", meta.digests.md5.as_str()))
+        .insert_header(("X-Checksum-Sha256", meta.digests.sha256.as_str()))
+        .insert_header(("X-Checksum-Sha512", meta.digests.sha512.as_str()))
+        .insert_header(("X-Checksum-Blake3", b3))
+        .insert_header((header::CONTENT_DISPOSITION, disposition(&art.file_name)));
+    if let RangeSpec::Part(..) = range {
+        res.status(StatusCode::PARTIAL_CONTENT).insert_header((
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{size}", end - 1),
+        ));
+    }
+    Ok(sized_body(req, res, end - start, file_stream(file, start, end)))
+}
+
+/// A MISS: headers as soon as upstream's are known, then the bytes as they arrive.
+pub async fn miss(
+    req: &HttpRequest,
+    app: &Arc<App>,
+    fill: Arc<Fill>,
+    expected: Option<Expected>,
+    client: Option<String>,
+) -> Result<HttpResponse, Error> {
+    let head = fill.head().await.map_err(|e| Error::from(&*e))?;
+    let file_name = fill.url.file_name();
+    let content_type = head
+        .content_type
+        .clone()
+        .unwrap_or_else(|| guess_type(&file_name));
+    let mut res = HttpResponse::Ok();
+    res.insert_header((header::CONTENT_TYPE, content_type.as_str()))
+        .insert_header(("X-Cache", "MISS"))
+        .insert_header((header::CONTENT_DISPOSITION, disposition(&file_name)));
+    if let Some(lm) = &head.last_modified {
+        res.insert_header((header::LAST_MODIFIED, lm.as_str()));
+    }
+
+    let on_mismatch = {
+        let (app, url) = (app.clone(), fill.url.clone());
+        let exp = expected.clone();
+        move |d: &crate::store::Digests| {
+            if let Some(exp) = exp {
+                app.integrity_failed(&url, d, &exp, client);
+            }
+        }
+    };
+    let Some(total) = head.content_length else {
+        // Unknown length: chunked, and the body ends only once the fill is verified.
+        let body = fill.body(0, None, expected, on_mismatch);
+        if req.method() == Method::HEAD {
+            return Ok(res.finish());
+        }
+        return Ok(res.streaming(body));
+    };
+    res.insert_header((header::ACCEPT_RANGES, "bytes"));
+    let range = match header_str(req, header::RANGE) {
+        // If-Range cannot match: no ETag is known before the content is.
+        Some(r) if header_str(req, header::IF_RANGE).is_none() => parse_range(r, total),
+        _ => RangeSpec::Full,
+    };
+    let (start, end) = match range {
+        RangeSpec::Full => (0, total),
+        RangeSpec::Part(s, e) => {
+            res.status(StatusCode::PARTIAL_CONTENT).insert_header((
+                header::CONTENT_RANGE,
+                format!("bytes {s}-{}/{total}", e - 1),
+            ));
+            (s, e)
+        }
+        RangeSpec::Unsatisfiable(r) => {
+            return Err(Error::RangeNotSatisfiable {
+                range: r.to_owned(),
+                size: total,
+            });
+        }
+    };
+    let body = fill.body(start, Some(end), expected, on_mismatch);
+    Ok(sized_body(req, res, end - start, body))
+}
+
+/// A body of known length (none for HEAD, but the same Content-Length).
+fn sized_body<S>(req: &HttpRequest, mut res: HttpResponseBuilder, len: u64, body: S) -> HttpResponse
+where
+    S: Stream<Item = Result<Bytes, io::Error>> + 'static,
+{
+    if req.method() == Method::HEAD {
+        return res.body(SizedStream::new(
+            len,
+            futures::stream::empty::<Result<Bytes, io::Error>>(),
+        ));
+    }
+    res.body(SizedStream::new(len, body))
+}
+
+/// Read `[start, end)` of a blob in large pieces on the blocking pool.
+fn file_stream(file: File, start: u64, end: u64) -> impl Stream<Item = Result<Bytes, io::Error>> {
+    let file = Arc::new(file);
+    futures::stream::try_unfold(start, move |pos| {
+        let file = file.clone();
+        async move {
+            if pos >= end {
+                return Ok(None);
+            }
+            let n = ((end - pos) as usize).min(HIT_CHUNK);
+            let chunk = tokio::task::spawn_blocking(move || {
+                let mut buf = BytesMut::zeroed(n);
+                file.read_exact_at(&mut buf, pos)?;
+                Ok::<_, io::Error>(buf.freeze())
+            })
+            .await
+            .map_err(io::Error::other)??;
+            Ok(Some((chunk, pos + n as u64)))
+        }
+    })
+}
+
+pub fn guess_type(file_name: &str) -> String {
+    mime_guess::from_path(file_name)
+        .first_raw()
+        .unwrap_or("application/octet-stream")
+        .to_owned()
+}
+
+pub fn disposition(file_name: &str) -> HeaderValue {
+    HeaderValue::from_str(&content_disposition(file_name))
+        .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
+}
+
+fn header_str(req: &HttpRequest, name: header::HeaderName) -> Option<&str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `If-None-Match`: `*` or a list of (possibly weak) entity tags.
+fn etag_list_matches(value: &str, b3: &str) -> bool {
+    value.split(',').map(str::trim).any(|tag| {
+        tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == b3
+    })
+}
+
+/// `If-Range`: the range applies only if the validator still matches (strong comparison).
+fn if_range_allows(req: &HttpRequest, b3: &str, last_modified: &str) -> bool {
+    match header_str(req, header::IF_RANGE) {
+        None => true,
+        Some(v) if v.starts_with('"') => v.trim_matches('"') == b3,
+        Some(v) if v.starts_with("W/") => false,
+        Some(v) => v == last_modified,
+    }
+}
+
+/// A parsed `Range` header.
+#[derive(Debug, PartialEq)]
+pub enum RangeSpec<'a> {
+    /// No usable single range: serve everything (RFC 9110 allows ignoring Range).
+    Full,
+    /// `[start, end)`.
+    Part(u64, u64),
+    Unsatisfiable(&'a str),
+}
+
+/// Single byte ranges only; syntactically invalid or multi-range headers are ignored.
+pub fn parse_range(value: &str, size: u64) -> RangeSpec<'_> {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return RangeSpec::Full;
+    };
+    if spec.contains(',') {
+        return RangeSpec::Full;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeSpec::Full;
+    };
+    let parse = |s: &str| s.trim().parse::<u64>().ok();
+    match (a.trim().is_empty(), b.trim().is_empty()) {
+        // bytes=-N: the last N bytes
+        (true, false) => match parse(b) {
+            Some(0) => RangeSpec::Unsatisfiable(value),
+            Some(_) if size == 0 => RangeSpec::Unsatisfiable(value),
+            Some(n) => RangeSpec::Part(size.saturating_sub(n), size),
+            None => RangeSpec::Full,
+        },
+        // bytes=A-
+        (false, true) => match parse(a) {
+            Some(s) if s < size => RangeSpec::Part(s, size),
+            Some(_) => RangeSpec::Unsatisfiable(value),
+            None => RangeSpec::Full,
+        },
+        (false, false) => match (parse(a), parse(b)) {
+            (Some(s), Some(e)) if s > e => RangeSpec::Full,
+            (Some(s), Some(_)) if s >= size => RangeSpec::Unsatisfiable(value),
+            (Some(s), Some(e)) => RangeSpec::Part(s, e.min(size - 1) + 1),
+            _ => RangeSpec::Full,
+        },
+        (true, true) => RangeSpec::Full,
+    }
+}
+
+fn unix_to_system(secs: i64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64)
+}
+
+/// The file name shown for a URL (its last path segment), never empty.
+pub fn url_file_name(url: &UpstreamUrl) -> String {
+    let name = url.file_name();
+    if name.is_empty() {
+        "index.html".to_owned()
+    } else {
+        name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        use RangeSpec::*;
+        assert_eq!(parse_range("bytes=0-9", 100), Part(0, 10));
+        assert_eq!(parse_range("bytes=90-200", 100), Part(90, 100));
+        assert_eq!(parse_range("bytes=95-", 100), Part(95, 100));
+        assert_eq!(parse_range("bytes=-10", 100), Part(90, 100));
+        assert_eq!(parse_range("bytes=-1000", 100), Part(0, 100));
+        assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable("bytes=100-"));
+        assert_eq!(parse_range("bytes=100-200", 100), Unsatisfiable("bytes=100-200"));
+        assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable("bytes=-0"));
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), Full);
+        assert_eq!(parse_range("items=0-1", 100), Full);
+        assert_eq!(parse_range("bytes=5-1", 100), Full);
+        assert_eq!(parse_range("bytes=x-1", 100), Full);
+    }
+
+    #[test]
+    fn etags() {
+        assert!(etag_list_matches("\"abc\"", "abc"));
+        assert!(etag_list_matches("W/\"abc\", \"x\"", "abc"));
+        assert!(etag_list_matches("*", "abc"));
+        assert!(!etag_list_matches("\"abd\"", "abc"));
+    }
+}

@@ -1,0 +1,506 @@
+//! The index: sled trees mapping URLs and checksums to blobs, with an in-memory LRU in front.
+//!
+//! No sled type leaves this module. Values are JSON (small, debuggable, forward-compatible
+//! with `#[serde(default)]`); tree names carry a version so a future layout can live beside
+//! this one. The index is a rebuildable view: the blob files and the audit journal are the
+//! durable truth.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use lru::LruCache;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use crate::store::{Algo, Digests};
+
+/// Errors of the index.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("index database at {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("index database: {0}")]
+    Db(#[from] sled::Error),
+    #[error("index record {key} is unreadable: {source}")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Where a blob's bytes came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    Upstream,
+    Upload,
+}
+
+/// Everything known about one stored blob.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlobMeta {
+    #[serde(flatten)]
+    pub digests: Digests,
+    pub size: u64,
+    pub content_type: Option<String>,
+    /// Unix seconds.
+    pub first_seen: i64,
+    /// Unix seconds.
+    pub last_access: i64,
+    pub access_count: u64,
+    pub origin: Origin,
+    pub pinned: bool,
+}
+
+impl BlobMeta {
+    pub fn blake3(&self) -> &str {
+        &self.digests.blake3
+    }
+}
+
+/// One bound URL and what upstream said about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UrlRecord {
+    pub url: String,
+    pub blake3: String,
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub final_url: String,
+    /// Unix seconds.
+    pub fetched_at: i64,
+    pub instance: String,
+}
+
+/// A bound URL with its blob, as the hit path needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UrlEntry {
+    pub record: UrlRecord,
+    pub blob: BlobMeta,
+}
+
+/// Totals for `/api/v1/stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct IndexStats {
+    pub blobs: u64,
+    pub bytes: u64,
+    pub urls: u64,
+}
+
+/// The typed index over sled.
+pub struct Index {
+    db: sled::Db,
+    blobs: sled::Tree,
+    urls: sled::Tree,
+    md5: sled::Tree,
+    sha256: sled::Tree,
+    sha512: sled::Tree,
+    /// blake3 ++ url -> (), so a blob's URLs are one prefix scan.
+    blob_urls: sled::Tree,
+    memory: Mutex<LruCache<String, Arc<UrlEntry>>>,
+    /// Reads not yet written to sled: blake3 -> (count, last access). Batched so that a hit
+    /// never costs an index write.
+    access: Mutex<HashMap<String, (u64, i64)>>,
+    n_blobs: AtomicU64,
+    n_bytes: AtomicU64,
+    n_urls: AtomicU64,
+}
+
+/// sled's page cache; its default (1 GiB) is not a memory bound we want.
+const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+impl Index {
+    /// Open (or create) the index in `dir`. Fails if another process holds it.
+    pub fn open(dir: &Path, memory_entries: usize) -> Result<Index, IndexError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(SLED_CACHE_BYTES)
+            // No background flusher thread: it would keep the database (and its lock) alive
+            // after drop, and we flush explicitly after every binding anyway.
+            .flush_every_ms(None)
+            .open()
+            .map_err(|source| IndexError::Open {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        let tree = |name: &str| db.open_tree(name);
+        let index = Index {
+            blobs: tree("blobs/v1")?,
+            urls: tree("urls/v1")?,
+            md5: tree("md5/v1")?,
+            sha256: tree("sha256/v1")?,
+            sha512: tree("sha512/v1")?,
+            blob_urls: tree("blob_urls/v1")?,
+            db,
+            memory: Mutex::new(LruCache::new(
+                NonZeroUsize::new(memory_entries.max(1)).expect("max(1) is non-zero"),
+            )),
+            access: Mutex::new(HashMap::new()),
+            n_blobs: AtomicU64::new(0),
+            n_bytes: AtomicU64::new(0),
+            n_urls: AtomicU64::new(0),
+        };
+        index.recount()?;
+        Ok(index)
+    }
+
+    fn recount(&self) -> Result<(), IndexError> {
+        let (mut blobs, mut bytes) = (0, 0);
+        for item in self.blobs.iter() {
+            let (k, v) = item?;
+            blobs += 1;
+            bytes += decode::<BlobMeta>(&k, &v)?.size;
+        }
+        self.n_blobs.store(blobs, Ordering::Relaxed);
+        self.n_bytes.store(bytes, Ordering::Relaxed);
+        self.n_urls.store(self.urls.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The blob bound to a normalized URL.
+    pub fn url(&self, url: &str) -> Result<Option<Arc<UrlEntry>>, IndexError> {
+        if let Some(hit) = self.memory.lock().get(url) {
+            return Ok(Some(hit.clone()));
+        }
+        let Some(v) = self.urls.get(url.as_bytes())? else {
+            return Ok(None);
+        };
+        let record: UrlRecord = decode(url.as_bytes(), &v)?;
+        let Some(blob) = self.blob(&record.blake3)? else {
+            return Ok(None);
+        };
+        let entry = Arc::new(UrlEntry { record, blob });
+        self.memory.lock().put(url.to_owned(), entry.clone());
+        Ok(Some(entry))
+    }
+
+    /// A blob by its BLAKE3 (lowercase hex), with reads not yet flushed folded in.
+    pub fn blob(&self, blake3: &str) -> Result<Option<BlobMeta>, IndexError> {
+        let Some(key) = hex_key(blake3) else {
+            return Ok(None);
+        };
+        let Some(v) = self.blobs.get(&key)? else {
+            return Ok(None);
+        };
+        let mut meta: BlobMeta = decode(&key, &v)?;
+        if let Some(&(count, last)) = self.access.lock().get(blake3) {
+            meta.access_count += count;
+            meta.last_access = meta.last_access.max(last);
+        }
+        Ok(Some(meta))
+    }
+
+    /// A blob by any of its checksums (lowercase hex).
+    pub fn by_checksum(&self, algo: Algo, hex: &str) -> Result<Option<BlobMeta>, IndexError> {
+        let tree = match algo {
+            Algo::Blake3 => return self.blob(hex),
+            Algo::Md5 => &self.md5,
+            Algo::Sha256 => &self.sha256,
+            Algo::Sha512 => &self.sha512,
+        };
+        let Some(key) = hex_key(hex) else {
+            return Ok(None);
+        };
+        match tree.get(key)? {
+            Some(b3) => self.blob(&hex::encode(b3)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every URL bound to a blob.
+    pub fn urls_of(&self, blake3: &str) -> Result<Vec<String>, IndexError> {
+        let Some(prefix) = hex_key(blake3) else {
+            return Ok(Vec::new());
+        };
+        let mut urls = Vec::new();
+        for item in self.blob_urls.scan_prefix(&prefix) {
+            let (k, _) = item?;
+            urls.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+        }
+        Ok(urls)
+    }
+
+    /// Record a blob (if new) and bind `record.url` to it, in one transaction.
+    /// An existing blob keeps its metadata (first_seen, origin, pins).
+    pub fn bind(&self, blob: &BlobMeta, record: &UrlRecord) -> Result<(), IndexError> {
+        debug_assert_eq!(blob.blake3(), record.blake3);
+        let b3 = hex_key(blob.blake3()).expect("blob digests are valid hex");
+        let blob_json = serde_json::to_vec(blob).expect("serializable");
+        let rec_json = serde_json::to_vec(record).expect("serializable");
+        let url = record.url.as_bytes();
+        let link = [b3.as_slice(), url].concat();
+        let (new_blob, new_url) = (
+            &self.blobs,
+            &self.urls,
+            &self.md5,
+            &self.sha256,
+            &self.sha512,
+            &self.blob_urls,
+        )
+            .transaction(|(blobs, urls, md5, sha256, sha512, blob_urls)| {
+                let new_blob = blobs.get(&b3)?.is_none();
+                if new_blob {
+                    blobs.insert(b3.as_slice(), blob_json.as_slice())?;
+                    md5.insert(hex_key(&blob.digests.md5).unwrap(), b3.as_slice())?;
+                    sha256.insert(hex_key(&blob.digests.sha256).unwrap(), b3.as_slice())?;
+                    sha512.insert(hex_key(&blob.digests.sha512).unwrap(), b3.as_slice())?;
+                }
+                let old = urls.insert(url, rec_json.as_slice())?;
+                if let Some(old) = &old {
+                    // Rebinding: unlink the URL from the blob it pointed to before.
+                    let old: UrlRecord = serde_json::from_slice(old)
+                        .map_err(ConflictableTransactionError::Abort)?;
+                    if let Some(old_b3) = hex_key(&old.blake3) {
+                        blob_urls.remove([old_b3.as_slice(), url].concat())?;
+                    }
+                }
+                blob_urls.insert(link.as_slice(), &[])?;
+                Ok((new_blob, old.is_none()))
+            })
+            .map_err(|e| tx_error(e, &record.url))?;
+        if new_blob {
+            self.n_blobs.fetch_add(1, Ordering::Relaxed);
+            self.n_bytes.fetch_add(blob.size, Ordering::Relaxed);
+        }
+        if new_url {
+            self.n_urls.fetch_add(1, Ordering::Relaxed);
+        }
+        self.memory.lock().pop(&record.url);
+        Ok(())
+    }
+
+    /// Remove a blob, its checksum entries and every URL bound to it. Returns its metadata.
+    pub fn remove_blob(&self, blake3: &str) -> Result<Option<BlobMeta>, IndexError> {
+        let Some(meta) = self.blob(blake3)? else {
+            return Ok(None);
+        };
+        let urls = self.urls_of(blake3)?;
+        let b3 = hex_key(blake3).expect("validated by blob()");
+        (
+            &self.blobs,
+            &self.urls,
+            &self.md5,
+            &self.sha256,
+            &self.sha512,
+            &self.blob_urls,
+        )
+            .transaction(|(blobs, url_tree, md5, sha256, sha512, blob_urls)| {
+                blobs.remove(b3.as_slice())?;
+                md5.remove(hex_key(&meta.digests.md5).unwrap())?;
+                sha256.remove(hex_key(&meta.digests.sha256).unwrap())?;
+                sha512.remove(hex_key(&meta.digests.sha512).unwrap())?;
+                for url in &urls {
+                    url_tree.remove(url.as_bytes())?;
+                    blob_urls.remove([b3.as_slice(), url.as_bytes()].concat())?;
+                }
+                Ok::<_, ConflictableTransactionError<serde_json::Error>>(())
+            })
+            .map_err(|e| tx_error(e, blake3))?;
+        self.n_blobs.fetch_sub(1, Ordering::Relaxed);
+        self.n_bytes.fetch_sub(meta.size, Ordering::Relaxed);
+        self.n_urls.fetch_sub(urls.len() as u64, Ordering::Relaxed);
+        let mut memory = self.memory.lock();
+        for url in &urls {
+            memory.pop(url);
+        }
+        drop(memory);
+        self.access.lock().remove(blake3);
+        Ok(Some(meta))
+    }
+
+    /// Note one read of a blob; written to sled by [`Index::flush_access`].
+    pub fn record_access(&self, blake3: &str, now: i64) {
+        let mut access = self.access.lock();
+        match access.get_mut(blake3) {
+            Some(e) => {
+                e.0 += 1;
+                e.1 = e.1.max(now);
+            }
+            None => {
+                access.insert(blake3.to_owned(), (1, now));
+            }
+        }
+    }
+
+    /// Write batched reads to sled. Called periodically and at shutdown.
+    pub fn flush_access(&self) -> Result<(), IndexError> {
+        let pending = std::mem::take(&mut *self.access.lock());
+        for (b3, (count, last)) in pending {
+            let Some(key) = hex_key(&b3) else { continue };
+            self.blobs.update_and_fetch(&key, |old| {
+                let mut meta: BlobMeta = serde_json::from_slice(old?).ok()?;
+                meta.access_count += count;
+                meta.last_access = meta.last_access.max(last);
+                Some(serde_json::to_vec(&meta).expect("serializable"))
+            })?;
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Drop blobs whose file is gone (with their URLs). Returns how many.
+    pub fn drop_missing(&self, exists: impl Fn(&str) -> bool) -> Result<usize, IndexError> {
+        let mut gone = Vec::new();
+        for item in self.blobs.iter() {
+            let (k, _) = item?;
+            let b3 = hex::encode(&k);
+            if !exists(&b3) {
+                gone.push(b3);
+            }
+        }
+        for b3 in &gone {
+            self.remove_blob(b3)?;
+        }
+        Ok(gone.len())
+    }
+
+    pub fn stats(&self) -> IndexStats {
+        IndexStats {
+            blobs: self.n_blobs.load(Ordering::Relaxed),
+            bytes: self.n_bytes.load(Ordering::Relaxed),
+            urls: self.n_urls.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A cheap read that proves the database answers (`/readyz`).
+    pub fn ping(&self) -> Result<(), IndexError> {
+        self.urls.first()?;
+        Ok(())
+    }
+
+    /// Make everything written so far durable.
+    pub async fn flush(&self) -> Result<(), IndexError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Blocking variant of [`Index::flush`], for shutdown and offline commands.
+    pub fn flush_blocking(&self) -> Result<(), IndexError> {
+        self.flush_access()?;
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+fn hex_key(hex: &str) -> Option<Vec<u8>> {
+    hex::decode(hex).ok()
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], v: &[u8]) -> Result<T, IndexError> {
+    serde_json::from_slice(v).map_err(|source| IndexError::Corrupt {
+        key: String::from_utf8(key.to_vec()).unwrap_or_else(|_| hex::encode(key)),
+        source,
+    })
+}
+
+fn tx_error(e: TransactionError<serde_json::Error>, key: &str) -> IndexError {
+    match e {
+        TransactionError::Storage(e) => IndexError::Db(e),
+        TransactionError::Abort(source) => IndexError::Corrupt {
+            key: key.to_owned(),
+            source,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Digester;
+
+    fn meta(data: &[u8]) -> BlobMeta {
+        let mut d = Digester::new();
+        d.update(data);
+        BlobMeta {
+            digests: d.finish(),
+            size: data.len() as u64,
+            content_type: None,
+            first_seen: 1,
+            last_access: 1,
+            access_count: 0,
+            origin: Origin::Upstream,
+            pinned: false,
+        }
+    }
+
+    fn record(url: &str, b: &BlobMeta) -> UrlRecord {
+        UrlRecord {
+            url: url.into(),
+            blake3: b.blake3().into(),
+            status: 200,
+            content_type: None,
+            etag: None,
+            last_modified: None,
+            final_url: url.into(),
+            fetched_at: 1,
+            instance: "t".into(),
+        }
+    }
+
+    #[test]
+    fn bind_lookup_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(dir.path(), 10).unwrap();
+        let b = meta(b"abc");
+        idx.bind(&b, &record("http://a/x", &b)).unwrap();
+        idx.bind(&b, &record("http://a/y", &b)).unwrap();
+        assert_eq!(idx.stats(), IndexStats { blobs: 1, bytes: 3, urls: 2 });
+        assert_eq!(idx.url("http://a/x").unwrap().unwrap().blob, b);
+        let by_md5 = idx.by_checksum(Algo::Md5, &b.digests.md5).unwrap().unwrap();
+        assert_eq!(by_md5.blake3(), b.blake3());
+        let mut urls = idx.urls_of(b.blake3()).unwrap();
+        urls.sort();
+        assert_eq!(urls, ["http://a/x", "http://a/y"]);
+
+        idx.record_access(b.blake3(), 50);
+        idx.record_access(b.blake3(), 40);
+        assert_eq!(idx.blob(b.blake3()).unwrap().unwrap().access_count, 2);
+        idx.flush_access().unwrap();
+        let m = idx.blob(b.blake3()).unwrap().unwrap();
+        assert_eq!((m.access_count, m.last_access), (2, 50));
+
+        idx.remove_blob(b.blake3()).unwrap();
+        assert!(idx.url("http://a/x").unwrap().is_none());
+        assert!(idx.by_checksum(Algo::Md5, &b.digests.md5).unwrap().is_none());
+        assert_eq!(idx.stats(), IndexStats::default());
+    }
+
+    #[test]
+    fn rebind_moves_url_and_counts_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (meta(b"a"), meta(b"bb"));
+        {
+            let idx = Index::open(dir.path(), 10).unwrap();
+            idx.bind(&a, &record("http://h/u", &a)).unwrap();
+            idx.bind(&b, &record("http://h/u", &b)).unwrap();
+            assert!(idx.urls_of(a.blake3()).unwrap().is_empty());
+            assert_eq!(idx.url("http://h/u").unwrap().unwrap().blob, b);
+            idx.flush_blocking().unwrap();
+        }
+        let idx = Index::open(dir.path(), 10).unwrap();
+        assert_eq!(idx.stats(), IndexStats { blobs: 2, bytes: 3, urls: 1 });
+        assert_eq!(idx.drop_missing(|h| h == b.blake3()).unwrap(), 1);
+        assert_eq!(idx.stats(), IndexStats { blobs: 1, bytes: 2, urls: 1 });
+    }
+
+    #[test]
+    fn second_open_of_same_dir_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let _idx = Index::open(dir.path(), 10).unwrap();
+        assert!(matches!(
+            Index::open(dir.path(), 10),
+            Err(IndexError::Open { .. })
+        ));
+    }
+}

@@ -1,0 +1,493 @@
+//! Talking to origin servers: the reqwest client, the SSRF guard, URL and content policy.
+//!
+//! One call here is one attempt; retries, mirrors and resuming live in `fill`, which knows
+//! how many bytes it already has. Errors say whether trying again makes sense.
+
+pub mod ssrf;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{self, HeaderMap};
+use reqwest::redirect;
+
+use crate::config::UpstreamConfig;
+use crate::url::UpstreamUrl;
+
+/// Errors of one upstream attempt, or of the policy checks before it.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("scheme {scheme:?} is not allowed")]
+    UnsupportedScheme { scheme: String },
+    #[error("destination {host} is not allowed: {reason}")]
+    ForbiddenDestination { host: String, reason: String },
+    #[error("{what} is denied by policy")]
+    Denied { what: String },
+    #[error("{url} was not found upstream (status {status})")]
+    NotFound { url: String, status: u16 },
+    #[error("{url} is {size} bytes, more than the allowed {max}")]
+    TooLarge { url: String, size: u64, max: u64 },
+    #[error("{url}: upstream timed out {phase}")]
+    Timeout { url: String, phase: &'static str },
+    #[error("{url}: cannot connect: {message}")]
+    Connect { url: String, message: String },
+    #[error("{url}: upstream answered {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url}: transfer broke after {received} bytes: {message}")]
+    Body {
+        url: String,
+        received: u64,
+        message: String,
+    },
+    #[error("{url}: upstream sent {received} bytes of the {expected} it announced")]
+    Truncated {
+        url: String,
+        received: u64,
+        expected: u64,
+    },
+    #[error("{url}: {message}")]
+    Protocol { url: String, message: String },
+}
+
+impl UpstreamError {
+    /// Whether another attempt may succeed (connect errors, timeouts, 5xx, broken bodies).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            UpstreamError::Timeout { .. }
+            | UpstreamError::Connect { .. }
+            | UpstreamError::Body { .. }
+            | UpstreamError::Truncated { .. } => true,
+            UpstreamError::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+            _ => false,
+        }
+    }
+
+    /// Whether the request itself was refused by our policy (nothing was sent upstream).
+    pub fn is_policy(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::UnsupportedScheme { .. }
+                | UpstreamError::ForbiddenDestination { .. }
+                | UpstreamError::Denied { .. }
+        )
+    }
+
+    /// The upstream HTTP status, when the error is about one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            UpstreamError::NotFound { status, .. } | UpstreamError::Status { status, .. } => {
+                Some(*status)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What may be fetched: schemes, hosts, destinations, extensions, content types, sizes.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    allowed_schemes: Vec<String>,
+    allow_hosts: Vec<String>,
+    deny_extensions: Vec<String>,
+    deny_content_types: Vec<String>,
+    allow_private: bool,
+    pub max_object_size: u64,
+}
+
+impl Policy {
+    pub fn new(cfg: &UpstreamConfig) -> Policy {
+        let lower = |v: &Vec<String>| v.iter().map(|s| s.to_ascii_lowercase()).collect();
+        Policy {
+            allowed_schemes: lower(&cfg.allowed_schemes),
+            allow_hosts: lower(&cfg.allow_hosts),
+            deny_extensions: cfg
+                .deny_extensions
+                .iter()
+                .map(|e| e.trim_start_matches('.').to_ascii_lowercase())
+                .collect(),
+            deny_content_types: lower(&cfg.deny_content_types),
+            allow_private: cfg.allow_private,
+            max_object_size: cfg.max_object_size,
+        }
+    }
+
+    /// Checks on a requested URL, before the cache is even consulted.
+    pub fn check_url(&self, url: &UpstreamUrl) -> Result<(), UpstreamError> {
+        self.check_destination(url.as_url())?;
+        if let Some(ext) = url.extension() {
+            if self.deny_extensions.contains(&ext) {
+                return Err(UpstreamError::Denied {
+                    what: format!("extension .{ext}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks on every URL we are about to connect to, including redirect hops. Hosts given
+    /// by name are checked again on their resolved addresses by [`ssrf::GuardedResolver`].
+    pub fn check_destination(&self, url: &::url::Url) -> Result<(), UpstreamError> {
+        let scheme = url.scheme();
+        if !self.allowed_schemes.iter().any(|s| s == scheme) {
+            return Err(UpstreamError::UnsupportedScheme {
+                scheme: scheme.to_owned(),
+            });
+        }
+        let host = url.host_str().unwrap_or_default();
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if !self.allow_hosts.is_empty() && !self.allow_hosts.iter().any(|h| host_matches(h, bare))
+        {
+            return Err(UpstreamError::ForbiddenDestination {
+                host: bare.to_owned(),
+                reason: "the host is not in upstream.allow_hosts".into(),
+            });
+        }
+        if !self.allow_private {
+            let ip = match url.host() {
+                Some(::url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+                Some(::url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+                _ => None,
+            };
+            if let Some(ip) = ip.filter(|ip| ssrf::is_forbidden(*ip)) {
+                return Err(UpstreamError::ForbiddenDestination {
+                    host: bare.to_owned(),
+                    reason: format!("{ip} is a private or internal address"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks on what upstream says about the object.
+    pub fn check_head(&self, url: &str, head: &Head) -> Result<(), UpstreamError> {
+        if let Some(ct) = &head.content_type {
+            let ct = ct.to_ascii_lowercase();
+            if self.deny_content_types.iter().any(|d| ct.starts_with(d.as_str())) {
+                return Err(UpstreamError::Denied {
+                    what: format!("content type {ct}"),
+                });
+            }
+        }
+        match head.content_length {
+            Some(n) => self.check_size(url, n),
+            None => Ok(()),
+        }
+    }
+
+    pub fn check_size(&self, url: &str, size: u64) -> Result<(), UpstreamError> {
+        if self.max_object_size > 0 && size > self.max_object_size {
+            return Err(UpstreamError::TooLarge {
+                url: url.to_owned(),
+                size,
+                max: self.max_object_size,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `allow_hosts` entry semantics: exact host, or with a leading "." the domain and its subdomains.
+fn host_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix('.') {
+        Some(domain) => {
+            host == domain || host.strip_suffix(domain).is_some_and(|p| p.ends_with('.'))
+        }
+        None => host == pattern,
+    }
+}
+
+/// What upstream said about an object before its body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Head {
+    pub status: u16,
+    pub content_length: Option<u64>,
+    pub content_type: Option<String>,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// The URL that answered, after redirects.
+    pub final_url: String,
+}
+
+impl Head {
+    fn from_response(resp: &reqwest::Response, content_length: Option<u64>) -> Head {
+        let h = resp.headers();
+        let text = |name: header::HeaderName| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        Head {
+            status: resp.status().as_u16(),
+            content_length,
+            content_type: text(header::CONTENT_TYPE),
+            etag: text(header::ETAG),
+            last_modified: text(header::LAST_MODIFIED),
+            final_url: resp.url().to_string(),
+        }
+    }
+}
+
+/// A response whose body is being received.
+pub struct Download {
+    pub head: Head,
+    url: String,
+    response: reqwest::Response,
+    received: u64,
+    read_timeout: Duration,
+}
+
+impl Download {
+    /// The next piece of the body; `None` at its end. A body shorter than its
+    /// Content-Length is an error, never a clean end.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+        let next = tokio::time::timeout(self.read_timeout, self.response.chunk()).await;
+        match next {
+            Err(_) => Err(UpstreamError::Timeout {
+                url: self.url.clone(),
+                phase: "while sending the body",
+            }),
+            Ok(Err(e)) => Err(if e.is_timeout() {
+                UpstreamError::Timeout {
+                    url: self.url.clone(),
+                    phase: "while sending the body",
+                }
+            } else {
+                UpstreamError::Body {
+                    url: self.url.clone(),
+                    received: self.received,
+                    message: error_chain(&e),
+                }
+            }),
+            Ok(Ok(Some(bytes))) => {
+                self.received += bytes.len() as u64;
+                Ok(Some(bytes))
+            }
+            Ok(Ok(None)) => match self.head.content_length {
+                Some(expected) if expected != self.received => Err(UpstreamError::Truncated {
+                    url: self.url.clone(),
+                    received: self.received,
+                    expected,
+                }),
+                _ => Ok(None),
+            },
+        }
+    }
+}
+
+/// The upstream client.
+pub struct Upstream {
+    client: reqwest::Client,
+    policy: Arc<Policy>,
+    read_timeout: Duration,
+}
+
+/// Redirects followed at most (SPEC 4.1).
+const MAX_REDIRECTS: usize = 10;
+
+impl Upstream {
+    pub fn new(cfg: &UpstreamConfig, user_agent: &str) -> Result<Upstream, reqwest::Error> {
+        let policy = Arc::new(Policy::new(cfg));
+        let hop_policy = policy.clone();
+        let redirects = redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() > MAX_REDIRECTS {
+                return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+            }
+            match hop_policy.check_destination(attempt.url()) {
+                Ok(()) => attempt.follow(),
+                Err(e) => attempt.error(e),
+            }
+        });
+        let mut headers = HeaderMap::new();
+        // Archives must arrive byte for byte as published: never let a transfer encoding
+        // or a decompressing client change them.
+        headers.insert(header::ACCEPT_ENCODING, "identity".parse().unwrap());
+        let mut builder = reqwest::Client::builder()
+            .user_agent(user_agent)
+            .default_headers(headers)
+            .connect_timeout(cfg.connect_timeout)
+            .read_timeout(cfg.read_timeout)
+            .redirect(redirects)
+            // An HTTP_PROXY in the environment must not loop requests back to us.
+            .no_proxy()
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(30));
+        if !cfg.allow_private {
+            builder = builder.dns_resolver(Arc::new(ssrf::GuardedResolver) as Arc<dyn reqwest::dns::Resolve>);
+        }
+        Ok(Upstream {
+            client: builder.build()?,
+            policy,
+            read_timeout: cfg.read_timeout,
+        })
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Start downloading `url`: one attempt, checked against the policy before and after the
+    /// headers. Statuses other than 2xx are errors (404/410 are `NotFound`).
+    pub async fn get(&self, url: &UpstreamUrl) -> Result<Download, UpstreamError> {
+        let response = self.send(reqwest::Method::GET, url).await?;
+        let content_length = response.content_length();
+        let head = Head::from_response(&response, content_length);
+        self.policy.check_head(url.as_str(), &head)?;
+        Ok(Download {
+            head,
+            url: url.to_string(),
+            response,
+            received: 0,
+            read_timeout: self.read_timeout,
+        })
+    }
+
+    /// An upstream HEAD: its status and headers, nothing stored.
+    pub async fn head(&self, url: &UpstreamUrl) -> Result<Head, UpstreamError> {
+        let response = self.send(reqwest::Method::HEAD, url).await?;
+        // reqwest reports 0 for a bodiless HEAD response; the header is what upstream meant.
+        let content_length = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let head = Head::from_response(&response, content_length);
+        self.policy.check_head(url.as_str(), &head)?;
+        Ok(head)
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &UpstreamUrl,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        self.policy.check_url(url)?;
+        if url.scheme() == "ftp" {
+            return Err(UpstreamError::UnsupportedScheme {
+                scheme: "ftp (not supported yet)".into(),
+            });
+        }
+        let result = self
+            .client
+            .request(method, url.as_url().clone())
+            .send()
+            .await;
+        let response = result.map_err(|e| classify(url.as_str(), e))?;
+        let status = response.status().as_u16();
+        match status {
+            200..=299 if status != 206 => Ok(response),
+            404 | 410 => Err(UpstreamError::NotFound {
+                url: url.to_string(),
+                status,
+            }),
+            _ => Err(UpstreamError::Status {
+                url: url.to_string(),
+                status,
+            }),
+        }
+    }
+}
+
+/// Map a reqwest error to ours, finding our own policy errors in its source chain.
+fn classify(url: &str, e: reqwest::Error) -> UpstreamError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = source {
+        if let Some(f) = s.downcast_ref::<ssrf::ForbiddenAddress>() {
+            return UpstreamError::ForbiddenDestination {
+                host: f.host.clone(),
+                reason: format!("{} is a private or internal address", f.addr),
+            };
+        }
+        if let Some(p) = s.downcast_ref::<UpstreamError>() {
+            // Raised by the redirect policy for a hop; rebuild it (errors are not Clone).
+            return match p {
+                UpstreamError::UnsupportedScheme { scheme } => UpstreamError::UnsupportedScheme {
+                    scheme: scheme.clone(),
+                },
+                UpstreamError::ForbiddenDestination { host, reason } => {
+                    UpstreamError::ForbiddenDestination {
+                        host: host.clone(),
+                        reason: format!("{reason} (redirect)"),
+                    }
+                }
+                other => UpstreamError::Protocol {
+                    url: url.to_owned(),
+                    message: other.to_string(),
+                },
+            };
+        }
+        source = s.source();
+    }
+    let url = url.to_owned();
+    if e.is_timeout() {
+        UpstreamError::Timeout {
+            url,
+            phase: if e.is_connect() {
+                "while connecting"
+            } else {
+                "before sending headers"
+            },
+        }
+    } else if e.is_redirect() {
+        UpstreamError::Protocol {
+            url,
+            message: error_chain(&e),
+        }
+    } else if e.is_connect() || e.is_request() {
+        UpstreamError::Connect {
+            url,
+            message: error_chain(&e),
+        }
+    } else {
+        UpstreamError::Protocol {
+            url,
+            message: error_chain(&e),
+        }
+    }
+}
+
+/// "outer: inner: innermost", since reqwest's Display shows only the outermost layer.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_msg = s.to_string();
+        if !msg.contains(&s_msg) {
+            msg.push_str(": ");
+            msg.push_str(&s_msg);
+        }
+        source = s.source();
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_hosts_patterns() {
+        assert!(host_matches("ftp.gnu.org", "ftp.gnu.org"));
+        assert!(!host_matches("ftp.gnu.org", "gnu.org"));
+        assert!(host_matches(".gnu.org", "ftp.gnu.org"));
+        assert!(host_matches(".gnu.org", "gnu.org"));
+        assert!(!host_matches(".gnu.org", "evilgnu.org"));
+    }
+
+    #[test]
+    fn retryable_classification() {
+        let s = |status| UpstreamError::Status {
+            url: "u".into(),
+            status,
+        };
+        assert!(s(500).is_retryable() && s(503).is_retryable() && s(429).is_retryable());
+        assert!(!s(403).is_retryable());
+        assert!(
+            !UpstreamError::NotFound {
+                url: "u".into(),
+                status: 404
+            }
+            .is_retryable()
+        );
+    }
+}

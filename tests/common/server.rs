@@ -1,0 +1,210 @@
+//! A real upcache server for tests: in-process on 127.0.0.1:0 with a fresh data directory,
+//! or the real binary as a child process (for crash tests).
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tempfile::TempDir;
+use upcache::{App, Config, Server};
+
+/// Configuration for tests: loopback upstreams allowed, fast retries.
+pub fn test_config(data_dir: &Path) -> Config {
+    let mut cfg = Config::default();
+    cfg.server.listen = "127.0.0.1:0".into();
+    cfg.storage.data_dir = data_dir.to_owned();
+    cfg.upstream.allow_private = true;
+    cfg.upstream.retry_backoff = Duration::from_millis(10);
+    cfg.upstream.read_timeout = Duration::from_secs(10);
+    cfg.server.instance = "test".into();
+    cfg
+}
+
+/// An in-process server. Dropping it stops nothing gracefully; call `stop` for that.
+pub struct TestServer {
+    pub app: Arc<App>,
+    server: Option<Server>,
+    pub base: String,
+    pub dir: Arc<TempDir>,
+    pub client: reqwest::Client,
+    config: Config,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(f: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let mut cfg = test_config(&dir.path().join("data"));
+        f(&mut cfg);
+        Self::start_in(dir, cfg)
+    }
+
+    fn start_in(dir: Arc<TempDir>, cfg: Config) -> TestServer {
+        let listener = TcpListener::bind(&cfg.server.listen).unwrap();
+        let (app, server) = upcache::start(cfg.clone(), listener).expect("server starts");
+        let base = format!("http://{}", server.addr);
+        TestServer {
+            app,
+            server: Some(server),
+            base,
+            dir,
+            client: client(),
+            config: cfg,
+        }
+    }
+
+    /// Stop gracefully and start again on the same data directory.
+    pub async fn restart(mut self) -> TestServer {
+        self.stop().await;
+        let (dir, cfg) = (self.dir.clone(), self.config.clone());
+        drop(self);
+        Self::start_in(dir, cfg)
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop(true).await;
+        }
+        self.app.index.flush_blocking().unwrap();
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.config.storage.data_dir.clone()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// `/fetch?url=<encoded>`
+    pub fn fetch_url(&self, upstream: &str) -> String {
+        format!("{}/fetch?url={}", self.base, enc(upstream))
+    }
+
+    /// `/<scheme>/<host:port>/<path>`
+    pub fn mirror_url(&self, upstream: &str) -> String {
+        let (scheme, rest) = upstream.split_once("://").unwrap();
+        format!("{}/{scheme}/{rest}", self.base)
+    }
+
+    pub async fn get(&self, url: &str) -> reqwest::Response {
+        self.client.get(url).send().await.unwrap()
+    }
+
+    /// GET and read the whole body; panics on transport errors.
+    pub async fn get_bytes(&self, url: &str) -> (reqwest::StatusCode, reqwest::header::HeaderMap, bytes::Bytes) {
+        let r = self.get(url).await;
+        let (s, h) = (r.status(), r.headers().clone());
+        (s, h, r.bytes().await.unwrap())
+    }
+
+    /// A client that sends absolute-form requests through this server as an HTTP proxy.
+    pub fn proxy_client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .proxy(reqwest::Proxy::http(&self.base).unwrap())
+            .build()
+            .unwrap()
+    }
+
+    pub fn temp_files(&self) -> Vec<PathBuf> {
+        list_files(&self.data_dir().join("tmp"))
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+pub fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+pub fn list_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+/// The JSON error body of a response.
+pub async fn error_code(r: reqwest::Response) -> (u16, String, String) {
+    let status = r.status().as_u16();
+    let v: serde_json::Value = r.json().await.expect("error body is JSON");
+    (
+        status,
+        v["error"].as_str().unwrap_or_default().to_owned(),
+        v["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// The real `upcache serve` binary as a child process.
+pub struct Process {
+    pub child: Child,
+    pub base: String,
+    pub stderr_log: PathBuf,
+}
+
+impl Process {
+    /// Start `upcache serve` with `args` (plus `--listen 127.0.0.1:0`) in `cwd`, with `env`,
+    /// and wait until it listens.
+    pub fn spawn(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Process {
+        let stderr_log = cwd.join(format!("server-{}.log", std::process::id()));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_upcache"));
+        cmd.arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_log).unwrap());
+        let mut child = cmd.spawn().expect("spawn upcache");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("upcache listening on ") {
+                        break url.trim().to_owned();
+                    }
+                }
+                _ => panic!(
+                    "upcache exited before listening: {}",
+                    std::fs::read_to_string(&stderr_log).unwrap_or_default()
+                ),
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Process {
+            child,
+            base,
+            stderr_log,
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
