@@ -293,7 +293,11 @@ impl App {
                 ..UpstreamInfo::default()
             });
         }
-        self.journal_later(event);
+        let journal = self.journal.clone();
+        let written = tokio::task::spawn_blocking(move || journal.append(event)).await;
+        if let Ok(Err(e)) = written {
+            warn!(error = %e, "cannot write audit event");
+        }
     }
 
     /// A reader's expected checksum did not match the content.

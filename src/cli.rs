@@ -57,8 +57,8 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct ServerArg {
     /// upcache server base URL.
-    #[arg(long = "server", env = "UPCACHE_SERVER", default_value = DEFAULT_SERVER)]
-    pub url: String,
+    #[arg(long, env = "UPCACHE_SERVER", default_value = DEFAULT_SERVER)]
+    pub server: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,7 +99,7 @@ pub fn run(cli: Cli) -> ExitCode {
             url,
             output,
             server,
-        } => runtime().block_on(fetch(&server.url, &url, output.as_deref())),
+        } => runtime().block_on(fetch(&server.server, &url, output.as_deref())),
         Command::Config {
             command: ConfigCommand::Check { config },
         } => match load_config(config.as_deref()) {
@@ -321,5 +321,16 @@ fn sanitize_file_name(name: &str) -> String {
     match cleaned.as_str() {
         "." | ".." => String::new(),
         _ => cleaned,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 }

@@ -202,7 +202,9 @@ fn read_at(file: &File, pos: u64, n: usize) -> io::Result<Bytes> {
 #[derive(Default)]
 pub struct Flights {
     map: Mutex<HashMap<String, Arc<Fill>>>,
-    /// Signalled whenever a fill ends (committed or failed).
+    /// Fill tasks not yet finished (a fill leaves `map` before its last bookkeeping).
+    running: std::sync::atomic::AtomicUsize,
+    /// Signalled whenever a fill task finishes.
     ended: tokio::sync::Notify,
 }
 
@@ -240,6 +242,7 @@ impl Flights {
             file: temp.file().clone(),
         });
         map.insert(url.as_str().to_owned(), fill.clone());
+        self.running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(Flight::Started(fill, temp))
     }
 
@@ -248,15 +251,19 @@ impl Flights {
         if map.get(fill.url.as_str()).is_some_and(|f| Arc::ptr_eq(f, fill)) {
             map.remove(fill.url.as_str());
         }
-        drop(map);
+    }
+
+    /// A fill task has done everything it will do.
+    fn finished(&self) {
+        self.running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         self.ended.notify_waiters();
     }
 
-    /// Wait until no fill is in progress (tests, graceful shutdown).
+    /// Wait until every fill task has finished, bookkeeping included (tests, shutdown).
     pub async fn wait_idle(&self) {
         loop {
             let ended = self.ended.notified();
-            if self.is_empty() {
+            if self.running.load(std::sync::atomic::Ordering::SeqCst) == 0 {
                 return;
             }
             ended.await;
@@ -311,6 +318,7 @@ pub async fn run(app: Arc<App>, fill: Arc<Fill>, temp: TempBlob, who: Requester)
         }
     }
     app.metrics.inflight.dec();
+    app.flights.finished();
 }
 
 async fn download(

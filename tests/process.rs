@@ -1,0 +1,226 @@
+//! The real binary: default start-up, crash safety under `kill -9`, the CLI commands, real
+//! proxy clients (curl, wget), and log formats.
+
+mod common;
+
+use std::process::Command;
+
+use common::server::*;
+use common::upstream::*;
+use futures::StreamExt;
+
+fn upcache() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_upcache"));
+    c.env_remove("RUST_LOG")
+        .env_remove("UPCACHE_SERVER")
+        .env_remove("UPCACHE_CONFIG");
+    c
+}
+
+const PRIVATE_OK: (&str, &str) = ("UPCACHE__UPSTREAM__ALLOW_PRIVATE", "true");
+
+fn terminate(p: &mut Process) {
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
+    let status = p.child.wait().unwrap();
+    assert!(status.success(), "graceful shutdown exits 0: {status:?}\n{}", p.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_without_any_configuration_uses_the_defaults() {
+    let cwd = tempfile::tempdir().unwrap();
+    let mut p = Process::spawn(cwd.path(), &[], &[]);
+    let c = client();
+    let r = c.get(format!("{}/healthz", p.base)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c.get(format!("{}/readyz", p.base)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    for sub in ["upcache-data/index", "upcache-data/blobs", "upcache-data/tmp"] {
+        assert!(cwd.path().join(sub).is_dir(), "{sub} created");
+    }
+    terminate(&mut p);
+    // And the default listen address is the documented one.
+    let out = upcache().args(["config", "check"]).current_dir(cwd.path()).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("listen = \"127.0.0.1:8080\""), "{text}");
+    assert!(text.contains("data_dir = \"./upcache-data\""), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_fill_leaves_no_partial_file_and_the_url_refetches() {
+    let up = Upstream::start().await;
+    let body = random_bytes(2_000_000, 21);
+    let gate = Gate::new();
+    up.route_seq(
+        "/x/big.tar.gz",
+        vec![
+            Route::ok(body.clone()).hold_at(500_000, gate.clone()),
+            Route::ok(body.clone()),
+        ],
+    );
+    let cwd = tempfile::tempdir().unwrap();
+    let mut p = Process::spawn(cwd.path(), &[], &[PRIVATE_OK]);
+    let c = client();
+    let url = format!("{}/fetch?url={}", p.base, enc(&up.url("/x/big.tar.gz")));
+    let r = c.get(&url).send().await.unwrap();
+    let mut stream = r.bytes_stream();
+    stream.next().await.unwrap().unwrap();
+    gate.reached().await;
+    let tmp = cwd.path().join("upcache-data/tmp");
+    assert_eq!(list_files(&tmp).len(), 1, "a temp file while filling");
+    p.kill9();
+    drop(stream);
+
+    let p = Process::spawn(cwd.path(), &[], &[PRIVATE_OK]);
+    assert!(list_files(&tmp).is_empty(), "temp files removed at start-up");
+    let lookup = c
+        .get(format!("{}/api/v1/lookup?url={}", p.base, enc(&up.url("/x/big.tar.gz"))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lookup.status(), 404, "no index entry for the interrupted fill");
+    let url = format!("{}/fetch?url={}", p.base, enc(&up.url("/x/big.tar.gz")));
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.headers()["x-cache"], "MISS");
+    assert_eq!(r.bytes().await.unwrap(), body);
+    // Once stored it is a hit with the right digests.
+    let r = loop {
+        let r = c.get(&url).send().await.unwrap();
+        if r.headers()["x-cache"] == "HIT" {
+            break r;
+        }
+        r.bytes().await.unwrap();
+    };
+    let mut d = upcache::store::Digester::new();
+    d.update(&body);
+    assert_eq!(r.headers()["x-checksum-sha256"], d.finish().sha256.as_str());
+    assert_eq!(r.bytes().await.unwrap(), body);
+}
+
+#[test]
+fn config_check_reports_valid_and_invalid_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[server]\nlisten = \"0.0.0.0:9000\"\n").unwrap();
+    let out = upcache().args(["config", "check", "--config"]).arg(&good).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0.0.0.0:9000"));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[server]\nlistn = \"0.0.0.0:9000\"\n").unwrap();
+    let out = upcache().args(["config", "check", "--config"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.listn"), "the message names the key: {err}");
+
+    let out = upcache()
+        .args(["config", "check"])
+        .env("UPCACHE__CACHE__HIGH_WATERMARK", "1.5")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("high_watermark"));
+
+    let out = upcache().args(["serve", "--config", "/nonexistent.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let out = upcache().arg("no-such-command").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+}
+
+fn run_blocking(mut cmd: Command) -> std::process::Output {
+    cmd.output().expect("command runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_command_downloads_through_the_server() {
+    let up = Upstream::start().await;
+    let body = random_bytes(123_456, 22);
+    up.route("/r/tool-1.2.tar.bz2", Route::ok(body.clone()));
+    up.route("/r/missing.tar.gz", Route::status(404));
+    let srv = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let mut cmd = upcache();
+    cmd.args(["fetch", &up.url("/r/tool-1.2.tar.bz2"), "--server", &srv.base])
+        .current_dir(dir.path());
+    let out = tokio::task::spawn_blocking(move || run_blocking(cmd)).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(dir.path().join("tool-1.2.tar.bz2")).unwrap(), body);
+
+    let mut cmd = upcache();
+    cmd.args(["fetch", &up.url("/r/missing.tar.gz"), "-o", "out.tar.gz"])
+        .env("UPCACHE_SERVER", &srv.base)
+        .current_dir(dir.path());
+    let out = tokio::task::spawn_blocking(move || run_blocking(cmd)).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    assert!(!dir.path().join("out.tar.gz").exists());
+    assert!(!dir.path().join("out.tar.gz.part").exists());
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool).arg("--version").output().is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_and_wget_as_proxy_and_mirror_clients() {
+    for tool in ["curl", "wget"] {
+        assert!(have(tool), "{tool} is required (scripts/test.sh installs it)");
+    }
+    let up = Upstream::start().await;
+    let body = random_bytes(77_777, 23);
+    up.route("/src/app-3.1.tar.gz", Route::ok(body.clone()));
+    let srv = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = up.url("/src/app-3.1.tar.gz");
+    let out = |name: &str| dir.path().join(name);
+
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "-f", "-x", &srv.base, "-o"]).arg(out("curl-proxy")).arg(&url);
+    let mut wget = Command::new("wget");
+    wget.args(["-q", "-O"])
+        .arg(out("wget-proxy"))
+        .arg(&url)
+        .env("http_proxy", &srv.base)
+        .env_remove("no_proxy")
+        .env_remove("NO_PROXY");
+    let mut curl_mirror = Command::new("curl");
+    curl_mirror.args(["-sS", "-f", "-O", "-J", &srv.mirror_url(&url)]).current_dir(dir.path());
+    for cmd in [curl, wget, curl_mirror] {
+        let o = tokio::task::spawn_blocking(move || run_blocking(cmd)).await.unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    for f in ["curl-proxy", "wget-proxy", "app-3.1.tar.gz"] {
+        assert_eq!(std::fs::read(out(f)).unwrap(), body, "{f}");
+    }
+    assert_eq!(up.hits("/src/app-3.1.tar.gz"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_have_one_line_per_request() {
+    let up = Upstream::start().await;
+    up.route("/l/a.tar.gz", Route::ok(random_bytes(1000, 24)));
+    let cwd = tempfile::tempdir().unwrap();
+    let mut p = Process::spawn(cwd.path(), &[], &[PRIVATE_OK, ("UPCACHE__LOG__FORMAT", "json")]);
+    let r = client()
+        .get(format!("{}/fetch?url={}", p.base, enc(&up.url("/l/a.tar.gz"))))
+        .send()
+        .await
+        .unwrap();
+    r.bytes().await.unwrap();
+    terminate(&mut p);
+    let log = p.log();
+    let line = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["target"] == "upcache::access" || v["message"] == "request")
+        .unwrap_or_else(|| panic!("no JSON request line in:\n{log}"));
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["form"], "fetch");
+    assert_eq!(line["url"], up.url("/l/a.tar.gz"));
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["x_cache"], "MISS");
+    assert_eq!(line["bytes"], 1000);
+    assert!(line["ms"].is_number());
+}
