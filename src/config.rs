@@ -3,13 +3,79 @@
 //! Layering is defaults -> file -> environment -> CLI flags. Every struct denies unknown
 //! fields so that a typo in a key is an error rather than a silently ignored setting.
 
-use std::path::PathBuf;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// Environment variables `UPCACHE__<SECTION>__<KEY>` override the file; compared lowercased.
+const ENV_PREFIX: &str = "upcache__";
+/// Schemes the upstream clients can fetch.
+const SCHEMES: [&str; 3] = ["http", "https", "ftp"];
+/// Token scopes; `admin` implies `upload`.
+const SCOPES: [&str; 2] = ["upload", "admin"];
+/// Stands for the crate version in `upstream.user_agent`.
+const VERSION_PLACEHOLDER: &str = "<version>";
+/// Shown instead of a secret in [`Config::to_toml_string`].
+const REDACTED: &str = "<redacted>";
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read (missing, unreadable).
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML.
+    #[error("cannot parse config file {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    /// A key no setting has, usually a typo; `key` is the full dotted path.
+    #[error("unknown key \"{key}\" {origin}")]
+    UnknownKey { key: String, origin: Origin },
+    /// A value of the wrong type or format, such as `retries = "many"` or `presign_ttl = "5x"`.
+    #[error("invalid value for \"{key}\" {origin}: {message}")]
+    Value {
+        key: String,
+        origin: Origin,
+        message: String,
+    },
+    /// A well-formed value that breaks a rule, such as `low_watermark` above `high_watermark`.
+    #[error("invalid {key} = {value}: {reason}")]
+    Invalid {
+        key: String,
+        /// The value as it would be written in TOML.
+        value: String,
+        reason: String,
+    },
+}
+
+/// Where a setting came from, so that an error points at the line or variable to fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The config file.
+    File(PathBuf),
+    /// An environment variable, by name.
+    Env(String),
+    /// Neither; only the built-in defaults were involved.
+    Defaults,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File(path) => write!(f, "in {}", path.display()),
+            Origin::Env(name) => write!(f, "(from {name})"),
+            Origin::Defaults => f.write_str("in the defaults"),
+        }
+    }
+}
+
 /// The whole validated configuration the rest of the code sees.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -69,7 +135,7 @@ pub struct StorageConfig {
     pub secret_access_key: String,
     pub prefix: String,
     pub serve: ServeMode,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration_serde")]
     pub presign_ttl: Duration,
 }
 
@@ -82,17 +148,17 @@ pub struct CacheConfig {
     pub max_size: u64,
     pub high_watermark: f64,
     pub low_watermark: f64,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration_serde")]
     pub sweep_interval: Duration,
     /// Zero means never evict by age.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration_serde")]
     pub max_unused: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration_serde")]
     pub remote_max_unused: Duration,
     pub memory_entries: usize,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration_serde")]
     pub index_refresh: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration_serde")]
     pub negative_ttl: Duration,
 }
 
@@ -109,12 +175,12 @@ pub enum MissMode {
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamConfig {
     pub miss: MissMode,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration_serde")]
     pub connect_timeout: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration_serde")]
     pub read_timeout: Duration,
     pub retries: u32,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration_serde")]
     pub retry_backoff: Duration,
     pub allow_private: bool,
     pub allowed_schemes: Vec<String>,
@@ -184,7 +250,7 @@ pub struct TokenConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
     pub webhook_url: String,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration_serde")]
     pub min_interval: Duration,
 }
 
@@ -202,4 +268,539 @@ pub enum LogFormat {
 pub struct LogConfig {
     pub level: String,
     pub format: LogFormat,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            public_url: String::new(),
+            trusted_proxies: Vec::new(),
+            instance: String::new(),
+            cache_control: "public, max-age=31536000, immutable".into(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: "./upcache-data".into(),
+            backend: Backend::Fs,
+            bucket: String::new(),
+            endpoint: String::new(),
+            region: String::new(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            prefix: String::new(),
+            serve: ServeMode::Proxy,
+            presign_ttl: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_size: 0,
+            high_watermark: 0.80,
+            low_watermark: 0.75,
+            sweep_interval: Duration::from_secs(3600),
+            max_unused: Duration::ZERO,
+            remote_max_unused: Duration::ZERO,
+            memory_entries: 100_000,
+            index_refresh: Duration::from_secs(5 * 60),
+            negative_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+        Self {
+            miss: MissMode::Stream,
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(60),
+            retries: 3,
+            retry_backoff: Duration::from_millis(500),
+            allow_private: false,
+            allowed_schemes: strings(&SCHEMES),
+            allow_hosts: Vec::new(),
+            deny_extensions: strings(&[
+                "mp3", "mp4", "m4a", "avi", "mkv", "mov", "wmv", "flv", "webm", "flac", "wav",
+                "ogg",
+            ]),
+            deny_content_types: strings(&["audio/", "video/"]),
+            max_object_size: 20 << 30,
+            user_agent: format!("upcache/{VERSION_PLACEHOLDER}"),
+            mirrors: Vec::new(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            per_client_rps: 50,
+            per_client_burst: 200,
+            per_client_concurrency: 32,
+            upstream_concurrency: 64,
+            max_upload_size: 20 << 30,
+        }
+    }
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            connect: ConnectMode::Deny,
+        }
+    }
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            webhook_url: String::new(),
+            min_interval: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if given), then the process's `UPCACHE__*` variables,
+    /// and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        // Lossy rather than `std::env::vars()`, which panics on a non-UTF-8 variable.
+        let env = std::env::vars_os().map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        });
+        Self::load_from(file, env)
+    }
+
+    /// [`Config::load`] with the environment given as `(name, value)` pairs, for tests.
+    /// Variables not starting with `UPCACHE__` are ignored.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let env = EnvSource::new(env);
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.into(),
+                source,
+            })?;
+            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+        }
+        // Only the file can fail to parse: the environment source never errors.
+        let merged = builder
+            .add_source(env.clone())
+            .build()
+            .map_err(|e| ConfigError::Parse {
+                path: file.map(Path::to_path_buf).unwrap_or_default(),
+                message: e.to_string(),
+            })?;
+        // Missing keys come from `Default` through `#[serde(default)]` on every struct.
+        let mut config: Config =
+            serde_path_to_error::deserialize(merged).map_err(|e| env.describe(e, file))?;
+        config.normalize();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Lowercases what is case-insensitive and strips the leading dot users tend to write
+    /// in extensions, so that the rest of the code compares plain strings.
+    fn normalize(&mut self) {
+        let upstream = &mut self.upstream;
+        for ext in &mut upstream.deny_extensions {
+            *ext = ext.trim().trim_start_matches('.').to_lowercase();
+        }
+        for scheme in &mut upstream.allowed_schemes {
+            *scheme = scheme.to_lowercase();
+        }
+        for token in &mut self.auth.tokens {
+            token.sha256 = token.sha256.to_lowercase();
+        }
+    }
+
+    /// Checks the rules a type cannot express; the first broken one is the error.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let (server, cache, upstream) = (&self.server, &self.cache, &self.upstream);
+        check(
+            server.listen.parse::<SocketAddr>().is_ok(),
+            "server.listen",
+            &server.listen,
+            "expected an ip:port address such as 127.0.0.1:8080",
+        )?;
+        check_http_url("server.public_url", &server.public_url)?;
+        check(
+            self.storage.backend == Backend::Fs || !self.storage.bucket.is_empty(),
+            "storage.bucket",
+            &self.storage.bucket,
+            "required when storage.backend is s3 or obs",
+        )?;
+        let high = cache.high_watermark;
+        check(
+            high > 0.0 && high <= 1.0,
+            "cache.high_watermark",
+            high,
+            "must be above 0 and at most 1",
+        )?;
+        check(
+            cache.low_watermark > 0.0 && cache.low_watermark < high,
+            "cache.low_watermark",
+            cache.low_watermark,
+            format!("must be above 0 and below cache.high_watermark ({high})"),
+        )?;
+        check(
+            cache.memory_entries > 0,
+            "cache.memory_entries",
+            cache.memory_entries,
+            "must be above 0",
+        )?;
+        check(
+            !upstream.allowed_schemes.is_empty(),
+            "upstream.allowed_schemes",
+            &upstream.allowed_schemes,
+            "must not be empty",
+        )?;
+        for scheme in &upstream.allowed_schemes {
+            check(
+                SCHEMES.contains(&scheme.as_str()),
+                "upstream.allowed_schemes",
+                scheme,
+                "expected http, https or ftp",
+            )?;
+        }
+        for ext in &upstream.deny_extensions {
+            check(
+                !ext.is_empty() && !ext.starts_with('.') && *ext == ext.to_lowercase(),
+                "upstream.deny_extensions",
+                ext,
+                "expected a lowercase extension without the leading dot, such as \"mp3\"",
+            )?;
+        }
+        for (i, mirror) in upstream.mirrors.iter().enumerate() {
+            let key = format!("upstream.mirrors[{i}]");
+            check_absolute_url(&format!("{key}.prefix"), &mirror.prefix)?;
+            for alternate in &mirror.alternates {
+                check_absolute_url(&format!("{key}.alternates"), alternate)?;
+            }
+        }
+        for (i, token) in self.auth.tokens.iter().enumerate() {
+            let key = format!("auth.tokens[{i}]");
+            let first = self.auth.tokens.iter().position(|t| t.name == token.name);
+            check(
+                !token.name.is_empty() && first == Some(i),
+                &format!("{key}.name"),
+                &token.name,
+                "token names must be non-empty and unique",
+            )?;
+            check(
+                token.sha256.len() == 64
+                    && token
+                        .sha256
+                        .bytes()
+                        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+                &format!("{key}.sha256"),
+                &token.sha256,
+                "expected 64 hex digits (the sha256 of the token, see `upcache token new`)",
+            )?;
+            for scope in &token.scopes {
+                check(
+                    SCOPES.contains(&scope.as_str()),
+                    &format!("{key}.scopes"),
+                    scope,
+                    "expected upload or admin",
+                )?;
+            }
+        }
+        check_http_url("alerts.webhook_url", &self.alerts.webhook_url)?;
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            check(false, "log.level", &self.log.level, e)?;
+        }
+        Ok(())
+    }
+
+    /// Base URL for links given to clients: `server.public_url` or `http://<listen>`,
+    /// without a trailing slash.
+    pub fn public_url(&self) -> String {
+        match self.server.public_url.trim_end_matches('/') {
+            "" => format!("http://{}", self.server.listen),
+            url => url.to_string(),
+        }
+    }
+
+    /// Name for audit events and `X-Served-By`: `server.instance`, else the hostname,
+    /// else `upcache`.
+    pub fn instance_name(&self) -> String {
+        if !self.server.instance.is_empty() {
+            return self.server.instance.clone();
+        }
+        hostname::get()
+            .ok()
+            .and_then(|name| name.into_string().ok())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "upcache".into())
+    }
+
+    /// `upstream.user_agent` with `<version>` replaced by this build's version.
+    pub fn user_agent(&self) -> String {
+        self.upstream
+            .user_agent
+            .replace(VERSION_PLACEHOLDER, env!("CARGO_PKG_VERSION"))
+    }
+
+    /// The effective configuration as TOML, for `upcache config check`; secrets are redacted.
+    /// Loading the output gives back this configuration.
+    pub fn to_toml_string(&self) -> String {
+        let mut shown = self.clone();
+        if !shown.storage.secret_access_key.is_empty() {
+            shown.storage.secret_access_key = REDACTED.into();
+        }
+        // Only a non-UTF-8 data_dir can fail here, and it cannot come from a file or variable.
+        toml::to_string(&shown)
+            .unwrap_or_else(|e| format!("# cannot show the configuration: {e}\n"))
+    }
+}
+
+/// `Err(Invalid)` naming `key` and `value` unless `ok`.
+fn check(
+    ok: bool,
+    key: &str,
+    value: impl fmt::Debug,
+    reason: impl fmt::Display,
+) -> Result<(), ConfigError> {
+    if ok {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        key: key.into(),
+        value: format!("{value:?}"),
+        reason: reason.to_string(),
+    })
+}
+
+/// Empty (meaning "not set") or an absolute http(s) URL.
+fn check_http_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    let ok = value.is_empty()
+        || ::url::Url::parse(value)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+    check(ok, key, value, "expected empty or an absolute http(s) url")
+}
+
+/// An absolute URL with a host, such as `https://ftp.gnu.org/gnu/`.
+fn check_absolute_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    let ok = ::url::Url::parse(value).is_ok_and(|u| u.has_host());
+    check(ok, key, value, "expected an absolute url")
+}
+
+/// The `UPCACHE__<SECTION>__<KEY>` variables as a config source.
+///
+/// The config crate's own `Environment` with `try_parsing` would turn a string setting that
+/// looks like a number (`instance = "007"`) into `7`, so values stay strings here: the config
+/// crate converts a string when the field wants a number or a boolean. List settings are
+/// split on commas and replace the list from the file as a whole.
+#[derive(Debug, Clone)]
+struct EnvSource {
+    /// `(dotted key, variable name, value)`, such as `("server.listen", "UPCACHE__SERVER__LISTEN", ..)`.
+    vars: Vec<(String, String, String)>,
+    /// Dotted keys of the list settings, read off the defaults so a new list needs no edit here.
+    list_keys: Vec<String>,
+}
+
+impl EnvSource {
+    fn new(env: impl IntoIterator<Item = (String, String)>) -> Self {
+        let vars = env
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let key = name
+                    .to_lowercase()
+                    .strip_prefix(ENV_PREFIX)?
+                    .replace("__", ".");
+                Some((key, name, value))
+            })
+            .collect();
+        let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
+        let list_keys = defaults
+            .iter()
+            .filter_map(|(section, table)| Some((section, table.as_table()?)))
+            .flat_map(|(section, table)| {
+                let lists = table.iter().filter(|(_, value)| value.is_array());
+                lists.map(move |(key, _)| format!("{section}.{key}"))
+            })
+            .collect();
+        Self { vars, list_keys }
+    }
+
+    /// Turns a deserialization error into one naming the full key and where it was set.
+    fn describe(
+        &self,
+        error: serde_path_to_error::Error<config::ConfigError>,
+        file: Option<&Path>,
+    ) -> ConfigError {
+        let key = error.path().to_string();
+        let message = innermost_message(error.into_inner());
+        // A key is related to a variable that sets it, a table above it or a value inside it.
+        let within = |outer: &str, inner: &str| {
+            inner
+                .strip_prefix(outer)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+        };
+        let origin = match self
+            .vars
+            .iter()
+            .find(|(k, ..)| within(k, &key) || within(&key, k))
+        {
+            Some((_, name, _)) => Origin::Env(name.clone()),
+            None => file.map_or(Origin::Defaults, |path| Origin::File(path.into())),
+        };
+        // serde's wording for `deny_unknown_fields`; the path already ends with the key.
+        if message.starts_with("unknown field") {
+            ConfigError::UnknownKey { key, origin }
+        } else {
+            ConfigError::Value {
+                key,
+                origin,
+                message,
+            }
+        }
+    }
+}
+
+/// The message of a config crate error without the key and origin it appends, which
+/// [`EnvSource::describe`] states more precisely.
+fn innermost_message(error: config::ConfigError) -> String {
+    match error {
+        config::ConfigError::Type {
+            unexpected,
+            expected,
+            ..
+        } => format!("invalid type: {unexpected}, expected {expected}"),
+        config::ConfigError::At { error, .. } => innermost_message(*error),
+        // The config crate's key here lacks a dot after an index (`tokens[0]name`).
+        config::ConfigError::NotFound(key) => {
+            let field = key.rsplit(['.', ']']).next().unwrap_or(&key);
+            format!("missing key \"{field}\"")
+        }
+        other => other.to_string(),
+    }
+}
+
+impl config::Source for EnvSource {
+    fn clone_into_box(&self) -> Box<dyn config::Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> Result<config::Map<String, config::Value>, config::ConfigError> {
+        let values = self.vars.iter().map(|(key, name, value)| {
+            let origin = Some(name);
+            let kind = if self.list_keys.contains(key) {
+                let items = value.split(',').map(str::trim).filter(|s| !s.is_empty());
+                config::ValueKind::from(
+                    items
+                        .map(|s| config::Value::new(origin, s))
+                        .collect::<Vec<_>>(),
+                )
+            } else {
+                config::ValueKind::from(value.as_str())
+            };
+            (key.clone(), config::Value::new(origin, kind))
+        });
+        Ok(values.collect())
+    }
+}
+
+/// Accepts a human string (`"15m"`, `"20GiB"`) or, from TOML, a bare integer.
+struct HumanVisitor<T> {
+    /// What the value is, for messages: "duration", "size".
+    what: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+    from_int: fn(u64) -> Result<T, String>,
+}
+
+impl<T> serde::de::Visitor<'_> for HumanVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a {} string", self.what)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+        (self.parse)(v.trim()).map_err(|e| E::custom(format!("invalid {} {v:?}: {e}", self.what)))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<T, E> {
+        (self.from_int)(v).map_err(|e| E::custom(format!("invalid {} {v}: {e}", self.what)))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<T, E> {
+        match u64::try_from(v) {
+            Ok(v) => self.visit_u64(v),
+            Err(_) => Err(E::custom(format!("invalid {} {v}: negative", self.what))),
+        }
+    }
+}
+
+/// Serde for durations as humantime strings: `"90s"`, `"15m"`, `"1h"`, `"30d"`, `"500ms"`, `"0"`.
+mod duration_serde {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*value))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        d.deserialize_any(super::HumanVisitor {
+            what: "duration",
+            parse: |s| humantime::parse_duration(s).map_err(|e| e.to_string()),
+            // A bare number has no obvious unit; only zero means the same in all of them.
+            from_int: |n| match n {
+                0 => Ok(Duration::ZERO),
+                _ => Err(format!("a unit is needed, such as \"{n}s\"")),
+            },
+        })
+    }
+}
+
+/// Serde for byte sizes: `"512MiB"`, `"20GiB"`, `"0"` or an integer number of bytes.
+mod size_serde {
+    use serde::{Deserializer, Serializer};
+
+    /// Largest binary unit that divides the size exactly, so the string parses back
+    /// to the same number: `"20GiB"`, `"1536KiB"`, `"1000"`.
+    pub fn serialize<S: Serializer>(value: &u64, s: S) -> Result<S::Ok, S::Error> {
+        let (mut n, mut unit) = (*value, "");
+        for next in ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"] {
+            if n == 0 || n % 1024 != 0 {
+                break;
+            }
+            (n, unit) = (n / 1024, next);
+        }
+        s.collect_str(&format_args!("{n}{unit}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        d.deserialize_any(super::HumanVisitor {
+            what: "size",
+            parse: |s| s.parse::<bytesize::ByteSize>().map(|b| b.as_u64()),
+            from_int: Ok,
+        })
+    }
 }
