@@ -406,17 +406,20 @@ impl Config {
             })?;
             builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
         }
-        // Only the file can fail to parse: the environment source never errors.
-        let merged = builder
+        // The merged tree goes through JSON because the config crate's own deserializer is
+        // lenient: it would round `retries = 1.5` to 2 and read `"yes"` as 1. Only the file
+        // can fail here: the environment source never errors.
+        let merged: serde_json::Value = builder
             .add_source(env.clone())
             .build()
+            .and_then(|merged| merged.try_deserialize())
             .map_err(|e| ConfigError::Parse {
                 path: file.map(Path::to_path_buf).unwrap_or_default(),
                 message: e.to_string(),
             })?;
         // Missing keys come from `Default` through `#[serde(default)]` on every struct.
-        let mut config: Config =
-            serde_path_to_error::deserialize(merged).map_err(|e| env.describe(e, file))?;
+        let mut config: Config = serde_path_to_error::deserialize(&merged)
+            .map_err(|e| env.describe(e, &merged, file))?;
         config.normalize();
         config.validate()?;
         Ok(config)
@@ -530,9 +533,18 @@ impl Config {
             }
         }
         check_http_url("alerts.webhook_url", &self.alerts.webhook_url)?;
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            check(false, "log.level", &self.log.level, e)?;
-        }
+        let level = &self.log.level;
+        // EnvFilter takes a lone word as a target name, which would hide a typo like "warning".
+        let level_ok = match level.contains([',', '=']) {
+            true => tracing_subscriber::EnvFilter::try_new(level).is_ok(),
+            false => level.parse::<tracing::level_filters::LevelFilter>().is_ok(),
+        };
+        check(
+            level_ok,
+            "log.level",
+            level,
+            "expected trace, debug, info, warn, error, off or directives like \"info,upcache=debug\"",
+        )?;
         Ok(())
     }
 
@@ -611,16 +623,16 @@ fn check_absolute_url(key: &str, value: &str) -> Result<(), ConfigError> {
 
 /// The `UPCACHE__<SECTION>__<KEY>` variables as a config source.
 ///
-/// The config crate's own `Environment` with `try_parsing` would turn a string setting that
-/// looks like a number (`instance = "007"`) into `7`, so values stay strings here: the config
-/// crate converts a string when the field wants a number or a boolean. List settings are
-/// split on commas and replace the list from the file as a whole.
+/// Each value is converted to the kind of the setting's default: a number, a boolean, or
+/// a comma-separated list that replaces the file's list as a whole. The config crate's own
+/// `Environment` guesses the kind from the value instead, which turns a string setting that
+/// looks like a number (`instance = "007"`) into `7`.
 #[derive(Debug, Clone)]
 struct EnvSource {
     /// `(dotted key, variable name, value)`, such as `("server.listen", "UPCACHE__SERVER__LISTEN", ..)`.
     vars: Vec<(String, String, String)>,
-    /// Dotted keys of the list settings, read off the defaults so a new list needs no edit here.
-    list_keys: Vec<String>,
+    /// `Config::default()` as TOML: the kind of every setting.
+    defaults: toml::Table,
 }
 
 impl EnvSource {
@@ -636,25 +648,64 @@ impl EnvSource {
             })
             .collect();
         let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
-        let list_keys = defaults
-            .iter()
-            .filter_map(|(section, table)| Some((section, table.as_table()?)))
-            .flat_map(|(section, table)| {
-                let lists = table.iter().filter(|(_, value)| value.is_array());
-                lists.map(move |(key, _)| format!("{section}.{key}"))
-            })
-            .collect();
-        Self { vars, list_keys }
+        Self { vars, defaults }
+    }
+
+    /// `raw` as the kind of the default at `key`. A value that does not parse as that kind
+    /// stays a string, for serde to report as a wrong type with the key and the variable.
+    fn typed(&self, key: &str, raw: &str) -> config::ValueKind {
+        let default = key
+            .split_once('.')
+            .and_then(|(section, key)| self.defaults.get(section)?.get(key));
+        let parsed = match default {
+            Some(toml::Value::Array(_)) => {
+                let items = raw.split(',').map(str::trim).filter(|s| !s.is_empty());
+                Some(
+                    items
+                        .map(|s| config::Value::new(None, s))
+                        .collect::<Vec<_>>()
+                        .into(),
+                )
+            }
+            Some(toml::Value::Integer(_)) => raw.parse::<i64>().ok().map(Into::into),
+            Some(toml::Value::Float(_)) => raw.parse::<f64>().ok().map(Into::into),
+            Some(toml::Value::Boolean(_)) => {
+                raw.to_lowercase().parse::<bool>().ok().map(Into::into)
+            }
+            _ => None,
+        };
+        parsed.unwrap_or_else(|| raw.into())
     }
 
     /// Turns a deserialization error into one naming the full key and where it was set.
     fn describe(
         &self,
-        error: serde_path_to_error::Error<config::ConfigError>,
+        error: serde_path_to_error::Error<serde_json::Error>,
+        merged: &serde_json::Value,
         file: Option<&Path>,
     ) -> ConfigError {
+        use serde_path_to_error::Segment;
         let key = error.path().to_string();
-        let message = innermost_message(error.into_inner());
+        let value = error
+            .path()
+            .iter()
+            .try_fold(merged, |value, segment| match segment {
+                Segment::Seq { index } => value.get(index),
+                Segment::Map { key } => value.get(key),
+                _ => None,
+            });
+        let mut message = error.into_inner().to_string();
+        // serde's wording for `deny_unknown_fields`; the path already ends with the key.
+        let unknown = message.starts_with("unknown field");
+        // serde names a value of the wrong type, but not one a type's parser rejected.
+        let raw = match value {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        if let Some(raw) = raw.filter(|raw| !message.contains(raw.as_str())) {
+            message = format!("{raw:?}: {message}");
+        }
         // A key is related to a variable that sets it, a table above it or a value inside it.
         let within = |outer: &str, inner: &str| {
             inner
@@ -669,8 +720,7 @@ impl EnvSource {
             Some((_, name, _)) => Origin::Env(name.clone()),
             None => file.map_or(Origin::Defaults, |path| Origin::File(path.into())),
         };
-        // serde's wording for `deny_unknown_fields`; the path already ends with the key.
-        if message.starts_with("unknown field") {
+        if unknown {
             ConfigError::UnknownKey { key, origin }
         } else {
             ConfigError::Value {
@@ -682,45 +732,16 @@ impl EnvSource {
     }
 }
 
-/// The message of a config crate error without the key and origin it appends, which
-/// [`EnvSource::describe`] states more precisely.
-fn innermost_message(error: config::ConfigError) -> String {
-    match error {
-        config::ConfigError::Type {
-            unexpected,
-            expected,
-            ..
-        } => format!("invalid type: {unexpected}, expected {expected}"),
-        config::ConfigError::At { error, .. } => innermost_message(*error),
-        // The config crate's key here lacks a dot after an index (`tokens[0]name`).
-        config::ConfigError::NotFound(key) => {
-            let field = key.rsplit(['.', ']']).next().unwrap_or(&key);
-            format!("missing key \"{field}\"")
-        }
-        other => other.to_string(),
-    }
-}
-
 impl config::Source for EnvSource {
     fn clone_into_box(&self) -> Box<dyn config::Source + Send + Sync> {
         Box::new(self.clone())
     }
 
     fn collect(&self) -> Result<config::Map<String, config::Value>, config::ConfigError> {
-        let values = self.vars.iter().map(|(key, name, value)| {
-            let origin = Some(name);
-            let kind = if self.list_keys.contains(key) {
-                let items = value.split(',').map(str::trim).filter(|s| !s.is_empty());
-                config::ValueKind::from(
-                    items
-                        .map(|s| config::Value::new(origin, s))
-                        .collect::<Vec<_>>(),
-                )
-            } else {
-                config::ValueKind::from(value.as_str())
-            };
-            (key.clone(), config::Value::new(origin, kind))
-        });
+        let values = self
+            .vars
+            .iter()
+            .map(|(key, _, raw)| (key.clone(), config::Value::new(None, self.typed(key, raw))));
         Ok(values.collect())
     }
 }
@@ -802,5 +823,403 @@ mod size_serde {
             parse: |s| s.parse::<bytesize::ByteSize>().map(|b| b.as_u64()),
             from_int: Ok,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Environment variables as `(name, value)`.
+    type Env = [(&'static str, &'static str)];
+
+    /// Loads `toml` (if any) from a temp file with the variables `env`; in error messages
+    /// the file's path reads `FILE`.
+    fn load(toml: Option<&str>, env: &Env) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("upcache.toml");
+        if let Some(text) = toml {
+            std::fs::write(&path, text).unwrap();
+        }
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::load_from(toml.map(|_| path.as_path()), env)
+            .map_err(|e| e.to_string().replace(&path.display().to_string(), "FILE"))
+    }
+
+    fn example_path() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml")
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = load(None, &[]).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.server.listen, "127.0.0.1:8080");
+        assert_eq!(c.storage.data_dir, Path::new("./upcache-data"));
+        assert_eq!(c.storage.presign_ttl, Duration::from_secs(900));
+        assert_eq!(
+            (c.cache.high_watermark, c.cache.low_watermark),
+            (0.80, 0.75)
+        );
+        assert_eq!(c.upstream.allowed_schemes, ["http", "https", "ftp"]);
+        assert_eq!(c.upstream.deny_extensions.len(), 12);
+        assert_eq!(c.upstream.max_object_size, 20 * 1024 * 1024 * 1024);
+        assert_eq!(c.upstream.user_agent, "upcache/<version>");
+        assert_eq!(
+            c.user_agent(),
+            format!("upcache/{}", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(c.public_url(), "http://127.0.0.1:8080");
+        assert!(!c.instance_name().is_empty());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn file_overrides_defaults() {
+        let c = load(
+            Some(
+                r#"
+                [server]
+                listen = "0.0.0.0:9000"
+                public_url = "https://cache.example.org/"
+                trusted_proxies = ["10.0.0.0/8"]
+                instance = "007"
+                [storage]
+                backend = "s3"
+                bucket = "sources"
+                [cache]
+                max_size = "512MiB"
+                max_unused = 0
+                sweep_interval = "1h 30m"
+                [limits]
+                max_upload_size = 1024
+                [[upstream.mirrors]]
+                prefix = "https://ftp.gnu.org/gnu/"
+                alternates = ["https://ftpmirror.gnu.org/gnu/"]
+                [[auth.tokens]]
+                name = "ci"
+                sha256 = "ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef0123456789"
+                scopes = ["upload"]
+                "#,
+            ),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.server.listen, "0.0.0.0:9000");
+        assert_eq!(c.public_url(), "https://cache.example.org");
+        assert_eq!(c.server.trusted_proxies, ["10.0.0.0/8".parse().unwrap()]);
+        assert_eq!(c.instance_name(), "007");
+        assert_eq!(c.storage.backend, Backend::S3);
+        assert_eq!(c.cache.max_size, 512 << 20);
+        assert_eq!(c.cache.max_unused, Duration::ZERO);
+        assert_eq!(c.cache.sweep_interval, Duration::from_secs(5400));
+        assert_eq!(c.limits.max_upload_size, 1024);
+        assert_eq!(c.upstream.mirrors[0].alternates.len(), 1);
+        assert_eq!(c.auth.tokens[0].sha256, "abcdef0123456789".repeat(4));
+        // Untouched keys keep their defaults, in touched sections and others.
+        assert_eq!(
+            c.server.cache_control,
+            ServerConfig::default().cache_control
+        );
+        assert_eq!(
+            c.upstream,
+            UpstreamConfig {
+                mirrors: c.upstream.mirrors.clone(),
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn env_overrides_every_kind_of_value() {
+        let c = load(
+            None,
+            &[
+                ("UPCACHE__SERVER__LISTEN", "0.0.0.0:8080"),
+                (
+                    "UPCACHE__SERVER__PUBLIC_URL",
+                    "https://Cache.Example.org/Path",
+                ),
+                ("UPCACHE__SERVER__INSTANCE", "007"),
+                ("UPCACHE__UPSTREAM__RETRIES", "5"),
+                ("UPCACHE__CACHE__HIGH_WATERMARK", "0.9"),
+                ("UPCACHE__UPSTREAM__ALLOW_PRIVATE", "true"),
+                ("UPCACHE__UPSTREAM__ALLOWED_SCHEMES", "http, https"),
+                ("UPCACHE__UPSTREAM__DENY_EXTENSIONS", ".MP3,ogg"),
+                ("UPCACHE__UPSTREAM__ALLOW_HOSTS", ""),
+                ("UPCACHE__UPSTREAM__CONNECT_TIMEOUT", "90s"),
+                ("UPCACHE__UPSTREAM__MAX_OBJECT_SIZE", "1GiB"),
+                ("UPCACHE__CACHE__MAX_SIZE", "1048576"),
+                ("UPCACHE__STORAGE__SERVE", "redirect"),
+                // Not ours: one underscore, or no prefix at all.
+                ("UPCACHE_SERVER", "http://elsewhere:1"),
+                ("UPCACHE_TOKEN", "secret"),
+                ("UPCACHE_CONFIG", "/nonexistent.toml"),
+                ("HOME", "/root"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.server.listen, "0.0.0.0:8080");
+        assert_eq!(c.public_url(), "https://Cache.Example.org/Path");
+        assert_eq!(c.server.instance, "007");
+        assert_eq!(c.upstream.retries, 5);
+        assert_eq!(c.cache.high_watermark, 0.9);
+        assert!(c.upstream.allow_private);
+        assert_eq!(c.upstream.allowed_schemes, ["http", "https"]);
+        assert_eq!(c.upstream.deny_extensions, ["mp3", "ogg"]);
+        assert!(c.upstream.allow_hosts.is_empty());
+        assert_eq!(c.upstream.connect_timeout, Duration::from_secs(90));
+        assert_eq!(c.upstream.max_object_size, 1 << 30);
+        assert_eq!(c.cache.max_size, 1 << 20);
+        assert_eq!(c.storage.serve, ServeMode::Redirect);
+    }
+
+    #[test]
+    fn env_wins_over_file_and_replaces_lists() {
+        let file = "[server]\nlisten = \"127.0.0.1:1\"\n[upstream]\nretries = 1\n\
+                    allowed_schemes = [\"http\", \"https\", \"ftp\"]\n";
+        let env = [
+            ("UPCACHE__SERVER__LISTEN", "[::1]:2"),
+            ("UPCACHE__UPSTREAM__ALLOWED_SCHEMES", "https"),
+        ];
+        let c = load(Some(file), &env).unwrap();
+        assert_eq!(c.server.listen, "[::1]:2");
+        assert_eq!(c.upstream.retries, 1);
+        assert_eq!(c.upstream.allowed_schemes, ["https"]);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_where_it_was_set() {
+        let err = |toml, env: &Env| load(toml, env).unwrap_err();
+        assert_eq!(
+            err(Some("[server]\nlistn = \"x\""), &[]),
+            r#"unknown key "server.listn" in FILE"#
+        );
+        assert_eq!(
+            err(Some("[servr]\nlisten = \"x\""), &[]),
+            r#"unknown key "servr" in FILE"#
+        );
+        assert_eq!(
+            err(
+                Some("[[upstream.mirrors]]\nprefix = \"http://a/\"\nalternates = []\nalt = 1"),
+                &[]
+            ),
+            r#"unknown key "upstream.mirrors[0].alt" in FILE"#
+        );
+        assert_eq!(
+            err(Some(""), &[("UPCACHE__SERVER__LISTN", "x")]),
+            r#"unknown key "server.listn" (from UPCACHE__SERVER__LISTN)"#
+        );
+        assert_eq!(
+            err(None, &[("UPCACHE__LOGGING__LEVEL", "x")]),
+            r#"unknown key "logging" (from UPCACHE__LOGGING__LEVEL)"#
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_value() {
+        let err = |toml: &str, env: &Env| load(Some(toml), env).unwrap_err();
+        let cases: &[(&str, &Env, &str)] = &[
+            (
+                "[storage]\npresign_ttl = \"5x\"",
+                &[],
+                r#"invalid value for "storage.presign_ttl" in FILE: invalid duration "5x": "#,
+            ),
+            (
+                "[cache]\nmax_unused = 90",
+                &[],
+                r#"invalid value for "cache.max_unused" in FILE: invalid duration 90: a unit is needed"#,
+            ),
+            (
+                "",
+                &[("UPCACHE__CACHE__MAX_SIZE", "12 parsecs")],
+                r#"invalid value for "cache.max_size" (from UPCACHE__CACHE__MAX_SIZE): invalid size "12 parsecs": "#,
+            ),
+            (
+                "",
+                &[("UPCACHE__UPSTREAM__RETRIES", "many")],
+                r#"invalid value for "upstream.retries" (from UPCACHE__UPSTREAM__RETRIES): invalid type: string "many""#,
+            ),
+            (
+                "[storage]\nbackend = \"s4\"",
+                &[],
+                r#"invalid value for "storage.backend" in FILE: unknown variant `s4`, expected one of `fs`, `s3`, `obs`"#,
+            ),
+            (
+                "[[auth.tokens]]\nname = \"ci\"\nscopes = []",
+                &[],
+                r#"invalid value for "auth.tokens[0]" in FILE: missing field `sha256`"#,
+            ),
+            (
+                "[server]\nlisten = \"localhost\"",
+                &[],
+                r#"invalid server.listen = "localhost": "#,
+            ),
+            (
+                "[cache]\nlow_watermark = 0.9",
+                &[],
+                "invalid cache.low_watermark = 0.9: must be above 0 and below cache.high_watermark (0.8)",
+            ),
+            (
+                "[cache]\nhigh_watermark = 1.5",
+                &[],
+                "invalid cache.high_watermark = 1.5: ",
+            ),
+            (
+                "[upstream]\nallowed_schemes = [\"http\", \"gopher\"]",
+                &[],
+                r#"invalid upstream.allowed_schemes = "gopher": expected http, https or ftp"#,
+            ),
+            (
+                "[upstream]\nallowed_schemes = []",
+                &[],
+                "invalid upstream.allowed_schemes = []: ",
+            ),
+            (
+                "[[auth.tokens]]\nname = \"ci\"\nsha256 = \"abc\"\nscopes = [\"upload\"]",
+                &[],
+                r#"invalid auth.tokens[0].sha256 = "abc": expected 64 hex digits"#,
+            ),
+            (
+                &format!(
+                    "[[auth.tokens]]\nname = \"ci\"\nsha256 = \"{}\"\nscopes = [\"root\"]",
+                    "0".repeat(64)
+                ),
+                &[],
+                r#"invalid auth.tokens[0].scopes = "root": "#,
+            ),
+            (
+                &format!(
+                    "[[auth.tokens]]\nname = \"ci\"\nsha256 = \"{0}\"\nscopes = []\n\
+                     [[auth.tokens]]\nname = \"ci\"\nsha256 = \"{0}\"\nscopes = []",
+                    "0".repeat(64)
+                ),
+                &[],
+                r#"invalid auth.tokens[1].name = "ci": "#,
+            ),
+            (
+                "[storage]\nbackend = \"obs\"",
+                &[],
+                r#"invalid storage.bucket = "": required"#,
+            ),
+            (
+                "[[upstream.mirrors]]\nprefix = \"ftp.gnu.org/gnu/\"\nalternates = []",
+                &[],
+                r#"invalid upstream.mirrors[0].prefix = "ftp.gnu.org/gnu/": expected an absolute url"#,
+            ),
+            (
+                "[server]\npublic_url = \"ftp://x/\"",
+                &[],
+                r#"invalid server.public_url = "ftp://x/": "#,
+            ),
+            (
+                "[alerts]\nwebhook_url = \"hooks\"",
+                &[],
+                r#"invalid alerts.webhook_url = "hooks": "#,
+            ),
+            (
+                "[log]\nlevel = \"info,=x=\"",
+                &[],
+                r#"invalid log.level = "info,=x=": "#,
+            ),
+            (
+                "[log]\nlevel = \"warning\"",
+                &[],
+                r#"invalid log.level = "warning": "#,
+            ),
+            (
+                "[server]\ntrusted_proxies = [\"10.0.0.0/33\"]",
+                &[],
+                r#"invalid value for "server.trusted_proxies[0]" in FILE: "10.0.0.0/33": "#,
+            ),
+            (
+                "[upstream]\nretries = 1.5",
+                &[],
+                r#"invalid value for "upstream.retries" in FILE: invalid type: floating point `1.5`"#,
+            ),
+            (
+                "",
+                &[("UPCACHE__UPSTREAM__ALLOW_PRIVATE", "maybe")],
+                r#"invalid value for "upstream.allow_private" (from UPCACHE__UPSTREAM__ALLOW_PRIVATE): invalid type: string "maybe""#,
+            ),
+            (
+                "[cache]\nmemory_entries = 0",
+                &[],
+                "invalid cache.memory_entries = 0: must be above 0",
+            ),
+            (
+                "[server\nlisten = 1",
+                &[],
+                "cannot parse config file FILE: ",
+            ),
+        ];
+        for (toml, env, want) in cases {
+            let got = err(toml, env);
+            assert!(
+                got.starts_with(want),
+                "{toml:?} {env:?}:\n got: {got}\nwant: {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_file_is_an_error_naming_it() {
+        let err = Config::load_from(Some(Path::new("/nonexistent/upcache.toml")), []).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        assert!(
+            err.to_string()
+                .starts_with("cannot read config file /nonexistent/upcache.toml: ")
+        );
+    }
+
+    #[test]
+    fn sizes_and_durations_print_as_human_strings() {
+        let mut c = Config::default();
+        c.cache.max_size = 1536 << 10;
+        c.limits.max_upload_size = 1000;
+        c.cache.max_unused = Duration::from_secs(30 * 86400);
+        let toml = c.to_toml_string();
+        for line in [
+            "max_size = \"1536KiB\"",
+            "max_upload_size = \"1000\"",
+            "max_object_size = \"20GiB\"",
+            "max_unused = \"30days\"",
+            "remote_max_unused = \"0s\"",
+            "retry_backoff = \"500ms\"",
+            "presign_ttl = \"15m\"",
+        ] {
+            assert!(toml.contains(line), "{line} not in\n{toml}");
+        }
+    }
+
+    #[test]
+    fn printed_config_loads_back_equal_with_the_secret_redacted() {
+        let mut c = load(Some(&std::fs::read_to_string(example_path()).unwrap()), &[]).unwrap();
+        c.server.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+        c.storage.secret_access_key = "hunter2".into();
+        c.cache.high_watermark = 0.9;
+        c.cache.max_size = 3 << 40;
+        c.upstream.retry_backoff = Duration::from_millis(1500);
+        c.upstream.mirrors = vec![MirrorConfig {
+            prefix: "https://ftp.gnu.org/gnu/".into(),
+            alternates: vec!["https://ftpmirror.gnu.org/gnu/".into()],
+        }];
+        c.auth.tokens = vec![TokenConfig {
+            name: "ci".into(),
+            sha256: "0".repeat(64),
+            scopes: vec!["upload".into(), "admin".into()],
+        }];
+        let toml = c.to_toml_string();
+        assert!(!toml.contains("hunter2"));
+        let mut back = load(Some(&toml), &[]).unwrap();
+        assert_eq!(back.storage.secret_access_key, REDACTED);
+        back.storage.secret_access_key = c.storage.secret_access_key.clone();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn example_file_is_the_defaults() {
+        let c = Config::load_from(Some(&example_path()), []).unwrap();
+        assert_eq!(c, Config::default());
     }
 }
