@@ -1222,4 +1222,58 @@ mod tests {
         let c = Config::load_from(Some(&example_path()), []).unwrap();
         assert_eq!(c, Config::default());
     }
+
+    /// What the JSON Schema finds wrong with the TOML `text`, one line per error.
+    fn schema_errors(text: &str) -> Vec<String> {
+        let schema = include_str!("../schema/config.schema.json");
+        let schema: serde_json::Value = serde_json::from_str(schema).unwrap();
+        jsonschema::meta::validate(&schema).unwrap();
+        let validator = jsonschema::draft202012::new(&schema).unwrap();
+        let instance: serde_json::Value = toml::from_str(text).unwrap();
+        let errors = validator.iter_errors(&instance);
+        errors
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect()
+    }
+
+    #[test]
+    fn schema_accepts_the_example_and_the_printed_config() {
+        let example = std::fs::read_to_string(example_path()).unwrap();
+        assert_eq!(schema_errors(&example), Vec::<String>::new());
+        assert_eq!(
+            schema_errors(&Config::default().to_toml_string()),
+            Vec::<String>::new()
+        );
+        let mut c = Config::default();
+        c.server.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()];
+        c.cache.max_size = 1000;
+        c.cache.sweep_interval = Duration::from_millis(90_500);
+        c.upstream.mirrors = vec![MirrorConfig {
+            prefix: "https://ftp.gnu.org/gnu/".into(),
+            alternates: vec!["https://ftpmirror.gnu.org/gnu/".into()],
+        }];
+        c.auth.tokens = vec![TokenConfig {
+            name: "ci".into(),
+            sha256: "0".repeat(64),
+            scopes: vec!["upload".into()],
+        }];
+        assert_eq!(schema_errors(&c.to_toml_string()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn schema_rejects_what_loading_rejects() {
+        for bad in [
+            "[server]\nlistn = \"x\"",
+            "[servr]",
+            "[[upstream.mirrors]]\nprefix = \"http://a/\"\nalternates = []\nalt = 1",
+            "[storage]\npresign_ttl = \"5x\"",
+            "[cache]\nmax_size = \"12 parsecs\"",
+            "[upstream]\nallowed_schemes = [\"gopher\"]",
+            "[upstream]\nretries = 1.5",
+            "[log]\nformat = \"xml\"",
+        ] {
+            assert!(!schema_errors(bad).is_empty(), "schema accepts {bad:?}");
+            assert!(load(Some(bad), &[]).is_err(), "loading accepts {bad:?}");
+        }
+    }
 }
