@@ -78,14 +78,23 @@ impl fmt::Display for Origin {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// `[server]`: the HTTP listener.
     pub server: ServerConfig,
+    /// `[storage]`: where blobs are kept.
     pub storage: StorageConfig,
+    /// `[cache]`: eviction and in-memory caching.
     pub cache: CacheConfig,
+    /// `[upstream]`: fetching from origin servers.
     pub upstream: UpstreamConfig,
+    /// `[limits]`: rate and size limits.
     pub limits: LimitsConfig,
+    /// `[proxy]`: forward-proxy behaviour.
     pub proxy: ProxyConfig,
+    /// `[auth]`: who may upload or administer.
     pub auth: AuthConfig,
+    /// `[alerts]`: webhook alerts.
     pub alerts: AlertsConfig,
+    /// `[log]`: logging.
     pub log: LogConfig,
 }
 
@@ -93,7 +102,7 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Address to listen on, `host:port`.
+    /// Address to listen on, `ip:port`.
     pub listen: String,
     /// Base URL used in links returned to clients; empty means `http://<listen>`.
     pub public_url: String,
@@ -109,8 +118,11 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
+    /// Blobs live in `data_dir` only.
     Fs,
+    /// An S3-compatible object store.
     S3,
+    /// Huawei Cloud OBS.
     Obs,
 }
 
@@ -118,7 +130,9 @@ pub enum Backend {
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ServeMode {
+    /// Stream the bytes through upcache.
     Proxy,
+    /// 302 to a presigned object-store URL.
     Redirect,
 }
 
@@ -126,15 +140,25 @@ pub enum ServeMode {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
+    /// Index, local blobs (the L1 tier) and temp files.
     pub data_dir: PathBuf,
+    /// Durable tier: the local disk, or an object store with `data_dir` as L1 cache.
     pub backend: Backend,
+    /// s3/obs bucket; required for those backends.
     pub bucket: String,
+    /// s3/obs endpoint URL; empty means the provider's default.
     pub endpoint: String,
+    /// s3/obs region.
     pub region: String,
+    /// s3/obs access key; empty means `AWS_ACCESS_KEY_ID`.
     pub access_key_id: String,
+    /// s3/obs secret key; empty means `AWS_SECRET_ACCESS_KEY`. Redacted when printed.
     pub secret_access_key: String,
+    /// Key prefix inside the bucket.
     pub prefix: String,
+    /// How hits are served with s3/obs.
     pub serve: ServeMode,
+    /// Lifetime of presigned URLs for `serve = "redirect"`.
     #[serde(with = "duration_serde")]
     pub presign_ttl: Duration,
 }
@@ -146,18 +170,25 @@ pub struct CacheConfig {
     /// Bytes; 0 means bounded by the disk watermarks only.
     #[serde(with = "size_serde")]
     pub max_size: u64,
+    /// Sweep when the cache volume (or `max_size`) is fuller than this fraction.
     pub high_watermark: f64,
+    /// ... down to this fraction.
     pub low_watermark: f64,
+    /// How often the sweeper runs.
     #[serde(with = "duration_serde")]
     pub sweep_interval: Duration,
     /// Zero means never evict by age.
     #[serde(with = "duration_serde")]
     pub max_unused: Duration,
+    /// s3/obs: delete remote blobs not read for this long; zero means never.
     #[serde(with = "duration_serde")]
     pub remote_max_unused: Duration,
+    /// Entries of the in-memory presence/metadata cache in front of the index.
     pub memory_entries: usize,
+    /// s3/obs: how long a remembered "not cached" answer is trusted.
     #[serde(with = "duration_serde")]
     pub index_refresh: Duration,
+    /// How long an upstream 404/410 is remembered.
     #[serde(with = "duration_serde")]
     pub negative_ttl: Duration,
 }
@@ -166,7 +197,9 @@ pub struct CacheConfig {
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum MissMode {
+    /// Stream to the client while storing.
     Stream,
+    /// 302 to upstream and fill in the background.
     Redirect,
 }
 
@@ -174,22 +207,35 @@ pub enum MissMode {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamConfig {
+    /// What a miss does.
     pub miss: MissMode,
+    /// Time allowed to connect to upstream.
     #[serde(with = "duration_serde")]
     pub connect_timeout: Duration,
+    /// Maximum silence while receiving.
     #[serde(with = "duration_serde")]
     pub read_timeout: Duration,
+    /// Extra attempts after the first, on connect errors, timeouts, 5xx, truncated bodies.
     pub retries: u32,
+    /// Wait before the first retry, doubled each attempt, with jitter.
     #[serde(with = "duration_serde")]
     pub retry_backoff: Duration,
+    /// Allow upstream hosts resolving to loopback/private/link-local addresses.
     pub allow_private: bool,
+    /// Schemes that may be fetched, lowercase; a non-empty subset of http, https, ftp.
     pub allowed_schemes: Vec<String>,
+    /// Empty: any host; else only these hosts (and subdomains of entries starting with `.`).
     pub allow_hosts: Vec<String>,
+    /// Refused file extensions, lowercase, without the leading dot.
     pub deny_extensions: Vec<String>,
+    /// Refused upstream `Content-Type` prefixes.
     pub deny_content_types: Vec<String>,
+    /// Largest object fetched from upstream, in bytes.
     #[serde(with = "size_serde")]
     pub max_object_size: u64,
+    /// Raw `User-Agent` template; use [`Config::user_agent`] for the header value.
     pub user_agent: String,
+    /// Alternate sources tried, in order, when the primary fails.
     pub mirrors: Vec<MirrorConfig>,
 }
 
@@ -197,7 +243,9 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MirrorConfig {
+    /// Absolute URL prefix this entry applies to.
     pub prefix: String,
+    /// Prefixes substituted for `prefix`, tried in order.
     pub alternates: Vec<String>,
 }
 
@@ -205,10 +253,15 @@ pub struct MirrorConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
+    /// Requests per second per client IP (token bucket).
     pub per_client_rps: u32,
+    /// Burst of the per-client token bucket.
     pub per_client_burst: u32,
+    /// Simultaneous requests per client IP.
     pub per_client_concurrency: u32,
+    /// Simultaneous upstream downloads, whole instance.
     pub upstream_concurrency: u32,
+    /// Largest upload accepted, in bytes.
     #[serde(with = "size_serde")]
     pub max_upload_size: u64,
 }
@@ -217,7 +270,9 @@ pub struct LimitsConfig {
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ConnectMode {
+    /// Refuse `CONNECT`.
     Deny,
+    /// Blind relay to port 443 only; nothing is cached.
     Tunnel,
 }
 
@@ -225,6 +280,7 @@ pub enum ConnectMode {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxyConfig {
+    /// What to do with `CONNECT` requests.
     pub connect: ConnectMode,
 }
 
@@ -232,6 +288,7 @@ pub struct ProxyConfig {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
+    /// Upload/admin tokens; none means uploads and admin are refused.
     pub tokens: Vec<TokenConfig>,
 }
 
@@ -239,9 +296,11 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
+    /// Unique, non-empty name, recorded in audit events.
     pub name: String,
     /// Hex sha256 of the token; the token itself is never stored.
     pub sha256: String,
+    /// `upload` and/or `admin` (admin implies upload).
     pub scopes: Vec<String>,
 }
 
@@ -249,7 +308,9 @@ pub struct TokenConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
+    /// URL POSTed a JSON alert; empty means no alerts.
     pub webhook_url: String,
+    /// The same alert kind and key are not repeated more often than this.
     #[serde(with = "duration_serde")]
     pub min_interval: Duration,
 }
@@ -258,7 +319,9 @@ pub struct AlertsConfig {
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Human-readable lines.
     Text,
+    /// One JSON object per line.
     Json,
 }
 
@@ -266,7 +329,9 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
+    /// A level or `tracing` EnvFilter directives, such as `info,upcache=debug`.
     pub level: String,
+    /// Log line format.
     pub format: LogFormat,
 }
 
