@@ -3,23 +3,98 @@
 //! Layering is defaults -> file -> environment -> CLI flags. Every struct denies unknown
 //! fields so that a typo in a key is an error rather than a silently ignored setting.
 
-use std::path::PathBuf;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// Environment variables `UPCACHE__<SECTION>__<KEY>` override the file; compared lowercased.
+const ENV_PREFIX: &str = "upcache__";
+/// Schemes the upstream clients can fetch.
+const SCHEMES: [&str; 3] = ["http", "https", "ftp"];
+/// Token scopes; `admin` implies `upload`.
+const SCOPES: [&str; 2] = ["upload", "admin"];
+/// Stands for the crate version in `upstream.user_agent`.
+const VERSION_PLACEHOLDER: &str = "<version>";
+/// Shown instead of a secret in [`Config::to_toml_string`].
+const REDACTED: &str = "<redacted>";
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read (missing, unreadable).
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML.
+    #[error("cannot parse config file {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    /// A key no setting has, usually a typo; `key` is the full dotted path.
+    #[error("unknown key \"{key}\" {origin}")]
+    UnknownKey { key: String, origin: Origin },
+    /// A value of the wrong type or format, such as `retries = "many"` or `presign_ttl = "5x"`.
+    #[error("invalid value for \"{key}\" {origin}: {message}")]
+    Value {
+        key: String,
+        origin: Origin,
+        message: String,
+    },
+    /// A well-formed value that breaks a rule, such as `low_watermark` above `high_watermark`.
+    #[error("invalid {key} = {value}: {reason}")]
+    Invalid {
+        key: String,
+        /// The value as it would be written in TOML.
+        value: String,
+        reason: String,
+    },
+}
+
+/// Where a setting came from, so that an error points at the line or variable to fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The config file.
+    File(PathBuf),
+    /// An environment variable, by name.
+    Env(String),
+    /// Neither; only the built-in defaults were involved.
+    Defaults,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File(path) => write!(f, "in {}", path.display()),
+            Origin::Env(name) => write!(f, "(from {name})"),
+            Origin::Defaults => f.write_str("in the defaults"),
+        }
+    }
+}
+
 /// The whole validated configuration the rest of the code sees.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// `[server]`: the HTTP listener.
     pub server: ServerConfig,
+    /// `[storage]`: where blobs are kept.
     pub storage: StorageConfig,
+    /// `[cache]`: eviction and in-memory caching.
     pub cache: CacheConfig,
+    /// `[upstream]`: fetching from origin servers.
     pub upstream: UpstreamConfig,
+    /// `[limits]`: rate and size limits.
     pub limits: LimitsConfig,
+    /// `[proxy]`: forward-proxy behaviour.
     pub proxy: ProxyConfig,
+    /// `[auth]`: who may upload or administer.
     pub auth: AuthConfig,
+    /// `[alerts]`: webhook alerts.
     pub alerts: AlertsConfig,
+    /// `[log]`: logging.
     pub log: LogConfig,
 }
 
@@ -27,7 +102,7 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Address to listen on, `host:port`.
+    /// Address to listen on, `ip:port`.
     pub listen: String,
     /// Base URL used in links returned to clients; empty means `http://<listen>`.
     pub public_url: String,
@@ -43,8 +118,11 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
+    /// Blobs live in `data_dir` only.
     Fs,
+    /// An S3-compatible object store.
     S3,
+    /// Huawei Cloud OBS.
     Obs,
 }
 
@@ -52,7 +130,9 @@ pub enum Backend {
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ServeMode {
+    /// Stream the bytes through upcache.
     Proxy,
+    /// 302 to a presigned object-store URL.
     Redirect,
 }
 
@@ -60,16 +140,26 @@ pub enum ServeMode {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
+    /// Index, local blobs (the L1 tier) and temp files.
     pub data_dir: PathBuf,
+    /// Durable tier: the local disk, or an object store with `data_dir` as L1 cache.
     pub backend: Backend,
+    /// s3/obs bucket; required for those backends.
     pub bucket: String,
+    /// s3/obs endpoint URL; empty means the provider's default.
     pub endpoint: String,
+    /// s3/obs region.
     pub region: String,
+    /// s3/obs access key; empty means `AWS_ACCESS_KEY_ID`.
     pub access_key_id: String,
+    /// s3/obs secret key; empty means `AWS_SECRET_ACCESS_KEY`. Redacted when printed.
     pub secret_access_key: String,
+    /// Key prefix inside the bucket.
     pub prefix: String,
+    /// How hits are served with s3/obs.
     pub serve: ServeMode,
-    #[serde(with = "humantime_serde")]
+    /// Lifetime of presigned URLs for `serve = "redirect"`.
+    #[serde(with = "duration_serde")]
     pub presign_ttl: Duration,
 }
 
@@ -80,19 +170,26 @@ pub struct CacheConfig {
     /// Bytes; 0 means bounded by the disk watermarks only.
     #[serde(with = "size_serde")]
     pub max_size: u64,
+    /// Sweep when the cache volume (or `max_size`) is fuller than this fraction.
     pub high_watermark: f64,
+    /// ... down to this fraction.
     pub low_watermark: f64,
-    #[serde(with = "humantime_serde")]
+    /// How often the sweeper runs.
+    #[serde(with = "duration_serde")]
     pub sweep_interval: Duration,
     /// Zero means never evict by age.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration_serde")]
     pub max_unused: Duration,
-    #[serde(with = "humantime_serde")]
+    /// s3/obs: delete remote blobs not read for this long; zero means never.
+    #[serde(with = "duration_serde")]
     pub remote_max_unused: Duration,
+    /// Entries of the in-memory presence/metadata cache in front of the index.
     pub memory_entries: usize,
-    #[serde(with = "humantime_serde")]
+    /// s3/obs: how long a remembered "not cached" answer is trusted.
+    #[serde(with = "duration_serde")]
     pub index_refresh: Duration,
-    #[serde(with = "humantime_serde")]
+    /// How long an upstream 404/410 is remembered.
+    #[serde(with = "duration_serde")]
     pub negative_ttl: Duration,
 }
 
@@ -100,7 +197,9 @@ pub struct CacheConfig {
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum MissMode {
+    /// Stream to the client while storing.
     Stream,
+    /// 302 to upstream and fill in the background.
     Redirect,
 }
 
@@ -108,22 +207,35 @@ pub enum MissMode {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamConfig {
+    /// What a miss does.
     pub miss: MissMode,
-    #[serde(with = "humantime_serde")]
+    /// Time allowed to connect to upstream.
+    #[serde(with = "duration_serde")]
     pub connect_timeout: Duration,
-    #[serde(with = "humantime_serde")]
+    /// Maximum silence while receiving.
+    #[serde(with = "duration_serde")]
     pub read_timeout: Duration,
+    /// Extra attempts after the first, on connect errors, timeouts, 5xx, truncated bodies.
     pub retries: u32,
-    #[serde(with = "humantime_serde")]
+    /// Wait before the first retry, doubled each attempt, with jitter.
+    #[serde(with = "duration_serde")]
     pub retry_backoff: Duration,
+    /// Allow upstream hosts resolving to loopback/private/link-local addresses.
     pub allow_private: bool,
+    /// Schemes that may be fetched, lowercase; a non-empty subset of http, https, ftp.
     pub allowed_schemes: Vec<String>,
+    /// Empty: any host; else only these hosts (and subdomains of entries starting with `.`).
     pub allow_hosts: Vec<String>,
+    /// Refused file extensions, lowercase, without the leading dot.
     pub deny_extensions: Vec<String>,
+    /// Refused upstream `Content-Type` prefixes.
     pub deny_content_types: Vec<String>,
+    /// Largest object fetched from upstream, in bytes.
     #[serde(with = "size_serde")]
     pub max_object_size: u64,
+    /// Raw `User-Agent` template; use [`Config::user_agent`] for the header value.
     pub user_agent: String,
+    /// Alternate sources tried, in order, when the primary fails.
     pub mirrors: Vec<MirrorConfig>,
 }
 
@@ -131,7 +243,9 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MirrorConfig {
+    /// Absolute URL prefix this entry applies to.
     pub prefix: String,
+    /// Prefixes substituted for `prefix`, tried in order.
     pub alternates: Vec<String>,
 }
 
@@ -139,10 +253,15 @@ pub struct MirrorConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
+    /// Requests per second per client IP (token bucket).
     pub per_client_rps: u32,
+    /// Burst of the per-client token bucket.
     pub per_client_burst: u32,
+    /// Simultaneous requests per client IP.
     pub per_client_concurrency: u32,
+    /// Simultaneous upstream downloads, whole instance.
     pub upstream_concurrency: u32,
+    /// Largest upload accepted, in bytes.
     #[serde(with = "size_serde")]
     pub max_upload_size: u64,
 }
@@ -151,7 +270,9 @@ pub struct LimitsConfig {
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ConnectMode {
+    /// Refuse `CONNECT`.
     Deny,
+    /// Blind relay to port 443 only; nothing is cached.
     Tunnel,
 }
 
@@ -159,6 +280,7 @@ pub enum ConnectMode {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxyConfig {
+    /// What to do with `CONNECT` requests.
     pub connect: ConnectMode,
 }
 
@@ -166,6 +288,7 @@ pub struct ProxyConfig {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
+    /// Upload/admin tokens; none means uploads and admin are refused.
     pub tokens: Vec<TokenConfig>,
 }
 
@@ -173,9 +296,11 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
+    /// Unique, non-empty name, recorded in audit events.
     pub name: String,
     /// Hex sha256 of the token; the token itself is never stored.
     pub sha256: String,
+    /// `upload` and/or `admin` (admin implies upload).
     pub scopes: Vec<String>,
 }
 
@@ -183,8 +308,10 @@ pub struct TokenConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
+    /// URL POSTed a JSON alert; empty means no alerts.
     pub webhook_url: String,
-    #[serde(with = "humantime_serde")]
+    /// The same alert kind and key are not repeated more often than this.
+    #[serde(with = "duration_serde")]
     pub min_interval: Duration,
 }
 
@@ -192,7 +319,9 @@ pub struct AlertsConfig {
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Human-readable lines.
     Text,
+    /// One JSON object per line.
     Json,
 }
 
@@ -200,6 +329,1016 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
+    /// A level or `tracing` EnvFilter directives, such as `info,upcache=debug`.
     pub level: String,
+    /// Log line format.
     pub format: LogFormat,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            public_url: String::new(),
+            trusted_proxies: Vec::new(),
+            instance: String::new(),
+            cache_control: "public, max-age=31536000, immutable".into(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: "./upcache-data".into(),
+            backend: Backend::Fs,
+            bucket: String::new(),
+            endpoint: String::new(),
+            region: String::new(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            prefix: String::new(),
+            serve: ServeMode::Proxy,
+            presign_ttl: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_size: 0,
+            high_watermark: 0.80,
+            low_watermark: 0.75,
+            sweep_interval: Duration::from_secs(3600),
+            max_unused: Duration::ZERO,
+            remote_max_unused: Duration::ZERO,
+            memory_entries: 100_000,
+            index_refresh: Duration::from_secs(5 * 60),
+            negative_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+        Self {
+            miss: MissMode::Stream,
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(60),
+            retries: 3,
+            retry_backoff: Duration::from_millis(500),
+            allow_private: false,
+            allowed_schemes: strings(&SCHEMES),
+            allow_hosts: Vec::new(),
+            deny_extensions: strings(&[
+                "mp3", "mp4", "m4a", "avi", "mkv", "mov", "wmv", "flv", "webm", "flac", "wav",
+                "ogg",
+            ]),
+            deny_content_types: strings(&["audio/", "video/"]),
+            max_object_size: 20 << 30,
+            user_agent: format!("upcache/{VERSION_PLACEHOLDER}"),
+            mirrors: Vec::new(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            per_client_rps: 50,
+            per_client_burst: 200,
+            per_client_concurrency: 32,
+            upstream_concurrency: 64,
+            max_upload_size: 20 << 30,
+        }
+    }
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            connect: ConnectMode::Deny,
+        }
+    }
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            webhook_url: String::new(),
+            min_interval: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if given), then the process's `UPCACHE__*` variables,
+    /// and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        // Lossy rather than `std::env::vars()`, which panics on a non-UTF-8 variable.
+        let env = std::env::vars_os().map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        });
+        Self::load_from(file, env)
+    }
+
+    /// [`Config::load`] with the environment given as `(name, value)` pairs, for tests.
+    /// Variables not starting with `UPCACHE__` are ignored.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let env = EnvSource::new(env);
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.into(),
+                source,
+            })?;
+            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+        }
+        // The merged tree goes through JSON because the config crate's own deserializer is
+        // lenient: it would round `retries = 1.5` to 2 and read `"yes"` as 1. Only the file
+        // can fail here: the environment source never errors.
+        let merged: serde_json::Value = builder
+            .add_source(env.clone())
+            .build()
+            .and_then(|merged| merged.try_deserialize())
+            .map_err(|e| ConfigError::Parse {
+                path: file.map(Path::to_path_buf).unwrap_or_default(),
+                message: e.to_string(),
+            })?;
+        // Missing keys come from `Default` through `#[serde(default)]` on every struct.
+        let mut config: Config = serde_path_to_error::deserialize(&merged)
+            .map_err(|e| env.describe(e, &merged, file))?;
+        config.normalize();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Lowercases what is case-insensitive and strips the leading dot users tend to write
+    /// in extensions, so that the rest of the code compares plain strings.
+    fn normalize(&mut self) {
+        let upstream = &mut self.upstream;
+        for ext in &mut upstream.deny_extensions {
+            *ext = ext.trim().trim_start_matches('.').to_lowercase();
+        }
+        for scheme in &mut upstream.allowed_schemes {
+            *scheme = scheme.to_lowercase();
+        }
+        for token in &mut self.auth.tokens {
+            token.sha256 = token.sha256.to_lowercase();
+        }
+    }
+
+    /// Checks the rules a type cannot express; the first broken one is the error.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let (server, cache, upstream) = (&self.server, &self.cache, &self.upstream);
+        check(
+            server.listen.parse::<SocketAddr>().is_ok(),
+            "server.listen",
+            &server.listen,
+            "expected an ip:port address such as 127.0.0.1:8080",
+        )?;
+        check_http_url("server.public_url", &server.public_url)?;
+        check(
+            self.storage.backend == Backend::Fs || !self.storage.bucket.is_empty(),
+            "storage.bucket",
+            &self.storage.bucket,
+            "required when storage.backend is s3 or obs",
+        )?;
+        let high = cache.high_watermark;
+        check(
+            high > 0.0 && high <= 1.0,
+            "cache.high_watermark",
+            high,
+            "must be above 0 and at most 1",
+        )?;
+        check(
+            cache.low_watermark > 0.0 && cache.low_watermark < high,
+            "cache.low_watermark",
+            cache.low_watermark,
+            format!("must be above 0 and below cache.high_watermark ({high})"),
+        )?;
+        check(
+            cache.memory_entries > 0,
+            "cache.memory_entries",
+            cache.memory_entries,
+            "must be above 0",
+        )?;
+        check(
+            !upstream.allowed_schemes.is_empty(),
+            "upstream.allowed_schemes",
+            &upstream.allowed_schemes,
+            "must not be empty",
+        )?;
+        for scheme in &upstream.allowed_schemes {
+            check(
+                SCHEMES.contains(&scheme.as_str()),
+                "upstream.allowed_schemes",
+                scheme,
+                "expected http, https or ftp",
+            )?;
+        }
+        for ext in &upstream.deny_extensions {
+            check(
+                !ext.is_empty() && !ext.starts_with('.') && *ext == ext.to_lowercase(),
+                "upstream.deny_extensions",
+                ext,
+                "expected a lowercase extension without the leading dot, such as \"mp3\"",
+            )?;
+        }
+        for (i, mirror) in upstream.mirrors.iter().enumerate() {
+            let key = format!("upstream.mirrors[{i}]");
+            check_absolute_url(&format!("{key}.prefix"), &mirror.prefix)?;
+            for alternate in &mirror.alternates {
+                check_absolute_url(&format!("{key}.alternates"), alternate)?;
+            }
+        }
+        for (i, token) in self.auth.tokens.iter().enumerate() {
+            let key = format!("auth.tokens[{i}]");
+            let first = self.auth.tokens.iter().position(|t| t.name == token.name);
+            check(
+                !token.name.is_empty() && first == Some(i),
+                &format!("{key}.name"),
+                &token.name,
+                "token names must be non-empty and unique",
+            )?;
+            check(
+                token.sha256.len() == 64
+                    && token
+                        .sha256
+                        .bytes()
+                        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+                &format!("{key}.sha256"),
+                &token.sha256,
+                "expected 64 hex digits (the sha256 of the token, see `upcache token new`)",
+            )?;
+            for scope in &token.scopes {
+                check(
+                    SCOPES.contains(&scope.as_str()),
+                    &format!("{key}.scopes"),
+                    scope,
+                    "expected upload or admin",
+                )?;
+            }
+        }
+        check_http_url("alerts.webhook_url", &self.alerts.webhook_url)?;
+        let level = &self.log.level;
+        // EnvFilter takes a lone word as a target name, which would hide a typo like "warning".
+        let level_ok = match level.contains([',', '=']) {
+            true => tracing_subscriber::EnvFilter::try_new(level).is_ok(),
+            false => level.parse::<tracing::level_filters::LevelFilter>().is_ok(),
+        };
+        check(
+            level_ok,
+            "log.level",
+            level,
+            "expected trace, debug, info, warn, error, off or directives like \"info,upcache=debug\"",
+        )?;
+        Ok(())
+    }
+
+    /// Base URL for links given to clients: `server.public_url` or `http://<listen>`,
+    /// without a trailing slash.
+    pub fn public_url(&self) -> String {
+        match self.server.public_url.trim_end_matches('/') {
+            "" => format!("http://{}", self.server.listen),
+            url => url.to_string(),
+        }
+    }
+
+    /// Name for audit events and `X-Served-By`: `server.instance`, else the hostname,
+    /// else `upcache`.
+    pub fn instance_name(&self) -> String {
+        if !self.server.instance.is_empty() {
+            return self.server.instance.clone();
+        }
+        hostname::get()
+            .ok()
+            .and_then(|name| name.into_string().ok())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "upcache".into())
+    }
+
+    /// `upstream.user_agent` with `<version>` replaced by this build's version.
+    pub fn user_agent(&self) -> String {
+        self.upstream
+            .user_agent
+            .replace(VERSION_PLACEHOLDER, env!("CARGO_PKG_VERSION"))
+    }
+
+    /// The effective configuration as TOML, for `upcache config check`; secrets are redacted.
+    /// Loading the output gives back this configuration.
+    pub fn to_toml_string(&self) -> String {
+        let mut shown = self.clone();
+        if !shown.storage.secret_access_key.is_empty() {
+            shown.storage.secret_access_key = REDACTED.into();
+        }
+        // Only a non-UTF-8 data_dir can fail here, and it cannot come from a file or variable.
+        toml::to_string(&shown)
+            .unwrap_or_else(|e| format!("# cannot show the configuration: {e}\n"))
+    }
+}
+
+/// `Err(Invalid)` naming `key` and `value` unless `ok`.
+fn check(
+    ok: bool,
+    key: &str,
+    value: impl fmt::Debug,
+    reason: impl fmt::Display,
+) -> Result<(), ConfigError> {
+    if ok {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        key: key.into(),
+        value: format!("{value:?}"),
+        reason: reason.to_string(),
+    })
+}
+
+/// Empty (meaning "not set") or an absolute http(s) URL.
+fn check_http_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    let ok = value.is_empty()
+        || ::url::Url::parse(value)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+    check(ok, key, value, "expected empty or an absolute http(s) url")
+}
+
+/// An absolute URL with a host, such as `https://ftp.gnu.org/gnu/`.
+fn check_absolute_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    let ok = ::url::Url::parse(value).is_ok_and(|u| u.has_host());
+    check(ok, key, value, "expected an absolute url")
+}
+
+/// The `UPCACHE__<SECTION>__<KEY>` variables as a config source.
+///
+/// Each value is converted to the kind of the setting's default: a number, a boolean, or
+/// a comma-separated list that replaces the file's list as a whole. The config crate's own
+/// `Environment` guesses the kind from the value instead, which turns a string setting that
+/// looks like a number (`instance = "007"`) into `7`.
+#[derive(Debug, Clone)]
+struct EnvSource {
+    /// `(dotted key, variable name, value)`, such as `("server.listen", "UPCACHE__SERVER__LISTEN", ..)`.
+    vars: Vec<(String, String, String)>,
+    /// `Config::default()` as TOML: the kind of every setting.
+    defaults: toml::Table,
+}
+
+impl EnvSource {
+    fn new(env: impl IntoIterator<Item = (String, String)>) -> Self {
+        let vars = env
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let key = name
+                    .to_lowercase()
+                    .strip_prefix(ENV_PREFIX)?
+                    .replace("__", ".");
+                Some((key, name, value))
+            })
+            .collect();
+        let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
+        Self { vars, defaults }
+    }
+
+    /// `raw` as the kind of the default at `key`. A value that does not parse as that kind
+    /// stays a string, for serde to report as a wrong type with the key and the variable.
+    fn typed(&self, key: &str, raw: &str) -> config::ValueKind {
+        let default = key
+            .split_once('.')
+            .and_then(|(section, key)| self.defaults.get(section)?.get(key));
+        let parsed = match default {
+            Some(toml::Value::Array(_)) => {
+                let items = raw.split(',').map(str::trim).filter(|s| !s.is_empty());
+                Some(
+                    items
+                        .map(|s| config::Value::new(None, s))
+                        .collect::<Vec<_>>()
+                        .into(),
+                )
+            }
+            Some(toml::Value::Integer(_)) => raw.parse::<i64>().ok().map(Into::into),
+            Some(toml::Value::Float(_)) => raw.parse::<f64>().ok().map(Into::into),
+            Some(toml::Value::Boolean(_)) => {
+                raw.to_lowercase().parse::<bool>().ok().map(Into::into)
+            }
+            _ => None,
+        };
+        parsed.unwrap_or_else(|| raw.into())
+    }
+
+    /// Turns a deserialization error into one naming the full key and where it was set.
+    fn describe(
+        &self,
+        error: serde_path_to_error::Error<serde_json::Error>,
+        merged: &serde_json::Value,
+        file: Option<&Path>,
+    ) -> ConfigError {
+        use serde_path_to_error::Segment;
+        let key = error.path().to_string();
+        let value = error
+            .path()
+            .iter()
+            .try_fold(merged, |value, segment| match segment {
+                Segment::Seq { index } => value.get(index),
+                Segment::Map { key } => value.get(key),
+                _ => None,
+            });
+        let mut message = error.into_inner().to_string();
+        // serde's wording for `deny_unknown_fields`; the path already ends with the key.
+        let unknown = message.starts_with("unknown field");
+        // serde names a value of the wrong type, but not one a type's parser rejected.
+        let raw = match value {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        if let Some(raw) = raw.filter(|raw| !message.contains(raw.as_str())) {
+            message = format!("{raw:?}: {message}");
+        }
+        // A key is related to a variable that sets it, a table above it or a value inside it.
+        let within = |outer: &str, inner: &str| {
+            inner
+                .strip_prefix(outer)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+        };
+        let origin = match self
+            .vars
+            .iter()
+            .find(|(k, ..)| within(k, &key) || within(&key, k))
+        {
+            Some((_, name, _)) => Origin::Env(name.clone()),
+            None => file.map_or(Origin::Defaults, |path| Origin::File(path.into())),
+        };
+        if unknown {
+            ConfigError::UnknownKey { key, origin }
+        } else {
+            ConfigError::Value {
+                key,
+                origin,
+                message,
+            }
+        }
+    }
+}
+
+impl config::Source for EnvSource {
+    fn clone_into_box(&self) -> Box<dyn config::Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> Result<config::Map<String, config::Value>, config::ConfigError> {
+        let values = self
+            .vars
+            .iter()
+            .map(|(key, _, raw)| (key.clone(), config::Value::new(None, self.typed(key, raw))));
+        Ok(values.collect())
+    }
+}
+
+/// Accepts a human string (`"15m"`, `"20GiB"`) or, from TOML, a bare integer.
+struct HumanVisitor<T> {
+    /// What the value is, for messages: "duration", "size".
+    what: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+    from_int: fn(u64) -> Result<T, String>,
+}
+
+impl<T> serde::de::Visitor<'_> for HumanVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a {} string", self.what)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+        (self.parse)(v.trim()).map_err(|e| E::custom(format!("invalid {} {v:?}: {e}", self.what)))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<T, E> {
+        (self.from_int)(v).map_err(|e| E::custom(format!("invalid {} {v}: {e}", self.what)))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<T, E> {
+        match u64::try_from(v) {
+            Ok(v) => self.visit_u64(v),
+            Err(_) => Err(E::custom(format!("invalid {} {v}: negative", self.what))),
+        }
+    }
+}
+
+/// Serde for durations as humantime strings: `"90s"`, `"15m"`, `"1h"`, `"30d"`, `"500ms"`, `"0"`.
+mod duration_serde {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*value))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        d.deserialize_any(super::HumanVisitor {
+            what: "duration",
+            parse: |s| humantime::parse_duration(s).map_err(|e| e.to_string()),
+            // A bare number has no obvious unit; only zero means the same in all of them.
+            from_int: |n| match n {
+                0 => Ok(Duration::ZERO),
+                _ => Err(format!("a unit is needed, such as \"{n}s\"")),
+            },
+        })
+    }
+}
+
+/// Serde for byte sizes: `"512MiB"`, `"20GiB"`, `"0"` or an integer number of bytes.
+mod size_serde {
+    use serde::{Deserializer, Serializer};
+
+    /// Largest binary unit that divides the size exactly, so the string parses back
+    /// to the same number: `"20GiB"`, `"1536KiB"`, `"1000"`.
+    pub fn serialize<S: Serializer>(value: &u64, s: S) -> Result<S::Ok, S::Error> {
+        let (mut n, mut unit) = (*value, "");
+        for next in ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"] {
+            if n == 0 || n % 1024 != 0 {
+                break;
+            }
+            (n, unit) = (n / 1024, next);
+        }
+        s.collect_str(&format_args!("{n}{unit}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        d.deserialize_any(super::HumanVisitor {
+            what: "size",
+            parse: |s| s.parse::<bytesize::ByteSize>().map(|b| b.as_u64()),
+            from_int: Ok,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Environment variables as `(name, value)`.
+    type Env = [(&'static str, &'static str)];
+
+    /// Loads `toml` (if any) from a temp file with the variables `env`; in error messages
+    /// the file's path reads `FILE`.
+    fn load(toml: Option<&str>, env: &Env) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("upcache.toml");
+        if let Some(text) = toml {
+            std::fs::write(&path, text).unwrap();
+        }
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::load_from(toml.map(|_| path.as_path()), env)
+            .map_err(|e| e.to_string().replace(&path.display().to_string(), "FILE"))
+    }
+
+    fn example_path() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml")
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = load(None, &[]).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.server.listen, "127.0.0.1:8080");
+        assert_eq!(c.storage.data_dir, Path::new("./upcache-data"));
+        assert_eq!(c.storage.presign_ttl, Duration::from_secs(900));
+        assert_eq!(
+            (c.cache.high_watermark, c.cache.low_watermark),
+            (0.80, 0.75)
+        );
+        assert_eq!(c.upstream.allowed_schemes, ["http", "https", "ftp"]);
+        assert_eq!(c.upstream.deny_extensions.len(), 12);
+        assert_eq!(c.upstream.max_object_size, 20 * 1024 * 1024 * 1024);
+        assert_eq!(c.upstream.user_agent, "upcache/<version>");
+        assert_eq!(
+            c.user_agent(),
+            format!("upcache/{}", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(c.public_url(), "http://127.0.0.1:8080");
+        assert!(!c.instance_name().is_empty());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn file_overrides_defaults() {
+        let c = load(
+            Some(
+                r#"
+                [server]
+                listen = "0.0.0.0:9000"
+                public_url = "https://cache.example.org/"
+                trusted_proxies = ["10.0.0.0/8"]
+                instance = "007"
+                [storage]
+                backend = "s3"
+                bucket = "sources"
+                [cache]
+                max_size = "512MiB"
+                max_unused = 0
+                sweep_interval = "1h 30m"
+                [limits]
+                max_upload_size = 1024
+                [[upstream.mirrors]]
+                prefix = "https://ftp.gnu.org/gnu/"
+                alternates = ["https://ftpmirror.gnu.org/gnu/"]
+                [[auth.tokens]]
+                name = "ci"
+                sha256 = "ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef0123456789"
+                scopes = ["upload"]
+                "#,
+            ),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.server.listen, "0.0.0.0:9000");
+        assert_eq!(c.public_url(), "https://cache.example.org");
+        assert_eq!(c.server.trusted_proxies, ["10.0.0.0/8".parse().unwrap()]);
+        assert_eq!(c.instance_name(), "007");
+        assert_eq!(c.storage.backend, Backend::S3);
+        assert_eq!(c.cache.max_size, 512 << 20);
+        assert_eq!(c.cache.max_unused, Duration::ZERO);
+        assert_eq!(c.cache.sweep_interval, Duration::from_secs(5400));
+        assert_eq!(c.limits.max_upload_size, 1024);
+        assert_eq!(c.upstream.mirrors[0].alternates.len(), 1);
+        assert_eq!(c.auth.tokens[0].sha256, "abcdef0123456789".repeat(4));
+        // Untouched keys keep their defaults, in touched sections and others.
+        assert_eq!(
+            c.server.cache_control,
+            ServerConfig::default().cache_control
+        );
+        assert_eq!(
+            c.upstream,
+            UpstreamConfig {
+                mirrors: c.upstream.mirrors.clone(),
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn env_overrides_every_kind_of_value() {
+        let c = load(
+            None,
+            &[
+                ("UPCACHE__SERVER__LISTEN", "0.0.0.0:8080"),
+                (
+                    "UPCACHE__SERVER__PUBLIC_URL",
+                    "https://Cache.Example.org/Path",
+                ),
+                ("UPCACHE__SERVER__INSTANCE", "007"),
+                ("UPCACHE__UPSTREAM__RETRIES", "5"),
+                ("UPCACHE__CACHE__HIGH_WATERMARK", "0.9"),
+                ("UPCACHE__UPSTREAM__ALLOW_PRIVATE", "true"),
+                ("UPCACHE__UPSTREAM__ALLOWED_SCHEMES", "http, https"),
+                ("UPCACHE__UPSTREAM__DENY_EXTENSIONS", ".MP3,ogg"),
+                ("UPCACHE__UPSTREAM__ALLOW_HOSTS", ""),
+                ("UPCACHE__UPSTREAM__CONNECT_TIMEOUT", "90s"),
+                ("UPCACHE__UPSTREAM__MAX_OBJECT_SIZE", "1GiB"),
+                ("UPCACHE__CACHE__MAX_SIZE", "1048576"),
+                ("UPCACHE__STORAGE__SERVE", "redirect"),
+                // Not ours: one underscore, or no prefix at all.
+                ("UPCACHE_SERVER", "http://elsewhere:1"),
+                ("UPCACHE_TOKEN", "secret"),
+                ("UPCACHE_CONFIG", "/nonexistent.toml"),
+                ("HOME", "/root"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.server.listen, "0.0.0.0:8080");
+        assert_eq!(c.public_url(), "https://Cache.Example.org/Path");
+        assert_eq!(c.server.instance, "007");
+        assert_eq!(c.upstream.retries, 5);
+        assert_eq!(c.cache.high_watermark, 0.9);
+        assert!(c.upstream.allow_private);
+        assert_eq!(c.upstream.allowed_schemes, ["http", "https"]);
+        assert_eq!(c.upstream.deny_extensions, ["mp3", "ogg"]);
+        assert!(c.upstream.allow_hosts.is_empty());
+        assert_eq!(c.upstream.connect_timeout, Duration::from_secs(90));
+        assert_eq!(c.upstream.max_object_size, 1 << 30);
+        assert_eq!(c.cache.max_size, 1 << 20);
+        assert_eq!(c.storage.serve, ServeMode::Redirect);
+    }
+
+    #[test]
+    fn env_wins_over_file_and_replaces_lists() {
+        let file = "[server]\nlisten = \"127.0.0.1:1\"\n[upstream]\nretries = 1\n\
+                    allowed_schemes = [\"http\", \"https\", \"ftp\"]\n";
+        let env = [
+            ("UPCACHE__SERVER__LISTEN", "[::1]:2"),
+            ("UPCACHE__UPSTREAM__ALLOWED_SCHEMES", "https"),
+        ];
+        let c = load(Some(file), &env).unwrap();
+        assert_eq!(c.server.listen, "[::1]:2");
+        assert_eq!(c.upstream.retries, 1);
+        assert_eq!(c.upstream.allowed_schemes, ["https"]);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_where_it_was_set() {
+        let err = |toml, env: &Env| load(toml, env).unwrap_err();
+        assert_eq!(
+            err(Some("[server]\nlistn = \"x\""), &[]),
+            r#"unknown key "server.listn" in FILE"#
+        );
+        assert_eq!(
+            err(Some("[servr]\nlisten = \"x\""), &[]),
+            r#"unknown key "servr" in FILE"#
+        );
+        assert_eq!(
+            err(
+                Some("[[upstream.mirrors]]\nprefix = \"http://a/\"\nalternates = []\nalt = 1"),
+                &[]
+            ),
+            r#"unknown key "upstream.mirrors[0].alt" in FILE"#
+        );
+        assert_eq!(
+            err(Some(""), &[("UPCACHE__SERVER__LISTN", "x")]),
+            r#"unknown key "server.listn" (from UPCACHE__SERVER__LISTN)"#
+        );
+        assert_eq!(
+            err(None, &[("UPCACHE__LOGGING__LEVEL", "x")]),
+            r#"unknown key "logging" (from UPCACHE__LOGGING__LEVEL)"#
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_value() {
+        let err = |toml: &str, env: &Env| load(Some(toml), env).unwrap_err();
+        let cases: &[(&str, &Env, &str)] = &[
+            (
+                "[storage]\npresign_ttl = \"5x\"",
+                &[],
+                r#"invalid value for "storage.presign_ttl" in FILE: invalid duration "5x": "#,
+            ),
+            (
+                "[cache]\nmax_unused = 90",
+                &[],
+                r#"invalid value for "cache.max_unused" in FILE: invalid duration 90: a unit is needed"#,
+            ),
+            (
+                "",
+                &[("UPCACHE__CACHE__MAX_SIZE", "12 parsecs")],
+                r#"invalid value for "cache.max_size" (from UPCACHE__CACHE__MAX_SIZE): invalid size "12 parsecs": "#,
+            ),
+            (
+                "",
+                &[("UPCACHE__UPSTREAM__RETRIES", "many")],
+                r#"invalid value for "upstream.retries" (from UPCACHE__UPSTREAM__RETRIES): invalid type: string "many""#,
+            ),
+            (
+                "[storage]\nbackend = \"s4\"",
+                &[],
+                r#"invalid value for "storage.backend" in FILE: unknown variant `s4`, expected one of `fs`, `s3`, `obs`"#,
+            ),
+            (
+                "[[auth.tokens]]\nname = \"ci\"\nscopes = []",
+                &[],
+                r#"invalid value for "auth.tokens[0]" in FILE: missing field `sha256`"#,
+            ),
+            (
+                "[server]\nlisten = \"localhost\"",
+                &[],
+                r#"invalid server.listen = "localhost": "#,
+            ),
+            (
+                "[cache]\nlow_watermark = 0.9",
+                &[],
+                "invalid cache.low_watermark = 0.9: must be above 0 and below cache.high_watermark (0.8)",
+            ),
+            (
+                "[cache]\nhigh_watermark = 1.5",
+                &[],
+                "invalid cache.high_watermark = 1.5: ",
+            ),
+            (
+                "[upstream]\nallowed_schemes = [\"http\", \"gopher\"]",
+                &[],
+                r#"invalid upstream.allowed_schemes = "gopher": expected http, https or ftp"#,
+            ),
+            (
+                "[upstream]\nallowed_schemes = []",
+                &[],
+                "invalid upstream.allowed_schemes = []: ",
+            ),
+            (
+                "[[auth.tokens]]\nname = \"ci\"\nsha256 = \"abc\"\nscopes = [\"upload\"]",
+                &[],
+                r#"invalid auth.tokens[0].sha256 = "abc": expected 64 hex digits"#,
+            ),
+            (
+                &format!(
+                    "[[auth.tokens]]\nname = \"ci\"\nsha256 = \"{}\"\nscopes = [\"root\"]",
+                    "0".repeat(64)
+                ),
+                &[],
+                r#"invalid auth.tokens[0].scopes = "root": "#,
+            ),
+            (
+                &format!(
+                    "[[auth.tokens]]\nname = \"ci\"\nsha256 = \"{0}\"\nscopes = []\n\
+                     [[auth.tokens]]\nname = \"ci\"\nsha256 = \"{0}\"\nscopes = []",
+                    "0".repeat(64)
+                ),
+                &[],
+                r#"invalid auth.tokens[1].name = "ci": "#,
+            ),
+            (
+                "[storage]\nbackend = \"obs\"",
+                &[],
+                r#"invalid storage.bucket = "": required"#,
+            ),
+            (
+                "[[upstream.mirrors]]\nprefix = \"ftp.gnu.org/gnu/\"\nalternates = []",
+                &[],
+                r#"invalid upstream.mirrors[0].prefix = "ftp.gnu.org/gnu/": expected an absolute url"#,
+            ),
+            (
+                "[server]\npublic_url = \"ftp://x/\"",
+                &[],
+                r#"invalid server.public_url = "ftp://x/": "#,
+            ),
+            (
+                "[alerts]\nwebhook_url = \"hooks\"",
+                &[],
+                r#"invalid alerts.webhook_url = "hooks": "#,
+            ),
+            (
+                "[log]\nlevel = \"info,=x=\"",
+                &[],
+                r#"invalid log.level = "info,=x=": "#,
+            ),
+            (
+                "[log]\nlevel = \"warning\"",
+                &[],
+                r#"invalid log.level = "warning": "#,
+            ),
+            (
+                "[server]\ntrusted_proxies = [\"10.0.0.0/33\"]",
+                &[],
+                r#"invalid value for "server.trusted_proxies[0]" in FILE: "10.0.0.0/33": "#,
+            ),
+            (
+                "[upstream]\nretries = 1.5",
+                &[],
+                r#"invalid value for "upstream.retries" in FILE: invalid type: floating point `1.5`"#,
+            ),
+            (
+                "",
+                &[("UPCACHE__UPSTREAM__ALLOW_PRIVATE", "maybe")],
+                r#"invalid value for "upstream.allow_private" (from UPCACHE__UPSTREAM__ALLOW_PRIVATE): invalid type: string "maybe""#,
+            ),
+            (
+                "[cache]\nmemory_entries = 0",
+                &[],
+                "invalid cache.memory_entries = 0: must be above 0",
+            ),
+            (
+                "[server\nlisten = 1",
+                &[],
+                "cannot parse config file FILE: ",
+            ),
+        ];
+        for (toml, env, want) in cases {
+            let got = err(toml, env);
+            assert!(
+                got.starts_with(want),
+                "{toml:?} {env:?}:\n got: {got}\nwant: {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_file_is_an_error_naming_it() {
+        let err = Config::load_from(Some(Path::new("/nonexistent/upcache.toml")), []).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        assert!(
+            err.to_string()
+                .starts_with("cannot read config file /nonexistent/upcache.toml: ")
+        );
+    }
+
+    #[test]
+    fn sizes_and_durations_print_as_human_strings() {
+        let mut c = Config::default();
+        c.cache.max_size = 1536 << 10;
+        c.limits.max_upload_size = 1000;
+        c.cache.max_unused = Duration::from_secs(30 * 86400);
+        let toml = c.to_toml_string();
+        for line in [
+            "max_size = \"1536KiB\"",
+            "max_upload_size = \"1000\"",
+            "max_object_size = \"20GiB\"",
+            "max_unused = \"30days\"",
+            "remote_max_unused = \"0s\"",
+            "retry_backoff = \"500ms\"",
+            "presign_ttl = \"15m\"",
+        ] {
+            assert!(toml.contains(line), "{line} not in\n{toml}");
+        }
+    }
+
+    #[test]
+    fn printed_config_loads_back_equal_with_the_secret_redacted() {
+        let mut c = load(Some(&std::fs::read_to_string(example_path()).unwrap()), &[]).unwrap();
+        c.server.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+        c.storage.secret_access_key = "hunter2".into();
+        c.cache.high_watermark = 0.9;
+        c.cache.max_size = 3 << 40;
+        c.upstream.retry_backoff = Duration::from_millis(1500);
+        c.upstream.mirrors = vec![MirrorConfig {
+            prefix: "https://ftp.gnu.org/gnu/".into(),
+            alternates: vec!["https://ftpmirror.gnu.org/gnu/".into()],
+        }];
+        c.auth.tokens = vec![TokenConfig {
+            name: "ci".into(),
+            sha256: "0".repeat(64),
+            scopes: vec!["upload".into(), "admin".into()],
+        }];
+        let toml = c.to_toml_string();
+        assert!(!toml.contains("hunter2"));
+        let mut back = load(Some(&toml), &[]).unwrap();
+        assert_eq!(back.storage.secret_access_key, REDACTED);
+        back.storage.secret_access_key = c.storage.secret_access_key.clone();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn example_file_is_the_defaults() {
+        let c = Config::load_from(Some(&example_path()), []).unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    /// What the JSON Schema finds wrong with the TOML `text`, one line per error.
+    fn schema_errors(text: &str) -> Vec<String> {
+        let schema = include_str!("../schema/config.schema.json");
+        let schema: serde_json::Value = serde_json::from_str(schema).unwrap();
+        jsonschema::meta::validate(&schema).unwrap();
+        let validator = jsonschema::draft202012::new(&schema).unwrap();
+        let instance: serde_json::Value = toml::from_str(text).unwrap();
+        let errors = validator.iter_errors(&instance);
+        errors
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect()
+    }
+
+    #[test]
+    fn schema_accepts_the_example_and_the_printed_config() {
+        let example = std::fs::read_to_string(example_path()).unwrap();
+        assert_eq!(schema_errors(&example), Vec::<String>::new());
+        assert_eq!(
+            schema_errors(&Config::default().to_toml_string()),
+            Vec::<String>::new()
+        );
+        let mut c = Config::default();
+        c.server.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()];
+        c.cache.max_size = 1000;
+        c.cache.sweep_interval = Duration::from_millis(90_500);
+        c.upstream.mirrors = vec![MirrorConfig {
+            prefix: "https://ftp.gnu.org/gnu/".into(),
+            alternates: vec!["https://ftpmirror.gnu.org/gnu/".into()],
+        }];
+        c.auth.tokens = vec![TokenConfig {
+            name: "ci".into(),
+            sha256: "0".repeat(64),
+            scopes: vec!["upload".into()],
+        }];
+        assert_eq!(schema_errors(&c.to_toml_string()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn schema_rejects_what_loading_rejects() {
+        for bad in [
+            "[server]\nlistn = \"x\"",
+            "[servr]",
+            "[[upstream.mirrors]]\nprefix = \"http://a/\"\nalternates = []\nalt = 1",
+            "[storage]\npresign_ttl = \"5x\"",
+            "[cache]\nmax_size = \"12 parsecs\"",
+            "[upstream]\nallowed_schemes = [\"gopher\"]",
+            "[upstream]\nretries = 1.5",
+            "[log]\nformat = \"xml\"",
+        ] {
+            assert!(!schema_errors(bad).is_empty(), "schema accepts {bad:?}");
+            assert!(load(Some(bad), &[]).is_err(), "loading accepts {bad:?}");
+        }
+    }
 }
