@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use tracing::{info, warn};
 
 use crate::audit::{Event, Journal, UpstreamInfo};
-use crate::config::Config;
+use crate::config::{Backend, Config, ServeMode};
 use crate::error::Error;
 use crate::fill::{self, Fill, FillError, Flight, Flights, Requester};
 use crate::index::{BlobMeta, Index, Origin, UrlEntry, UrlRecord};
@@ -60,19 +60,34 @@ pub enum OpenError {
     Journal(#[from] crate::audit::JournalError),
     #[error("cannot build the upstream client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("{0} is not available in this version")]
+    Unsupported(&'static str),
 }
 
 impl App {
     /// Open the data directory: index (which locks it), store, journal; remove leftovers of a
     /// crash and drop index entries whose file is gone.
     pub fn open(config: Config, runtime: tokio::runtime::Handle) -> Result<Arc<App>, OpenError> {
+        // Refuse rather than silently ignore settings whose behaviour is not built yet.
+        match (config.storage.backend, config.storage.serve) {
+            (Backend::S3, _) => return Err(OpenError::Unsupported("storage.backend = \"s3\"")),
+            (Backend::Obs, _) => return Err(OpenError::Unsupported("storage.backend = \"obs\"")),
+            (_, ServeMode::Redirect) => {
+                return Err(OpenError::Unsupported("storage.serve = \"redirect\""));
+            }
+            _ => {}
+        }
         let data_dir = config.storage.data_dir.clone();
         let store = LocalStore::open(&data_dir)?;
         let index = Index::open(&data_dir.join("index"), config.cache.memory_entries)?;
         let removed = store.remove_temp_files()?;
         let dropped = index.drop_missing(|b3| store.exists(b3))?;
         if removed + dropped > 0 {
-            info!(temp_files = removed, missing_blobs = dropped, "start-up cleanup");
+            info!(
+                temp_files = removed,
+                missing_blobs = dropped,
+                "start-up cleanup"
+            );
         }
         let instance = config.instance_name();
         let journal = Arc::new(Journal::open(&data_dir.join("journal.jsonl"), &instance)?);
@@ -136,11 +151,9 @@ impl App {
                 humantime::format_duration(self.config.cache.negative_ttl)
             )));
         }
-        let flight = self.flights.join_or_start(
-            url,
-            || self.stored(url),
-            || self.store.create_temp(),
-        )?;
+        let flight =
+            self.flights
+                .join_or_start(url, || self.stored(url), || self.store.create_temp())?;
         Ok(match flight {
             Flight::Joined(fill) => {
                 self.metrics.coalesced_joins.inc();
@@ -210,7 +223,9 @@ impl App {
 
     fn remember_not_found(&self, url: &UpstreamUrl) {
         if !self.config.cache.negative_ttl.is_zero() {
-            self.negative.lock().put(url.as_str().to_owned(), Instant::now());
+            self.negative
+                .lock()
+                .put(url.as_str().to_owned(), Instant::now());
         }
     }
 

@@ -155,8 +155,10 @@ fn last_seq(file: &mut File) -> io::Result<u64> {
     let len = file.seek(SeekFrom::End(0))?;
     let start = len.saturating_sub(64 * 1024);
     file.seek(SeekFrom::Start(start))?;
-    let mut tail = String::new();
-    file.take(len - start).read_to_string(&mut tail).or_else(|_| Ok::<_, io::Error>(0))?;
+    let mut tail = Vec::new();
+    file.take(len - start).read_to_end(&mut tail)?;
+    // The window may start inside a multi-byte character; only whole lines matter.
+    let tail = String::from_utf8_lossy(&tail);
     Ok(tail
         .lines()
         .rev()

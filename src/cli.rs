@@ -297,7 +297,9 @@ async fn fetch_inner(server: &str, url: &str, output: Option<&Path>) -> Result<(
     if let Some(want) = expected_sha256 {
         if want != got {
             let _ = std::fs::remove_file(part_path(&target));
-            return Err(format!("sha256 mismatch: server said {want}, received {got}"));
+            return Err(format!(
+                "sha256 mismatch: server said {want}, received {got}"
+            ));
         }
     }
     if !to_stdout {

@@ -47,7 +47,10 @@ pub fn spawn_background(app: Arc<App>) -> tokio::task::JoinHandle<()> {
 
 /// Open the data directory and serve on `listener`: what `upcache serve` does, for tests and
 /// embedding. Must be called inside a multi-threaded tokio runtime.
-pub fn start(config: Config, listener: std::net::TcpListener) -> Result<(Arc<App>, Server), Box<dyn std::error::Error>> {
+pub fn start(
+    config: Config,
+    listener: std::net::TcpListener,
+) -> Result<(Arc<App>, Server), Box<dyn std::error::Error>> {
     let app = App::open(config, tokio::runtime::Handle::current())?;
     let server = Server::start(app.clone(), listener)?;
     Ok((app, server))

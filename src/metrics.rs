@@ -81,7 +81,11 @@ impl Metrics {
             "Artifact requests by form and result (hit, miss, bypass, error)",
             m.requests.clone(),
         );
-        r.register("served_bytes", "Body bytes sent to clients", m.bytes_served.clone());
+        r.register(
+            "served_bytes",
+            "Body bytes sent to clients",
+            m.bytes_served.clone(),
+        );
         r.register(
             "upstream_fetches",
             "Upstream download attempts",
@@ -97,14 +101,26 @@ impl Metrics {
             "Upstream attempts that were retries",
             m.upstream_retries.clone(),
         );
-        r.register("inflight_downloads", "Downloads in progress", m.inflight.clone());
+        r.register(
+            "inflight_downloads",
+            "Downloads in progress",
+            m.inflight.clone(),
+        );
         r.register(
             "coalesced_joins",
             "Requests that joined a download already in progress",
             m.coalesced_joins.clone(),
         );
-        r.register("evictions", "Blobs evicted by the sweeper", m.evictions.clone());
-        r.register("store_bytes", "Bytes of stored blobs", m.store_bytes.clone());
+        r.register(
+            "evictions",
+            "Blobs evicted by the sweeper",
+            m.evictions.clone(),
+        );
+        r.register(
+            "store_bytes",
+            "Bytes of stored blobs",
+            m.store_bytes.clone(),
+        );
         r.register(
             "disk_used_ratio",
             "Used fraction of the cache volume (or of max_size)",

@@ -54,7 +54,11 @@ async fn second_get_is_a_hit_with_all_headers_and_never_reaches_upstream() {
         "attachment; filename=\"pkg-1.0.tar.xz\""
     );
     assert_eq!(h["x-served-by"], "test");
-    assert_eq!(up.hits("/pub/pkg-1.0.tar.xz"), 1, "the hit never reached upstream");
+    assert_eq!(
+        up.hits("/pub/pkg-1.0.tar.xz"),
+        1,
+        "the hit never reached upstream"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,7 +79,11 @@ async fn all_three_forms_and_equivalent_spellings_share_one_entry() {
         format!("http://127.0.0.1:{port}/%70ub/pkg-1.0.tar.xz"),
     ] {
         let (s, h, _) = srv.get_bytes(&srv.fetch_url(&variant)).await;
-        assert_eq!((s.as_u16(), h["x-cache"].to_str().unwrap()), (200, "HIT"), "{variant}");
+        assert_eq!(
+            (s.as_u16(), h["x-cache"].to_str().unwrap()),
+            (200, "HIT"),
+            "{variant}"
+        );
     }
     assert_eq!(up.hits("/pub/pkg-1.0.tar.xz"), 1);
 }
@@ -109,13 +117,19 @@ async fn ranges_conditionals_and_head_on_hits() {
     assert_eq!((status, code.as_str()), (416, "range_not_satisfiable"));
 
     // If-Range: honoured when the validator matches, full body otherwise.
-    let r = get(vec![("range", "bytes=0-0".into()), ("if-range", etag.clone())])
-        .await
-        .unwrap();
+    let r = get(vec![
+        ("range", "bytes=0-0".into()),
+        ("if-range", etag.clone()),
+    ])
+    .await
+    .unwrap();
     assert_eq!(r.status(), 206);
-    let r = get(vec![("range", "bytes=0-0".into()), ("if-range", "\"other\"".into())])
-        .await
-        .unwrap();
+    let r = get(vec![
+        ("range", "bytes=0-0".into()),
+        ("if-range", "\"other\"".into()),
+    ])
+    .await
+    .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap().len(), 100_000);
 
@@ -123,7 +137,9 @@ async fn ranges_conditionals_and_head_on_hits() {
     assert_eq!(r.status(), 304);
     assert_eq!(r.headers()["etag"], etag.as_str());
     assert!(r.bytes().await.unwrap().is_empty());
-    let r = get(vec![("if-none-match", "\"nope\"".into())]).await.unwrap();
+    let r = get(vec![("if-none-match", "\"nope\"".into())])
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 
     let r = srv.client.head(srv.fetch_url(&url)).send().await.unwrap();
@@ -152,7 +168,10 @@ async fn by_checksum_and_lookaside_layouts() {
         format!("/by-sha256/{}", d.sha256),
         format!("/by-sha512/{}", d.sha512),
         format!("/by-blake3/{}", d.blake3.to_uppercase()),
-        format!("/repo/pkgs/rpms/pkg/pkg-1.0.tar.xz/sha512/{}/pkg-1.0.tar.xz", d.sha512),
+        format!(
+            "/repo/pkgs/rpms/pkg/pkg-1.0.tar.xz/sha512/{}/pkg-1.0.tar.xz",
+            d.sha512
+        ),
         format!("/repo/pkgs/pkg/pkg-1.0.tar.xz/md5/{}/pkg-1.0.tar.xz", d.md5),
         format!("/repo/pkgs/pkg/pkg-1.0.tar.xz/{}/pkg-1.0.tar.xz", d.md5),
     ] {
@@ -161,19 +180,27 @@ async fn by_checksum_and_lookaside_layouts() {
         assert_eq!(h["x-cache"], "HIT", "{path}");
         assert_eq!(got, body, "{path}");
         assert_eq!(
-            h["content-disposition"],
-            "attachment; filename=\"pkg-1.0.tar.xz\"",
+            h["content-disposition"], "attachment; filename=\"pkg-1.0.tar.xz\"",
             "{path}"
         );
     }
     let (_, h, _) = srv
         .get_bytes(&srv.url(&format!("/by-md5/{}/renamed.tar.xz", d.md5)))
         .await;
-    assert_eq!(h["content-disposition"], "attachment; filename=\"renamed.tar.xz\"");
+    assert_eq!(
+        h["content-disposition"],
+        "attachment; filename=\"renamed.tar.xz\""
+    );
 
-    let r = srv.get(&srv.url(&format!("/by-md5/{}", "0".repeat(32)))).await;
+    let r = srv
+        .get(&srv.url(&format!("/by-md5/{}", "0".repeat(32))))
+        .await;
     assert_eq!(error_code(r).await.1, "not_found");
-    for bad in ["/by-md5/xyz", "/by-sha256/abcd", "/repo/pkgs/x/y/md5/nothex/y"] {
+    for bad in [
+        "/by-md5/xyz",
+        "/by-sha256/abcd",
+        "/repo/pkgs/x/y/md5/nothex/y",
+    ] {
         let r = srv.get(&srv.url(bad)).await;
         let (status, code, _) = error_code(r).await;
         assert_eq!((status, code.as_str()), (400, "bad_request"), "{bad}");
@@ -209,8 +236,14 @@ async fn expected_checksum_serves_a_stored_blob_without_upstream() {
         .get(&format!("{}&md5={}", srv.fetch_url(&url), "a".repeat(32)))
         .await;
     let (status, code, msg) = error_code(r).await;
-    assert_eq!((status, code.as_str()), (502, "integrity_mismatch"), "{msg}");
-    let r = srv.get(&format!("{}&md5=nothex", srv.fetch_url(&url))).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (502, "integrity_mismatch"),
+        "{msg}"
+    );
+    let r = srv
+        .get(&format!("{}&md5=nothex", srv.fetch_url(&url)))
+        .await;
     assert_eq!(error_code(r).await.1, "bad_request");
 }
 
@@ -249,7 +282,12 @@ async fn lookup_and_stats() {
     let r = srv.get(&srv.url("/api/v1/lookup?sha256=zz")).await;
     assert_eq!(error_code(r).await.1, "bad_request");
 
-    let s: serde_json::Value = srv.get(&srv.url("/api/v1/stats")).await.json().await.unwrap();
+    let s: serde_json::Value = srv
+        .get(&srv.url("/api/v1/stats"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(s["blobs"], 1);
     assert_eq!(s["bytes"], 12_345);
     assert_eq!(s["urls"], 1);

@@ -23,7 +23,10 @@ async fn miss_streams_before_upstream_finishes_with_miss_headers() {
     let h = r.headers().clone();
     assert_eq!(h["x-cache"], "MISS");
     assert_eq!(h["content-length"], "500000");
-    assert_eq!(h["content-disposition"], "attachment; filename=\"tool-2.0.tar.gz\"");
+    assert_eq!(
+        h["content-disposition"],
+        "attachment; filename=\"tool-2.0.tar.gz\""
+    );
     assert!(h.contains_key("content-type"));
     for absent in ["etag", "x-checksum-md5", "x-checksum-sha256"] {
         assert!(!h.contains_key(absent), "{absent} must not be on a MISS");
@@ -53,8 +56,7 @@ async fn fifty_concurrent_gets_make_one_upstream_request() {
     // All 50 get their headers while upstream is held mid-body, so all of them joined.
     let responses = futures::future::join_all((0..50).map(|_| srv.client.get(&url).send())).await;
     gate.open();
-    let bodies =
-        futures::future::join_all(responses.into_iter().map(|r| r.unwrap().bytes())).await;
+    let bodies = futures::future::join_all(responses.into_iter().map(|r| r.unwrap().bytes())).await;
     for b in bodies {
         assert_eq!(b.unwrap(), body);
     }
@@ -131,7 +133,10 @@ async fn upstream_closing_early_aborts_the_client_and_the_next_request_refetches
     let r = srv.get(&url).await;
     assert_eq!(r.status(), 200, "headers were already sent");
     gate.open();
-    assert!(r.bytes().await.is_err(), "a short body is never a clean end");
+    assert!(
+        r.bytes().await.is_err(),
+        "a short body is never a clean end"
+    );
     srv.app.flights.wait_idle().await;
     assert!(srv.temp_files().is_empty(), "nothing partial is kept");
     assert!(srv.app.index.url(&up.url(PATH)).unwrap().is_none());
@@ -183,7 +188,11 @@ async fn flaky_upstream_succeeds_after_retries() {
     let body = random_bytes(10_000, 9);
     up.route_seq(
         PATH,
-        vec![Route::status(500), Route::status(503), Route::ok(body.clone())],
+        vec![
+            Route::status(500),
+            Route::status(503),
+            Route::ok(body.clone()),
+        ],
     );
     let srv = TestServer::start().await;
     let (s, _, got) = srv.get_bytes(&srv.fetch_url(&up.url(PATH))).await;
@@ -204,7 +213,10 @@ async fn persistent_5xx_is_502_upstream_failed_after_all_retries() {
     assert_eq!(up.hits(PATH), 3);
     srv.app.flights.wait_idle().await;
     let journal = std::fs::read_to_string(srv.data_dir().join("journal.jsonl")).unwrap();
-    assert!(journal.contains("\"event\":\"upstream_failed\""), "{journal}");
+    assert!(
+        journal.contains("\"event\":\"upstream_failed\""),
+        "{journal}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,7 +237,10 @@ async fn silent_upstream_is_504_upstream_timeout() {
 async fn stalled_body_aborts_the_client() {
     let up = Upstream::start().await;
     let gate = Gate::new(); // never opened
-    up.route(PATH, Route::ok(random_bytes(100_000, 10)).hold_at(10_000, gate));
+    up.route(
+        PATH,
+        Route::ok(random_bytes(100_000, 10)).hold_at(10_000, gate),
+    );
     let srv = TestServer::start_with(|c| {
         c.upstream.retries = 0;
         c.upstream.read_timeout = Duration::from_millis(300);
@@ -262,7 +277,11 @@ async fn not_found_is_remembered_for_negative_ttl() {
             let (status, code, _) = error_code(r).await;
             assert_eq!((status, code.as_str()), (404, "not_found"));
         }
-        assert_eq!(up.hits(&format!("/{form}")), 1, "second 404 served from memory");
+        assert_eq!(
+            up.hits(&format!("/{form}")),
+            1,
+            "second 404 served from memory"
+        );
     }
     // With negative caching off, every request asks again.
     let srv = TestServer::start_with(|c| c.cache.negative_ttl = Duration::ZERO).await;
@@ -278,18 +297,31 @@ async fn redirects_are_followed_and_the_final_url_recorded() {
     let up = Upstream::start().await;
     let body = random_bytes(5_000, 11);
     up.route("/old/a.tar.gz", Route::redirect(302, "/mid/a.tar.gz"));
-    up.route("/mid/a.tar.gz", Route::redirect(301, &up.url("/new/a.tar.gz")));
+    up.route(
+        "/mid/a.tar.gz",
+        Route::redirect(301, &up.url("/new/a.tar.gz")),
+    );
     up.route("/new/a.tar.gz", Route::ok(body.clone()));
     let srv = TestServer::start().await;
-    let (s, _, got) = srv.get_bytes(&srv.fetch_url(&up.url("/old/a.tar.gz"))).await;
+    let (s, _, got) = srv
+        .get_bytes(&srv.fetch_url(&up.url("/old/a.tar.gz")))
+        .await;
     assert_eq!((s.as_u16(), got), (200, body));
     srv.app.flights.wait_idle().await;
-    let entry = srv.app.index.url(&up.url("/old/a.tar.gz")).unwrap().unwrap();
+    let entry = srv
+        .app
+        .index
+        .url(&up.url("/old/a.tar.gz"))
+        .unwrap()
+        .unwrap();
     assert_eq!(entry.record.final_url, up.url("/new/a.tar.gz"));
 
     // More than 10 hops is an upstream failure.
     for i in 0..12 {
-        up.route(&format!("/loop{i}"), Route::redirect(302, &format!("/loop{}", i + 1)));
+        up.route(
+            &format!("/loop{i}"),
+            Route::redirect(302, &format!("/loop{}", i + 1)),
+        );
     }
     let r = srv.get(&srv.fetch_url(&up.url("/loop0"))).await;
     assert_eq!(error_code(r).await.1, "upstream_failed");
@@ -326,7 +358,9 @@ async fn objects_over_max_object_size_are_refused_and_never_stored() {
     let (status, code, _) = error_code(r).await;
     assert_eq!((status, code.as_str()), (413, "too_large"));
     // Without a declared length, the size is noticed while streaming: the client is cut off.
-    let r = srv.get(&srv.fetch_url(&up.url("/big-chunked.tar.gz"))).await;
+    let r = srv
+        .get(&srv.fetch_url(&up.url("/big-chunked.tar.gz")))
+        .await;
     assert_eq!(r.status(), 200);
     gate.open();
     assert!(r.bytes().await.is_err());
@@ -339,7 +373,10 @@ async fn objects_over_max_object_size_are_refused_and_never_stored() {
 async fn denied_extensions_and_content_types() {
     let up = Upstream::start().await;
     up.route("/movie.mp4", Route::ok("video"));
-    up.route("/clip", Route::ok("video").header("Content-Type", "video/webm"));
+    up.route(
+        "/clip",
+        Route::ok("video").header("Content-Type", "video/webm"),
+    );
     let srv = TestServer::start().await;
     let r = srv.get(&srv.fetch_url(&up.url("/movie.mp4"))).await;
     let (status, code, _) = error_code(r).await;
@@ -375,7 +412,10 @@ async fn expected_checksum_mismatch_on_a_miss_is_never_a_complete_response() {
         );
     }
     let journal = std::fs::read_to_string(srv.data_dir().join("journal.jsonl")).unwrap();
-    assert!(journal.contains("\"event\":\"integrity_failed\""), "{journal}");
+    assert!(
+        journal.contains("\"event\":\"integrity_failed\""),
+        "{journal}"
+    );
 
     // The right checksum on a miss: a normal, complete response that gets stored.
     let md5 = {
@@ -392,15 +432,48 @@ async fn expected_checksum_mismatch_on_a_miss_is_never_a_complete_response() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_on_a_miss_asks_upstream_and_stores_nothing() {
     let up = Upstream::start().await;
-    up.route(PATH, Route::ok(random_bytes(4_321, 15)).header("Last-Modified", "Wed, 01 Jan 2025 00:00:00 GMT"));
+    up.route(
+        PATH,
+        Route::ok(random_bytes(4_321, 15)).header("Last-Modified", "Wed, 01 Jan 2025 00:00:00 GMT"),
+    );
     let srv = TestServer::start().await;
-    let r = srv.client.head(srv.fetch_url(&up.url(PATH))).send().await.unwrap();
+    let r = srv
+        .client
+        .head(srv.fetch_url(&up.url(PATH)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-cache"], "MISS");
     assert_eq!(r.headers()["content-length"], "4321");
-    assert_eq!(r.headers()["last-modified"], "Wed, 01 Jan 2025 00:00:00 GMT");
+    assert_eq!(
+        r.headers()["last-modified"],
+        "Wed, 01 Jan 2025 00:00:00 GMT"
+    );
     assert_eq!(up.requests(PATH)[0].method, "HEAD");
     assert_eq!(srv.app.index.stats().blobs, 0);
-    let r = srv.client.head(srv.fetch_url(&up.url("/nope"))).send().await.unwrap();
+    let r = srv
+        .client
+        .head(srv.fetch_url(&up.url("/nope")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn miss_redirect_mode_sends_clients_upstream_and_fills_in_the_background() {
+    let up = Upstream::start().await;
+    let body = random_bytes(30_000, 16);
+    up.route(PATH, Route::ok(body.clone()));
+    let srv =
+        TestServer::start_with(|c| c.upstream.miss = upcache::config::MissMode::Redirect).await;
+    let r = srv.get(&srv.fetch_url(&up.url(PATH))).await;
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], up.url(PATH).as_str());
+    assert_eq!(r.headers()["x-cache"], "MISS");
+    srv.app.flights.wait_idle().await;
+    let (_, h, got) = srv.get_bytes(&srv.fetch_url(&up.url(PATH))).await;
+    assert_eq!((h["x-cache"].to_str().unwrap(), got), ("HIT", body));
+    assert_eq!(up.hits(PATH), 1);
 }

@@ -78,11 +78,15 @@ async fn schemes_and_malformed_urls() {
 async fn allow_hosts_limits_destinations() {
     let up = Upstream::start().await;
     up.route("/a.tar.gz", Route::ok("ok"));
-    let srv = TestServer::start_with(|c| c.upstream.allow_hosts = vec![".example.org".into()]).await;
+    let srv =
+        TestServer::start_with(|c| c.upstream.allow_hosts = vec![".example.org".into()]).await;
     let (status, code, _) = code_of(&srv, &srv.fetch_url(&up.url("/a.tar.gz"))).await;
     assert_eq!((status, code.as_str()), (403, "forbidden_destination"));
     let srv = TestServer::start_with(|c| c.upstream.allow_hosts = vec!["127.0.0.1".into()]).await;
-    assert_eq!(srv.get(&srv.fetch_url(&up.url("/a.tar.gz"))).await.status(), 200);
+    assert_eq!(
+        srv.get(&srv.fetch_url(&up.url("/a.tar.gz"))).await.status(),
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,5 +103,55 @@ async fn connect_is_refused_with_a_pointer_to_the_mirror_form() {
     let n = s.read(&mut buf).await.unwrap();
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(text.starts_with("HTTP/1.1 405"), "{text}");
-    assert!(text.contains("method_not_allowed") && text.contains("mirror path"), "{text}");
+    assert!(
+        text.contains("method_not_allowed") && text.contains("mirror path"),
+        "{text}"
+    );
+}
+
+/// A "public" address on loopback, added by scripts/test.sh (TEST-NET-3, RFC 5737).
+const PUBLIC_TEST_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(203, 0, 113, 7);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_redirect_hop_is_checked_against_the_ssrf_guard() {
+    let Ok(public) = Upstream::start_on(PUBLIC_TEST_IP).await else {
+        eprintln!(
+            "skipped: {PUBLIC_TEST_IP} is not configured on lo (scripts/test.sh adds it as root)"
+        );
+        return;
+    };
+    let private = Upstream::start().await;
+    private.route("/secret.tar.gz", Route::ok("internal"));
+    public.route("/ok.tar.gz", Route::ok("public bytes"));
+    public.route(
+        "/to-private.tar.gz",
+        Route::redirect(302, &private.url("/secret.tar.gz")),
+    );
+    public.route(
+        "/to-metadata.tar.gz",
+        Route::redirect(302, "http://169.254.169.254/latest/meta-data/"),
+    );
+    public.route("/to-file", Route::redirect(302, "file:///etc/passwd"));
+    let srv = TestServer::start_with(|c| c.upstream.allow_private = false).await;
+
+    // A public destination is fine with the guard on.
+    let (s, _, body) = srv
+        .get_bytes(&srv.fetch_url(&public.url("/ok.tar.gz")))
+        .await;
+    assert_eq!((s.as_u16(), &body[..]), (200, &b"public bytes"[..]));
+    for hop in ["/to-private.tar.gz", "/to-metadata.tar.gz"] {
+        let (status, code, msg) = code_of(&srv, &srv.fetch_url(&public.url(hop))).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (403, "forbidden_destination"),
+            "{hop}: {msg}"
+        );
+    }
+    let (status, _, msg) = code_of(&srv, &srv.fetch_url(&public.url("/to-file"))).await;
+    assert!(status >= 400, "redirect to file: refused: {msg}");
+    assert_eq!(
+        private.total_hits(),
+        0,
+        "the private upstream was never contacted"
+    );
 }

@@ -23,7 +23,11 @@ fn terminate(p: &mut Process) {
     // SAFETY: plain kill(2) on our own child's pid.
     unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
     let status = p.child.wait().unwrap();
-    assert!(status.success(), "graceful shutdown exits 0: {status:?}\n{}", p.log());
+    assert!(
+        status.success(),
+        "graceful shutdown exits 0: {status:?}\n{}",
+        p.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,12 +39,20 @@ async fn serve_without_any_configuration_uses_the_defaults() {
     assert_eq!(r.status(), 200);
     let r = c.get(format!("{}/readyz", p.base)).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    for sub in ["upcache-data/index", "upcache-data/blobs", "upcache-data/tmp"] {
+    for sub in [
+        "upcache-data/index",
+        "upcache-data/blobs",
+        "upcache-data/tmp",
+    ] {
         assert!(cwd.path().join(sub).is_dir(), "{sub} created");
     }
     terminate(&mut p);
     // And the default listen address is the documented one.
-    let out = upcache().args(["config", "check"]).current_dir(cwd.path()).output().unwrap();
+    let out = upcache()
+        .args(["config", "check"])
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("listen = \"127.0.0.1:8080\""), "{text}");
@@ -73,13 +85,24 @@ async fn kill_9_during_a_fill_leaves_no_partial_file_and_the_url_refetches() {
     drop(stream);
 
     let p = Process::spawn(cwd.path(), &[], &[PRIVATE_OK]);
-    assert!(list_files(&tmp).is_empty(), "temp files removed at start-up");
+    assert!(
+        list_files(&tmp).is_empty(),
+        "temp files removed at start-up"
+    );
     let lookup = c
-        .get(format!("{}/api/v1/lookup?url={}", p.base, enc(&up.url("/x/big.tar.gz"))))
+        .get(format!(
+            "{}/api/v1/lookup?url={}",
+            p.base,
+            enc(&up.url("/x/big.tar.gz"))
+        ))
         .send()
         .await
         .unwrap();
-    assert_eq!(lookup.status(), 404, "no index entry for the interrupted fill");
+    assert_eq!(
+        lookup.status(),
+        404,
+        "no index entry for the interrupted fill"
+    );
     let url = format!("{}/fetch?url={}", p.base, enc(&up.url("/x/big.tar.gz")));
     let r = c.get(&url).send().await.unwrap();
     assert_eq!(r.headers()["x-cache"], "MISS");
@@ -103,16 +126,27 @@ fn config_check_reports_valid_and_invalid_files() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
     std::fs::write(&good, "[server]\nlisten = \"0.0.0.0:9000\"\n").unwrap();
-    let out = upcache().args(["config", "check", "--config"]).arg(&good).output().unwrap();
+    let out = upcache()
+        .args(["config", "check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("0.0.0.0:9000"));
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[server]\nlistn = \"0.0.0.0:9000\"\n").unwrap();
-    let out = upcache().args(["config", "check", "--config"]).arg(&bad).output().unwrap();
+    let out = upcache()
+        .args(["config", "check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("server.listn"), "the message names the key: {err}");
+    assert!(
+        err.contains("server.listn"),
+        "the message names the key: {err}"
+    );
 
     let out = upcache()
         .args(["config", "check"])
@@ -122,7 +156,10 @@ fn config_check_reports_valid_and_invalid_files() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("high_watermark"));
 
-    let out = upcache().args(["serve", "--config", "/nonexistent.toml"]).output().unwrap();
+    let out = upcache()
+        .args(["serve", "--config", "/nonexistent.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let out = upcache().arg("no-such-command").output().unwrap();
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
@@ -142,17 +179,33 @@ async fn fetch_command_downloads_through_the_server() {
     let dir = tempfile::tempdir().unwrap();
 
     let mut cmd = upcache();
-    cmd.args(["fetch", &up.url("/r/tool-1.2.tar.bz2"), "--server", &srv.base])
-        .current_dir(dir.path());
-    let out = tokio::task::spawn_blocking(move || run_blocking(cmd)).await.unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(std::fs::read(dir.path().join("tool-1.2.tar.bz2")).unwrap(), body);
+    cmd.args([
+        "fetch",
+        &up.url("/r/tool-1.2.tar.bz2"),
+        "--server",
+        &srv.base,
+    ])
+    .current_dir(dir.path());
+    let out = tokio::task::spawn_blocking(move || run_blocking(cmd))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("tool-1.2.tar.bz2")).unwrap(),
+        body
+    );
 
     let mut cmd = upcache();
     cmd.args(["fetch", &up.url("/r/missing.tar.gz"), "-o", "out.tar.gz"])
         .env("UPCACHE_SERVER", &srv.base)
         .current_dir(dir.path());
-    let out = tokio::task::spawn_blocking(move || run_blocking(cmd)).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || run_blocking(cmd))
+        .await
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
     assert!(!dir.path().join("out.tar.gz").exists());
@@ -166,7 +219,10 @@ fn have(tool: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_and_wget_as_proxy_and_mirror_clients() {
     for tool in ["curl", "wget"] {
-        assert!(have(tool), "{tool} is required (scripts/test.sh installs it)");
+        assert!(
+            have(tool),
+            "{tool} is required (scripts/test.sh installs it)"
+        );
     }
     let up = Upstream::start().await;
     let body = random_bytes(77_777, 23);
@@ -177,7 +233,9 @@ async fn curl_and_wget_as_proxy_and_mirror_clients() {
     let out = |name: &str| dir.path().join(name);
 
     let mut curl = Command::new("curl");
-    curl.args(["-sS", "-f", "-x", &srv.base, "-o"]).arg(out("curl-proxy")).arg(&url);
+    curl.args(["-sS", "-f", "-x", &srv.base, "-o"])
+        .arg(out("curl-proxy"))
+        .arg(&url);
     let mut wget = Command::new("wget");
     wget.args(["-q", "-O"])
         .arg(out("wget-proxy"))
@@ -186,9 +244,13 @@ async fn curl_and_wget_as_proxy_and_mirror_clients() {
         .env_remove("no_proxy")
         .env_remove("NO_PROXY");
     let mut curl_mirror = Command::new("curl");
-    curl_mirror.args(["-sS", "-f", "-O", "-J", &srv.mirror_url(&url)]).current_dir(dir.path());
+    curl_mirror
+        .args(["-sS", "-f", "-O", "-J", &srv.mirror_url(&url)])
+        .current_dir(dir.path());
     for cmd in [curl, wget, curl_mirror] {
-        let o = tokio::task::spawn_blocking(move || run_blocking(cmd)).await.unwrap();
+        let o = tokio::task::spawn_blocking(move || run_blocking(cmd))
+            .await
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     for f in ["curl-proxy", "wget-proxy", "app-3.1.tar.gz"] {
@@ -202,9 +264,17 @@ async fn json_logs_have_one_line_per_request() {
     let up = Upstream::start().await;
     up.route("/l/a.tar.gz", Route::ok(random_bytes(1000, 24)));
     let cwd = tempfile::tempdir().unwrap();
-    let mut p = Process::spawn(cwd.path(), &[], &[PRIVATE_OK, ("UPCACHE__LOG__FORMAT", "json")]);
+    let mut p = Process::spawn(
+        cwd.path(),
+        &[],
+        &[PRIVATE_OK, ("UPCACHE__LOG__FORMAT", "json")],
+    );
     let r = client()
-        .get(format!("{}/fetch?url={}", p.base, enc(&up.url("/l/a.tar.gz"))))
+        .get(format!(
+            "{}/fetch?url={}",
+            p.base,
+            enc(&up.url("/l/a.tar.gz"))
+        ))
         .send()
         .await
         .unwrap();

@@ -242,20 +242,25 @@ impl Flights {
             file: temp.file().clone(),
         });
         map.insert(url.as_str().to_owned(), fill.clone());
-        self.running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.running
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(Flight::Started(fill, temp))
     }
 
     fn remove(&self, fill: &Arc<Fill>) {
         let mut map = self.map.lock();
-        if map.get(fill.url.as_str()).is_some_and(|f| Arc::ptr_eq(f, fill)) {
+        if map
+            .get(fill.url.as_str())
+            .is_some_and(|f| Arc::ptr_eq(f, fill))
+        {
             map.remove(fill.url.as_str());
         }
     }
 
     /// A fill task has done everything it will do.
     fn finished(&self) {
-        self.running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.running
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         self.ended.notify_waiters();
     }
 
@@ -298,7 +303,10 @@ pub async fn run(app: Arc<App>, fill: Arc<Fill>, temp: TempBlob, who: Requester)
                 head: head.clone(),
                 digests: digests.clone(),
             });
-            match app.commit_fill(temp, &fill.url, &head, &digests, size, &who).await {
+            match app
+                .commit_fill(temp, &fill.url, &head, &digests, size, &who)
+                .await
+            {
                 Ok(()) => info!(
                     url = %fill.url, blake3 = %digests.blake3, size,
                     ms = started.elapsed().as_millis() as u64, "stored"
@@ -465,7 +473,8 @@ fn verify_prefix(url: &str, temp: &TempBlob, pos: u64, data: &[u8]) -> Result<()
 /// in lockstep; capped at a minute.
 fn backoff(base: Duration, attempt: u32) -> Duration {
     let exp = base.saturating_mul(1u32 << (attempt - 1).min(16));
-    exp.mul_f64(0.5 + rand::random::<f64>()).min(Duration::from_secs(60))
+    exp.mul_f64(0.5 + rand::random::<f64>())
+        .min(Duration::from_secs(60))
 }
 
 #[cfg(test)]
@@ -478,7 +487,10 @@ mod tests {
         for attempt in 1..5 {
             let d = backoff(base, attempt);
             let nominal = base * (1 << (attempt - 1));
-            assert!(d >= nominal / 2 && d <= nominal * 3 / 2, "{d:?} for {attempt}");
+            assert!(
+                d >= nominal / 2 && d <= nominal * 3 / 2,
+                "{d:?} for {attempt}"
+            );
         }
         assert!(backoff(Duration::from_secs(10), 30) <= Duration::from_secs(60));
     }

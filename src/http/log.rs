@@ -31,7 +31,9 @@ pub async fn log_requests(
     let method = req.method().to_string();
     let target = req.uri().to_string();
     let client = super::client_ip(req.request());
-    let app = req.app_data::<web::Data<App>>().map(|d| d.clone().into_inner());
+    let app = req
+        .app_data::<web::Data<App>>()
+        .map(|d| d.clone().into_inner());
     let res = next.call(req).await?;
     let info = res.request().extensions().get::<ReqInfo>().cloned();
     let status = res.status().as_u16();
@@ -106,7 +108,8 @@ impl Drop for LoggedBody {
         let elapsed = l.start.elapsed();
         // A body that never reported its end was cut short (aborted by us or the client);
         // an empty body may be dropped without ever being polled.
-        let complete = self.finished || matches!(self.inner.size(), BodySize::None | BodySize::Sized(0));
+        let complete =
+            self.finished || matches!(self.inner.size(), BodySize::None | BodySize::Sized(0));
         let form = l.info.as_ref().map_or("-", |i| i.form.as_str());
         let url = l.info.as_ref().map_or("-", |i| i.url.as_str());
         tracing::info!(

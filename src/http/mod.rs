@@ -16,6 +16,7 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, guard, web};
 use tracing::info;
 
 use crate::app::{App, Resolution};
+use crate::config::MissMode;
 use crate::error::Error;
 use crate::metrics::Form;
 use crate::store::{Algo, Expected};
@@ -160,13 +161,11 @@ fn expected_checksum(
             .get(*name)
             .map(|v| (*algo, v.to_str().unwrap_or("").to_owned()))
     });
-    let from_query = query
-        .iter()
-        .filter_map(|(k, v)| match k.as_str() {
-            "md5" => Some((Algo::Md5, v.clone())),
-            "sha256" => Some((Algo::Sha256, v.clone())),
-            _ => None,
-        });
+    let from_query = query.iter().filter_map(|(k, v)| match k.as_str() {
+        "md5" => Some((Algo::Md5, v.clone())),
+        "sha256" => Some((Algo::Sha256, v.clone())),
+        _ => None,
+    });
     for (algo, value) in from_query.chain(from_headers) {
         let hex = algo.normalize_hex(value.trim()).ok_or_else(|| {
             Error::BadRequest(format!(
@@ -188,7 +187,11 @@ pub(crate) fn query_pairs(req: &HttpRequest) -> Vec<(String, String)> {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            let dec = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+            let dec = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
             (dec(k), dec(v))
         })
         .collect()
@@ -243,9 +246,18 @@ async fn artifact(
         last_modified: record.and_then(|r| r.last_modified.clone()),
     };
     match app.resolve(&url, expected.as_ref(), client.clone(), start_fill)? {
-        Resolution::Hit(entry) => serve::hit(req, &app, stored(&entry.blob, Some(&entry.record))).await,
+        Resolution::Hit(entry) => {
+            serve::hit(req, &app, stored(&entry.blob, Some(&entry.record))).await
+        }
         Resolution::Checksum(meta) => serve::hit(req, &app, stored(&meta, None)).await,
         Resolution::NotStored => head_miss(&app, &url).await,
+        Resolution::Miss { .. } if app.config.upstream.miss == MissMode::Redirect => {
+            // The fill runs in the background; the client gets the bytes from upstream.
+            Ok(HttpResponse::Found()
+                .insert_header(("Location", url.as_str()))
+                .insert_header(("X-Cache", "MISS"))
+                .finish())
+        }
         Resolution::Miss { fill, .. } => serve::miss(req, &app, fill, expected, client).await,
     }
 }

@@ -109,10 +109,15 @@ async fn lookup(req: HttpRequest, app: web::Data<App>) -> Result<HttpResponse, E
 /// The lookup JSON of a blob (SPEC 4.3), shared with the upload API.
 pub fn blob_json(app: &App, meta: &BlobMeta) -> Result<Value, Error> {
     // Fold in reads not yet flushed to the index.
-    let meta = app.index.blob(meta.blake3())?.unwrap_or_else(|| meta.clone());
+    let meta = app
+        .index
+        .blob(meta.blake3())?
+        .unwrap_or_else(|| meta.clone());
     let time = |t: i64| {
-        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64))
-            .to_string()
+        humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64),
+        )
+        .to_string()
     };
     Ok(json!({
         "blake3": meta.digests.blake3,

@@ -50,7 +50,10 @@ pub async fn hit(req: &HttpRequest, app: &App, art: Artifact<'_>) -> Result<Http
     let mut res = HttpResponse::Ok();
     res.insert_header((header::ETAG, etag.as_str()))
         .insert_header((header::LAST_MODIFIED, last_modified.as_str()))
-        .insert_header((header::CACHE_CONTROL, app.config.server.cache_control.as_str()))
+        .insert_header((
+            header::CACHE_CONTROL,
+            app.config.server.cache_control.as_str(),
+        ))
         .insert_header(("X-Cache", "HIT"));
 
     if let Some(inm) = header_str(req, header::IF_NONE_MATCH) {
@@ -102,7 +105,12 @@ pub async fn hit(req: &HttpRequest, app: &App, art: Artifact<'_>) -> Result<Http
             format!("bytes {start}-{}/{size}", end - 1),
         ));
     }
-    Ok(sized_body(req, res, end - start, file_stream(file, start, end)))
+    Ok(sized_body(
+        req,
+        res,
+        end - start,
+        file_stream(file, start, end),
+    ))
 }
 
 /// A MISS: headers as soon as upstream's are known, then the bytes as they arrive.
@@ -224,9 +232,10 @@ fn header_str(req: &HttpRequest, name: header::HeaderName) -> Option<&str> {
 
 /// `If-None-Match`: `*` or a list of (possibly weak) entity tags.
 fn etag_list_matches(value: &str, b3: &str) -> bool {
-    value.split(',').map(str::trim).any(|tag| {
-        tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == b3
-    })
+    value
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == b3)
 }
 
 /// `If-Range`: the range applies only if the validator still matches (strong comparison).
@@ -312,7 +321,10 @@ mod tests {
         assert_eq!(parse_range("bytes=-10", 100), Part(90, 100));
         assert_eq!(parse_range("bytes=-1000", 100), Part(0, 100));
         assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable("bytes=100-"));
-        assert_eq!(parse_range("bytes=100-200", 100), Unsatisfiable("bytes=100-200"));
+        assert_eq!(
+            parse_range("bytes=100-200", 100),
+            Unsatisfiable("bytes=100-200")
+        );
         assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable("bytes=-0"));
         assert_eq!(parse_range("bytes=0-1,5-6", 100), Full);
         assert_eq!(parse_range("items=0-1", 100), Full);

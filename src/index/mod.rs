@@ -259,8 +259,8 @@ impl Index {
                 let old = urls.insert(url, rec_json.as_slice())?;
                 if let Some(old) = &old {
                     // Rebinding: unlink the URL from the blob it pointed to before.
-                    let old: UrlRecord = serde_json::from_slice(old)
-                        .map_err(ConflictableTransactionError::Abort)?;
+                    let old: UrlRecord =
+                        serde_json::from_slice(old).map_err(ConflictableTransactionError::Abort)?;
                     if let Some(old_b3) = hex_key(&old.blake3) {
                         blob_urls.remove([old_b3.as_slice(), url].concat())?;
                     }
@@ -455,7 +455,14 @@ mod tests {
         let b = meta(b"abc");
         idx.bind(&b, &record("http://a/x", &b)).unwrap();
         idx.bind(&b, &record("http://a/y", &b)).unwrap();
-        assert_eq!(idx.stats(), IndexStats { blobs: 1, bytes: 3, urls: 2 });
+        assert_eq!(
+            idx.stats(),
+            IndexStats {
+                blobs: 1,
+                bytes: 3,
+                urls: 2
+            }
+        );
         assert_eq!(idx.url("http://a/x").unwrap().unwrap().blob, b);
         let by_md5 = idx.by_checksum(Algo::Md5, &b.digests.md5).unwrap().unwrap();
         assert_eq!(by_md5.blake3(), b.blake3());
@@ -472,7 +479,11 @@ mod tests {
 
         idx.remove_blob(b.blake3()).unwrap();
         assert!(idx.url("http://a/x").unwrap().is_none());
-        assert!(idx.by_checksum(Algo::Md5, &b.digests.md5).unwrap().is_none());
+        assert!(
+            idx.by_checksum(Algo::Md5, &b.digests.md5)
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(idx.stats(), IndexStats::default());
     }
 
@@ -489,9 +500,23 @@ mod tests {
             idx.flush_blocking().unwrap();
         }
         let idx = Index::open(dir.path(), 10).unwrap();
-        assert_eq!(idx.stats(), IndexStats { blobs: 2, bytes: 3, urls: 1 });
+        assert_eq!(
+            idx.stats(),
+            IndexStats {
+                blobs: 2,
+                bytes: 3,
+                urls: 1
+            }
+        );
         assert_eq!(idx.drop_missing(|h| h == b.blake3()).unwrap(), 1);
-        assert_eq!(idx.stats(), IndexStats { blobs: 1, bytes: 2, urls: 1 });
+        assert_eq!(
+            idx.stats(),
+            IndexStats {
+                blobs: 1,
+                bytes: 2,
+                urls: 1
+            }
+        );
     }
 
     #[test]

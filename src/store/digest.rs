@@ -158,7 +158,9 @@ mod tests {
     #[test]
     fn hex_validation() {
         assert_eq!(
-            Algo::Md5.normalize_hex("5EB63BBBE01EEED093CB22BB8F5ACDC3").as_deref(),
+            Algo::Md5
+                .normalize_hex("5EB63BBBE01EEED093CB22BB8F5ACDC3")
+                .as_deref(),
             Some("5eb63bbbe01eeed093cb22bb8f5acdc3")
         );
         assert!(Algo::Md5.normalize_hex("5eb6").is_none());

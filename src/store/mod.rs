@@ -106,8 +106,7 @@ impl LocalStore {
     /// Delete every temp file: leftovers of fills a crash interrupted. Returns how many.
     pub fn remove_temp_files(&self) -> Result<usize, StoreError> {
         let mut removed = 0;
-        let entries =
-            fs::read_dir(&self.tmp).map_err(|e| StoreError::io("list", &self.tmp, e))?;
+        let entries = fs::read_dir(&self.tmp).map_err(|e| StoreError::io("list", &self.tmp, e))?;
         for entry in entries.flatten() {
             let path = entry.path();
             match fs::remove_file(&path) {
@@ -122,7 +121,10 @@ impl LocalStore {
     /// Where the blob named `blake3` (64 lowercase hex, validated by the caller) lives.
     pub fn blob_path(&self, blake3: &str) -> PathBuf {
         debug_assert!(Algo::Blake3.normalize_hex(blake3).as_deref() == Some(blake3));
-        self.blobs.join(&blake3[0..2]).join(&blake3[2..4]).join(blake3)
+        self.blobs
+            .join(&blake3[0..2])
+            .join(&blake3[2..4])
+            .join(blake3)
     }
 
     /// A new, empty temp file for a fill or an upload.

@@ -58,7 +58,9 @@ impl UpstreamError {
             | UpstreamError::Connect { .. }
             | UpstreamError::Body { .. }
             | UpstreamError::Truncated { .. } => true,
-            UpstreamError::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+            UpstreamError::Status { status, .. } => {
+                *status >= 500 || *status == 408 || *status == 429
+            }
             _ => false,
         }
     }
@@ -136,8 +138,7 @@ impl Policy {
         }
         let host = url.host_str().unwrap_or_default();
         let bare = host.trim_start_matches('[').trim_end_matches(']');
-        if !self.allow_hosts.is_empty() && !self.allow_hosts.iter().any(|h| host_matches(h, bare))
-        {
+        if !self.allow_hosts.is_empty() && !self.allow_hosts.iter().any(|h| host_matches(h, bare)) {
             return Err(UpstreamError::ForbiddenDestination {
                 host: bare.to_owned(),
                 reason: "the host is not in upstream.allow_hosts".into(),
@@ -163,7 +164,11 @@ impl Policy {
     pub fn check_head(&self, url: &str, head: &Head) -> Result<(), UpstreamError> {
         if let Some(ct) = &head.content_type {
             let ct = ct.to_ascii_lowercase();
-            if self.deny_content_types.iter().any(|d| ct.starts_with(d.as_str())) {
+            if self
+                .deny_content_types
+                .iter()
+                .any(|d| ct.starts_with(d.as_str()))
+            {
                 return Err(UpstreamError::Denied {
                     what: format!("content type {ct}"),
                 });
@@ -212,11 +217,8 @@ pub struct Head {
 impl Head {
     fn from_response(resp: &reqwest::Response, content_length: Option<u64>) -> Head {
         let h = resp.headers();
-        let text = |name: header::HeaderName| {
-            h.get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
+        let text =
+            |name: header::HeaderName| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         Head {
             status: resp.status().as_u16(),
             content_length,
@@ -313,7 +315,8 @@ impl Upstream {
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(30));
         if !cfg.allow_private {
-            builder = builder.dns_resolver(Arc::new(ssrf::GuardedResolver) as Arc<dyn reqwest::dns::Resolve>);
+            builder = builder
+                .dns_resolver(Arc::new(ssrf::GuardedResolver) as Arc<dyn reqwest::dns::Resolve>);
         }
         Ok(Upstream {
             client: builder.build()?,

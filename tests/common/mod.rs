@@ -3,5 +3,5 @@
 // Every test binary compiles the whole helper but uses only part of it.
 #![allow(dead_code)]
 
-pub mod upstream;
 pub mod server;
+pub mod upstream;

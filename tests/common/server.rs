@@ -98,7 +98,14 @@ impl TestServer {
     }
 
     /// GET and read the whole body; panics on transport errors.
-    pub async fn get_bytes(&self, url: &str) -> (reqwest::StatusCode, reqwest::header::HeaderMap, bytes::Bytes) {
+    pub async fn get_bytes(
+        &self,
+        url: &str,
+    ) -> (
+        reqwest::StatusCode,
+        reqwest::header::HeaderMap,
+        bytes::Bytes,
+    ) {
         let r = self.get(url).await;
         let (s, h) = (r.status(), r.headers().clone());
         (s, h, r.bytes().await.unwrap())

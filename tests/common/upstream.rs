@@ -115,26 +115,32 @@ impl Upstream {
     /// Binds `127.0.0.1:0` and serves on the current tokio runtime (call it inside one) until
     /// the last handle is dropped.
     pub async fn start() -> Upstream {
-        let socket = TcpSocket::new_v4().expect("upstream: socket");
-        socket
-            .bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-            .expect("upstream: bind");
+        Self::start_on(Ipv4Addr::LOCALHOST)
+            .await
+            .expect("upstream: bind")
+    }
+
+    /// Like [`Upstream::start`] on another local IPv4 address (e.g. a public-looking one
+    /// added to `lo`); fails if the address is not configured on this machine.
+    pub async fn start_on(ip: Ipv4Addr) -> std::io::Result<Upstream> {
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::from((ip, 0)))?;
         // A large backlog: tests open hundreds of connections at once and a full accept queue
         // would show up as mysterious connect delays (SYN retransmits after 1 s).
-        let listener = socket.listen(4096).expect("upstream: listen");
-        let addr = listener.local_addr().expect("upstream: local_addr");
+        let listener = socket.listen(4096)?;
+        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             connections: AtomicUsize::new(0),
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
-        Upstream {
+        Ok(Upstream {
             handle: Arc::new(Handle {
                 addr,
                 shared,
                 accept,
             }),
-        }
+        })
     }
 
     /// The listening address.
