@@ -14,6 +14,7 @@ apt_packages=()
 command -v curl >/dev/null || apt_packages+=(curl)
 command -v wget >/dev/null || apt_packages+=(wget)
 command -v ip >/dev/null || apt_packages+=(iproute2)
+command -v rpmbuild >/dev/null || apt_packages+=(rpm)
 if ((${#apt_packages[@]})); then
   log "installing ${apt_packages[*]}"
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi

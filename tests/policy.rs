@@ -155,3 +155,25 @@ async fn every_redirect_hop_is_checked_against_the_ssrf_guard() {
         "the private upstream was never contacted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_form_naming_this_server_is_not_proxied_to_itself() {
+    let up = Upstream::start().await;
+    up.route("/a.tar.gz", Route::ok("bytes"));
+    let srv = TestServer::start().await;
+    let proxy = srv.proxy_client();
+    let r = proxy.get(srv.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = proxy
+        .get(srv.mirror_url(&up.url("/a.tar.gz")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap(), "bytes");
+    srv.app.flights.wait_idle().await;
+    assert_eq!(
+        srv.app.index.stats().urls,
+        1,
+        "only the upstream URL, not our own"
+    );
+}

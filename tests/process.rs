@@ -294,3 +294,64 @@ async fn json_logs_have_one_line_per_request() {
     assert_eq!(line["bytes"], 1000);
     assert!(line["ms"].is_number());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpmbuild_fetches_sources_through_upcache() {
+    if !have("rpmbuild") {
+        // scripts/test.sh installs Debian's rpm package; say so rather than pass silently.
+        panic!("rpmbuild is required (apt-get install rpm; scripts/test.sh does it)");
+    }
+    let up = Upstream::start().await;
+    let (src0, src1) = (random_bytes(40_000, 25), random_bytes(3_000, 26));
+    up.route("/pub/hello-1.0.tar.gz", Route::ok(src0.clone()));
+    up.route("/pub/fix-build.patch", Route::ok(src1.clone()));
+    let srv = TestServer::start().await;
+    let top = tempfile::tempdir().unwrap();
+    for d in ["SOURCES", "SPECS", "SRPMS", "BUILD"] {
+        std::fs::create_dir(top.path().join(d)).unwrap(); // what rpmdev-setuptree makes
+    }
+    let spec = top.path().join("hello.spec");
+    // Source0 via the mirror path form, Patch0 via rpm's own proxy support (proxy form).
+    let mirror = srv.mirror_url(&up.url("/pub/hello-%{version}.tar.gz"));
+    std::fs::write(
+        &spec,
+        format!(
+            "Name: hello\nVersion: 1.0\nRelease: 1\nSummary: t\nLicense: MIT\n\
+             Source0: {mirror}\nPatch0: {}\n\n%description\nt\n",
+            up.url("/pub/fix-build.patch")
+        ),
+    )
+    .unwrap();
+    let port = srv.base.rsplit(':').next().unwrap().to_owned();
+    let mut cmd = Command::new("rpmbuild");
+    cmd.arg("-bs")
+        .arg("--define")
+        .arg(format!("_topdir {}", top.path().display()))
+        .args(["--define", "_disable_source_fetch 0"])
+        .args(["--define", "_httpproxy http://127.0.0.1"])
+        .arg("--define")
+        .arg(format!("_httpport {port}"))
+        .arg(&spec);
+    let out = tokio::task::spawn_blocking(move || run_blocking(cmd))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rpmbuild failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sources = top.path().join("SOURCES");
+    assert_eq!(
+        std::fs::read(sources.join("hello-1.0.tar.gz")).unwrap(),
+        src0
+    );
+    assert_eq!(
+        std::fs::read(sources.join("fix-build.patch")).unwrap(),
+        src1
+    );
+    assert_eq!(up.hits("/pub/hello-1.0.tar.gz"), 1);
+    assert_eq!(up.hits("/pub/fix-build.patch"), 1);
+    srv.app.flights.wait_idle().await;
+    assert_eq!(srv.app.index.stats().urls, 2, "both sources are cached");
+}

@@ -38,11 +38,13 @@ impl Server {
     pub fn start(app: Arc<App>, listener: TcpListener) -> std::io::Result<Server> {
         let addr = listener.local_addr()?;
         let data = web::Data::from(app.clone());
+        let me = web::Data::new(SelfAuthority::new(addr, &app.config.public_url()));
         let served_by = app.instance.clone();
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new()
                 .app_data(data.clone())
+                .app_data(me.clone())
                 .wrap(DefaultHeaders::new().add(("X-Served-By", served_by.as_str())))
                 .wrap(from_fn(log::log_requests))
                 .configure(routes)
@@ -74,8 +76,56 @@ impl Server {
     }
 }
 
+/// How this server itself is addressed, so that an absolute-form request naming us (rpm
+/// with `_httpproxy` set, fetching a mirror-path URL of ours) is served as a normal request
+/// instead of being proxied to ourselves.
+struct SelfAuthority {
+    addr: SocketAddr,
+    public: Option<String>,
+}
+
+impl SelfAuthority {
+    fn new(addr: SocketAddr, public_url: &str) -> Self {
+        let public = ::url::Url::parse(public_url).ok().and_then(|u| {
+            let host = u.host_str()?.to_ascii_lowercase();
+            Some(format!("{host}:{}", u.port_or_known_default()?))
+        });
+        SelfAuthority { addr, public }
+    }
+
+    fn is_me(&self, uri: &actix_web::http::Uri) -> bool {
+        let Some(auth) = uri.authority() else {
+            return false;
+        };
+        let host = auth.host().trim_start_matches('[').trim_end_matches(']');
+        let port = auth.port_u16().unwrap_or(match uri.scheme_str() {
+            Some("https") => 443,
+            Some("ftp") => 21,
+            _ => 80,
+        });
+        let host = host.to_ascii_lowercase();
+        if self.public.as_deref() == Some(format!("{host}:{port}").as_str()) {
+            return true;
+        }
+        if port != self.addr.port() {
+            return false;
+        }
+        let mine = self.addr.ip();
+        match host.parse::<IpAddr>() {
+            Ok(ip) => {
+                ip == mine || mine.is_unspecified() || (ip.is_loopback() && mine.is_loopback())
+            }
+            Err(_) => host == "localhost" && (mine.is_loopback() || mine.is_unspecified()),
+        }
+    }
+}
+
 fn is_absolute_form(ctx: &guard::GuardContext<'_>) -> bool {
-    ctx.head().uri.scheme().is_some()
+    let uri = &ctx.head().uri;
+    uri.scheme().is_some()
+        && !ctx
+            .app_data::<web::Data<SelfAuthority>>()
+            .is_some_and(|me| me.is_me(uri))
 }
 
 fn routes(cfg: &mut web::ServiceConfig) {
