@@ -1,6 +1,7 @@
 //! The provenance journal: append-only JSON lines in `data_dir`, fsynced before a binding is
 //! acknowledged. With the blob files it is the durable truth the index can be rebuilt from.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -70,7 +71,12 @@ pub struct Journal {
     path: PathBuf,
     instance: String,
     inner: Mutex<(File, u64)>,
+    /// The latest events, newest last, for the status page.
+    recent: Mutex<VecDeque<Event>>,
 }
+
+/// Events kept in memory for the status page.
+const RECENT: usize = 50;
 
 impl Journal {
     /// Open (or create) the journal; the next sequence number follows the last line.
@@ -85,12 +91,14 @@ impl Journal {
             .append(true)
             .open(path)
             .map_err(err)?;
-        let last = last_seq(&mut file).map_err(err)?;
+        let recent = tail_events(&mut file).map_err(err)?;
+        let last = recent.back().map_or(0, |e| e.seq);
         end_with_newline(&mut file).map_err(err)?;
         Ok(Journal {
             path: path.to_owned(),
             instance: instance.to_owned(),
             inner: Mutex::new((file, last)),
+            recent: Mutex::new(recent),
         })
     }
 
@@ -112,7 +120,18 @@ impl Journal {
                 source,
             })?;
         *seq = event.seq;
+        drop(inner);
+        let mut recent = self.recent.lock();
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(event.clone());
         Ok(event)
+    }
+
+    /// The latest events, newest first.
+    pub fn recent(&self) -> Vec<Event> {
+        self.recent.lock().iter().rev().cloned().collect()
     }
 
     /// Every event, oldest first (for export and index rebuilds).
@@ -150,20 +169,23 @@ fn end_with_newline(file: &mut File) -> io::Result<()> {
     Ok(())
 }
 
-/// The `seq` of the last complete line, reading only the file's tail.
-fn last_seq(file: &mut File) -> io::Result<u64> {
+/// The last complete events (at most [`RECENT`]), reading only the file's tail.
+fn tail_events(file: &mut File) -> io::Result<VecDeque<Event>> {
     let len = file.seek(SeekFrom::End(0))?;
     let start = len.saturating_sub(64 * 1024);
     file.seek(SeekFrom::Start(start))?;
     let mut tail = Vec::new();
     file.take(len - start).read_to_end(&mut tail)?;
-    // The window may start inside a multi-byte character; only whole lines matter.
+    // The window may start inside a line (or a multi-byte character); only whole lines parse.
     let tail = String::from_utf8_lossy(&tail);
-    Ok(tail
+    let mut events: VecDeque<Event> = tail
         .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<Event>(l).ok())
-        .map_or(0, |e| e.seq))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    while events.len() > RECENT {
+        events.pop_front();
+    }
+    Ok(events)
 }
 
 #[cfg(test)]
@@ -190,5 +212,7 @@ mod tests {
         assert_eq!(j.append(Event::new("fetched")).unwrap().seq, 3);
         let seqs: Vec<u64> = j.read_all().unwrap().iter().map(|e| e.seq).collect();
         assert_eq!(seqs, [1, 2, 3], "torn line skipped, the next event intact");
+        let recent: Vec<u64> = j.recent().iter().map(|e| e.seq).collect();
+        assert_eq!(recent, [3, 2, 1]);
     }
 }

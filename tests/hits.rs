@@ -325,3 +325,58 @@ async fn operations_endpoints() {
     let (status, code, _) = error_code(r).await;
     assert_eq!((status, code.as_str()), (405, "method_not_allowed"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_search_and_blob_provenance() {
+    let (up, srv, url, body) = filled(2_048).await;
+    let d = digests(&body);
+    // A URL with characters that must be escaped in HTML.
+    up.route("/q", Route::ok("x"));
+    let odd = format!("{}?a=<b>&c=\"d\"", up.url("/q"));
+    srv.get_bytes(&srv.fetch_url(&odd)).await;
+    srv.app.flights.wait_idle().await;
+
+    let r = srv.get(&srv.url("/")).await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("Blobs") && html.contains("hit ratio"),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!("/ui/blob/{}", d.blake3)),
+        "recent fetch listed"
+    );
+    assert!(!html.contains("<b>"), "URLs are escaped: {html}");
+
+    for q in [
+        d.md5.clone(),
+        d.sha256.clone(),
+        d.blake3.clone(),
+        url.clone(),
+    ] {
+        let r = srv
+            .get(&srv.url(&format!("/ui/search?q={}", enc(&q))))
+            .await;
+        assert_eq!(r.status(), 303, "{q}");
+        assert_eq!(
+            r.headers()["location"],
+            format!("/ui/blob/{}", d.blake3).as_str()
+        );
+    }
+    let page = srv
+        .get(&srv.url(&format!("/ui/blob/{}", d.blake3)))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(&d.sha512) && page.contains(&url) && page.contains("Provenance"));
+    let r = srv.get(&srv.url("/ui/search?q=deadbeef")).await;
+    assert_eq!(r.status(), 404);
+}

@@ -5,6 +5,7 @@ mod error;
 mod log;
 mod ops;
 mod serve;
+mod ui;
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -166,6 +167,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     );
     ops::routes(cfg);
+    ui::routes(cfg);
     cfg.default_service(web::to(fallback));
 }
 
