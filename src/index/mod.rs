@@ -117,23 +117,42 @@ pub struct Index {
     n_urls: AtomicU64,
 }
 
+/// How long to wait for another process (or a previous instance) to release the index.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
 /// sled's page cache; its default (1 GiB) is not a memory bound we want.
 const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Index {
     /// Open (or create) the index in `dir`. Fails if another process holds it.
     pub fn open(dir: &Path, memory_entries: usize) -> Result<Index, IndexError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(SLED_CACHE_BYTES)
             // No background flusher thread: it would keep the database (and its lock) alive
             // after drop, and we flush explicitly after every binding anyway.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|source| IndexError::Open {
-                path: dir.display().to_string(),
-                source,
-            })?;
+            .flush_every_ms(None);
+        // A previous owner that is just exiting (a restart) releases the lock shortly; another
+        // live process does not, and then the error names the directory.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(e) if is_lock_error(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(source) => {
+                    return Err(IndexError::Open {
+                        path: dir.display().to_string(),
+                        source,
+                    });
+                }
+            }
+        };
         let tree = |name: &str| db.open_tree(name);
         let index = Index {
             blobs: tree("blobs/v1")?,
