@@ -380,3 +380,31 @@ async fn status_page_search_and_blob_provenance() {
     let r = srv.get(&srv.url("/ui/search?q=deadbeef")).await;
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_file_that_vanished_is_dropped_and_refetched() {
+    let (up, srv, url, body) = filled(9_999).await;
+    let d = digests(&body);
+    let blob = srv
+        .data_dir()
+        .join("blobs")
+        .join(&d.blake3[..2])
+        .join(&d.blake3[2..4])
+        .join(&d.blake3);
+    std::fs::remove_file(&blob).unwrap();
+    // While running: the next request notices, drops the entry and fetches again.
+    let (s, h, got) = srv.get_bytes(&srv.fetch_url(&url)).await;
+    assert_eq!((s.as_u16(), h["x-cache"].to_str().unwrap()), (200, "MISS"));
+    assert_eq!(got, body);
+    assert_eq!(up.hits("/pub/pkg-1.0.tar.xz"), 2);
+    srv.app.flights.wait_idle().await;
+    assert!(blob.exists());
+    // At start-up: entries whose file is gone are dropped.
+    std::fs::remove_file(&blob).unwrap();
+    let srv = srv.restart().await;
+    assert_eq!(srv.app.index.stats().blobs, 0);
+    let r = srv
+        .get(&srv.url(&format!("/api/v1/lookup?md5={}", d.md5)))
+        .await;
+    assert_eq!(r.status(), 404);
+}
