@@ -358,6 +358,12 @@ impl App {
     }
 }
 
+/// Unix seconds as RFC 3339 UTC, the format of every time in the API.
+pub fn rfc3339(unix_secs: i64) -> String {
+    let t = UNIX_EPOCH + std::time::Duration::from_secs(unix_secs.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> i64 {
     SystemTime::now()

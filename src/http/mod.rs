@@ -198,6 +198,17 @@ pub fn client_ip(req: &HttpRequest) -> Option<String> {
     Some(client.to_string())
 }
 
+/// Validate a checksum given by a client; the error names the value and what was expected.
+pub(crate) fn checksum_hex(algo: Algo, hex: &str) -> Result<String, Error> {
+    algo.normalize_hex(hex.trim()).ok_or_else(|| {
+        Error::BadRequest(format!(
+            "{hex:?} is not a valid {} checksum ({} hex digits)",
+            algo.name(),
+            algo.hex_len()
+        ))
+    })
+}
+
 /// The expected checksum from `md5=`/`sha256=` (fetch form) or `X-Upcache-Expect-*` headers.
 fn expected_checksum(
     req: &HttpRequest,
@@ -219,13 +230,7 @@ fn expected_checksum(
         _ => None,
     });
     for (algo, value) in from_query.chain(from_headers) {
-        let hex = algo.normalize_hex(value.trim()).ok_or_else(|| {
-            Error::BadRequest(format!(
-                "{value:?} is not a valid {} checksum ({} hex digits)",
-                algo.name(),
-                algo.hex_len()
-            ))
-        })?;
+        let hex = checksum_hex(algo, &value)?;
         // The first one given wins; a second one must agree in kind or is ignored.
         found.get_or_insert(Expected { algo, hex });
     }
@@ -382,13 +387,7 @@ async fn serve_checksum(
     hex: &str,
     name: Option<String>,
 ) -> Result<HttpResponse, Error> {
-    let hex = algo.normalize_hex(hex).ok_or_else(|| {
-        Error::BadRequest(format!(
-            "{hex:?} is not a valid {} checksum ({} hex digits)",
-            algo.name(),
-            algo.hex_len()
-        ))
-    })?;
+    let hex = checksum_hex(algo, hex)?;
     req.extensions_mut().insert(ReqInfo {
         form: Form::Checksum,
         url: format!("{}:{hex}", algo.name()),

@@ -3,7 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
-use crate::app::App;
+use crate::app::{App, rfc3339};
 use crate::error::Error;
 use crate::index::BlobMeta;
 use crate::store::Algo;
@@ -92,13 +92,7 @@ async fn lookup(req: HttpRequest, app: web::Data<App>) -> Result<HttpResponse, E
     } else {
         let algo = Algo::from_name(key)
             .ok_or_else(|| Error::BadRequest(format!("unknown lookup key {key:?}")))?;
-        let hex = algo.normalize_hex(value).ok_or_else(|| {
-            Error::BadRequest(format!(
-                "{value:?} is not a valid {} checksum ({} hex digits)",
-                algo.name(),
-                algo.hex_len()
-            ))
-        })?;
+        let hex = super::checksum_hex(algo, value)?;
         app.index
             .by_checksum(algo, &hex)?
             .ok_or_else(|| Error::NotFound(format!("no stored blob has {key} {hex}")))?
@@ -113,12 +107,6 @@ pub fn blob_json(app: &App, meta: &BlobMeta) -> Result<Value, Error> {
         .index
         .blob(meta.blake3())?
         .unwrap_or_else(|| meta.clone());
-    let time = |t: i64| {
-        humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64),
-        )
-        .to_string()
-    };
     Ok(json!({
         "blake3": meta.digests.blake3,
         "sha256": meta.digests.sha256,
@@ -128,8 +116,8 @@ pub fn blob_json(app: &App, meta: &BlobMeta) -> Result<Value, Error> {
         "content_type": meta.content_type,
         "origin": meta.origin,
         "pinned": meta.pinned,
-        "first_seen": time(meta.first_seen),
-        "last_access": time(meta.last_access),
+        "first_seen": rfc3339(meta.first_seen),
+        "last_access": rfc3339(meta.last_access),
         "access_count": meta.access_count,
         "present": app.store.exists(meta.blake3()),
         "urls": app.index.urls_of(meta.blake3())?,

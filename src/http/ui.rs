@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use crate::app::App;
+use crate::app::{App, rfc3339};
 use crate::error::Error;
 use crate::index::BlobMeta;
 use crate::store::Algo;
@@ -166,12 +166,6 @@ async fn blob(path: web::Path<String>, app: web::Data<App>) -> Result<HttpRespon
         .blob(&b3)?
         .ok_or_else(|| Error::NotFound(format!("no stored blob has blake3 {b3}")))?;
     let d = &meta.digests;
-    let time = |t: i64| {
-        humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64),
-        )
-        .to_string()
-    };
     let mut b = String::new();
     let _ = write!(
         b,
@@ -195,8 +189,8 @@ async fn blob(path: web::Path<String>, app: web::Data<App>) -> Result<HttpRespon
         esc(meta.content_type.as_deref().unwrap_or("")),
         meta.origin,
         meta.pinned,
-        time(meta.first_seen),
-        time(meta.last_access),
+        rfc3339(meta.first_seen),
+        rfc3339(meta.last_access),
         meta.access_count,
         if app.store.exists(&b3) { "yes" } else { "no" },
     );
@@ -209,7 +203,7 @@ async fn blob(path: web::Path<String>, app: web::Data<App>) -> Result<HttpRespon
                     b,
                     "<tr><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td>{} {}</td><td>{}</td></tr>",
                     esc(&r.url),
-                    time(r.fetched_at),
+                    rfc3339(r.fetched_at),
                     esc(&r.final_url),
                     esc(r.etag.as_deref().unwrap_or("")),
                     esc(r.last_modified.as_deref().unwrap_or("")),
