@@ -120,9 +120,7 @@ impl App {
         self.upstream.policy().check_url(url)?;
         if let Some(exp) = expected {
             if let Some(blob) = self.index.by_checksum(exp.algo, &exp.hex)? {
-                if self.store.exists(blob.blake3()) {
-                    return Ok(Resolution::Checksum(blob));
-                }
+                return Ok(Resolution::Checksum(blob));
             }
         }
         if let Some(entry) = self.stored(url)? {
@@ -175,18 +173,28 @@ impl App {
         })
     }
 
-    /// The URL's bound blob, if its file is still there (an entry whose file vanished is
-    /// dropped, and the URL becomes a miss).
+    /// The URL's bound blob, per the index. Whether its file still exists is found out by
+    /// [`App::open_blob`] when it is served (one `open` instead of a `stat` and an `open`).
     fn stored(&self, url: &UpstreamUrl) -> Result<Option<Arc<UrlEntry>>, Error> {
-        let Some(entry) = self.index.url(url.as_str())? else {
-            return Ok(None);
-        };
-        if self.store.exists(entry.blob.blake3()) {
-            return Ok(Some(entry));
+        Ok(self.index.url(url.as_str())?)
+    }
+
+    /// Open a stored blob for serving. A file that vanished (deleted behind our back) drops
+    /// its index entry, so the next resolution treats its URLs as misses.
+    pub fn open_blob(&self, meta: &BlobMeta) -> Result<Option<std::fs::File>, Error> {
+        let b3 = meta.blake3();
+        match self.store.open_blob(b3)? {
+            Some((file, len)) if len == meta.size => Ok(Some(file)),
+            Some((_, len)) => Err(Error::Internal(format!(
+                "blob {b3} is {len} bytes on disk, {} in the index",
+                meta.size
+            ))),
+            None => {
+                warn!(blake3 = b3, "blob file missing; dropping its index entry");
+                self.index.remove_blob(b3)?;
+                Ok(None)
+            }
         }
-        warn!(url = %url, blake3 = entry.blob.blake3(), "blob file missing; dropping its index entry");
-        self.index.remove_blob(entry.blob.blake3())?;
-        Ok(None)
     }
 
     /// An upstream HEAD for a miss.

@@ -92,7 +92,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 eprintln!("upcache: invalid configuration: {e}");
                 return ExitCode::from(1);
             }
-            init_tracing(&cfg);
+            let _log_flusher = init_tracing(&cfg);
             runtime().block_on(serve(cfg))
         }
         Command::Fetch {
@@ -128,17 +128,24 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("cannot start the tokio runtime")
 }
 
-fn init_tracing(cfg: &Config) {
+/// Log to stderr through a background writer thread, so a request never waits for a
+/// terminal or pipe. Keep the returned guard alive: dropping it flushes what is queued.
+fn init_tracing(cfg: &Config) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .thread_name("upcache-log")
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match cfg.log.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    guard
 }
 
 async fn serve(cfg: Config) -> ExitCode {

@@ -302,21 +302,37 @@ async fn artifact(
         content_type: record.and_then(|r| r.content_type.clone()),
         last_modified: record.and_then(|r| r.last_modified.clone()),
     };
-    match app.resolve(&url, expected.as_ref(), client.clone(), start_fill)? {
-        Resolution::Hit(entry) => {
-            serve::hit(req, &app, stored(&entry.blob, Some(&entry.record))).await
+    // A blob whose file vanished is dropped from the index by `open_blob`; resolving again
+    // then finds the next source (another checksum match, or upstream).
+    for _ in 0..3 {
+        match app.resolve(&url, expected.as_ref(), client.clone(), start_fill)? {
+            Resolution::Hit(entry) => {
+                if let Some(file) = app.open_blob(&entry.blob)? {
+                    let art = stored(&entry.blob, Some(&entry.record));
+                    return serve::hit(req, &app, art, file);
+                }
+            }
+            Resolution::Checksum(meta) => {
+                if let Some(file) = app.open_blob(&meta)? {
+                    return serve::hit(req, &app, stored(&meta, None), file);
+                }
+            }
+            Resolution::NotStored => return head_miss(&app, &url).await,
+            Resolution::Miss { .. } if app.config.upstream.miss == MissMode::Redirect => {
+                // The fill runs in the background; the client gets the bytes from upstream.
+                return Ok(HttpResponse::Found()
+                    .insert_header(("Location", url.as_str()))
+                    .insert_header(("X-Cache", "MISS"))
+                    .finish());
+            }
+            Resolution::Miss { fill, .. } => {
+                return serve::miss(req, &app, fill, expected, client).await;
+            }
         }
-        Resolution::Checksum(meta) => serve::hit(req, &app, stored(&meta, None)).await,
-        Resolution::NotStored => head_miss(&app, &url).await,
-        Resolution::Miss { .. } if app.config.upstream.miss == MissMode::Redirect => {
-            // The fill runs in the background; the client gets the bytes from upstream.
-            Ok(HttpResponse::Found()
-                .insert_header(("Location", url.as_str()))
-                .insert_header(("X-Cache", "MISS"))
-                .finish())
-        }
-        Resolution::Miss { fill, .. } => serve::miss(req, &app, fill, expected, client).await,
     }
+    Err(Error::Unavailable(format!(
+        "the stored copy of {url} keeps vanishing; try again"
+    )))
 }
 
 /// HEAD on a miss: upstream's status and headers, nothing stored.
@@ -395,9 +411,7 @@ async fn serve_checksum(
     let app = app_of(req);
     let not_found = || Error::NotFound(format!("no stored blob has {} {hex}", algo.name()));
     let meta = app.index.by_checksum(algo, &hex)?.ok_or_else(not_found)?;
-    if !app.store.exists(meta.blake3()) {
-        return Err(not_found());
-    }
+    let file = app.open_blob(&meta)?.ok_or_else(not_found)?;
     let file_name = match name {
         Some(n) => n,
         None => app
@@ -414,7 +428,7 @@ async fn serve_checksum(
         content_type: None,
         last_modified: None,
     };
-    serve::hit(req, &app, art).await
+    serve::hit(req, &app, art, file)
 }
 
 async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, Error> {

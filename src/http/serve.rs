@@ -33,8 +33,13 @@ pub struct Artifact<'a> {
     pub last_modified: Option<String>,
 }
 
-/// A HIT: 200, 206, 304 or 416, with all checksum headers.
-pub async fn hit(req: &HttpRequest, app: &App, art: Artifact<'_>) -> Result<HttpResponse, Error> {
+/// A HIT: 200, 206, 304 or 416, with all checksum headers. `file` is the open blob.
+pub fn hit(
+    req: &HttpRequest,
+    app: &App,
+    art: Artifact<'_>,
+    file: File,
+) -> Result<HttpResponse, Error> {
     let meta = art.meta;
     let b3 = meta.blake3();
     let etag = format!("\"{b3}\"");
@@ -79,17 +84,6 @@ pub async fn hit(req: &HttpRequest, app: &App, art: Artifact<'_>) -> Result<Http
         }
     };
 
-    let Some((file, file_len)) = app.store.open_blob(b3)? else {
-        app.index.remove_blob(b3)?;
-        return Err(Error::Unavailable(format!(
-            "blob {b3} vanished from the store; retry to fetch it again"
-        )));
-    };
-    if file_len != size {
-        return Err(Error::Internal(format!(
-            "blob {b3} is {file_len} bytes on disk, {size} in the index"
-        )));
-    }
     app.index.record_access(b3, unix_now());
 
     res.insert_header((header::CONTENT_TYPE, content_type.as_str()))
