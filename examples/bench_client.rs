@@ -30,12 +30,7 @@ struct Sample {
     bytes: u64,
 }
 
-async fn one(url: String) -> Result<Sample, String> {
-    // A client per request: its own connection, like separate builders.
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .map_err(|e| e.to_string())?;
+async fn one(client: reqwest::Client, url: String) -> Result<Sample, String> {
     let start = Instant::now();
     let resp = client.get(&url).send().await.map_err(|e| e.to_string())?;
     if !resp.status().is_success() {
@@ -67,9 +62,14 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    // One pool: concurrent HTTP/1.1 requests each get their own connection.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("http client");
     let start = Instant::now();
     let tasks: Vec<_> = (0..args.concurrency)
-        .map(|_| tokio::spawn(one(args.url.clone())))
+        .map(|_| tokio::spawn(one(client.clone(), args.url.clone())))
         .collect();
     let all = tokio::time::timeout(
         Duration::from_secs(args.timeout),

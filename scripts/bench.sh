@@ -1,0 +1,297 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of upcache and nginx proxy_cache (Debian's nginx, sendfile on,
+# proxy_cache_lock on) serving the same files from the same origin, on loopback.
+#
+#   scripts/bench.sh                 # RUNS=3 DURATION=10 by default; results also written to
+#                                    # target/bench/results.md
+#   RUNS=5 DURATION=20 scripts/bench.sh
+#
+# Measures (medians of RUNS runs; ratios are upcache / nginx):
+#   1. HIT throughput, one client, 1 GiB file
+#   2. HIT requests/s and p50/p99 latency, 1 KiB and 100 KiB files, 64 and 600 connections (wrk)
+#   3. MISS on a slow origin (50 ms to first byte, 20 MB/s): time to first byte and total,
+#      against downloading directly from the origin
+#   4. Stampede: 600 clients at once on one uncached 10 MiB URL: origin requests, total time
+#   5. Peak RSS of each server during 2 (600 connections), during the stampede, and during
+#      600 concurrent 10 MiB hits
+# Every step is bounded in time; every process started here is stopped (by PID) on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-10}
+OUT=${OUT:-target/bench/results.md}
+WORK=$(mktemp -d /tmp/upcache-bench.XXXXXX)
+PIDS=()
+
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+log() { printf '== %s\n' "$*" >&2; }
+
+# --- tools -----------------------------------------------------------------------------------
+need=()
+command -v nginx >/dev/null || need+=(nginx)
+command -v wrk >/dev/null || need+=(wrk)
+command -v curl >/dev/null || need+=(curl)
+if ((${#need[@]})); then
+  log "installing ${need[*]}"
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+log "building (release)"
+timeout 1800 cargo build --release --locked --bin upcache --example bench_origin --example bench_client
+BIN=target/release
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done; echo "no answer from $1" >&2; return 1; }
+
+# --- origin ----------------------------------------------------------------------------------
+PO=$(free_port)
+MIB=$((1024 * 1024))
+origin_args=(--listen "127.0.0.1:$PO" --stats "$WORK/hits.json"
+  --file /f/1k.bin=1024 --file /f/100k.bin=102400 --file /f/10m.bin=$((10 * MIB))
+  --file /f/1g.bin=$((1024 * MIB)) --ttfb-ms 50 --rate 20000000)
+for r in $(seq "$RUNS"); do
+  for s in upcache nginx direct; do origin_args+=(--slow "/s/miss-$s-$r.bin=$((10 * MIB))"); done
+  for s in upcache nginx; do origin_args+=(--slow "/s/stampede-$s-$r.bin=$((10 * MIB))"); done
+done
+log "starting the origin on $PO"
+"$BIN/examples/bench_origin" "${origin_args[@]}" >"$WORK/origin.log" 2>&1 &
+PIDS+=($!)
+ORIGIN=http://127.0.0.1:$PO
+wait_http "$ORIGIN/f/1k.bin"
+
+# --- upcache -----------------------------------------------------------------------------------
+PU=$(free_port)
+log "starting upcache on $PU"
+UPCACHE__UPSTREAM__ALLOW_PRIVATE=true UPCACHE__LOG__LEVEL=info \
+  "$BIN/upcache" serve --listen "127.0.0.1:$PU" --data-dir "$WORK/upcache-data" \
+  >"$WORK/upcache.out" 2>"$WORK/upcache.log" &
+UPCACHE_PID=$!
+PIDS+=($UPCACHE_PID)
+UP=http://127.0.0.1:$PU/http/127.0.0.1:$PO
+wait_http "http://127.0.0.1:$PU/healthz"
+
+# --- nginx -------------------------------------------------------------------------------------
+PN=$(free_port)
+mkdir -p "$WORK/nginx-cache" "$WORK/nginx-tmp"
+user_line=""
+[ "$(id -u)" = 0 ] && user_line="user root;"
+cat >"$WORK/nginx.conf" <<EOF
+$user_line
+worker_processes auto;
+worker_rlimit_nofile 65536;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log $WORK/nginx-access.log combined buffer=64k flush=1s;
+  sendfile on;
+  # Debian's default "tcp_nopush on" stalls keep-alive hits by 40 ms on loopback; off is
+  # nginx at its best here.
+  tcp_nopush off;
+  tcp_nodelay on;
+  keepalive_timeout 65;
+  keepalive_requests 1000000;
+  client_body_temp_path $WORK/nginx-tmp/body;
+  proxy_temp_path $WORK/nginx-tmp/proxy;
+  fastcgi_temp_path $WORK/nginx-tmp/fastcgi;
+  uwsgi_temp_path $WORK/nginx-tmp/uwsgi;
+  scgi_temp_path $WORK/nginx-tmp/scgi;
+  proxy_cache_path $WORK/nginx-cache levels=1:2 keys_zone=c:64m max_size=20g inactive=1y use_temp_path=off;
+  upstream origin { server 127.0.0.1:$PO; keepalive 64; }
+  server {
+    listen 127.0.0.1:$PN backlog=4096;
+    location / {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache c;
+      proxy_cache_valid 200 1y;
+      proxy_cache_lock on;
+      proxy_cache_lock_timeout 600s;
+      proxy_cache_lock_age 600s;
+      add_header X-Cache \$upstream_cache_status;
+    }
+  }
+}
+EOF
+log "starting nginx on $PN"
+nginx -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' >"$WORK/nginx.out" 2>&1 &
+NGINX_PID=$!
+PIDS+=($NGINX_PID)
+NG=http://127.0.0.1:$PN
+wait_http "$NG/f/1k.bin"
+
+# --- helpers -----------------------------------------------------------------------------------
+# Peak RSS (KiB) of a process and its children (nginx workers), since the last reset.
+pids_of() { echo "$1"; pgrep -P "$1" || true; }
+reset_peak() { for p in $(pids_of "$1"); do echo 5 >"/proc/$p/clear_refs" 2>/dev/null || true; done; }
+peak_rss_kib() {
+  local sum=0 v
+  for p in $(pids_of "$1"); do
+    v=$(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+    sum=$((sum + ${v:-0}))
+  done
+  echo "$sum"
+}
+origin_hits() { python3 -c "import json,sys; print(json.load(open('$WORK/hits.json')).get('$1', 0))"; }
+median() { python3 -c 'import statistics,sys; v=[float(x) for x in sys.argv[1:]]; print(statistics.median(v))' "$@"; }
+# Warm a URL into a cache: download until the cache says HIT.
+warm() {
+  for _ in $(seq 100); do
+    if curl -s -o /dev/null -D - "$1" | grep -qi '^x-cache: HIT'; then return 0; fi
+    sleep 0.1
+  done
+  echo "never became a hit: $1" >&2
+  return 1
+}
+
+declare -A R
+record() { R[$1]=$2; }
+
+# --- 1 + 2: hits ---------------------------------------------------------------------------------
+log "warming both caches"
+for f in 1k 100k 10m 1g; do
+  timeout 300 curl -s -o /dev/null "$UP/f/$f.bin"
+  timeout 300 curl -s -o /dev/null "$NG/f/$f.bin"
+  warm "$UP/f/$f.bin"
+  warm "$NG/f/$f.bin"
+done
+
+log "1: HIT throughput, 1 GiB, one client"
+for s in upcache nginx; do
+  base=$UP; [ $s = nginx ] && base=$NG
+  vals=()
+  for _ in $(seq "$RUNS"); do
+    vals+=("$(timeout 300 curl -s -o /dev/null -w '%{speed_download}' "$base/f/1g.bin")")
+  done
+  record "tput_$s" "$(python3 -c "print(round($(median "${vals[@]}")/1e6, 1))")"
+done
+
+log "2: HIT requests/s and latency (wrk, ${DURATION}s per run)"
+parse_wrk() { # stdin: wrk --latency output -> "rps p50_ms p99_ms"
+  python3 -c '
+import re,sys
+t=sys.stdin.read()
+def ms(v,u): return float(v)*{"us":0.001,"ms":1,"s":1000}[u]
+rps=float(re.search(r"Requests/sec:\s+([\d.]+)",t).group(1))
+lat={}
+for p in ("50","99"):
+  m=re.search(r"\s"+p+r"(?:\.000)?%\s+([\d.]+)(us|ms|s)\b",t); lat[p]=ms(*m.groups())
+errs=re.search(r"Non-2xx or 3xx responses: (\d+)",t)
+sock=re.search(r"Socket errors: (.*)",t)
+print(rps, lat["50"], lat["99"], errs.group(1) if errs else 0, "|", sock.group(1) if sock else "none")'
+}
+for f in 1k 100k; do
+  for c in 64 600; do
+    for s in upcache nginx; do
+      base=$UP; pid=$UPCACHE_PID
+      [ $s = nginx ] && base=$NG && pid=$NGINX_PID
+      rps=() p50=() p99=()
+      reset_peak "$pid"
+      for _ in $(seq "$RUNS"); do
+        out=$(timeout $((DURATION + 30)) wrk -t2 -c"$c" -d"${DURATION}s" --timeout 10s --latency "$base/f/$f.bin" | parse_wrk)
+        read -r a b d non2xx _ sock <<<"$out"
+        [ "$non2xx" = 0 ] || { echo "wrk saw $non2xx non-2xx responses from $s" >&2; exit 1; }
+        rps+=("$a"); p50+=("$b"); p99+=("$d")
+      done
+      record "rps_${s}_${f}_$c" "$(median "${rps[@]}")"
+      record "p50_${s}_${f}_$c" "$(median "${p50[@]}")"
+      record "p99_${s}_${f}_$c" "$(median "${p99[@]}")"
+      [ "$c" = 600 ] && record "rss_wrk_${s}_${f}" "$(peak_rss_kib "$pid")"
+    done
+  done
+done
+
+# --- 3: miss on a slow origin --------------------------------------------------------------------
+log "3: MISS on a slow origin (50 ms TTFB, 20 MB/s)"
+for s in direct upcache nginx; do
+  ttfb=() total=()
+  for r in $(seq "$RUNS"); do
+    case $s in
+      direct) url="$ORIGIN/s/miss-direct-$r.bin" ;;
+      upcache) url="$UP/s/miss-upcache-$r.bin" ;;
+      nginx) url="$NG/s/miss-nginx-$r.bin" ;;
+    esac
+    read -r a b < <(timeout 120 curl -s -o /dev/null -w '%{time_starttransfer} %{time_total}\n' "$url")
+    ttfb+=("$(python3 -c "print($a*1000)")"); total+=("$(python3 -c "print($b*1000)")")
+  done
+  record "miss_ttfb_$s" "$(median "${ttfb[@]}")"
+  record "miss_total_$s" "$(median "${total[@]}")"
+done
+
+# --- 4: stampede -----------------------------------------------------------------------------------
+log "4: stampede, 600 clients on one uncached 10 MiB URL"
+for s in upcache nginx; do
+  base=$UP; pid=$UPCACHE_PID
+  [ $s = nginx ] && base=$NG && pid=$NGINX_PID
+  walls=() origin=()
+  reset_peak "$pid"
+  for r in $(seq "$RUNS"); do
+    path=/s/stampede-$s-$r.bin
+    out=$(timeout 300 "$BIN/examples/bench_client" --url "$base$path" --concurrency 600 --expect-size $((10 * MIB)))
+    walls+=("$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['wall_ms'])" "$out")")
+    sleep 0.2 # the origin writes its counts every 50 ms
+    origin+=("$(origin_hits "$path")")
+  done
+  record "stampede_wall_$s" "$(median "${walls[@]}")"
+  record "stampede_origin_$s" "$(python3 -c "print(max(int(x) for x in '${origin[*]}'.split()))")"
+  record "rss_stampede_$s" "$(peak_rss_kib "$pid")"
+done
+
+# --- 5: 600 concurrent 10 MiB hits (memory) -----------------------------------------------------
+log "5: 600 concurrent 10 MiB hits"
+for s in upcache nginx; do
+  base=$UP; pid=$UPCACHE_PID
+  [ $s = nginx ] && base=$NG && pid=$NGINX_PID
+  reset_peak "$pid"
+  out=$(timeout 300 "$BIN/examples/bench_client" --url "$base/f/10m.bin" --concurrency 600 --expect-size $((10 * MIB)))
+  record "hits600_wall_$s" "$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['wall_ms'])" "$out")"
+  record "rss_hits600_$s" "$(peak_rss_kib "$pid")"
+done
+
+# --- report ------------------------------------------------------------------------------------------
+mkdir -p "$(dirname "$OUT")"
+{
+  for k in "${!R[@]}"; do echo "$k=${R[$k]}"; done
+} >"$WORK/results.env"
+python3 - "$WORK/results.env" "$RUNS" "$DURATION" >"$OUT" <<'PY'
+import sys, os, platform, subprocess
+r = dict(l.strip().split("=", 1) for l in open(sys.argv[1]) if "=" in l)
+runs, dur = sys.argv[2], sys.argv[3]
+f = lambda k: float(r[k])
+def ratio(a, b):
+    return f"{f(a) / f(b):.2f}x" if f(b) else "n/a"
+mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+nginx_v = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+print(f"Machine: {os.cpu_count()} CPUs ({cpu}), {mem:.1f} GiB RAM, {platform.platform()}; {nginx_v}")
+print(f"Medians of {runs} runs; wrk runs {dur}s each with 2 threads. Ratios are upcache / nginx.\n")
+print("| measurement | upcache | nginx | ratio |")
+print("| --- | ---: | ---: | ---: |")
+print(f"| 1. HIT throughput, 1 GiB, 1 client (MB/s) | {r['tput_upcache']} | {r['tput_nginx']} | {ratio('tput_upcache', 'tput_nginx')} |")
+for size in ("1k", "100k"):
+    for c in ("64", "600"):
+        k = f"{size}_{c}"
+        print(f"| 2. HIT {size.replace('k', ' KiB')}, {c} conns: requests/s | {f('rps_upcache_'+k):.0f} | {f('rps_nginx_'+k):.0f} | {ratio('rps_upcache_'+k, 'rps_nginx_'+k)} |")
+        print(f"| 2. HIT {size.replace('k', ' KiB')}, {c} conns: p50 / p99 latency (ms) | {f('p50_upcache_'+k):.2f} / {f('p99_upcache_'+k):.2f} | {f('p50_nginx_'+k):.2f} / {f('p99_nginx_'+k):.2f} | p99 {ratio('p99_upcache_'+k, 'p99_nginx_'+k)} |")
+d_ttfb, d_tot = f("miss_ttfb_direct"), f("miss_total_direct")
+print(f"| 3. MISS 10 MiB, slow origin: time to first byte (ms; direct {d_ttfb:.1f}) | {f('miss_ttfb_upcache'):.1f} (+{f('miss_ttfb_upcache') - d_ttfb:.1f}) | {f('miss_ttfb_nginx'):.1f} (+{f('miss_ttfb_nginx') - d_ttfb:.1f}) | |")
+print(f"| 3. MISS 10 MiB, slow origin: total (ms; direct {d_tot:.0f}) | {f('miss_total_upcache'):.0f} ({f('miss_total_upcache') / d_tot:.3f}x direct) | {f('miss_total_nginx'):.0f} ({f('miss_total_nginx') / d_tot:.3f}x direct) | {ratio('miss_total_upcache', 'miss_total_nginx')} |")
+print(f"| 4. Stampede, 600 clients, 10 MiB: origin requests | {r['stampede_origin_upcache']} | {r['stampede_origin_nginx']} | |")
+print(f"| 4. Stampede: total time (ms; one direct download {d_tot:.0f}) | {f('stampede_wall_upcache'):.0f} ({f('stampede_wall_upcache') / d_tot:.2f}x) | {f('stampede_wall_nginx'):.0f} ({f('stampede_wall_nginx') / d_tot:.2f}x) | {ratio('stampede_wall_upcache', 'stampede_wall_nginx')} |")
+mib = lambda k: f"{f(k) / 1024:.0f}"
+for size in ("1k", "100k"):
+    print(f"| 5. Peak RSS, wrk 600 conns, {size.replace('k', ' KiB')} (MiB) | {mib('rss_wrk_upcache_'+size)} | {mib('rss_wrk_nginx_'+size)} | |")
+print(f"| 5. Peak RSS, stampede (600 x 10 MiB miss) (MiB) | {mib('rss_stampede_upcache')} | {mib('rss_stampede_nginx')} | |")
+print(f"| 5. Peak RSS, 600 concurrent 10 MiB hits (MiB) | {mib('rss_hits600_upcache')} | {mib('rss_hits600_nginx')} | |")
+print(f"| 5. 600 concurrent 10 MiB hits: total time (ms) | {f('hits600_wall_upcache'):.0f} | {f('hits600_wall_nginx'):.0f} | {ratio('hits600_wall_upcache', 'hits600_wall_nginx')} |")
+PY
+cat "$OUT"
