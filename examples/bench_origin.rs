@@ -45,7 +45,7 @@ fn parse(spec: &str) -> (String, usize) {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let up = Upstream::start_on(*args.listen.ip())
+    let up = Upstream::start_at(args.listen)
         .await
         .expect("bind the origin");
     let mut paths = Vec::new();

@@ -27,7 +27,7 @@ PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
+  [ -n "${KEEP:-}" ] && echo "kept $WORK" >&2 || rm -rf "$WORK"
 }
 trap cleanup EXIT
 log() { printf '== %s\n' "$*" >&2; }
@@ -49,7 +49,7 @@ BIN=target/release
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done; echo "no answer from $1" >&2; return 1; }
+wait_http() { for _ in $(seq "${2:-200}"); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done; echo "no answer from $1" >&2; return 1; }
 
 # --- origin ----------------------------------------------------------------------------------
 PO=$(free_port)
@@ -65,7 +65,9 @@ log "starting the origin on $PO"
 "$BIN/examples/bench_origin" "${origin_args[@]}" >"$WORK/origin.log" 2>&1 &
 PIDS+=($!)
 ORIGIN=http://127.0.0.1:$PO
-wait_http "$ORIGIN/f/1k.bin"
+# The origin prints its address once every file is generated and routed.
+for _ in $(seq 1200); do grep -q "origin listening" "$WORK/origin.log" && break; sleep 0.1; done
+grep -q "origin listening" "$WORK/origin.log" || { echo "the origin did not start" >&2; exit 1; }
 
 # --- upcache -----------------------------------------------------------------------------------
 PU=$(free_port)
@@ -143,10 +145,10 @@ peak_rss_kib() {
 }
 origin_hits() { python3 -c "import json,sys; print(json.load(open('$WORK/hits.json')).get('$1', 0))"; }
 median() { python3 -c 'import statistics,sys; v=[float(x) for x in sys.argv[1:]]; print(statistics.median(v))' "$@"; }
-# Warm a URL into a cache: download until the cache says HIT.
+# Wait until a cache says HIT for a URL it has downloaded (committing 1 GiB takes a moment).
 warm() {
-  for _ in $(seq 100); do
-    if curl -s -o /dev/null -D - "$1" | grep -qi '^x-cache: HIT'; then return 0; fi
+  for _ in $(seq 600); do
+    if curl -s -I "$1" | grep -qi '^x-cache: HIT'; then return 0; fi
     sleep 0.1
   done
   echo "never became a hit: $1" >&2

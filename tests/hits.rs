@@ -408,3 +408,34 @@ async fn a_blob_file_that_vanished_is_dropped_and_refetched() {
         .await;
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_from_a_cold_page_cache_are_complete() {
+    use std::os::fd::AsRawFd;
+    let (_up, srv, url, body) = filled(3_000_000).await;
+    let d = digests(&body);
+    let path = srv
+        .data_dir()
+        .join("blobs")
+        .join(&d.blake3[..2])
+        .join(&d.blake3[2..4])
+        .join(&d.blake3);
+    let f = std::fs::File::open(&path).unwrap();
+    // Drop the (clean) pages from the page cache so serving has to fault them in again.
+    // SAFETY: plain posix_fadvise on an open descriptor.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0);
+    let (s, h, got) = srv.get_bytes(&srv.fetch_url(&url)).await;
+    assert_eq!((s.as_u16(), h["x-cache"].to_str().unwrap()), (200, "HIT"));
+    assert_eq!(got.len(), body.len());
+    assert!(got == body, "same bytes after a cold read");
+    // And a range in the middle of the file.
+    let r = srv
+        .client
+        .get(srv.fetch_url(&url))
+        .header("range", "bytes=1000000-2099999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap(), body.slice(1_000_000..2_100_000));
+}

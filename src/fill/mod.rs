@@ -188,8 +188,9 @@ impl Fill {
     }
 }
 
-/// Largest piece a reader sends at once.
-const READ_CHUNK: usize = 256 * 1024;
+/// Largest piece a reader sends at once: small, because with hundreds of clients following
+/// one download every reader holds its own copy of a piece until the socket takes it.
+const READ_CHUNK: usize = 32 * 1024;
 
 fn read_at(file: &File, pos: u64, n: usize) -> io::Result<Bytes> {
     // The bytes were just written, so this is a page-cache copy, not disk I/O.

@@ -20,8 +20,10 @@ use crate::index::BlobMeta;
 use crate::store::Expected;
 use crate::url::{UpstreamUrl, content_disposition};
 
-/// Reads from the store in pieces this large (few syscalls, few wake-ups).
-const HIT_CHUNK: usize = 512 * 1024;
+/// Hits are sent in pieces this large: big enough for few wake-ups, small enough that the
+/// HTTP layer's per-connection write buffer (which copies each piece) stays small with
+/// hundreds of concurrent downloads.
+const HIT_CHUNK: usize = 64 * 1024;
 
 /// A stored blob about to be served.
 pub struct Artifact<'a> {
@@ -99,13 +101,25 @@ pub fn hit(
             format!("bytes {start}-{}/{size}", end - 1),
         ));
     }
-    Ok(sized_body(
-        req,
-        res,
-        end - start,
-        file_stream(file, start, end),
-    ))
+    let len = end - start;
+    if req.method() == Method::HEAD {
+        return Ok(sized_body(req, res, len, futures::stream::empty()));
+    }
+    if len <= INLINE_READ {
+        // Small bodies: one read from the page cache right here beats any machinery.
+        let mut buf = BytesMut::zeroed(len as usize);
+        file.read_exact_at(&mut buf, start)
+            .map_err(|e| Error::Internal(format!("reading blob {b3}: {e}")))?;
+        return Ok(res.body(buf.freeze()));
+    }
+    let body = file_stream(file, start, end)
+        .map_err(|e| Error::Internal(format!("mapping blob {b3}: {e}")))?;
+    Ok(res.body(SizedStream::new(len, body)))
 }
+
+/// Bodies up to this size are read with one `pread` in the request handler; a memory map
+/// costs more than it saves for them.
+const INLINE_READ: u64 = 64 * 1024;
 
 /// A MISS: headers as soon as upstream's are known, then the bytes as they arrive.
 pub async fn miss(
@@ -186,26 +200,64 @@ where
     res.body(SizedStream::new(len, body))
 }
 
-/// Read `[start, end)` of a blob in large pieces on the blocking pool.
-fn file_stream(file: File, start: u64, end: u64) -> impl Stream<Item = Result<Bytes, io::Error>> {
-    let file = Arc::new(file);
-    futures::stream::try_unfold(start, move |pos| {
-        let file = file.clone();
+/// `[start, end)` of a blob as slices of a memory map: no copy and no allocation per chunk,
+/// pages come straight from the page cache. Pages that are not resident are faulted in on
+/// the blocking pool first, so a cold file never stalls an HTTP worker.
+fn file_stream(
+    file: File,
+    start: u64,
+    end: u64,
+) -> io::Result<impl Stream<Item = Result<Bytes, io::Error>> + 'static> {
+    // SAFETY: committed blobs are never written or truncated in place: they are created by
+    // rename and removed by unlink, both of which leave an existing mapping intact. (A file
+    // truncated behind our back by another program would fault; the README warns about
+    // editing the data directory.)
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    let _ = map.advise(memmap2::Advice::Sequential);
+    let bytes = Bytes::from_owner(map);
+    let (start, end) = (start as usize, end as usize);
+    Ok(futures::stream::try_unfold(start, move |pos| {
+        let bytes = bytes.clone();
         async move {
             if pos >= end {
                 return Ok(None);
             }
-            let n = ((end - pos) as usize).min(HIT_CHUNK);
-            let chunk = tokio::task::spawn_blocking(move || {
-                let mut buf = BytesMut::zeroed(n);
-                file.read_exact_at(&mut buf, pos)?;
-                Ok::<_, io::Error>(buf.freeze())
-            })
-            .await
-            .map_err(io::Error::other)??;
-            Ok(Some((chunk, pos + n as u64)))
+            let chunk = bytes.slice(pos..end.min(pos + HIT_CHUNK));
+            if !resident(&chunk) {
+                let cold = chunk.clone();
+                tokio::task::spawn_blocking(move || fault_in(&cold))
+                    .await
+                    .map_err(io::Error::other)?;
+            }
+            let next = pos + chunk.len();
+            Ok(Some((chunk, next)))
         }
-    })
+    }))
+}
+
+const PAGE: usize = 4096;
+
+/// Whether every page under `data` is in memory (`mincore`).
+fn resident(data: &[u8]) -> bool {
+    let addr = data.as_ptr() as usize;
+    let aligned = addr & !(PAGE - 1);
+    let len = addr + data.len() - aligned;
+    let mut vec = [0u8; HIT_CHUNK / PAGE + 2];
+    let pages = len.div_ceil(PAGE).min(vec.len());
+    // SAFETY: the range lies within a live mapping (aligned down to its page), and `vec` has
+    // one byte per page of it.
+    let rc = unsafe { libc::mincore(aligned as *mut libc::c_void, len, vec.as_mut_ptr()) };
+    rc == 0 && vec[..pages].iter().all(|v| v & 1 == 1)
+}
+
+/// Touch one byte per page so the kernel reads them in (on a blocking thread).
+fn fault_in(data: &[u8]) {
+    let mut sum = 0u8;
+    for i in (0..data.len()).step_by(PAGE) {
+        // SAFETY: `i` is in bounds; the volatile read keeps the access from being optimized out.
+        sum ^= unsafe { std::ptr::read_volatile(data.as_ptr().add(i)) };
+    }
+    std::hint::black_box(sum);
 }
 
 pub fn guess_type(file_name: &str) -> String {
