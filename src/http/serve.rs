@@ -23,7 +23,7 @@ use crate::url::{UpstreamUrl, content_disposition};
 /// Hits are sent in pieces this large: big enough for few wake-ups, small enough that the
 /// HTTP layer's per-connection write buffer (which copies each piece) stays small with
 /// hundreds of concurrent downloads.
-const HIT_CHUNK: usize = 64 * 1024;
+const HIT_CHUNK: usize = 32 * 1024;
 
 /// A stored blob about to be served.
 pub struct Artifact<'a> {
@@ -110,7 +110,7 @@ pub fn hit(
         let mut buf = BytesMut::zeroed(len as usize);
         file.read_exact_at(&mut buf, start)
             .map_err(|e| Error::Internal(format!("reading blob {b3}: {e}")))?;
-        return Ok(res.body(buf.freeze()));
+        return Ok(res.body(SizedStream::new(len, slices(buf.freeze()))));
     }
     let body = file_stream(file, start, end)
         .map_err(|e| Error::Internal(format!("mapping blob {b3}: {e}")))?;
@@ -119,7 +119,7 @@ pub fn hit(
 
 /// Bodies up to this size are read with one `pread` in the request handler; a memory map
 /// costs more than it saves for them.
-const INLINE_READ: u64 = 64 * 1024;
+const INLINE_READ: u64 = 128 * 1024;
 
 /// A MISS: headers as soon as upstream's are known, then the bytes as they arrive.
 pub async fn miss(
@@ -233,6 +233,16 @@ fn file_stream(
             Ok(Some((chunk, next)))
         }
     }))
+}
+
+/// One buffer as a stream of `HIT_CHUNK` slices (no copies): the HTTP layer copies each
+/// piece into its write buffer, which then stays small and is reused across requests
+/// instead of growing (and being freshly allocated and faulted in) for every large body.
+fn slices(all: Bytes) -> impl Stream<Item = Result<Bytes, io::Error>> + 'static {
+    let n = all.len().div_ceil(HIT_CHUNK);
+    futures::stream::iter(
+        (0..n).map(move |i| Ok(all.slice(i * HIT_CHUNK..all.len().min((i + 1) * HIT_CHUNK)))),
+    )
 }
 
 const PAGE: usize = 4096;

@@ -1,0 +1,131 @@
+//! Zero-copy hit bodies: `sendfile(2)` from a blob straight into the client's socket, as
+//! nginx does, instead of reading the file into memory and having the HTTP layer copy it
+//! into its write buffer.
+//!
+//! This is sound only because the server runs with an HTTP/1 write buffer limit of one byte
+//! (`h1_write_buffer_size(1)` in `http::Server`): actix-http then polls a response body only
+//! when everything it wrote before (the response head included) has been handed to the
+//! socket, so bytes written here directly can never overtake bytes still queued in actix.
+//! It is never used on HTTP/2 connections, whose framing we would corrupt.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use actix_web::body::{BodySize, MessageBody};
+use bytes::Bytes;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+/// The raw socket of a plain-TCP connection, recorded by `on_connect`.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnSocket(pub RawFd);
+
+/// Bytes a [`SendfileBody`] has sent, for the access log and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct SentBytes(pub Arc<AtomicU64>);
+
+/// `[offset, offset + remaining)` of `file`, written to `socket` by the kernel.
+pub struct SendfileBody {
+    socket: RawFd,
+    /// A duplicate of the socket registered for writability; made only when the socket is
+    /// full, so small bodies cost no extra syscalls.
+    waiter: Option<AsyncFd<OwnedFd>>,
+    file: File,
+    offset: i64,
+    remaining: u64,
+    sent: SentBytes,
+}
+
+impl SendfileBody {
+    /// `socket` must be the connection's descriptor (it stays open while actix polls us).
+    pub fn new(socket: ConnSocket, file: File, offset: u64, len: u64, sent: SentBytes) -> Self {
+        SendfileBody {
+            socket: socket.0,
+            waiter: None,
+            file,
+            offset: offset as i64,
+            remaining: len,
+            sent,
+        }
+    }
+
+    fn waiter(&mut self) -> io::Result<&mut AsyncFd<OwnedFd>> {
+        if self.waiter.is_none() {
+            // SAFETY: the socket is open for as long as actix polls this body.
+            let borrowed = unsafe { BorrowedFd::borrow_raw(self.socket) };
+            let dup = borrowed.try_clone_to_owned()?;
+            self.waiter = Some(AsyncFd::with_interest(dup, Interest::WRITABLE)?);
+        }
+        Ok(self.waiter.as_mut().expect("just set"))
+    }
+}
+
+/// Linux sends at most this much per `sendfile` call.
+const MAX_PER_CALL: u64 = 0x7fff_f000;
+
+impl MessageBody for SendfileBody {
+    type Error = io::Error;
+
+    /// Unknown to actix, which then neither frames nor counts the body: the handler sets
+    /// `Content-Length` itself, and these bytes bypass actix entirely.
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, io::Error>>> {
+        let this = &mut *self;
+        while this.remaining > 0 {
+            let count = this.remaining.min(MAX_PER_CALL) as usize;
+            // SAFETY: valid descriptors and a valid offset pointer; the kernel advances it.
+            let n = unsafe {
+                libc::sendfile(this.socket, this.file.as_raw_fd(), &mut this.offset, count)
+            };
+            if n > 0 {
+                this.remaining -= n as u64;
+                this.sent.0.fetch_add(n as u64, Ordering::Relaxed);
+                continue;
+            }
+            if n == 0 {
+                // The file is shorter than the index says: never end the body cleanly.
+                return Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "blob file shorter than its recorded size",
+                ))));
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => {
+                    let waiter = match this.waiter() {
+                        Ok(w) => w,
+                        Err(e) => return Poll::Ready(Some(Err(e))),
+                    };
+                    match waiter.poll_write_ready(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+                        // Writable again, or a stale readiness: clear it and try once more;
+                        // the next WouldBlock re-arms the wake-up.
+                        Poll::Ready(Ok(mut guard)) => guard.clear_ready(),
+                    }
+                }
+                _ => return Poll::Ready(Some(Err(err))),
+            }
+        }
+        Poll::Ready(None)
+    }
+}
+
+/// Record the socket of plain-TCP connections (not TLS, whose bytes we must not bypass).
+pub fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        ext.insert(ConnSocket(tcp.as_raw_fd()));
+    }
+}
