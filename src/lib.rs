@@ -15,6 +15,7 @@ pub mod fill;
 pub mod http;
 pub mod index;
 pub mod metrics;
+pub mod spec;
 pub mod store;
 pub mod upstream;
 pub mod url;
