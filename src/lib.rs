@@ -16,6 +16,7 @@ pub mod http;
 pub mod index;
 pub mod metrics;
 pub mod spec;
+pub mod spec_check;
 pub mod store;
 pub mod upstream;
 pub mod url;
