@@ -341,6 +341,13 @@ impl Engine {
         }
         let name = &s[name_start..name_end];
         let whole = &s[p..name_end];
+        if name.starts_with('-') {
+            // `%-f`: an option flag of a parametric macro, empty when not given.
+            if !negate && self.is_defined(name) {
+                self.invoke(name, whole, Args::None, out);
+            }
+            return name_end;
+        }
         if test {
             if !negate && self.is_defined(name) {
                 self.invoke(name, whole, Args::None, out);
@@ -1210,7 +1217,7 @@ mod tests {
             assert_eq!(x(&mut e, input), want, "{input}");
         }
         // Outside a call, the automatic macros do not exist.
-        assert_eq!(x(&mut e, "%1 %* %# %{-a}"), "%1 %* %# ");
+        assert_eq!(x(&mut e, "%1 %* %# %{-a}|100%-3"), "%1 %* %# |100");
         e.issues.clear();
         assert_eq!(x(&mut e, "%p -c"), "");
         assert_eq!(
