@@ -773,10 +773,12 @@ fn scan_name(s: &str, j: usize) -> usize {
     i
 }
 
-/// `%2B`, `%E5`: two hex digits after `%` that are not a defined macro are percent-encoding.
+/// `%2B`, `%E5`: two uppercase hex digits after `%` that are not a defined macro are
+/// percent-encoding. Lowercase ones are not assumed, so an undefined `%dev_url` is reported.
 fn looks_percent_encoded(name: &str) -> bool {
+    let hex = |c: &u8| c.is_ascii_digit() || (b'A'..=b'F').contains(c);
     let b = name.as_bytes();
-    b.len() >= 2 && b[0].is_ascii_hexdigit() && b[1].is_ascii_hexdigit()
+    b.len() >= 2 && hex(&b[0]) && hex(&b[1])
 }
 
 /// Index of the bracket closing the one at `open` (rpm's `matchchar`: nesting counts every
@@ -1084,6 +1086,8 @@ mod tests {
             "percent-encoding is not a macro: {:?}",
             e.issues
         );
+        assert_eq!(x(&mut e, "https://x/%dev_url"), "https://x/%dev_url");
+        assert_eq!(e.issues, vec![Issue::Undefined("%dev_url".into())]);
     }
 
     #[test]
