@@ -92,7 +92,9 @@ pub struct Row {
     /// `Source`/`Patch`; null for a `sources` line.
     pub tag: Option<Tag>,
     pub number: Option<u32>,
+    /// The file name rpm uses (spec entries) or the name the `sources` line gives.
     pub file: String,
+    /// What was fetched through the server; null for local entries and `sources` lines.
     pub url: Option<String>,
     /// Of the blob the server holds (or, for a local-only entry, of the local file).
     pub size: Option<u64>,
@@ -105,6 +107,7 @@ pub struct Row {
     /// For a `sources` line, the checksum it names (`sha512:<hex>`).
     pub checksum: Option<String>,
     pub status: Status,
+    /// Why the status is not good: the server's message, both checksums of a mismatch, ...
     pub error: Option<String>,
     /// The blob's SHA-512, for comparisons with `sources` lines.
     #[serde(skip)]
@@ -166,7 +169,9 @@ impl Row {
 /// The whole report, as `--json` prints it.
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// No row is `missing`, `mismatch` or `error`.
     pub ok: bool,
+    /// Spec entries in spec order, then `sources` lines in file order.
     pub entries: Vec<Row>,
 }
 
@@ -215,6 +220,11 @@ pub async fn check(opts: &CheckOptions) -> ExitCode {
 
 async fn run_check(opts: &CheckOptions) -> Result<Report, String> {
     let spec = read_spec(&opts.spec, &opts.defines)?;
+    if let Some(d) = &opts.dir {
+        if !d.is_dir() {
+            return Err(format!("{} is not a directory", d.display()));
+        }
+    }
     let sources = match &opts.sources {
         Some(p) => {
             let text = std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;

@@ -793,6 +793,17 @@ async fn check_without_a_server_fails_cleanly() {
         "{}",
         text(&out)
     );
+    let out = check(
+        vec![
+            spec.display().to_string(),
+            "--dir".into(),
+            dir.path().join("nonexistent").display().to_string(),
+        ],
+        vec![],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a directory"));
     let out = check(vec!["--json".into()], vec![]).await;
     assert_eq!(out.status.code(), Some(2), "usage error: {}", text(&out));
 }

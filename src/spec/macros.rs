@@ -215,7 +215,7 @@ impl Engine {
     }
 
     /// Evaluate an already expanded `%if` expression.
-    pub(crate) fn eval_condition(&mut self, text: &str) -> Result<bool, String> {
+    pub(crate) fn eval_condition(&self, text: &str) -> Result<bool, String> {
         let v = expr::eval(text, None)?;
         Ok(match v {
             expr::Value::Int(n) => n != 0,

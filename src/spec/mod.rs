@@ -91,6 +91,7 @@ impl std::fmt::Display for Tag {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Entry {
     pub tag: Tag,
+    /// `N` of `SourceN`, or the number rpm gives an unnumbered entry.
     pub number: u32,
     /// The expanded value, as `rpmspec -P` prints it.
     pub value: String,
@@ -116,6 +117,7 @@ impl Entry {
 /// macro left unexpanded, an unsupported construct, a condition that could not be evaluated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {
+    /// The spec line (1-based) the warning is about.
     pub line: usize,
     pub message: String,
 }
@@ -131,15 +133,18 @@ impl std::fmt::Display for Warning {
 pub struct Spec {
     /// In the order the spec declares them.
     pub entries: Vec<Entry>,
+    /// In the order they were found.
     pub warnings: Vec<Warning>,
 }
 
 /// A macro definition given from outside, like `rpm --define 'NAME VALUE'`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Define {
+    /// The macro name, without `%`.
     pub name: String,
     /// Options of a parametric macro (`NAME(OPTS) VALUE`).
     pub opts: Option<String>,
+    /// The unexpanded body, expanded when used (like `%define`).
     pub body: String,
 }
 
