@@ -1,4 +1,5 @@
-//! The command line: `serve` runs the service; the client commands talk to a server over HTTP.
+//! The command line: `serve` runs the service; the client commands talk to a server over HTTP;
+//! `spec list` reads a spec without any network.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -12,6 +13,8 @@ use tracing::{error, info};
 use crate::app::App;
 use crate::config::{Config, LogFormat};
 use crate::http::Server;
+use crate::spec::Define;
+use crate::spec_check;
 
 const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 
@@ -52,6 +55,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// RPM spec commands: list and check the Source/Patch entries of a spec.
+    Spec {
+        #[command(subcommand)]
+        command: SpecCommand,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -59,6 +67,50 @@ pub struct ServerArg {
     /// upcache server base URL.
     #[arg(long, env = "UPCACHE_SERVER", default_value = DEFAULT_SERVER)]
     pub server: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SpecCommand {
+    /// Print the spec's Source/Patch entries with macros expanded (no network).
+    List {
+        /// The RPM spec file.
+        specfile: PathBuf,
+        /// Print JSON: [{"tag","number","value","url","file"}].
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        defines: DefineArg,
+    },
+    /// Make sure the server has every source of the spec (fetching them through it), and
+    /// compare them with local files and a dist-git sources file.
+    Check {
+        /// The RPM spec file.
+        specfile: PathBuf,
+        /// Directory with the package's files: those named like an entry are compared by md5.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// dist-git `sources` file: each checksum must be on the server.
+        #[arg(long)]
+        sources: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArg,
+        #[command(flatten)]
+        defines: DefineArg,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DefineArg {
+    /// Define a macro, like rpm's --define (repeatable), e.g. --define 'dist .oe2403'.
+    #[arg(short = 'D', long = "define", value_name = "NAME VALUE", value_parser = parse_define)]
+    pub define: Vec<Define>,
+}
+
+fn parse_define(s: &str) -> Result<Define, String> {
+    s.parse().map_err(|e: crate::spec::SpecError| e.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,6 +162,32 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Spec {
+            command:
+                SpecCommand::List {
+                    specfile,
+                    json,
+                    defines,
+                },
+        } => spec_check::list(&specfile, &defines.define, json),
+        Command::Spec {
+            command:
+                SpecCommand::Check {
+                    specfile,
+                    dir,
+                    sources,
+                    json,
+                    server,
+                    defines,
+                },
+        } => runtime().block_on(spec_check::check(&spec_check::CheckOptions {
+            spec: specfile,
+            dir,
+            sources,
+            server: server.server,
+            json,
+            defines: defines.define,
+        })),
     }
 }
 

@@ -4,7 +4,8 @@
 //! request forms into one normalized upstream URL, `index` maps URLs and checksums to blobs,
 //! `store` holds blob bytes, `upstream` talks to origin servers, `fill` runs one download per
 //! URL and lets every client follow it, `app` decides hit or miss, and `http` wires it all to
-//! actix-web.
+//! actix-web. On the client side, `spec` reads RPM specs and `spec_check` checks their sources
+//! against a server.
 
 pub mod app;
 pub mod audit;
@@ -15,6 +16,8 @@ pub mod fill;
 pub mod http;
 pub mod index;
 pub mod metrics;
+pub mod spec;
+pub mod spec_check;
 pub mod store;
 pub mod upstream;
 pub mod url;
