@@ -439,3 +439,110 @@ async fn hits_from_a_cold_page_cache_are_complete() {
         .unwrap();
     assert_eq!(r.bytes().await.unwrap(), body.slice(1_000_000..2_100_000));
 }
+
+/// Read one HTTP/1.1 response with a Content-Length body from a raw stream.
+async fn read_response(s: &mut tokio::io::BufReader<tokio::net::TcpStream>) -> (String, Vec<u8>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            s.read_line(&mut line).await.unwrap() > 0,
+            "connection closed early"
+        );
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("content-length");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.unwrap();
+    (head, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_hits_on_one_connection_stay_in_order() {
+    use tokio::io::AsyncWriteExt;
+    let (up, srv, big_url, big) = filled(2_500_000).await;
+    up.route("/small.txt", Route::ok("small body"));
+    let small_url = up.url("/small.txt");
+    srv.get_bytes(&srv.fetch_url(&small_url)).await;
+    srv.app.flights.wait_idle().await;
+    let path = |u: &str| srv.mirror_url(u).trim_start_matches(&srv.base).to_owned();
+    let mut stream = tokio::net::TcpStream::connect(srv.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    // Five requests in one write: sendfile bodies must never overtake queued bytes.
+    let mut batch = String::new();
+    for p in [
+        path(&big_url),
+        path(&small_url),
+        path(&big_url),
+        path(&small_url),
+        path(&big_url),
+    ] {
+        batch.push_str(&format!("GET {p} HTTP/1.1\r\nHost: x\r\n\r\n"));
+    }
+    stream.write_all(batch.as_bytes()).await.unwrap();
+    let mut reader = tokio::io::BufReader::new(stream);
+    for want in [&big[..], b"small body", &big[..], b"small body", &big[..]] {
+        let (head, body) = read_response(&mut reader).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.to_ascii_lowercase().contains("x-cache: hit"), "{head}");
+        assert!(body == want, "body out of order or corrupt");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_readers_and_vanishing_clients_get_exact_bytes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_up, srv, url, body) = filled(4_000_000).await;
+    let target = srv
+        .mirror_url(&url)
+        .trim_start_matches(&srv.base)
+        .to_owned();
+    let addr = srv.base.trim_start_matches("http://").to_owned();
+
+    // A client that reads slowly fills the socket, so the server must wait for it.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await; // let the socket fill up
+    let mut reader = tokio::io::BufReader::new(s);
+    let (_, got) = read_response(&mut reader).await;
+    assert!(got == body);
+
+    // Clients that go away mid-body do not disturb the server.
+    for _ in 0..5 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1000];
+        s.read_exact(&mut buf).await.unwrap();
+        drop(s);
+    }
+    let (s, _, got) = srv.get_bytes(&srv.fetch_url(&url)).await;
+    assert_eq!(s, 200);
+    assert!(got == body);
+    let metrics = srv.get(&srv.url("/metrics")).await.text().await.unwrap();
+    let served: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("upcache_served_bytes_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        served >= 3.0 * 4_000_000.0,
+        "sendfile bytes are counted: {served}"
+    );
+}

@@ -37,6 +37,11 @@ pub async fn log_requests(
     let res = next.call(req).await?;
     let info = res.request().extensions().get::<ReqInfo>().cloned();
     let status = res.status().as_u16();
+    let sent = res
+        .response()
+        .extensions()
+        .get::<super::sendfile::SentBytes>()
+        .cloned();
     let x_cache = res
         .headers()
         .get("x-cache")
@@ -48,6 +53,7 @@ pub async fn log_requests(
             inner: body,
             bytes: 0,
             finished: false,
+            sent,
             line: Line {
                 start,
                 method,
@@ -75,7 +81,10 @@ struct Line {
 
 struct LoggedBody {
     inner: BoxBody,
+    /// Bytes that went through actix as chunks.
     bytes: u64,
+    /// Bytes a sendfile body wrote past actix.
+    sent: Option<super::sendfile::SentBytes>,
     finished: bool,
     line: Line,
 }
@@ -106,6 +115,11 @@ impl Drop for LoggedBody {
     fn drop(&mut self) {
         let l = &self.line;
         let elapsed = l.start.elapsed();
+        let bytes = self.bytes
+            + self
+                .sent
+                .as_ref()
+                .map_or(0, |s| s.0.load(std::sync::atomic::Ordering::Relaxed));
         // A body that never reported its end was cut short (aborted by us or the client);
         // an empty body may be dropped without ever being polled.
         let complete =
@@ -120,7 +134,7 @@ impl Drop for LoggedBody {
             url,
             status = l.status,
             x_cache = %l.x_cache,
-            bytes = self.bytes,
+            bytes,
             complete,
             ms = elapsed.as_secs_f64() * 1000.0,
             client = l.client.as_deref().unwrap_or("-"),
@@ -128,7 +142,7 @@ impl Drop for LoggedBody {
         );
         if let Some(app) = &l.app {
             let m = &app.metrics;
-            m.bytes_served.inc_by(self.bytes);
+            m.bytes_served.inc_by(bytes);
             m.request_duration.observe(elapsed.as_secs_f64());
             if let Some(info) = &l.info {
                 let result = match (l.status, l.x_cache.as_str()) {

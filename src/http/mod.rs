@@ -4,6 +4,7 @@
 mod error;
 mod log;
 mod ops;
+mod sendfile;
 mod serve;
 mod ui;
 
@@ -52,6 +53,10 @@ impl Server {
         })
         .workers(workers)
         .tcp_nodelay(true)
+        // Body pieces are polled only once everything before them reached the socket: the
+        // invariant that lets hits bypass actix with sendfile (see sendfile.rs).
+        .h1_write_buffer_size(1)
+        .on_connect(sendfile::on_connect)
         .disable_signals()
         .listen(listener)?
         .run();

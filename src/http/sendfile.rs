@@ -59,7 +59,11 @@ impl SendfileBody {
             // SAFETY: the socket is open for as long as actix polls this body.
             let borrowed = unsafe { BorrowedFd::borrow_raw(self.socket) };
             let dup = borrowed.try_clone_to_owned()?;
-            self.waiter = Some(AsyncFd::with_interest(dup, Interest::WRITABLE)?);
+            // SAFETY: `dup` is an open descriptor we own; the AsyncFd owns it from here on and
+            // it is never replaced.
+            let waiter = unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE) }
+                .map_err(|e| e.into_parts().1)?;
+            self.waiter = Some(waiter);
         }
         Ok(self.waiter.as_mut().expect("just set"))
     }

@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::{Method, StatusCode, Version};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
 
+use super::sendfile::{ConnSocket, SendfileBody, SentBytes};
 use crate::app::{App, unix_now};
 use crate::error::Error;
 use crate::fill::Fill;
@@ -104,6 +105,15 @@ pub fn hit(
     let len = end - start;
     if req.method() == Method::HEAD {
         return Ok(sized_body(req, res, len, futures::stream::empty()));
+    }
+    let socket = req.conn_data::<ConnSocket>().copied();
+    if let Some(socket) = socket.filter(|_| req.version() <= Version::HTTP_11) {
+        // HTTP/1 over plain TCP: the kernel moves the bytes (see `sendfile.rs`).
+        let sent = SentBytes::default();
+        res.no_chunking(len);
+        let mut res = res.body(SendfileBody::new(socket, file, start, len, sent.clone()));
+        res.extensions_mut().insert(sent);
+        return Ok(res);
     }
     if len <= INLINE_READ {
         // Small bodies: one read from the page cache right here beats any machinery.
