@@ -181,7 +181,7 @@ impl App {
 
     /// Open a stored blob for serving. A file that vanished (deleted behind our back) drops
     /// its index entry, so the next resolution treats its URLs as misses.
-    pub fn open_blob(&self, meta: &BlobMeta) -> Result<Option<std::fs::File>, Error> {
+    pub fn open_blob(&self, meta: &BlobMeta) -> Result<Option<Arc<std::fs::File>>, Error> {
         let b3 = meta.blake3();
         match self.store.open_blob(b3)? {
             Some((file, len)) if len == meta.size => Ok(Some(file)),

@@ -226,7 +226,26 @@ fn init_tracing(cfg: &Config) -> tracing_appender::non_blocking::WorkerGuard {
     guard
 }
 
+/// Raise the soft open-files limit to the hard one, as nginx's `worker_rlimit_nofile` does:
+/// hundreds of builders each hold a connection, and the default soft limit is often 1024.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!("cannot raise the open-files limit");
+            }
+        }
+    }
+}
+
 async fn serve(cfg: Config) -> ExitCode {
+    raise_fd_limit();
     let listen = cfg.server.listen.clone();
     let app = match App::open(cfg, tokio::runtime::Handle::current()) {
         Ok(app) => app,

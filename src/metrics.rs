@@ -29,12 +29,69 @@ impl Form {
     }
 }
 
+/// How an artifact request ended, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    Hit,
+    Miss,
+    Bypass,
+    Error,
+    /// Not an artifact answer (e.g. a 304, a redirect without X-Cache).
+    Other,
+}
+
+impl CacheResult {
+    const ALL: [CacheResult; 5] = [
+        CacheResult::Hit,
+        CacheResult::Miss,
+        CacheResult::Bypass,
+        CacheResult::Error,
+        CacheResult::Other,
+    ];
+
+    /// From a response status and its `X-Cache` header.
+    pub fn of(status: u16, x_cache: Option<&[u8]>) -> CacheResult {
+        match (status, x_cache) {
+            (400.., _) => CacheResult::Error,
+            (_, Some(b"HIT")) => CacheResult::Hit,
+            (_, Some(b"MISS")) => CacheResult::Miss,
+            (_, Some(b"BYPASS")) => CacheResult::Bypass,
+            _ => CacheResult::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "hit",
+            CacheResult::Miss => "miss",
+            CacheResult::Bypass => "bypass",
+            CacheResult::Error => "error",
+            CacheResult::Other => "other",
+        }
+    }
+
+    /// The `X-Cache` value it came from, for the access log.
+    pub fn header(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "HIT",
+            CacheResult::Miss => "MISS",
+            CacheResult::Bypass => "BYPASS",
+            CacheResult::Error | CacheResult::Other => "-",
+        }
+    }
+}
+
+impl Form {
+    const ALL: [Form; 4] = [Form::Fetch, Form::Mirror, Form::Proxy, Form::Checksum];
+}
+
 type Labels = Vec<(&'static str, &'static str)>;
 
 /// Every metric the service exports.
 pub struct Metrics {
     registry: Registry,
-    requests: Family<Labels, Counter>,
+    /// `requests_total` counters per (form, result), looked up once: no hashing per request.
+    requests: Vec<Counter>,
     pub bytes_served: Counter,
     pub upstream_fetches: Counter,
     pub upstream_failures: Counter,
@@ -60,7 +117,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut m = Metrics {
             registry: Registry::with_prefix("upcache"),
-            requests: Family::default(),
+            requests: Vec::new(),
             bytes_served: Counter::default(),
             upstream_fetches: Counter::default(),
             upstream_failures: Counter::default(),
@@ -75,11 +132,21 @@ impl Metrics {
             hits: Counter::default(),
             misses: Counter::default(),
         };
+        let family = Family::<Labels, Counter>::default();
+        for form in Form::ALL {
+            for result in CacheResult::ALL {
+                m.requests.push(
+                    family
+                        .get_or_create(&vec![("form", form.as_str()), ("result", result.as_str())])
+                        .clone(),
+                );
+            }
+        }
         let r = &mut m.registry;
         r.register(
             "requests",
-            "Artifact requests by form and result (hit, miss, bypass, error)",
-            m.requests.clone(),
+            "Artifact requests by form and result (hit, miss, bypass, error, other)",
+            family,
         );
         r.register(
             "served_bytes",
@@ -140,15 +207,18 @@ impl Metrics {
     }
 
     /// Count one artifact request.
-    pub fn request(&self, form: Form, result: &'static str) {
-        self.requests
-            .get_or_create(&vec![("form", form.as_str()), ("result", result)])
-            .inc();
+    pub fn request(&self, form: Form, result: CacheResult) {
+        let i = Form::ALL.iter().position(|f| *f == form).expect("listed") * CacheResult::ALL.len()
+            + CacheResult::ALL
+                .iter()
+                .position(|r| *r == result)
+                .expect("listed");
+        self.requests[i].inc();
         match result {
-            "hit" => {
+            CacheResult::Hit => {
                 self.hits.inc();
             }
-            "miss" | "bypass" => {
+            CacheResult::Miss | CacheResult::Bypass => {
                 self.misses.inc();
             }
             _ => {}

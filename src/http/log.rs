@@ -1,18 +1,24 @@
-//! One log line and the metrics of each request, written when its body is finished or dropped.
+//! One log line and the metrics of each request, written when its body is finished or dropped;
+//! also stamps `X-Served-By` on every response.
 
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::{Method, Uri};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, web};
 use bytes::Bytes;
 
+use super::sendfile::SentBytes;
 use crate::app::App;
-use crate::metrics::Form;
+use crate::metrics::{CacheResult, Form};
 
 /// What a handler tells the log about an artifact request.
 #[derive(Debug, Clone)]
@@ -21,6 +27,12 @@ pub struct ReqInfo {
     pub url: String,
 }
 
+/// The `X-Served-By` value, built once.
+#[derive(Clone)]
+pub struct ServedBy(pub HeaderValue);
+
+static X_SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
+
 /// Middleware: wraps every response body so the request is logged once its last byte is
 /// sent (or the transfer is aborted).
 pub async fn log_requests(
@@ -28,53 +40,51 @@ pub async fn log_requests(
     next: Next<BoxBody>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let start = Instant::now();
-    let method = req.method().to_string();
-    let target = req.uri().to_string();
+    let method = req.method().clone();
+    let target = req.uri().clone();
     let client = super::client_ip(req.request());
     let app = req
         .app_data::<web::Data<App>>()
         .map(|d| d.clone().into_inner());
-    let res = next.call(req).await?;
-    let info = res.request().extensions().get::<ReqInfo>().cloned();
-    let status = res.status().as_u16();
-    let sent = res
-        .response()
-        .extensions()
-        .get::<super::sendfile::SentBytes>()
-        .cloned();
-    let x_cache = res
-        .headers()
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_owned();
+    let served_by = req.app_data::<web::Data<ServedBy>>().map(|s| s.0.clone());
+    let mut res = next.call(req).await?;
+    if let Some(v) = served_by {
+        res.headers_mut().insert(X_SERVED_BY.clone(), v);
+    }
+    let info = res.request().extensions_mut().remove::<ReqInfo>();
+    let sent = res.response().extensions().get::<SentBytes>().cloned();
+    let cache = CacheResult::of(
+        res.status().as_u16(),
+        res.headers().get("x-cache").map(|v| v.as_bytes()),
+    );
+    let line = Line {
+        start,
+        method,
+        target,
+        client,
+        status: res.status().as_u16(),
+        cache,
+        info,
+        app,
+    };
     Ok(res.map_body(move |_, body| {
         BoxBody::new(LoggedBody {
             inner: body,
             bytes: 0,
             finished: false,
             sent,
-            line: Line {
-                start,
-                method,
-                target,
-                client,
-                status,
-                x_cache,
-                info,
-                app,
-            },
+            line,
         })
     }))
 }
 
 struct Line {
     start: Instant,
-    method: String,
-    target: String,
-    client: Option<String>,
+    method: Method,
+    target: Uri,
+    client: Option<IpAddr>,
     status: u16,
-    x_cache: String,
+    cache: CacheResult,
     info: Option<ReqInfo>,
     app: Option<Arc<App>>,
 }
@@ -84,7 +94,7 @@ struct LoggedBody {
     /// Bytes that went through actix as chunks.
     bytes: u64,
     /// Bytes a sendfile body wrote past actix.
-    sent: Option<super::sendfile::SentBytes>,
+    sent: Option<SentBytes>,
     finished: bool,
     line: Line,
 }
@@ -119,25 +129,28 @@ impl Drop for LoggedBody {
             + self
                 .sent
                 .as_ref()
-                .map_or(0, |s| s.0.load(std::sync::atomic::Ordering::Relaxed));
+                .map_or(0, |s| s.0.load(Ordering::Relaxed));
         // A body that never reported its end was cut short (aborted by us or the client);
         // an empty body may be dropped without ever being polled.
         let complete =
             self.finished || matches!(self.inner.size(), BodySize::None | BodySize::Sized(0));
-        let form = l.info.as_ref().map_or("-", |i| i.form.as_str());
-        let url = l.info.as_ref().map_or("-", |i| i.url.as_str());
+        let (form, url) = match &l.info {
+            Some(i) => (i.form.as_str(), i.url.as_str()),
+            None => ("-", l.target.path()),
+        };
+        let client = l.client.map(|ip| ip.to_string());
+        // Plain str and number fields: tracing records them without Debug formatting.
         tracing::info!(
             target: "upcache::access",
-            method = %l.method,
-            target_uri = %l.target,
+            method = l.method.as_str(),
             form,
             url,
             status = l.status,
-            x_cache = %l.x_cache,
+            x_cache = l.cache.header(),
             bytes,
             complete,
             ms = elapsed.as_secs_f64() * 1000.0,
-            client = l.client.as_deref().unwrap_or("-"),
+            client = client.as_deref().unwrap_or("-"),
             "request"
         );
         if let Some(app) = &l.app {
@@ -145,14 +158,7 @@ impl Drop for LoggedBody {
             m.bytes_served.inc_by(bytes);
             m.request_duration.observe(elapsed.as_secs_f64());
             if let Some(info) = &l.info {
-                let result = match (l.status, l.x_cache.as_str()) {
-                    (s, _) if s >= 400 => "error",
-                    (_, "HIT") => "hit",
-                    (_, "MISS") => "miss",
-                    (_, "BYPASS") => "bypass",
-                    _ => "other",
-                };
-                m.request(info.form, result);
+                m.request(info.form, l.cache);
             }
         }
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use actix_web::dev::ServerHandle;
 use actix_web::http::Method;
-use actix_web::middleware::{DefaultHeaders, from_fn};
+use actix_web::middleware::from_fn;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, guard, web};
 use tracing::info;
 
@@ -41,13 +41,16 @@ impl Server {
         let addr = listener.local_addr()?;
         let data = web::Data::from(app.clone());
         let me = web::Data::new(SelfAuthority::new(addr, &app.config.public_url()));
-        let served_by = app.instance.clone();
+        let served_by = web::Data::new(log::ServedBy(
+            actix_web::http::header::HeaderValue::from_str(&app.instance)
+                .unwrap_or_else(|_| actix_web::http::header::HeaderValue::from_static("upcache")),
+        ));
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new()
                 .app_data(data.clone())
                 .app_data(me.clone())
-                .wrap(DefaultHeaders::new().add(("X-Served-By", served_by.as_str())))
+                .app_data(served_by.clone())
                 .wrap(from_fn(log::log_requests))
                 .configure(routes)
         })
@@ -178,13 +181,13 @@ fn routes(cfg: &mut web::ServiceConfig) {
 
 /// The client's address: the peer, or for trusted proxies the right-most untrusted
 /// `X-Forwarded-For` entry.
-pub fn client_ip(req: &HttpRequest) -> Option<String> {
+pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
     let peer = req.peer_addr()?.ip();
     let app = req.app_data::<web::Data<App>>()?;
     let trusted = &app.config.server.trusted_proxies;
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
-        return Some(peer.to_string());
+        return Some(peer);
     }
     let forwarded: Vec<IpAddr> = req
         .headers()
@@ -200,7 +203,7 @@ pub fn client_ip(req: &HttpRequest) -> Option<String> {
         .or(forwarded.first())
         .copied()
         .unwrap_or(peer);
-    Some(client.to_string())
+    Some(client)
 }
 
 /// Validate a checksum given by a client; the error names the value and what was expected.
@@ -299,7 +302,7 @@ async fn artifact(
         url: url.to_string(),
     });
     let app = app_of(req);
-    let client = client_ip(req);
+    let client = client_ip(req).map(|ip| ip.to_string());
     let start_fill = req.method() != Method::HEAD;
     let stored = |meta, record: Option<&crate::index::UrlRecord>| Artifact {
         meta,

@@ -35,7 +35,7 @@ pub struct SendfileBody {
     /// A duplicate of the socket registered for writability; made only when the socket is
     /// full, so small bodies cost no extra syscalls.
     waiter: Option<AsyncFd<OwnedFd>>,
-    file: File,
+    file: Arc<File>,
     offset: i64,
     remaining: u64,
     sent: SentBytes,
@@ -43,7 +43,13 @@ pub struct SendfileBody {
 
 impl SendfileBody {
     /// `socket` must be the connection's descriptor (it stays open while actix polls us).
-    pub fn new(socket: ConnSocket, file: File, offset: u64, len: u64, sent: SentBytes) -> Self {
+    pub fn new(
+        socket: ConnSocket,
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+        sent: SentBytes,
+    ) -> Self {
         SendfileBody {
             socket: socket.0,
             waiter: None,

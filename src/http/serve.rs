@@ -41,7 +41,7 @@ pub fn hit(
     req: &HttpRequest,
     app: &App,
     art: Artifact<'_>,
-    file: File,
+    file: Arc<File>,
 ) -> Result<HttpResponse, Error> {
     let meta = art.meta;
     let b3 = meta.blake3();
@@ -122,7 +122,7 @@ pub fn hit(
             .map_err(|e| Error::Internal(format!("reading blob {b3}: {e}")))?;
         return Ok(res.body(SizedStream::new(len, slices(buf.freeze()))));
     }
-    let body = file_stream(file, start, end)
+    let body = file_stream(&file, start, end)
         .map_err(|e| Error::Internal(format!("mapping blob {b3}: {e}")))?;
     Ok(res.body(SizedStream::new(len, body)))
 }
@@ -214,7 +214,7 @@ where
 /// pages come straight from the page cache. Pages that are not resident are faulted in on
 /// the blocking pool first, so a cold file never stalls an HTTP worker.
 fn file_stream(
-    file: File,
+    file: &File,
     start: u64,
     end: u64,
 ) -> io::Result<impl Stream<Item = Result<Bytes, io::Error>> + 'static> {
@@ -222,7 +222,7 @@ fn file_stream(
     // rename and removed by unlink, both of which leave an existing mapping intact. (A file
     // truncated behind our back by another program would fault; the README warns about
     // editing the data directory.)
-    let map = unsafe { memmap2::Mmap::map(&file)? };
+    let map = unsafe { memmap2::Mmap::map(file)? };
     let _ = map.advise(memmap2::Advice::Sequential);
     let bytes = Bytes::from_owner(map);
     let (start, end) = (start as usize, end as usize);

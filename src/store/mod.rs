@@ -9,9 +9,13 @@ mod digest;
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::num::NonZeroUsize;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use lru::LruCache;
+use parking_lot::Mutex;
 
 pub use digest::{Algo, Digester, Digests, Expected};
 
@@ -75,12 +79,25 @@ impl DiskUsage {
 }
 
 /// The local blob store (the only tier with the fs backend, the L1 tier with s3/obs).
-#[derive(Debug)]
 pub struct LocalStore {
     root: PathBuf,
     blobs: PathBuf,
     tmp: PathBuf,
+    /// Open descriptors of recently served blobs, so a hit costs an `fstat` instead of
+    /// `open` + `fstat` + `close` (nginx's `open_file_cache`).
+    open_files: Mutex<LruCache<String, Arc<File>>>,
 }
+
+impl std::fmt::Debug for LocalStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalStore")
+            .field("root", &self.root)
+            .finish()
+    }
+}
+
+/// Descriptors kept open at most (bounded by the process's file limit too).
+const OPEN_FILES: usize = 1024;
 
 impl LocalStore {
     /// Open (creating directories as needed) the store under `data_dir`.
@@ -92,6 +109,9 @@ impl LocalStore {
             root: data_dir.to_owned(),
             blobs: data_dir.join("blobs"),
             tmp: data_dir.join("tmp"),
+            open_files: Mutex::new(LruCache::new(
+                NonZeroUsize::new(open_files_capacity()).expect("at least 1"),
+            )),
         };
         for dir in [&store.root, &store.blobs, &store.tmp] {
             fs::create_dir_all(dir).map_err(|e| StoreError::io("create directory", dir, e))?;
@@ -168,8 +188,21 @@ impl LocalStore {
         Ok(Committed::New)
     }
 
-    /// Open a committed blob for reading; `None` if its file is gone.
-    pub fn open_blob(&self, blake3: &str) -> Result<Option<(File, u64)>, StoreError> {
+    /// Open a committed blob for reading (shared, position-free: use `pread`/`sendfile`
+    /// with offsets); `None` if its file is gone.
+    pub fn open_blob(&self, blake3: &str) -> Result<Option<(Arc<File>, u64)>, StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let cached = self.open_files.lock().get(blake3).cloned();
+        if let Some(file) = cached {
+            // Still linked? A blob deleted behind our back must not be served (nor keep
+            // its disk space) just because we hold a descriptor.
+            if let Ok(meta) = file.metadata() {
+                if meta.nlink() > 0 {
+                    return Ok(Some((file, meta.len())));
+                }
+            }
+            self.open_files.lock().pop(blake3);
+        }
         let path = self.blob_path(blake3);
         match File::open(&path) {
             Ok(file) => {
@@ -177,6 +210,8 @@ impl LocalStore {
                     .metadata()
                     .map_err(|e| StoreError::io("stat", &path, e))?
                     .len();
+                let file = Arc::new(file);
+                self.open_files.lock().put(blake3.to_owned(), file.clone());
                 Ok(Some((file, len)))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -190,6 +225,7 @@ impl LocalStore {
 
     /// Delete a blob file (missing is fine).
     pub fn remove(&self, blake3: &str) -> Result<(), StoreError> {
+        self.open_files.lock().pop(blake3);
         let path = self.blob_path(blake3);
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
@@ -257,6 +293,22 @@ impl Drop for TempBlob {
             let _ = fs::remove_file(&self.path);
         }
     }
+}
+
+/// A tenth of the process's file-descriptor limit, at most [`OPEN_FILES`]: connections need
+/// descriptors more.
+fn open_files_capacity() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur as usize
+    } else {
+        1024
+    };
+    (soft / 10).clamp(1, OPEN_FILES)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
