@@ -145,6 +145,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 return ExitCode::from(1);
             }
             let _log_flusher = init_tracing(&cfg);
+            let _access_flusher = crate::accesslog::start(cfg.log.format);
             runtime().block_on(serve(cfg))
         }
         Command::Fetch {

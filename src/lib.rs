@@ -7,6 +7,7 @@
 //! actix-web. On the client side, `spec` reads RPM specs and `spec_check` checks their sources
 //! against a server.
 
+pub mod accesslog;
 pub mod app;
 pub mod audit;
 pub mod cli;

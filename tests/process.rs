@@ -261,8 +261,11 @@ async fn curl_and_wget_as_proxy_and_mirror_clients() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_have_one_line_per_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = Upstream::start().await;
     up.route("/l/a.tar.gz", Route::ok(random_bytes(1000, 24)));
+    // Larger than the kernel socket buffers, so the abandoned hit cannot complete.
+    up.route("/l/big.tar.gz", Route::ok(random_bytes(32_000_000, 25)));
     let cwd = tempfile::tempdir().unwrap();
     let mut p = Process::spawn(
         cwd.path(),
@@ -279,8 +282,41 @@ async fn json_logs_have_one_line_per_request() {
         .await
         .unwrap();
     r.bytes().await.unwrap();
+    // A hit abandoned by its client is logged as incomplete.
+    let big = format!("{}/fetch?url={}", p.base, enc(&up.url("/l/big.tar.gz")));
+    client()
+        .get(&big)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let lookup = format!(
+        "{}/api/v1/lookup?url={}",
+        p.base,
+        enc(&up.url("/l/big.tar.gz"))
+    );
+    while client().get(&lookup).send().await.unwrap().status() != 200 {
+        tokio::task::yield_now().await;
+    }
+    let mut s = tokio::net::TcpStream::connect(p.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let target = format!("/fetch?url={}", enc(&up.url("/l/big.tar.gz")));
+    s.write_all(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    s.read_exact(&mut buf).await.unwrap();
+    drop(s);
     terminate(&mut p);
     let log = p.log();
+    let aborted = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["x_cache"] == "HIT" && v["complete"] == false);
+    assert!(aborted.is_some(), "no incomplete HIT line in:\n{log}");
     let line = log
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

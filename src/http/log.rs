@@ -17,6 +17,7 @@ use actix_web::{HttpMessage, web};
 use bytes::Bytes;
 
 use super::sendfile::SentBytes;
+use crate::accesslog;
 use crate::app::App;
 use crate::metrics::{CacheResult, Form};
 
@@ -125,34 +126,31 @@ impl Drop for LoggedBody {
     fn drop(&mut self) {
         let l = &self.line;
         let elapsed = l.start.elapsed();
-        let bytes = self.bytes
-            + self
-                .sent
-                .as_ref()
-                .map_or(0, |s| s.0.load(Ordering::Relaxed));
+        let sent = self.sent.as_ref().map(|s| &s.0);
+        let bytes = self.bytes + sent.map_or(0, |s| s.bytes.load(Ordering::Relaxed));
         // A body that never reported its end was cut short (aborted by us or the client);
         // an empty body may be dropped without ever being polled.
-        let complete =
-            self.finished || matches!(self.inner.size(), BodySize::None | BodySize::Sized(0));
+        let complete = (self.finished
+            || matches!(self.inner.size(), BodySize::None | BodySize::Sized(0)))
+            && !sent.is_some_and(|s| s.aborted.load(Ordering::Relaxed));
         let (form, url) = match &l.info {
             Some(i) => (i.form.as_str(), i.url.as_str()),
             None => ("-", l.target.path()),
         };
-        let client = l.client.map(|ip| ip.to_string());
-        // Plain str and number fields: tracing records them without Debug formatting.
-        tracing::info!(
-            target: "upcache::access",
-            method = l.method.as_str(),
-            form,
-            url,
-            status = l.status,
-            x_cache = l.cache.header(),
-            bytes,
-            complete,
-            ms = elapsed.as_secs_f64() * 1000.0,
-            client = client.as_deref().unwrap_or("-"),
-            "request"
-        );
+        if accesslog::enabled() {
+            let client = l.client.map(|ip| ip.to_string());
+            accesslog::write(&accesslog::Record {
+                method: l.method.as_str(),
+                form,
+                url,
+                status: l.status,
+                x_cache: l.cache.header(),
+                bytes,
+                complete,
+                ms: elapsed.as_secs_f64() * 1000.0,
+                client: client.as_deref().unwrap_or("-"),
+            });
+        }
         if let Some(app) = &l.app {
             let m = &app.metrics;
             m.bytes_served.inc_by(bytes);

@@ -13,7 +13,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use actix_web::body::{BodySize, MessageBody};
@@ -25,9 +25,17 @@ use tokio::io::unix::AsyncFd;
 #[derive(Debug, Clone, Copy)]
 pub struct ConnSocket(pub RawFd);
 
-/// Bytes a [`SendfileBody`] has sent, for the access log and metrics.
+/// What a [`SendfileBody`] did, for the access log and metrics.
 #[derive(Debug, Clone, Default)]
-pub struct SentBytes(pub Arc<AtomicU64>);
+pub struct SentBytes(pub Arc<SendState>);
+
+#[derive(Debug, Default)]
+pub struct SendState {
+    /// Bytes the kernel accepted.
+    pub bytes: AtomicU64,
+    /// The client went away before the end.
+    pub aborted: AtomicBool,
+}
 
 /// `[offset, offset + remaining)` of `file`, written to `socket` by the kernel.
 pub struct SendfileBody {
@@ -100,7 +108,7 @@ impl MessageBody for SendfileBody {
             };
             if n > 0 {
                 this.remaining -= n as u64;
-                this.sent.0.fetch_add(n as u64, Ordering::Relaxed);
+                this.sent.0.bytes.fetch_add(n as u64, Ordering::Relaxed);
                 continue;
             }
             if n == 0 {
@@ -125,6 +133,12 @@ impl MessageBody for SendfileBody {
                         // the next WouldBlock re-arms the wake-up.
                         Poll::Ready(Ok(mut guard)) => guard.clear_ready(),
                     }
+                }
+                // The client went away: nothing to report to actix (which would log an error
+                // for every impatient client); the access log shows the transfer incomplete.
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
+                    this.sent.0.aborted.store(true, Ordering::Relaxed);
+                    return Poll::Ready(None);
                 }
                 _ => return Poll::Ready(Some(Err(err))),
             }
