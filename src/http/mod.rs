@@ -41,6 +41,7 @@ impl Server {
         let addr = listener.local_addr()?;
         let data = web::Data::from(app.clone());
         let me = web::Data::new(SelfAuthority::new(addr, &app.config.public_url()));
+        let targets = web::Data::new(TargetCache::new());
         let served_by = web::Data::new(log::ServedBy(
             actix_web::http::header::HeaderValue::from_str(&app.instance)
                 .unwrap_or_else(|_| actix_web::http::header::HeaderValue::from_static("upcache")),
@@ -50,6 +51,7 @@ impl Server {
             actix_web::App::new()
                 .app_data(data.clone())
                 .app_data(me.clone())
+                .app_data(targets.clone())
                 .app_data(served_by.clone())
                 .wrap(from_fn(log::log_requests))
                 .configure(routes)
@@ -274,18 +276,47 @@ async fn fetch_form(req: HttpRequest) -> Result<HttpResponse, Error> {
     artifact(&req, Form::Fetch, url, expected).await
 }
 
+/// Normalized URLs of recently seen raw request targets. Normalization (IDNA, escapes, dot
+/// segments) is a pure function of the target and costs more than the rest of a hit's
+/// bookkeeping, while builds ask for the same targets over and over.
+struct TargetCache(parking_lot::Mutex<lru::LruCache<String, UpstreamUrl>>);
+
+impl TargetCache {
+    fn new() -> Self {
+        TargetCache(parking_lot::Mutex::new(lru::LruCache::new(
+            std::num::NonZeroUsize::new(16_384).expect("non-zero"),
+        )))
+    }
+}
+
+fn parse_cached(
+    req: &HttpRequest,
+    raw: &str,
+    parse: impl FnOnce(&str) -> Result<UpstreamUrl, crate::url::UrlError>,
+) -> Result<UpstreamUrl, Error> {
+    let cache = req.app_data::<web::Data<TargetCache>>();
+    if let Some(url) = cache.and_then(|c| c.0.lock().get(raw).cloned()) {
+        return Ok(url);
+    }
+    let url = parse(raw)?;
+    if let Some(c) = cache {
+        c.0.lock().put(raw.to_owned(), url.clone());
+    }
+    Ok(url)
+}
+
 async fn mirror_form(req: HttpRequest) -> Result<HttpResponse, Error> {
     let raw = req
         .uri()
         .path_and_query()
         .map_or(req.uri().path(), |pq| pq.as_str());
-    let url = from_mirror_path(raw)?;
+    let url = parse_cached(&req, raw, from_mirror_path)?;
     let expected = expected_checksum(&req, &[])?;
     artifact(&req, Form::Mirror, url, expected).await
 }
 
 async fn proxy_form(req: HttpRequest) -> Result<HttpResponse, Error> {
-    let url = UpstreamUrl::parse(&req.uri().to_string())?;
+    let url = parse_cached(&req, &req.uri().to_string(), UpstreamUrl::parse)?;
     let expected = expected_checksum(&req, &[])?;
     artifact(&req, Form::Proxy, url, expected).await
 }

@@ -8,10 +8,12 @@
 //! socket, so bytes written here directly can never overtake bytes still queued in actix.
 //! It is never used on HTTP/2 connections, whose framing we would corrupt.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
@@ -21,9 +23,14 @@ use bytes::Bytes;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-/// The raw socket of a plain-TCP connection, recorded by `on_connect`.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnSocket(pub RawFd);
+/// The raw socket of a plain-TCP connection, recorded by `on_connect`, with a lazily made
+/// writability registration shared by every response on the connection (one `dup` and one
+/// epoll registration per connection, not per response).
+#[derive(Clone)]
+pub struct ConnSocket {
+    fd: RawFd,
+    waiter: Rc<RefCell<Option<AsyncFd<OwnedFd>>>>,
+}
 
 /// What a [`SendfileBody`] did, for the access log and metrics.
 #[derive(Debug, Clone, Default)]
@@ -39,10 +46,7 @@ pub struct SendState {
 
 /// `[offset, offset + remaining)` of `file`, written to `socket` by the kernel.
 pub struct SendfileBody {
-    socket: RawFd,
-    /// A duplicate of the socket registered for writability; made only when the socket is
-    /// full, so small bodies cost no extra syscalls.
-    waiter: Option<AsyncFd<OwnedFd>>,
+    socket: ConnSocket,
     file: Arc<File>,
     offset: i64,
     remaining: u64,
@@ -59,8 +63,7 @@ impl SendfileBody {
         sent: SentBytes,
     ) -> Self {
         SendfileBody {
-            socket: socket.0,
-            waiter: None,
+            socket,
             file,
             offset: offset as i64,
             remaining: len,
@@ -68,18 +71,31 @@ impl SendfileBody {
         }
     }
 
-    fn waiter(&mut self) -> io::Result<&mut AsyncFd<OwnedFd>> {
-        if self.waiter.is_none() {
+    /// Wait until the socket is writable. The registration (a duplicate of the socket) is
+    /// made only the first time a send would block, so small bodies cost no extra syscalls.
+    fn poll_writable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut slot = self.socket.waiter.borrow_mut();
+        if slot.is_none() {
             // SAFETY: the socket is open for as long as actix polls this body.
-            let borrowed = unsafe { BorrowedFd::borrow_raw(self.socket) };
+            let borrowed = unsafe { BorrowedFd::borrow_raw(self.socket.fd) };
             let dup = borrowed.try_clone_to_owned()?;
             // SAFETY: `dup` is an open descriptor we own; the AsyncFd owns it from here on and
             // it is never replaced.
             let waiter = unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE) }
                 .map_err(|e| e.into_parts().1)?;
-            self.waiter = Some(waiter);
+            *slot = Some(waiter);
         }
-        Ok(self.waiter.as_mut().expect("just set"))
+        let waiter = slot.as_mut().expect("just set");
+        match waiter.poll_write_ready(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            // Writable again, or a stale readiness: clear it and let the caller try once
+            // more; the next WouldBlock re-arms the wake-up.
+            Poll::Ready(Ok(mut guard)) => {
+                guard.clear_ready();
+                Poll::Ready(Ok(()))
+            }
+        }
     }
 }
 
@@ -104,7 +120,12 @@ impl MessageBody for SendfileBody {
             let count = this.remaining.min(MAX_PER_CALL) as usize;
             // SAFETY: valid descriptors and a valid offset pointer; the kernel advances it.
             let n = unsafe {
-                libc::sendfile(this.socket, this.file.as_raw_fd(), &mut this.offset, count)
+                libc::sendfile(
+                    this.socket.fd,
+                    this.file.as_raw_fd(),
+                    &mut this.offset,
+                    count,
+                )
             };
             if n > 0 {
                 this.remaining -= n as u64;
@@ -121,19 +142,11 @@ impl MessageBody for SendfileBody {
             let err = io::Error::last_os_error();
             match err.kind() {
                 io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => {
-                    let waiter = match this.waiter() {
-                        Ok(w) => w,
-                        Err(e) => return Poll::Ready(Some(Err(e))),
-                    };
-                    match waiter.poll_write_ready(cx) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
-                        // Writable again, or a stale readiness: clear it and try once more;
-                        // the next WouldBlock re-arms the wake-up.
-                        Poll::Ready(Ok(mut guard)) => guard.clear_ready(),
-                    }
-                }
+                io::ErrorKind::WouldBlock => match this.poll_writable(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+                    Poll::Ready(Ok(())) => {}
+                },
                 // The client went away: nothing to report to actix (which would log an error
                 // for every impatient client); the access log shows the transfer incomplete.
                 io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
@@ -150,6 +163,9 @@ impl MessageBody for SendfileBody {
 /// Record the socket of plain-TCP connections (not TLS, whose bytes we must not bypass).
 pub fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
     if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-        ext.insert(ConnSocket(tcp.as_raw_fd()));
+        ext.insert(ConnSocket {
+            fd: tcp.as_raw_fd(),
+            waiter: Rc::default(),
+        });
     }
 }

@@ -106,7 +106,7 @@ pub fn hit(
     if req.method() == Method::HEAD {
         return Ok(sized_body(req, res, len, futures::stream::empty()));
     }
-    let socket = req.conn_data::<ConnSocket>().copied();
+    let socket = req.conn_data::<ConnSocket>().cloned();
     if let Some(socket) = socket.filter(|_| req.version() <= Version::HTTP_11) {
         // HTTP/1 over plain TCP: the kernel moves the bytes (see `sendfile.rs`).
         let sent = SentBytes::default();
