@@ -20,12 +20,13 @@ use tracing::info;
 use crate::app::{App, Resolution};
 use crate::config::MissMode;
 use crate::error::Error;
+use crate::index::UrlEntry;
 use crate::metrics::Form;
 use crate::store::{Algo, Expected};
 use crate::url::{UpstreamUrl, from_mirror_path};
 
 pub use log::ReqInfo;
-use serve::{Artifact, url_file_name};
+use serve::{Artifact, HitHead, url_file_name};
 
 /// A running HTTP server.
 pub struct Server {
@@ -271,15 +272,43 @@ async fn fetch_form(req: HttpRequest) -> Result<HttpResponse, Error> {
         .find(|(k, _)| k == "url")
         .map(|(_, v)| v.as_str())
         .ok_or_else(|| Error::BadRequest("missing query parameter url".into()))?;
-    let url = UpstreamUrl::parse(raw)?;
+    let target = Target::new(UpstreamUrl::parse(raw)?);
     let expected = expected_checksum(&req, &query)?;
-    artifact(&req, Form::Fetch, url, expected).await
+    artifact(&req, Form::Fetch, target, expected).await
 }
 
 /// Normalized URLs of recently seen raw request targets. Normalization (IDNA, escapes, dot
 /// segments) is a pure function of the target and costs more than the rest of a hit's
 /// bookkeeping, while builds ask for the same targets over and over.
-struct TargetCache(parking_lot::Mutex<lru::LruCache<String, UpstreamUrl>>);
+struct TargetCache(parking_lot::Mutex<lru::LruCache<String, Arc<Target>>>);
+
+/// A request target's URL, and the prepared hit headers of the blob it was last bound to.
+struct Target {
+    url: UpstreamUrl,
+    head: parking_lot::Mutex<Option<(Arc<UrlEntry>, Arc<HitHead>)>>,
+}
+
+impl Target {
+    fn new(url: UpstreamUrl) -> Arc<Target> {
+        Arc::new(Target {
+            url,
+            head: parking_lot::Mutex::new(None),
+        })
+    }
+
+    /// The hit headers for `entry`, reused while the URL stays bound to the same entry.
+    fn hit_head(&self, entry: &Arc<UrlEntry>, make: impl FnOnce() -> HitHead) -> Arc<HitHead> {
+        let mut slot = self.head.lock();
+        match &*slot {
+            Some((e, h)) if Arc::ptr_eq(e, entry) => h.clone(),
+            _ => {
+                let h = Arc::new(make());
+                *slot = Some((entry.clone(), h.clone()));
+                h
+            }
+        }
+    }
+}
 
 impl TargetCache {
     fn new() -> Self {
@@ -293,16 +322,16 @@ fn parse_cached(
     req: &HttpRequest,
     raw: &str,
     parse: impl FnOnce(&str) -> Result<UpstreamUrl, crate::url::UrlError>,
-) -> Result<UpstreamUrl, Error> {
+) -> Result<Arc<Target>, Error> {
     let cache = req.app_data::<web::Data<TargetCache>>();
-    if let Some(url) = cache.and_then(|c| c.0.lock().get(raw).cloned()) {
-        return Ok(url);
+    if let Some(target) = cache.and_then(|c| c.0.lock().get(raw).cloned()) {
+        return Ok(target);
     }
-    let url = parse(raw)?;
+    let target = Target::new(parse(raw)?);
     if let Some(c) = cache {
-        c.0.lock().put(raw.to_owned(), url.clone());
+        c.0.lock().put(raw.to_owned(), target.clone());
     }
-    Ok(url)
+    Ok(target)
 }
 
 async fn mirror_form(req: HttpRequest) -> Result<HttpResponse, Error> {
@@ -310,24 +339,25 @@ async fn mirror_form(req: HttpRequest) -> Result<HttpResponse, Error> {
         .uri()
         .path_and_query()
         .map_or(req.uri().path(), |pq| pq.as_str());
-    let url = parse_cached(&req, raw, from_mirror_path)?;
+    let target = parse_cached(&req, raw, from_mirror_path)?;
     let expected = expected_checksum(&req, &[])?;
-    artifact(&req, Form::Mirror, url, expected).await
+    artifact(&req, Form::Mirror, target, expected).await
 }
 
 async fn proxy_form(req: HttpRequest) -> Result<HttpResponse, Error> {
-    let url = parse_cached(&req, &req.uri().to_string(), UpstreamUrl::parse)?;
+    let target = parse_cached(&req, &req.uri().to_string(), UpstreamUrl::parse)?;
     let expected = expected_checksum(&req, &[])?;
-    artifact(&req, Form::Proxy, url, expected).await
+    artifact(&req, Form::Proxy, target, expected).await
 }
 
 /// Any of the three forms, once the upstream URL is known.
 async fn artifact(
     req: &HttpRequest,
     form: Form,
-    url: UpstreamUrl,
+    target: Arc<Target>,
     expected: Option<Expected>,
 ) -> Result<HttpResponse, Error> {
+    let url = &target.url;
     req.extensions_mut().insert(ReqInfo {
         form,
         url: url.to_string(),
@@ -335,11 +365,15 @@ async fn artifact(
     let app = app_of(req);
     let client = client_ip(req).map(|ip| ip.to_string());
     let start_fill = req.method() != Method::HEAD;
-    let stored = |meta, record: Option<&crate::index::UrlRecord>| Artifact {
-        meta,
-        file_name: url_file_name(&url),
-        content_type: record.and_then(|r| r.content_type.clone()),
-        last_modified: record.and_then(|r| r.last_modified.clone()),
+    let cache_control = app.config.server.cache_control.as_str();
+    let stored = |meta, record: Option<&crate::index::UrlRecord>| {
+        let art = Artifact {
+            meta,
+            file_name: url_file_name(url),
+            content_type: record.and_then(|r| r.content_type.clone()),
+            last_modified: record.and_then(|r| r.last_modified.clone()),
+        };
+        HitHead::new(art, cache_control)
     };
     // A blob whose file vanished is dropped from the index by `open_blob`; resolving again
     // then finds the next source (another checksum match, or upstream).
@@ -347,13 +381,13 @@ async fn artifact(
         match app.resolve(&url, expected.as_ref(), client.clone(), start_fill)? {
             Resolution::Hit(entry) => {
                 if let Some(file) = app.open_blob(&entry.blob)? {
-                    let art = stored(&entry.blob, Some(&entry.record));
-                    return serve::hit(req, &app, art, file);
+                    let head = target.hit_head(&entry, || stored(&entry.blob, Some(&entry.record)));
+                    return serve::hit(req, &app, &head, file);
                 }
             }
             Resolution::Checksum(meta) => {
                 if let Some(file) = app.open_blob(&meta)? {
-                    return serve::hit(req, &app, stored(&meta, None), file);
+                    return serve::hit(req, &app, &stored(&meta, None), file);
                 }
             }
             Resolution::NotStored => return head_miss(&app, &url).await,
@@ -467,7 +501,8 @@ async fn serve_checksum(
         content_type: None,
         last_modified: None,
     };
-    serve::hit(req, &app, art, file)
+    let head = HitHead::new(art, &app.config.server.cache_control);
+    serve::hit(req, &app, &head, file)
 }
 
 async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, Error> {

@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use actix_web::body::SizedStream;
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode, Version};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::{Bytes, BytesMut};
@@ -36,34 +36,77 @@ pub struct Artifact<'a> {
     pub last_modified: Option<String>,
 }
 
+/// The headers of a hit that depend only on the blob and the name it is served under, built
+/// once per URL and reused: formatting dates and escaping names costs more than the rest of
+/// a hit.
+pub struct HitHead {
+    blake3: String,
+    size: u64,
+    last_modified: String,
+    /// Sent with 200, 206 and 304.
+    validators: Vec<(HeaderName, HeaderValue)>,
+    /// Sent with 200 and 206.
+    content: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl HitHead {
+    pub fn new(art: Artifact<'_>, cache_control: &str) -> HitHead {
+        let meta = art.meta;
+        let b3 = meta.blake3();
+        let last_modified = art
+            .last_modified
+            .filter(|lm| httpdate::parse_http_date(lm).is_ok())
+            .unwrap_or_else(|| httpdate::fmt_http_date(unix_to_system(meta.first_seen)));
+        let content_type = art
+            .content_type
+            .or_else(|| meta.content_type.clone())
+            .unwrap_or_else(|| guess_type(&art.file_name));
+        let value = |s: &str| {
+            HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+        };
+        let validators = vec![
+            (header::ETAG, value(&format!("\"{b3}\""))),
+            (header::LAST_MODIFIED, value(&last_modified)),
+            (header::CACHE_CONTROL, value(cache_control)),
+            (X_CACHE.clone(), HeaderValue::from_static("HIT")),
+        ];
+        let content = vec![
+            (header::CONTENT_TYPE, value(&content_type)),
+            (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
+            (X_CHECKSUM_MD5.clone(), value(&meta.digests.md5)),
+            (X_CHECKSUM_SHA256.clone(), value(&meta.digests.sha256)),
+            (X_CHECKSUM_SHA512.clone(), value(&meta.digests.sha512)),
+            (X_CHECKSUM_BLAKE3.clone(), value(b3)),
+            (header::CONTENT_DISPOSITION, disposition(&art.file_name)),
+        ];
+        HitHead {
+            blake3: b3.to_owned(),
+            size: meta.size,
+            last_modified,
+            validators,
+            content,
+        }
+    }
+}
+
+static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+static X_CHECKSUM_MD5: HeaderName = HeaderName::from_static("x-checksum-md5");
+static X_CHECKSUM_SHA256: HeaderName = HeaderName::from_static("x-checksum-sha256");
+static X_CHECKSUM_SHA512: HeaderName = HeaderName::from_static("x-checksum-sha512");
+static X_CHECKSUM_BLAKE3: HeaderName = HeaderName::from_static("x-checksum-blake3");
+
 /// A HIT: 200, 206, 304 or 416, with all checksum headers. `file` is the open blob.
 pub fn hit(
     req: &HttpRequest,
     app: &App,
-    art: Artifact<'_>,
+    head: &HitHead,
     file: Arc<File>,
 ) -> Result<HttpResponse, Error> {
-    let meta = art.meta;
-    let b3 = meta.blake3();
-    let etag = format!("\"{b3}\"");
-    let last_modified = art
-        .last_modified
-        .filter(|lm| httpdate::parse_http_date(lm).is_ok())
-        .unwrap_or_else(|| httpdate::fmt_http_date(unix_to_system(meta.first_seen)));
-    let content_type = art
-        .content_type
-        .or_else(|| meta.content_type.clone())
-        .unwrap_or_else(|| guess_type(&art.file_name));
-
+    let b3 = head.blake3.as_str();
     let mut res = HttpResponse::Ok();
-    res.insert_header((header::ETAG, etag.as_str()))
-        .insert_header((header::LAST_MODIFIED, last_modified.as_str()))
-        .insert_header((
-            header::CACHE_CONTROL,
-            app.config.server.cache_control.as_str(),
-        ))
-        .insert_header(("X-Cache", "HIT"));
-
+    for (name, value) in &head.validators {
+        res.insert_header((name.clone(), value.clone()));
+    }
     if let Some(inm) = header_str(req, header::IF_NONE_MATCH) {
         if etag_list_matches(inm, b3) {
             res.status(StatusCode::NOT_MODIFIED);
@@ -71,9 +114,9 @@ pub fn hit(
         }
     }
 
-    let size = meta.size;
+    let size = head.size;
     let range = match header_str(req, header::RANGE) {
-        Some(r) if if_range_allows(req, b3, &last_modified) => parse_range(r, size),
+        Some(r) if if_range_allows(req, b3, &head.last_modified) => parse_range(r, size),
         _ => RangeSpec::Full,
     };
     let (start, end) = match range {
@@ -89,13 +132,9 @@ pub fn hit(
 
     app.index.record_access(b3, unix_now());
 
-    res.insert_header((header::CONTENT_TYPE, content_type.as_str()))
-        .insert_header((header::ACCEPT_RANGES, "bytes"))
-        .insert_header(("X-Checksum-Md5", meta.digests.md5.as_str()))
-        .insert_header(("X-Checksum-Sha256", meta.digests.sha256.as_str()))
-        .insert_header(("X-Checksum-Sha512", meta.digests.sha512.as_str()))
-        .insert_header(("X-Checksum-Blake3", b3))
-        .insert_header((header::CONTENT_DISPOSITION, disposition(&art.file_name)));
+    for (name, value) in &head.content {
+        res.insert_header((name.clone(), value.clone()));
+    }
     if let RangeSpec::Part(..) = range {
         res.status(StatusCode::PARTIAL_CONTENT).insert_header((
             header::CONTENT_RANGE,
