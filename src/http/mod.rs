@@ -378,7 +378,7 @@ async fn artifact(
     // A blob whose file vanished is dropped from the index by `open_blob`; resolving again
     // then finds the next source (another checksum match, or upstream).
     for _ in 0..3 {
-        match app.resolve(&url, expected.as_ref(), client.clone(), start_fill)? {
+        match app.resolve(url, expected.as_ref(), client.clone(), start_fill)? {
             Resolution::Hit(entry) => {
                 if let Some(file) = app.open_blob(&entry.blob)? {
                     let head = target.hit_head(&entry, || stored(&entry.blob, Some(&entry.record)));
@@ -390,7 +390,7 @@ async fn artifact(
                     return serve::hit(req, &app, &stored(&meta, None), file);
                 }
             }
-            Resolution::NotStored => return head_miss(&app, &url).await,
+            Resolution::NotStored => return head_miss(&app, url).await,
             Resolution::Miss { .. } if app.config.upstream.miss == MissMode::Redirect => {
                 // The fill runs in the background; the client gets the bytes from upstream.
                 return Ok(HttpResponse::Found()
