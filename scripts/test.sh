@@ -21,6 +21,12 @@ if ((${#apt_packages[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
 fi
+# The FTP tests run a real FTP server: pyftpdlib (tests/common/ftp_server.py).
+if ! python3 -c 'import pyftpdlib' 2>/dev/null; then
+  log "installing pyftpdlib"
+  python3 -m pip install --quiet pyftpdlib 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages pyftpdlib
+fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install cargo-nextest --locked

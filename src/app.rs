@@ -238,6 +238,7 @@ impl App {
     }
 
     /// Store a completed fill: commit the file, journal it, bind the URL, make it durable.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn commit_fill(
         self: &Arc<Self>,
         temp: TempBlob,
@@ -246,6 +247,7 @@ impl App {
         digests: &Digests,
         size: u64,
         who: &Requester,
+        source: Option<fill::Source>,
     ) -> Result<(), Error> {
         let now = unix_now();
         let meta = BlobMeta {
@@ -259,7 +261,8 @@ impl App {
             pinned: false,
         };
         let record = UrlRecord {
-            url: url.to_string(),
+            // The exact URL: it is the index key. Shown URLs are redacted where they are shown.
+            url: url.as_str().to_owned(),
             blake3: digests.blake3.clone(),
             status: head.status,
             content_type: head.content_type.clone(),
@@ -278,6 +281,14 @@ impl App {
             last_modified: head.last_modified.clone(),
             final_url: Some(head.final_url.clone()),
         });
+        // Which source served the bytes: `upstream.final_url` names it; the detail says why
+        // it was not the URL itself.
+        event.detail = source.map(|s| {
+            format!(
+                "served by mirror {} because the primary failed: {}",
+                s.url, s.primary_error
+            )
+        });
         let app = self.clone();
         let b3 = digests.blake3.clone();
         tokio::task::spawn_blocking(move || -> Result<(), Error> {
@@ -295,7 +306,7 @@ impl App {
 
     /// Account for a failed fill: negative cache, metrics, journal.
     pub(crate) async fn fill_failed(&self, url: &UpstreamUrl, e: &FillError, who: &Requester) {
-        let kind = match e {
+        let kind = match e.cause() {
             FillError::Upstream(UpstreamError::NotFound { .. }) => {
                 self.remember_not_found(url);
                 return;
@@ -310,7 +321,7 @@ impl App {
         event.url = Some(url.to_string());
         event.client = who.client.clone();
         event.detail = Some(e.to_string());
-        if let FillError::Upstream(u) = e {
+        if let FillError::Upstream(u) = e.cause() {
             event.upstream = u.status().map(|s| UpstreamInfo {
                 status: Some(s),
                 ..UpstreamInfo::default()

@@ -74,7 +74,9 @@ impl From<&UpstreamError> for Error {
             | UpstreamError::Status { .. }
             | UpstreamError::Body { .. }
             | UpstreamError::Truncated { .. }
-            | UpstreamError::Protocol { .. } => Error::UpstreamFailed(msg),
+            | UpstreamError::Protocol { .. }
+            | UpstreamError::Ftp { .. }
+            | UpstreamError::CircuitOpen { .. } => Error::UpstreamFailed(msg),
         }
     }
 }

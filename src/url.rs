@@ -44,7 +44,7 @@ pub enum UrlError {
 impl UrlError {
     fn invalid(url: &str, reason: impl Into<String>) -> Self {
         UrlError::Invalid {
-            url: excerpt(url),
+            url: excerpt(&redact_str(url)),
             reason: reason.into(),
         }
     }
@@ -215,9 +215,46 @@ impl UpstreamUrl {
     }
 }
 
+/// Shows the URL with its password replaced by `***`: this is what logs, error messages, the
+/// audit journal and API answers see. [`UpstreamUrl::as_str`] is the exact URL (the cache key).
 impl fmt::Display for UpstreamUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(&redacted(&self.url))
+    }
+}
+
+/// What replaces a password in URLs that are shown.
+pub const REDACTED_PASSWORD: &str = "***";
+
+/// `url` with its password, if any, replaced by [`REDACTED_PASSWORD`].
+pub fn redacted(url: &Url) -> std::borrow::Cow<'_, str> {
+    if url.password().is_none() {
+        return url.as_str().into();
+    }
+    let mut shown = url.clone();
+    // Only fails for URLs that cannot have userinfo, and those have no password.
+    let _ = shown.set_password(Some(REDACTED_PASSWORD));
+    String::from(shown).into()
+}
+
+/// A URL string (possibly invalid, e.g. input that did not parse) with any `user:password@`
+/// password replaced by [`REDACTED_PASSWORD`].
+pub fn redact_str(s: &str) -> String {
+    let Some(start) = s.find("://").map(|i| i + 3) else {
+        return s.to_owned();
+    };
+    let end = s[start..]
+        .find(['/', '?', '#'])
+        .map_or(s.len(), |i| start + i);
+    let authority = &s[start..end];
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!(
+            "{}{}:{REDACTED_PASSWORD}{}",
+            &s[..start],
+            &authority[..colon],
+            &s[start + at..]
+        ),
+        _ => s.to_owned(),
     }
 }
 
@@ -478,6 +515,26 @@ mod tests {
         assert_eq!(u.mirror_path(), "/ftp/ftp.example.org/pub/f.tgz");
         assert_eq!(norm("http://:@a/"), "http://a/");
         assert_eq!(norm("http://a@b@c/"), "http://a%40b@c/");
+    }
+
+    #[test]
+    fn passwords_are_never_shown() {
+        let u = UpstreamUrl::parse("ftp://alice:s3cret@h/pub/f.tgz").unwrap();
+        assert_eq!(u.to_string(), "ftp://alice:***@h/pub/f.tgz");
+        assert_eq!(
+            u.as_str(),
+            "ftp://alice:s3cret@h/pub/f.tgz",
+            "the key keeps it"
+        );
+        assert_eq!(norm("ftp://alice@h/f"), "ftp://alice@h/f");
+        assert_eq!(redact_str("ftp://a:b@h/x"), "ftp://a:***@h/x");
+        assert_eq!(redact_str("ftp://a:b:c@h:21/x@y"), "ftp://a:***@h:21/x@y");
+        assert_eq!(redact_str("ftp://a@h/x:y"), "ftp://a@h/x:y");
+        assert_eq!(redact_str("http://h:80/x"), "http://h:80/x");
+        match UpstreamUrl::parse("ftp://alice:s3cret@h:99999/x") {
+            Err(e) => assert!(!e.to_string().contains("s3cret"), "{e}"),
+            Ok(u) => panic!("{u} accepted"),
+        }
     }
 
     #[test]

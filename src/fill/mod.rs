@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use crate::app::App;
 use crate::error::Error;
 use crate::store::{Digester, Digests, Expected, StoreError, TempBlob};
-use crate::upstream::{Head, UpstreamError};
+use crate::upstream::{Head, Resume, UpstreamError};
 use crate::url::UpstreamUrl;
 
 /// Why a fill failed.
@@ -43,11 +43,38 @@ pub enum FillError {
     },
     #[error("{url}: upstream content changed while retrying ({detail})")]
     Changed { url: String, detail: String },
+    /// The primary failed, and so did every mirror alternate.
+    #[error("{primary}; mirrors failed too: {}", mirrors.join("; "))]
+    Mirrors {
+        primary: Box<FillError>,
+        mirrors: Vec<String>,
+    },
 }
 
 impl FillError {
     fn is_retryable(&self) -> bool {
         matches!(self, FillError::Upstream(e) if e.is_retryable())
+    }
+
+    /// Whether the primary source is unusable, so that mirrors are worth trying.
+    fn is_source_failure(&self) -> bool {
+        matches!(self, FillError::Upstream(e) if e.is_source_failure())
+    }
+
+    /// Trouble on our side (storage, our size limit): no other source would help.
+    fn is_local(&self) -> bool {
+        matches!(
+            self,
+            FillError::Store(_) | FillError::Upstream(UpstreamError::TooLarge { .. })
+        )
+    }
+
+    /// The error that decides how a failure is reported (the primary's, for `Mirrors`).
+    pub fn cause(&self) -> &FillError {
+        match self {
+            FillError::Mirrors { primary, .. } => primary.cause(),
+            other => other,
+        }
     }
 }
 
@@ -61,6 +88,10 @@ impl From<&FillError> for Error {
                 upload: false,
             },
             FillError::Changed { .. } => Error::UpstreamFailed(e.to_string()),
+            FillError::Mirrors { primary, .. } => match Error::from(&**primary) {
+                Error::UpstreamTimeout(_) => Error::UpstreamTimeout(e.to_string()),
+                _ => Error::UpstreamFailed(e.to_string()),
+            },
         }
     }
 }
@@ -86,6 +117,9 @@ pub struct FillState {
     pub phase: Phase,
     /// Bytes written to the temp file so far (a prefix of the object).
     pub written: u64,
+    /// The fill task has done everything it will do: committed (the URL is bound) or failed,
+    /// bookkeeping included.
+    pub ended: bool,
 }
 
 /// One download in progress.
@@ -117,6 +151,20 @@ impl Fill {
 
     pub fn state(&self) -> FillState {
         self.state.borrow().clone()
+    }
+
+    /// Wait until the fill task has ended; returns its last state (`Complete` with the URL
+    /// bound, unless storing failed; or `Failed`).
+    pub async fn ended(&self) -> FillState {
+        let mut rx = self.state.subscribe();
+        loop {
+            if rx.borrow_and_update().ended {
+                return rx.borrow().clone();
+            }
+            if rx.changed().await.is_err() {
+                unreachable!("the sender lives in the fill we hold");
+            }
+        }
     }
 
     /// The body from `start` to `end` (exclusive; `None`: to the end of the object), as it
@@ -239,6 +287,7 @@ impl Flights {
             state: watch::Sender::new(FillState {
                 phase: Phase::Connecting,
                 written: 0,
+                ended: false,
             }),
             file: temp.file().clone(),
         });
@@ -298,14 +347,20 @@ pub async fn run(app: Arc<App>, fill: Arc<Fill>, temp: TempBlob, who: Requester)
     app.metrics.inflight.inc();
     let started = std::time::Instant::now();
     match download(&app, &fill, &temp, who.expected.as_ref()).await {
-        Ok((head, digests, size)) => {
+        Ok(Downloaded {
+            head,
+            served,
+            digests,
+            size,
+            source,
+        }) => {
             let digests = Arc::new(digests);
             fill.publish(Phase::Complete {
                 head: head.clone(),
                 digests: digests.clone(),
             });
             match app
-                .commit_fill(temp, &fill.url, &head, &digests, size, &who)
+                .commit_fill(temp, &fill.url, &served, &digests, size, &who, source)
                 .await
             {
                 Ok(()) => info!(
@@ -327,6 +382,7 @@ pub async fn run(app: Arc<App>, fill: Arc<Fill>, temp: TempBlob, who: Requester)
         }
     }
     app.metrics.inflight.dec();
+    fill.state.send_modify(|s| s.ended = true);
     app.flights.finished();
 }
 
@@ -335,29 +391,70 @@ async fn download(
     fill: &Fill,
     temp: &TempBlob,
     expected: Option<&Expected>,
-) -> Result<(Arc<Head>, Digests, u64), FillError> {
+) -> Result<Downloaded, FillError> {
     let cfg = &app.config.upstream;
     let mut progress = Progress {
         digester: Digester::new(),
         head: None,
+        last: None,
     };
-    let mut attempt = 0;
-    loop {
-        if attempt > 0 {
-            tokio::time::sleep(backoff(cfg.retry_backoff, attempt)).await;
-            app.metrics.upstream_retries.inc();
-        }
-        app.metrics.upstream_fetches.inc();
-        match attempt_once(app, fill, temp, &mut progress).await {
-            Ok(()) => break,
-            Err(e) if e.is_retryable() && attempt < cfg.retries => {
-                warn!(url = %fill.url, attempt, error = %e, "upstream attempt failed; retrying");
-                attempt += 1;
+    // The primary, then each mirror alternate once the primary failed after its retries.
+    let mut sources = vec![fill.url.clone()];
+    sources.extend(app.upstream.alternates(&fill.url));
+    let mut primary_error: Option<FillError> = None;
+    let mut mirror_errors: Vec<String> = Vec::new();
+    let mut served_by = None;
+    'sources: for (index, source) in sources.iter().enumerate() {
+        if index > 0 {
+            if let Err(e) = app.upstream.policy().check_url(source) {
+                mirror_errors.push(format!("{source}: {e}"));
+                continue;
             }
-            Err(e) => return Err(e),
+            warn!(url = %fill.url, mirror = %source, "trying a mirror alternate");
+        }
+        let mut attempt = 0;
+        loop {
+            if attempt > 0 {
+                tokio::time::sleep(backoff(cfg.retry_backoff, attempt)).await;
+                app.metrics.upstream_retries.inc();
+            }
+            app.metrics.upstream_fetches.inc();
+            let result = attempt_once(app, fill, temp, &mut progress, source, index).await;
+            match result {
+                Ok(()) => {
+                    served_by = Some(index);
+                    break 'sources;
+                }
+                Err(e) if e.is_retryable() && attempt < cfg.retries => {
+                    warn!(url = %source, attempt, error = %e, "upstream attempt failed; retrying");
+                    attempt += 1;
+                }
+                // The primary is down: the alternates are next.
+                Err(e) if index == 0 && e.is_source_failure() && sources.len() > 1 => {
+                    warn!(url = %source, error = %e, "upstream failed; trying mirrors");
+                    primary_error = Some(e);
+                    continue 'sources;
+                }
+                Err(e) if index == 0 => return Err(e),
+                // Whatever a mirror says, the next one may do better; only local trouble
+                // (storage, our own size limit) ends the fill at once.
+                Err(e) if e.is_local() => return Err(e),
+                Err(e) => {
+                    warn!(url = %source, error = %e, "mirror alternate failed");
+                    mirror_errors.push(e.to_string());
+                    continue 'sources;
+                }
+            }
         }
     }
+    let Some(index) = served_by else {
+        return Err(FillError::Mirrors {
+            primary: Box::new(primary_error.expect("the primary failed before any mirror")),
+            mirrors: mirror_errors,
+        });
+    };
     let head = progress.head.expect("a successful attempt has a head");
+    let (_, last) = progress.last.expect("a successful attempt has a head");
     let size = progress.digester.len();
     let digests = progress.digester.finish();
     if let Some(exp) = expected {
@@ -369,7 +466,36 @@ async fn download(
             });
         }
     }
-    Ok((head, digests, size))
+    let source = (index > 0).then(|| Source {
+        url: sources[index].to_string(),
+        primary_error: primary_error.map(|e| e.to_string()).unwrap_or_default(),
+    });
+    Ok(Downloaded {
+        head,
+        served: last,
+        digests,
+        size,
+        source,
+    })
+}
+
+/// A finished download, verified but not yet committed.
+struct Downloaded {
+    /// The first answer's headers (what readers were told).
+    head: Arc<Head>,
+    /// The headers of the answer that delivered the last bytes (what is recorded).
+    served: Arc<Head>,
+    digests: Digests,
+    size: u64,
+    /// Set when a mirror alternate served the bytes.
+    source: Option<Source>,
+}
+
+/// A mirror alternate that served a download instead of the primary.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub url: String,
+    pub primary_error: String,
 }
 
 /// What survives from one attempt to the next.
@@ -378,28 +504,59 @@ struct Progress {
     digester: Digester,
     /// Headers of the first answer, the one readers were told about.
     head: Option<Arc<Head>>,
+    /// The latest answer and the index of the source that gave it: a resume must go back to
+    /// the same source, whose validators the request quotes.
+    last: Option<(usize, Arc<Head>)>,
 }
 
-/// One upstream attempt. A retry after bytes were already stored reads the object from the
+/// One upstream attempt at `source` (index `index` in the fill's list of sources). A retry
+/// after bytes were already stored asks the same source to continue after them (HTTP `Range`
+/// with `If-Range`, FTP `REST`); when it cannot or will not, it reads the object from the
 /// start again, checks that the bytes we have are the bytes it sends, and continues after them.
 async fn attempt_once(
     app: &App,
     fill: &Fill,
     temp: &TempBlob,
     progress: &mut Progress,
+    source: &UpstreamUrl,
+    index: usize,
 ) -> Result<(), FillError> {
     let url = fill.url.as_str();
-    let mut dl = app.upstream.get(&fill.url).await?;
+    let have = progress.digester.len();
+    let resume = match &progress.last {
+        Some((i, last)) if *i == index && have > 0 => Some(Resume {
+            offset: have,
+            if_range: Resume::validator(last),
+            length: last.content_length,
+        }),
+        _ => None,
+    };
+    let mut dl = app.upstream.get(source, resume.as_ref()).await?;
     let head = Arc::new(dl.head.clone());
     match &progress.head {
         None => {
             progress.head = Some(head.clone());
-            fill.publish(Phase::Streaming(head));
+            fill.publish(Phase::Streaming(head.clone()));
         }
-        Some(first) => same_object(url, first, &head)?,
+        // Validators mean something only between answers of one server.
+        Some(first) => same_object(
+            url,
+            first,
+            &head,
+            progress.last.as_ref().is_some_and(|(i, _)| *i == index),
+        )?,
     }
-    let have = progress.digester.len();
-    let mut pos = 0u64;
+    progress.last = Some((index, head));
+    let mut pos = dl.offset;
+    if pos > have {
+        return Err(FillError::Changed {
+            url: url.to_owned(),
+            detail: format!("upstream resumed at {pos}, after the {have} bytes stored"),
+        });
+    }
+    if pos > 0 {
+        info!(url = %fill.url, offset = pos, "upstream resumed the transfer");
+    }
     while let Some(chunk) = dl.chunk().await? {
         let mut data = &chunk[..];
         if pos < have {
@@ -430,10 +587,12 @@ async fn attempt_once(
     Ok(())
 }
 
-/// A retry must be the same object as the first answer.
-fn same_object(url: &str, first: &Head, again: &Head) -> Result<(), FillError> {
+/// A retry must be the same object as the first answer: same length, and, when both answers
+/// come from the same server (`validators`), the same ETag and Last-Modified.
+fn same_object(url: &str, first: &Head, again: &Head, validators: bool) -> Result<(), FillError> {
     let differs = |what: &str, a: &Option<String>, b: &Option<String>| {
-        (a.is_some() && b.is_some() && a != b).then(|| format!("{what} {a:?} became {b:?}"))
+        (validators && a.is_some() && b.is_some() && a != b)
+            .then(|| format!("{what} {a:?} became {b:?}"))
     };
     let length = (first.content_length != again.content_length).then(|| {
         format!(
@@ -506,9 +665,12 @@ mod tests {
             last_modified: None,
             final_url: "u".into(),
         };
-        assert!(same_object("u", &h(Some(3), Some("a")), &h(Some(3), Some("a"))).is_ok());
-        assert!(same_object("u", &h(Some(3), None), &h(Some(3), Some("a"))).is_ok());
-        assert!(same_object("u", &h(Some(3), Some("a")), &h(Some(3), Some("b"))).is_err());
-        assert!(same_object("u", &h(Some(3), None), &h(Some(4), None)).is_err());
+        assert!(same_object("u", &h(Some(3), Some("a")), &h(Some(3), Some("a")), true).is_ok());
+        assert!(same_object("u", &h(Some(3), None), &h(Some(3), Some("a")), true).is_ok());
+        assert!(same_object("u", &h(Some(3), Some("a")), &h(Some(3), Some("b")), true).is_err());
+        assert!(same_object("u", &h(Some(3), None), &h(Some(4), None), true).is_err());
+        // Another server (a mirror) has its own validators; the length must still agree.
+        assert!(same_object("u", &h(Some(3), Some("a")), &h(Some(3), Some("b")), false).is_ok());
+        assert!(same_object("u", &h(Some(3), Some("a")), &h(Some(4), Some("a")), false).is_err());
     }
 }

@@ -120,6 +120,11 @@ pub fn blob_json(app: &App, meta: &BlobMeta) -> Result<Value, Error> {
         "last_access": rfc3339(meta.last_access),
         "access_count": meta.access_count,
         "present": app.store.exists(meta.blake3()),
-        "urls": app.index.urls_of(meta.blake3())?,
+        "urls": app
+            .index
+            .urls_of(meta.blake3())?
+            .iter()
+            .map(|u| crate::url::redact_str(u))
+            .collect::<Vec<_>>(),
     }))
 }

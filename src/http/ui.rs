@@ -202,7 +202,7 @@ async fn blob(path: web::Path<String>, app: web::Data<App>) -> Result<HttpRespon
                 let _ = write!(
                     b,
                     "<tr><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td>{} {}</td><td>{}</td></tr>",
-                    esc(&r.url),
+                    esc(&crate::url::redact_str(&r.url)),
                     rfc3339(r.fetched_at),
                     esc(&r.final_url),
                     esc(r.etag.as_deref().unwrap_or("")),
@@ -211,7 +211,11 @@ async fn blob(path: web::Path<String>, app: web::Data<App>) -> Result<HttpRespon
                 );
             }
             None => {
-                let _ = write!(b, "<tr><td><code>{}</code></td></tr>", esc(&url));
+                let _ = write!(
+                    b,
+                    "<tr><td><code>{}</code></td></tr>",
+                    esc(&crate::url::redact_str(&url))
+                );
             }
         }
     }

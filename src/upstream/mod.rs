@@ -1,12 +1,17 @@
 //! Talking to origin servers: the reqwest client, the SSRF guard, URL and content policy.
 //!
-//! One call here is one attempt; retries, mirrors and resuming live in `fill`, which knows
-//! how many bytes it already has. Errors say whether trying again makes sense.
+//! One call here is one attempt (HTTP through reqwest, FTP through `ftp`); retries, mirrors
+//! and resuming live in `fill`, which knows how many bytes it already has. Errors say whether
+//! trying again makes sense. A per-host circuit breaker (`breaker`) fails requests fast while a
+//! host keeps refusing connections.
 
+pub mod breaker;
+pub mod ftp;
+pub mod mirrors;
 pub mod ssrf;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::header::{self, HeaderMap};
@@ -48,6 +53,22 @@ pub enum UpstreamError {
     },
     #[error("{url}: {message}")]
     Protocol { url: String, message: String },
+    /// An FTP server refused a command; `message` is its reply line.
+    #[error("{url}: the ftp server answered {message:?}")]
+    Ftp {
+        url: String,
+        code: u16,
+        message: String,
+    },
+    /// The host's circuit breaker is open: recent connections to it all failed.
+    #[error(
+        "{host} is failing: the last {failures} connections to it failed; not trying it again for {retry_in_secs}s"
+    )]
+    CircuitOpen {
+        host: String,
+        failures: u32,
+        retry_in_secs: u64,
+    },
 }
 
 impl UpstreamError {
@@ -61,8 +82,28 @@ impl UpstreamError {
             UpstreamError::Status { status, .. } => {
                 *status >= 500 || *status == 408 || *status == 429
             }
+            // FTP's 4xx replies are the transient ones (421 service not available, 425 cannot
+            // open data connection, 426 transfer aborted, 450/451 busy or local error).
+            UpstreamError::Ftp { code, .. } => (400..500).contains(code),
             _ => false,
         }
+    }
+
+    /// A failure to reach the host at all: these open its circuit breaker.
+    pub fn is_connect_failure(&self) -> bool {
+        match self {
+            UpstreamError::Connect { .. } => true,
+            UpstreamError::Timeout { phase, .. } => {
+                *phase == "while connecting" || *phase == "while resolving the host"
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether another source (a mirror alternate) should be tried after this error: the
+    /// retryable ones, and a host whose breaker is open.
+    pub fn is_source_failure(&self) -> bool {
+        self.is_retryable() || matches!(self, UpstreamError::CircuitOpen { .. })
     }
 
     /// Whether the request itself was refused by our policy (nothing was sent upstream).
@@ -214,6 +255,29 @@ pub struct Head {
     pub final_url: String,
 }
 
+/// Where a retry of a broken transfer may continue, and how upstream proves it is still the
+/// same object (HTTP `Range` + `If-Range`, FTP `REST` after comparing `SIZE` and `MDTM`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resume {
+    /// Bytes already stored.
+    pub offset: u64,
+    /// HTTP: a strong ETag or the Last-Modified date of the first answer; FTP: its `MDTM`.
+    pub if_range: Option<String>,
+    /// The object's length per the first answer.
+    pub length: Option<u64>,
+}
+
+impl Resume {
+    /// The validator to send in `If-Range`: a strong ETag, else Last-Modified (RFC 9110
+    /// 13.1.5 forbids weak ETags there).
+    pub fn validator(head: &Head) -> Option<String> {
+        head.etag
+            .clone()
+            .filter(|e| !e.starts_with("W/"))
+            .or_else(|| head.last_modified.clone())
+    }
+}
+
 impl Head {
     fn from_response(resp: &reqwest::Response, content_length: Option<u64>) -> Head {
         let h = resp.headers();
@@ -225,47 +289,69 @@ impl Head {
             content_type: text(header::CONTENT_TYPE),
             etag: text(header::ETAG),
             last_modified: text(header::LAST_MODIFIED),
-            final_url: resp.url().to_string(),
+            final_url: crate::url::redacted(resp.url()).into_owned(),
         }
     }
 }
 
 /// A response whose body is being received.
 pub struct Download {
+    /// What upstream said; `content_length` is the whole object's length, also when the
+    /// transfer was resumed.
     pub head: Head,
+    /// Position in the object of the first body byte: the resume offset when upstream
+    /// accepted it, else 0.
+    pub offset: u64,
     url: String,
-    response: reqwest::Response,
+    body: Body,
+    /// Position in the object after the last byte received.
     received: u64,
     read_timeout: Duration,
+}
+
+enum Body {
+    Http(reqwest::Response),
+    Ftp(ftp::Transfer),
 }
 
 impl Download {
     /// The next piece of the body; `None` at its end. A body shorter than its
     /// Content-Length is an error, never a clean end.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, UpstreamError> {
-        let next = tokio::time::timeout(self.read_timeout, self.response.chunk()).await;
-        match next {
-            Err(_) => Err(UpstreamError::Timeout {
-                url: self.url.clone(),
-                phase: "while sending the body",
-            }),
-            Ok(Err(e)) => Err(if e.is_timeout() {
-                UpstreamError::Timeout {
-                    url: self.url.clone(),
-                    phase: "while sending the body",
+        let next = match &mut self.body {
+            Body::Http(response) => {
+                match tokio::time::timeout(self.read_timeout, response.chunk()).await {
+                    Err(_) => Err(UpstreamError::Timeout {
+                        url: self.url.clone(),
+                        phase: "while sending the body",
+                    }),
+                    Ok(Err(e)) => Err(if e.is_timeout() {
+                        UpstreamError::Timeout {
+                            url: self.url.clone(),
+                            phase: "while sending the body",
+                        }
+                    } else {
+                        UpstreamError::Body {
+                            url: self.url.clone(),
+                            received: self.received,
+                            message: error_chain(&e.without_url()),
+                        }
+                    }),
+                    Ok(Ok(next)) => Ok(next),
                 }
-            } else {
-                UpstreamError::Body {
-                    url: self.url.clone(),
-                    received: self.received,
-                    message: error_chain(&e),
-                }
-            }),
-            Ok(Ok(Some(bytes))) => {
+            }
+            Body::Ftp(transfer) => {
+                transfer
+                    .chunk(&self.url, self.received, self.read_timeout)
+                    .await
+            }
+        };
+        match next? {
+            Some(bytes) => {
                 self.received += bytes.len() as u64;
                 Ok(Some(bytes))
             }
-            Ok(Ok(None)) => match self.head.content_length {
+            None => match self.head.content_length {
                 Some(expected) if expected != self.received => Err(UpstreamError::Truncated {
                     url: self.url.clone(),
                     received: self.received,
@@ -280,7 +366,10 @@ impl Download {
 /// The upstream client.
 pub struct Upstream {
     client: reqwest::Client,
+    ftp: ftp::FtpClient,
     policy: Arc<Policy>,
+    breaker: breaker::Breaker,
+    mirrors: mirrors::Mirrors,
     read_timeout: Duration,
 }
 
@@ -320,7 +409,14 @@ impl Upstream {
         }
         Ok(Upstream {
             client: builder.build()?,
+            ftp: ftp::FtpClient {
+                connect_timeout: cfg.connect_timeout,
+                read_timeout: cfg.read_timeout,
+                allow_private: cfg.allow_private,
+            },
             policy,
+            breaker: breaker::Breaker::default(),
+            mirrors: mirrors::Mirrors::new(&cfg.mirrors),
             read_timeout: cfg.read_timeout,
         })
     }
@@ -329,55 +425,139 @@ impl Upstream {
         &self.policy
     }
 
+    /// Mirror alternates of `url` (`[[upstream.mirrors]]`), in the order to try them.
+    pub fn alternates(&self, url: &UpstreamUrl) -> Vec<UpstreamUrl> {
+        self.mirrors.alternates(url)
+    }
+
     /// Start downloading `url`: one attempt, checked against the policy before and after the
-    /// headers. Statuses other than 2xx are errors (404/410 are `NotFound`).
-    pub async fn get(&self, url: &UpstreamUrl) -> Result<Download, UpstreamError> {
-        let response = self.send(reqwest::Method::GET, url).await?;
-        let content_length = response.content_length();
-        let head = Head::from_response(&response, content_length);
-        self.policy.check_head(url.as_str(), &head)?;
+    /// headers. Statuses other than 2xx are errors (404/410 are `NotFound`). With `resume`,
+    /// upstream is asked to continue from `resume.offset` (HTTP `Range` + `If-Range`, FTP
+    /// `REST`); `Download::offset` says whether it did (otherwise the body starts at 0).
+    pub async fn get(
+        &self,
+        url: &UpstreamUrl,
+        resume: Option<&Resume>,
+    ) -> Result<Download, UpstreamError> {
+        self.policy.check_url(url)?;
+        let result = self.guarded(url, self.get_unguarded(url, resume)).await;
+        let dl = result?;
+        self.policy.check_head(url.as_str(), &dl.head)?;
+        Ok(dl)
+    }
+
+    async fn get_unguarded(
+        &self,
+        url: &UpstreamUrl,
+        resume: Option<&Resume>,
+    ) -> Result<Download, UpstreamError> {
+        if url.scheme() == "ftp" {
+            let (head, offset, transfer) = self.ftp.get(url, resume).await?;
+            return Ok(Download {
+                head,
+                offset,
+                url: url.to_string(),
+                body: Body::Ftp(transfer),
+                received: offset,
+                read_timeout: self.read_timeout,
+            });
+        }
+        let range = resume.and_then(|r| {
+            let validator = r.if_range.clone()?;
+            (r.offset > 0).then_some((r.offset, validator))
+        });
+        let response = self.send(reqwest::Method::GET, url, range.clone()).await?;
+        let (offset, content_length) = match (&range, response.status().as_u16()) {
+            (Some((offset, _)), 206) => {
+                match content_range(response.headers()).filter(|(start, _)| start == offset) {
+                    Some((start, total)) => (start, Some(total)),
+                    // A partial answer we cannot place: ask for the whole object instead.
+                    None => {
+                        drop(response);
+                        return Box::pin(self.get_unguarded(url, None)).await;
+                    }
+                }
+            }
+            _ => (0, response.content_length()),
+        };
+        let mut head = Head::from_response(&response, content_length);
+        // The object's status, not this transfer's.
+        head.status = if offset > 0 { 200 } else { head.status };
         Ok(Download {
             head,
+            offset,
             url: url.to_string(),
-            response,
-            received: 0,
+            body: Body::Http(response),
+            received: offset,
             read_timeout: self.read_timeout,
         })
     }
 
+    /// Run one attempt through the host's circuit breaker: refused at once while it is open,
+    /// and its outcome recorded.
+    async fn guarded<T>(
+        &self,
+        url: &UpstreamUrl,
+        attempt: impl Future<Output = Result<T, UpstreamError>>,
+    ) -> Result<T, UpstreamError> {
+        let key = format!("{}:{}", url.host(), url.port());
+        if let Err(open) = self.breaker.check(&key, Instant::now()) {
+            return Err(UpstreamError::CircuitOpen {
+                host: key,
+                failures: open.failures,
+                retry_in_secs: open.retry_in.as_secs_f64().ceil() as u64,
+            });
+        }
+        let result = attempt.await;
+        match &result {
+            Err(e) if e.is_connect_failure() => self.breaker.failure(&key, Instant::now()),
+            // Refused by our own policy before connecting: says nothing about the host.
+            Err(e) if e.is_policy() => {}
+            _ => self.breaker.success(&key),
+        }
+        result
+    }
+
     /// An upstream HEAD: its status and headers, nothing stored.
     pub async fn head(&self, url: &UpstreamUrl) -> Result<Head, UpstreamError> {
-        let response = self.send(reqwest::Method::HEAD, url).await?;
+        self.policy.check_url(url)?;
+        let head = self.guarded(url, self.head_unguarded(url)).await?;
+        self.policy.check_head(url.as_str(), &head)?;
+        Ok(head)
+    }
+
+    async fn head_unguarded(&self, url: &UpstreamUrl) -> Result<Head, UpstreamError> {
+        if url.scheme() == "ftp" {
+            return self.ftp.head(url).await;
+        }
+        let response = self.send(reqwest::Method::HEAD, url, None).await?;
         // reqwest reports 0 for a bodiless HEAD response; the header is what upstream meant.
         let content_length = response
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        let head = Head::from_response(&response, content_length);
-        self.policy.check_head(url.as_str(), &head)?;
-        Ok(head)
+        Ok(Head::from_response(&response, content_length))
     }
 
+    /// One HTTP request; `range` asks for the object from an offset, if still the same.
     async fn send(
         &self,
         method: reqwest::Method,
         url: &UpstreamUrl,
+        range: Option<(u64, String)>,
     ) -> Result<reqwest::Response, UpstreamError> {
-        self.policy.check_url(url)?;
-        if url.scheme() == "ftp" {
-            return Err(UpstreamError::UnsupportedScheme {
-                scheme: "ftp (not supported yet)".into(),
-            });
+        let mut request = self.client.request(method, url.as_url().clone());
+        if let Some((offset, validator)) = &range {
+            request = request
+                .header(header::RANGE, format!("bytes={offset}-"))
+                .header(header::IF_RANGE, validator.as_str());
         }
-        let result = self
-            .client
-            .request(method, url.as_url().clone())
-            .send()
-            .await;
-        let response = result.map_err(|e| classify(url.as_str(), e))?;
+        let result = request.send().await;
+        let response = result.map_err(|e| classify(&url.to_string(), e))?;
         let status = response.status().as_u16();
         match status {
+            206 if range.is_some() => Ok(response),
             200..=299 if status != 206 => Ok(response),
             404 | 410 => Err(UpstreamError::NotFound {
                 url: url.to_string(),
@@ -391,8 +571,20 @@ impl Upstream {
     }
 }
 
-/// Map a reqwest error to ours, finding our own policy errors in its source chain.
+/// `Content-Range: bytes <start>-<end>/<total>` as (start, total).
+fn content_range(headers: &HeaderMap) -> Option<(u64, u64)> {
+    let v = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
+    let (range, total) = v.trim().strip_prefix("bytes ")?.split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    let (start, end, total): (u64, u64, u64) =
+        (start.parse().ok()?, end.parse().ok()?, total.parse().ok()?);
+    (start <= end && end + 1 == total).then_some((start, total))
+}
+
+/// Map a reqwest error to ours, finding our own policy errors in its source chain. reqwest's
+/// own text would repeat the URL, credentials included: it is left out.
 fn classify(url: &str, e: reqwest::Error) -> UpstreamError {
+    let e = e.without_url();
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(s) = source {
         if let Some(f) = s.downcast_ref::<ssrf::ForbiddenAddress>() {

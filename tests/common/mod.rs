@@ -3,5 +3,6 @@
 // Every test binary compiles the whole helper but uses only part of it.
 #![allow(dead_code)]
 
+pub mod ftp;
 pub mod server;
 pub mod upstream;
