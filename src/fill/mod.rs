@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use crate::app::App;
 use crate::error::Error;
-use crate::store::{Digester, Digests, Expected, StoreError, TempBlob};
+use crate::store::{Digests, Expected, StoreError, TempBlob, TempWriter};
 use crate::upstream::{Head, UpstreamError};
 use crate::url::UpstreamUrl;
 
@@ -297,8 +297,8 @@ pub struct Requester {
 pub async fn run(app: Arc<App>, fill: Arc<Fill>, temp: TempBlob, who: Requester) {
     app.metrics.inflight.inc();
     let started = std::time::Instant::now();
-    match download(&app, &fill, &temp, who.expected.as_ref()).await {
-        Ok((head, digests, size)) => {
+    match download(&app, &fill, temp, who.expected.as_ref()).await {
+        Ok((head, temp, digests, size)) => {
             let digests = Arc::new(digests);
             fill.publish(Phase::Complete {
                 head: head.clone(),
@@ -317,7 +317,6 @@ pub async fn run(app: Arc<App>, fill: Arc<Fill>, temp: TempBlob, who: Requester)
             app.flights.remove(&fill);
         }
         Err(e) => {
-            drop(temp);
             let e = Arc::new(e);
             // Leave the flight table before anyone can see the failure, so a client that
             // retries after its error starts a fresh download instead of joining this one.
@@ -330,15 +329,17 @@ pub async fn run(app: Arc<App>, fill: Arc<Fill>, temp: TempBlob, who: Requester)
     app.flights.finished();
 }
 
+/// Download with retries into `temp`; on success, the temp file and its digests. On failure
+/// the temp file is dropped, which deletes it.
 async fn download(
     app: &App,
     fill: &Fill,
-    temp: &TempBlob,
+    temp: TempBlob,
     expected: Option<&Expected>,
-) -> Result<(Arc<Head>, Digests, u64), FillError> {
+) -> Result<(Arc<Head>, TempBlob, Digests, u64), FillError> {
     let cfg = &app.config.upstream;
     let mut progress = Progress {
-        digester: Digester::new(),
+        writer: TempWriter::new(temp),
         head: None,
     };
     let mut attempt = 0;
@@ -348,7 +349,7 @@ async fn download(
             app.metrics.upstream_retries.inc();
         }
         app.metrics.upstream_fetches.inc();
-        match attempt_once(app, fill, temp, &mut progress).await {
+        match attempt_once(app, fill, &mut progress).await {
             Ok(()) => break,
             Err(e) if e.is_retryable() && attempt < cfg.retries => {
                 warn!(url = %fill.url, attempt, error = %e, "upstream attempt failed; retrying");
@@ -358,8 +359,7 @@ async fn download(
         }
     }
     let head = progress.head.expect("a successful attempt has a head");
-    let size = progress.digester.len();
-    let digests = progress.digester.finish();
+    let (temp, digests, size) = progress.writer.finish();
     if let Some(exp) = expected {
         if !exp.matches(&digests) {
             return Err(FillError::Integrity {
@@ -369,25 +369,20 @@ async fn download(
             });
         }
     }
-    Ok((head, digests, size))
+    Ok((head, temp, digests, size))
 }
 
 /// What survives from one attempt to the next.
 struct Progress {
-    /// Hash of the bytes in the temp file so far; its length is the fill's `written`.
-    digester: Digester,
+    /// The temp file and the hash of its bytes; its length is the fill's `written`.
+    writer: TempWriter,
     /// Headers of the first answer, the one readers were told about.
     head: Option<Arc<Head>>,
 }
 
 /// One upstream attempt. A retry after bytes were already stored reads the object from the
 /// start again, checks that the bytes we have are the bytes it sends, and continues after them.
-async fn attempt_once(
-    app: &App,
-    fill: &Fill,
-    temp: &TempBlob,
-    progress: &mut Progress,
-) -> Result<(), FillError> {
+async fn attempt_once(app: &App, fill: &Fill, progress: &mut Progress) -> Result<(), FillError> {
     let url = fill.url.as_str();
     let mut dl = app.upstream.get(&fill.url).await?;
     let head = Arc::new(dl.head.clone());
@@ -398,27 +393,26 @@ async fn attempt_once(
         }
         Some(first) => same_object(url, first, &head)?,
     }
-    let have = progress.digester.len();
+    let have = progress.writer.len();
     let mut pos = 0u64;
     while let Some(chunk) = dl.chunk().await? {
         let mut data = &chunk[..];
         if pos < have {
             let n = ((have - pos) as usize).min(data.len());
-            verify_prefix(url, temp, pos, &data[..n])?;
+            verify_prefix(url, progress.writer.temp(), pos, &data[..n])?;
             pos += n as u64;
             data = &data[n..];
         }
         if data.is_empty() {
             continue;
         }
-        let written = progress.digester.len();
+        let written = progress.writer.len();
         app.upstream
             .policy()
             .check_size(url, written + data.len() as u64)?;
-        temp.write_at(written, data)?;
-        progress.digester.update(data);
+        progress.writer.append(data)?;
         pos += data.len() as u64;
-        let written = progress.digester.len();
+        let written = progress.writer.len();
         fill.state.send_modify(|s| s.written = written);
     }
     if pos < have {

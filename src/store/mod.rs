@@ -311,6 +311,48 @@ fn open_files_capacity() -> usize {
     (soft / 10).clamp(1, OPEN_FILES)
 }
 
+/// A temp file being written in one pass: every byte appended is hashed on the way, so the
+/// digests are known the moment the last byte is written. Fills and uploads both use it.
+pub struct TempWriter {
+    temp: TempBlob,
+    digester: Digester,
+}
+
+impl TempWriter {
+    pub fn new(temp: TempBlob) -> Self {
+        TempWriter {
+            temp,
+            digester: Digester::new(),
+        }
+    }
+
+    /// Append `data` (blocking: page-cache writes in the common case).
+    pub fn append(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        self.temp.write_at(self.digester.len(), data)?;
+        self.digester.update(data);
+        Ok(())
+    }
+
+    /// Bytes written (and hashed) so far.
+    pub fn len(&self) -> u64 {
+        self.digester.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.digester.is_empty()
+    }
+
+    pub fn temp(&self) -> &TempBlob {
+        &self.temp
+    }
+
+    /// The temp file, ready for [`LocalStore::commit`], and the digests of its bytes.
+    pub fn finish(self) -> (TempBlob, Digests, u64) {
+        let len = self.digester.len();
+        (self.temp, self.digester.finish(), len)
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
