@@ -10,12 +10,13 @@ use parking_lot::Mutex;
 use tracing::{info, warn};
 
 use crate::audit::{Event, Journal, UpstreamInfo};
+use crate::auth::{Principal, Scope, Tokens};
 use crate::config::{Backend, Config, ServeMode};
 use crate::error::Error;
 use crate::fill::{self, Fill, FillError, Flight, Flights, Requester};
 use crate::index::{BlobMeta, Index, Origin, UrlEntry, UrlRecord};
 use crate::metrics::Metrics;
-use crate::store::{Digests, DiskUsage, Expected, LocalStore, TempBlob};
+use crate::store::{Committed, Digests, DiskUsage, Expected, LocalStore, TempBlob, TempWriter};
 use crate::upstream::{Head, Upstream, UpstreamError};
 use crate::url::UpstreamUrl;
 
@@ -31,6 +32,33 @@ pub enum Resolution {
     NotStored,
 }
 
+/// An upload, as the HTTP layer understood it.
+pub struct UploadRequest {
+    pub url: Option<UpstreamUrl>,
+    /// Checksums the uploader says the content has (`md5=`, `sha256=`).
+    pub expected: Vec<Expected>,
+    pub filename: Option<String>,
+    /// Rebind `url` even if it is bound to other content (admin only).
+    pub replace: bool,
+    pub actor: Principal,
+    pub client: Option<String>,
+    pub content_type: Option<String>,
+}
+
+/// Who did something, for the audit trail.
+#[derive(Debug, Clone, Default)]
+pub struct Actor {
+    pub name: Option<String>,
+    pub client: Option<String>,
+}
+
+impl Actor {
+    fn stamp(&self, event: &mut Event) {
+        event.actor = self.name.clone();
+        event.client = self.client.clone();
+    }
+}
+
 /// Negative-cache entries kept at most (bounded memory under URL scans).
 const NEGATIVE_ENTRIES: usize = 10_000;
 
@@ -44,6 +72,7 @@ pub struct App {
     pub journal: Arc<Journal>,
     pub metrics: Metrics,
     pub flights: Flights,
+    pub tokens: Tokens,
     negative: Mutex<LruCache<String, Instant>>,
     /// Where fills and other background work run (not tied to any HTTP worker).
     runtime: tokio::runtime::Handle,
@@ -101,6 +130,7 @@ impl App {
             journal,
             metrics,
             flights: Flights::default(),
+            tokens: Tokens::new(&config.auth),
             negative: Mutex::new(LruCache::new(
                 NonZeroUsize::new(NEGATIVE_ENTRIES).expect("non-zero"),
             )),
@@ -278,19 +308,175 @@ impl App {
             last_modified: head.last_modified.clone(),
             final_url: Some(head.final_url.clone()),
         });
+        self.commit_blob(temp, meta, Some(record), event).await?;
+        Ok(())
+    }
+
+    /// Make a fully written temp file a stored blob: commit the file (fsync, rename), append
+    /// and fsync the journal event, then record the blob (and bind `record.url`, if any) in
+    /// the index and flush it. A pinned `meta` pins an already stored blob too. Returns the
+    /// blob as now stored and whether its bytes are new.
+    pub(crate) async fn commit_blob(
+        self: &Arc<Self>,
+        temp: TempBlob,
+        meta: BlobMeta,
+        record: Option<UrlRecord>,
+        event: Event,
+    ) -> Result<(BlobMeta, bool), Error> {
         let app = self.clone();
-        let b3 = digests.blake3.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), Error> {
-            app.store.commit(temp, &b3)?;
+        let stored = tokio::task::spawn_blocking(move || -> Result<(BlobMeta, bool), Error> {
+            let b3 = meta.blake3().to_owned();
+            let known = app.index.blob(&b3)?.is_some();
+            let committed = app.store.commit(temp, &b3)?;
             // Journal first: it is the durable record the index can be rebuilt from.
             app.journal.append(event)?;
-            app.index.bind(&meta, &record)?;
-            Ok(())
+            match &record {
+                Some(record) => app.index.bind(&meta, record)?,
+                None => {
+                    app.index.insert_blob(&meta)?;
+                }
+            }
+            if meta.pinned {
+                app.index.set_pinned(&b3, true)?;
+            }
+            let now = app.index.blob(&b3)?.unwrap_or(meta);
+            Ok((now, !known || committed == Committed::New))
         })
         .await
         .map_err(|e| Error::Internal(format!("commit task: {e}")))??;
         self.index.flush().await?;
-        Ok(())
+        Ok(stored)
+    }
+
+    /// Store an uploaded file (SPEC 4.3 `PUT /api/v1/upload`): verify the given checksums,
+    /// refuse to rebind a URL to other content unless asked by an admin, pin the blob.
+    pub async fn upload(
+        self: &Arc<Self>,
+        writer: TempWriter,
+        req: UploadRequest,
+    ) -> Result<(BlobMeta, bool), Error> {
+        let (temp, digests, size) = writer.finish();
+        for exp in &req.expected {
+            if !exp.matches(&digests) {
+                return Err(Error::IntegrityMismatch {
+                    message: format!(
+                        "the uploaded content has {} {}, expected {}; nothing was stored",
+                        exp.algo.name(),
+                        digests.get(exp.algo),
+                        exp.hex
+                    ),
+                    upload: true,
+                });
+            }
+        }
+        let mut replaced = None;
+        if let Some(url) = &req.url {
+            if let Some(bound) = self.index.url(url.as_str())? {
+                if bound.blob.blake3() != digests.blake3 {
+                    if !req.replace {
+                        return Err(Error::Conflict(format!(
+                            "{url} is bound to other content (blake3 {}); add replace=true \
+                             with an admin token to rebind it",
+                            bound.blob.blake3()
+                        )));
+                    }
+                    if !req.actor.may(Scope::Admin) {
+                        return Err(Error::Forbidden(format!(
+                            "token {:?} lacks the admin scope needed for replace=true",
+                            req.actor.name
+                        )));
+                    }
+                    replaced = Some(bound.blob.blake3().to_owned());
+                }
+            }
+        }
+        let now = unix_now();
+        let meta = BlobMeta {
+            digests: digests.clone(),
+            size,
+            content_type: req.content_type.clone(),
+            first_seen: now,
+            last_access: now,
+            access_count: 0,
+            origin: Origin::Upload,
+            pinned: true,
+        };
+        let record = req.url.as_ref().map(|url| UrlRecord {
+            url: url.to_string(),
+            blake3: digests.blake3.clone(),
+            status: 200,
+            content_type: req.content_type.clone(),
+            etag: None,
+            last_modified: None,
+            final_url: url.to_string(),
+            fetched_at: now,
+            instance: self.instance.clone(),
+        });
+        let mut event = Event::new("uploaded").with_digests(&digests, size);
+        event.url = req.url.as_ref().map(|u| u.to_string());
+        event.client = req.client.clone();
+        event.actor = Some(req.actor.name.clone());
+        let mut detail = Vec::new();
+        if let Some(name) = &req.filename {
+            detail.push(format!("filename {name}"));
+        }
+        if let Some(old) = &replaced {
+            detail.push(format!("rebound from blake3 {old}"));
+        }
+        event.detail = (!detail.is_empty()).then(|| detail.join("; "));
+        self.commit_blob(temp, meta, record, event).await
+    }
+
+    /// Pin or unpin a stored blob (admin), with an audit event.
+    pub async fn set_pinned(
+        self: &Arc<Self>,
+        blake3: &str,
+        pinned: bool,
+        who: Actor,
+    ) -> Result<BlobMeta, Error> {
+        let app = self.clone();
+        let b3 = blake3.to_owned();
+        tokio::task::spawn_blocking(move || -> Result<BlobMeta, Error> {
+            let meta = app
+                .index
+                .blob(&b3)?
+                .ok_or_else(|| Error::NotFound(format!("no stored blob has blake3 {b3}")))?;
+            let mut event = Event::new(if pinned { "pinned" } else { "unpinned" })
+                .with_digests(&meta.digests, meta.size);
+            who.stamp(&mut event);
+            app.journal.append(event)?;
+            Ok(app.index.set_pinned(&b3, pinned)?.unwrap_or(meta))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("pin task: {e}")))?
+    }
+
+    /// Delete a blob and its URL bindings (admin), with an audit event. Readers that have the
+    /// file open finish normally; the bytes are gone for everyone else.
+    pub async fn delete_blob(
+        self: &Arc<Self>,
+        blake3: &str,
+        who: Actor,
+    ) -> Result<BlobMeta, Error> {
+        let app = self.clone();
+        let b3 = blake3.to_owned();
+        let meta = tokio::task::spawn_blocking(move || -> Result<BlobMeta, Error> {
+            let meta = app
+                .index
+                .blob(&b3)?
+                .ok_or_else(|| Error::NotFound(format!("no stored blob has blake3 {b3}")))?;
+            let mut event = Event::new("deleted").with_digests(&meta.digests, meta.size);
+            event.detail = Some(format!("urls: {}", app.index.urls_of(&b3)?.join(" ")));
+            who.stamp(&mut event);
+            app.journal.append(event)?;
+            app.index.remove_blob(&b3)?;
+            app.store.remove(&b3)?;
+            Ok(meta)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("delete task: {e}")))??;
+        self.index.flush().await?;
+        Ok(meta)
     }
 
     /// Account for a failed fill: negative cache, metrics, journal.

@@ -50,6 +50,30 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArg,
     },
+    /// Upload a file (a tarball whose upstream URL is dead), optionally bound to a URL.
+    Upload {
+        file: PathBuf,
+        /// Upstream URL to bind to the file.
+        #[arg(long)]
+        url: Option<String>,
+        /// Expected md5; the server refuses content that does not match.
+        #[arg(long)]
+        md5: Option<String>,
+        #[command(flatten)]
+        server: ServerArg,
+        #[command(flatten)]
+        token: TokenArg,
+    },
+    /// Token commands.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Audit log commands.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -59,6 +83,41 @@ pub enum Command {
     Spec {
         #[command(subcommand)]
         command: SpecCommand,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TokenArg {
+    /// Bearer token (`$UPCACHE_TOKEN`); sent only in the Authorization header.
+    #[arg(long, env = "UPCACHE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new random token and the config lines holding its sha256.
+    New {
+        /// Name recorded as the audit actor.
+        name: String,
+        /// Comma-separated scopes: upload, admin (admin implies upload).
+        #[arg(long, default_value = "upload", value_delimiter = ',')]
+        scope: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Stream audit events, oldest first, to standard output.
+    Export {
+        /// Only events at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "csv"])]
+        format: String,
+        #[command(flatten)]
+        server: ServerArg,
+        #[command(flatten)]
+        token: TokenArg,
     },
 }
 
@@ -153,6 +212,36 @@ pub fn run(cli: Cli) -> ExitCode {
             output,
             server,
         } => runtime().block_on(fetch(&server.server, &url, output.as_deref())),
+        Command::Upload {
+            file,
+            url,
+            md5,
+            server,
+            token,
+        } => exit(runtime().block_on(crate::client::upload(
+            &server.server,
+            token.token.as_deref(),
+            &file,
+            url.as_deref(),
+            md5.as_deref(),
+        ))),
+        Command::Token {
+            command: TokenCommand::New { name, scope },
+        } => token_new(&name, &scope),
+        Command::Audit {
+            command:
+                AuditCommand::Export {
+                    since,
+                    format,
+                    server,
+                    token,
+                },
+        } => exit(runtime().block_on(crate::client::audit_export(
+            &server.server,
+            token.token.as_deref(),
+            since.as_deref(),
+            &format,
+        ))),
         Command::Config {
             command: ConfigCommand::Check { config },
         } => match load_config(config.as_deref()) {
@@ -190,6 +279,42 @@ pub fn run(cli: Cli) -> ExitCode {
             defines: defines.define,
         })),
     }
+}
+
+/// Exit code of a client command; its error goes to stderr.
+fn exit(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("upcache: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `upcache token new NAME --scope ...`
+fn token_new(name: &str, scopes: &[String]) -> ExitCode {
+    if let Some(bad) = scopes
+        .iter()
+        .find(|s| !["upload", "admin"].contains(&s.as_str()))
+    {
+        eprintln!("upcache: unknown scope {bad:?} (use upload, admin)");
+        return ExitCode::from(2);
+    }
+    let (token, sha256) = crate::auth::new_token();
+    println!("token: {token}");
+    println!();
+    println!("# add to the server configuration (only the hash is stored there):");
+    println!("[[auth.tokens]]");
+    println!("name = {}", toml_string(name));
+    println!("sha256 = \"{sha256}\"");
+    let scopes: Vec<String> = scopes.iter().map(|s| toml_string(s)).collect();
+    println!("scopes = [{}]", scopes.join(", "));
+    ExitCode::SUCCESS
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config, ExitCode> {

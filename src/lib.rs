@@ -10,7 +10,9 @@
 pub mod accesslog;
 pub mod app;
 pub mod audit;
+pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod fill;

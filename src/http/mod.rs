@@ -1,6 +1,7 @@
 //! HTTP wiring: actix-web routes for the three request forms, checksum lookups, the JSON API
 //! and operations endpoints. Business decisions live in `app`; this module only translates.
 
+mod api;
 mod error;
 mod log;
 mod ops;
@@ -178,6 +179,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     );
     ops::routes(cfg);
+    api::routes(cfg);
     ui::routes(cfg);
     cfg.default_service(web::to(fallback));
 }
@@ -505,7 +507,7 @@ async fn serve_checksum(
     serve::hit(req, &app, &head, file)
 }
 
-async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, Error> {
+pub(crate) async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, Error> {
     Err(Error::MethodNotAllowed(format!(
         "{} is not allowed on {}",
         req.method(),

@@ -299,6 +299,53 @@ impl Index {
         Ok(())
     }
 
+    /// Record a blob without binding any URL to it (an upload without a URL). Returns
+    /// whether it was new; an existing blob keeps its metadata.
+    pub fn insert_blob(&self, blob: &BlobMeta) -> Result<bool, IndexError> {
+        let b3 = hex_key(blob.blake3()).expect("blob digests are valid hex");
+        let blob_json = serde_json::to_vec(blob).expect("serializable");
+        let new = (&self.blobs, &self.md5, &self.sha256, &self.sha512)
+            .transaction(|(blobs, md5, sha256, sha512)| {
+                if blobs.get(&b3)?.is_some() {
+                    return Ok(false);
+                }
+                blobs.insert(b3.as_slice(), blob_json.as_slice())?;
+                md5.insert(hex_key(&blob.digests.md5).unwrap(), b3.as_slice())?;
+                sha256.insert(hex_key(&blob.digests.sha256).unwrap(), b3.as_slice())?;
+                sha512.insert(hex_key(&blob.digests.sha512).unwrap(), b3.as_slice())?;
+                Ok::<_, ConflictableTransactionError<serde_json::Error>>(true)
+            })
+            .map_err(|e| tx_error(e, blob.blake3()))?;
+        if new {
+            self.n_blobs.fetch_add(1, Ordering::Relaxed);
+            self.n_bytes.fetch_add(blob.size, Ordering::Relaxed);
+        }
+        Ok(new)
+    }
+
+    /// Pin or unpin a blob; `None` if there is no such blob.
+    pub fn set_pinned(&self, blake3: &str, pinned: bool) -> Result<Option<BlobMeta>, IndexError> {
+        let Some(key) = hex_key(blake3) else {
+            return Ok(None);
+        };
+        let updated = self.blobs.update_and_fetch(&key, |old| {
+            let mut meta: BlobMeta = serde_json::from_slice(old?).ok()?;
+            meta.pinned = pinned;
+            Some(serde_json::to_vec(&meta).expect("serializable"))
+        })?;
+        let Some(v) = updated else {
+            return Ok(None);
+        };
+        // URL entries cached in memory carry the blob's metadata: forget them.
+        let urls = self.urls_of(blake3)?;
+        let mut memory = self.memory.lock();
+        for url in &urls {
+            memory.pop(url);
+        }
+        drop(memory);
+        Ok(Some(decode(&key, &v)?))
+    }
+
     /// Remove a blob, its checksum entries and every URL bound to it. Returns its metadata.
     pub fn remove_blob(&self, blake3: &str) -> Result<Option<BlobMeta>, IndexError> {
         let Some(meta) = self.blob(blake3)? else {
