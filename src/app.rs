@@ -9,6 +9,7 @@ use lru::LruCache;
 use parking_lot::Mutex;
 use tracing::{info, warn};
 
+use crate::alerts::{Alerter, Kind};
 use crate::audit::{Event, Journal, UpstreamInfo};
 use crate::auth::{Principal, Scope, Tokens};
 use crate::config::{Backend, Config, ServeMode};
@@ -59,6 +60,9 @@ impl Actor {
     }
 }
 
+/// Admission control sweeps at most this often.
+const ROOM_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Negative-cache entries kept at most (bounded memory under URL scans).
 const NEGATIVE_ENTRIES: usize = 10_000;
 
@@ -73,6 +77,13 @@ pub struct App {
     pub metrics: Metrics,
     pub flights: Flights,
     pub tokens: Tokens,
+    pub alerts: Alerter,
+    /// Sweeper passes never overlap.
+    pub sweep_lock: Mutex<()>,
+    /// When admission control last swept to make room.
+    last_room_sweep: Mutex<Option<Instant>>,
+    /// Where the online scrub continues (last blake3 checked).
+    pub scrub_cursor: Mutex<Option<String>>,
     negative: Mutex<LruCache<String, Instant>>,
     /// Where fills and other background work run (not tied to any HTTP worker).
     runtime: tokio::runtime::Handle,
@@ -91,6 +102,39 @@ pub enum OpenError {
     Client(#[from] reqwest::Error),
     #[error("{0} is not available in this version")]
     Unsupported(&'static str),
+    #[error(transparent)]
+    Recovery(#[from] crate::recovery::RecoveryError),
+    #[error("cannot move the unreadable index {path} aside: {source}")]
+    MoveIndex {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Open the index, or, if it is missing or unreadable, a fresh one to rebuild (`true`). An
+/// index held by another process is an error, never a reason to rebuild.
+fn open_index(dir: &std::path::Path, memory: usize) -> Result<(Index, bool), OpenError> {
+    let missing = !dir.exists();
+    // sled may panic rather than fail on some corruptions.
+    let opened = std::panic::catch_unwind(|| Index::open(dir, memory));
+    match opened {
+        Ok(Ok(index)) => Ok((index, missing)),
+        Ok(Err(e)) if e.is_locked() => Err(e.into()),
+        failed => {
+            let reason = match failed {
+                Ok(Err(e)) => e.to_string(),
+                _ => "the index database panicked while opening".to_owned(),
+            };
+            let aside = dir.with_extension(format!("broken-{}", unix_now()));
+            warn!(index = %dir.display(), moved_to = %aside.display(), %reason, "index unreadable; rebuilding it from the blob files and the journal");
+            std::fs::rename(dir, &aside).map_err(|source| OpenError::MoveIndex {
+                path: dir.display().to_string(),
+                source,
+            })?;
+            Ok((Index::open(dir, memory)?, true))
+        }
+    }
 }
 
 impl App {
@@ -108,18 +152,25 @@ impl App {
         }
         let data_dir = config.storage.data_dir.clone();
         let store = LocalStore::open(&data_dir)?;
-        let index = Index::open(&data_dir.join("index"), config.cache.memory_entries)?;
+        let instance = config.instance_name();
+        let journal = Arc::new(Journal::open(&data_dir.join("journal.jsonl"), &instance)?);
+        let (index, rebuild) = open_index(&data_dir.join("index"), config.cache.memory_entries)?;
+        // The index lock is ours now: no other process owns these temp files.
         let removed = store.remove_temp_files()?;
         let dropped = index.drop_missing(|b3| store.exists(b3))?;
-        if removed + dropped > 0 {
+        let recovered = crate::recovery::reconcile(&index, &store, || journal.read_all(), rebuild)?;
+        if removed + dropped > 0 || recovered != Default::default() {
             info!(
                 temp_files = removed,
                 missing_blobs = dropped,
-                "start-up cleanup"
+                adopted_blobs = recovered.adopted,
+                restored_bindings = recovered.bound,
+                quarantined = recovered.quarantined,
+                removed_blobs = recovered.removed,
+                rebuilt = rebuild,
+                "start-up reconciliation"
             );
         }
-        let instance = config.instance_name();
-        let journal = Arc::new(Journal::open(&data_dir.join("journal.jsonl"), &instance)?);
         let upstream = Upstream::new(&config.upstream, &config.user_agent())?;
         let metrics = Metrics::new();
         Ok(Arc::new(App {
@@ -131,6 +182,10 @@ impl App {
             metrics,
             flights: Flights::default(),
             tokens: Tokens::new(&config.auth),
+            alerts: Alerter::new(&config.alerts, &config.instance_name(), &runtime),
+            sweep_lock: Mutex::new(()),
+            scrub_cursor: Mutex::new(None),
+            last_room_sweep: Mutex::new(None),
             negative: Mutex::new(LruCache::new(
                 NonZeroUsize::new(NEGATIVE_ENTRIES).expect("non-zero"),
             )),
@@ -150,7 +205,9 @@ impl App {
         self.upstream.policy().check_url(url)?;
         if let Some(exp) = expected {
             if let Some(blob) = self.index.by_checksum(exp.algo, &exp.hex)? {
-                return Ok(Resolution::Checksum(blob));
+                if !blob.evicted {
+                    return Ok(Resolution::Checksum(blob));
+                }
             }
         }
         if let Some(entry) = self.stored(url)? {
@@ -287,6 +344,7 @@ impl App {
             access_count: 0,
             origin: Origin::Upstream,
             pinned: false,
+            evicted: false,
         };
         let record = UrlRecord {
             url: url.to_string(),
@@ -400,6 +458,7 @@ impl App {
             access_count: 0,
             origin: Origin::Upload,
             pinned: true,
+            evicted: false,
         };
         let record = req.url.as_ref().map(|url| UrlRecord {
             url: url.to_string(),
@@ -479,7 +538,7 @@ impl App {
         Ok(meta)
     }
 
-    /// Account for a failed fill: negative cache, metrics, journal.
+    /// Account for a failed fill: negative cache, metrics, journal, alerts.
     pub(crate) async fn fill_failed(&self, url: &UpstreamUrl, e: &FillError, who: &Requester) {
         let kind = match e {
             FillError::Upstream(UpstreamError::NotFound { .. }) => {
@@ -487,11 +546,23 @@ impl App {
                 return;
             }
             FillError::Upstream(u) if u.is_policy() => return,
+            FillError::Bypass => return,
             FillError::Integrity { .. } => "integrity_failed",
             _ => "upstream_failed",
         };
         warn!(url = %url, error = %e, "download failed");
-        self.metrics.upstream_failures.inc();
+        match e {
+            FillError::Store(s) => self.storage_failed(s),
+            FillError::Integrity { .. } => {
+                self.alerts
+                    .raise(Kind::IntegrityFailed, url.as_str(), e.to_string())
+            }
+            _ => {
+                self.metrics.upstream_failures.inc();
+                self.alerts
+                    .raise(Kind::UpstreamFailed, url.host(), e.to_string());
+            }
+        }
         let mut event = Event::new(kind);
         event.url = Some(url.to_string());
         event.client = who.client.clone();
@@ -507,6 +578,120 @@ impl App {
         if let Ok(Err(e)) = written {
             warn!(error = %e, "cannot write audit event");
         }
+    }
+
+    /// Whether `incoming` more bytes fit under the high watermark; if not, sweep once (passes
+    /// are serialized, so concurrent callers mostly find the work done) and look again.
+    pub async fn admit(self: &Arc<Self>, incoming: u64) -> bool {
+        let fits = |app: &App| {
+            app.used().is_ok_and(|u| {
+                (u.used_bytes.saturating_add(incoming)) as f64
+                    <= app.config.cache.high_watermark * u.total_bytes as f64
+            })
+        };
+        if fits(self) {
+            return true;
+        }
+        // While the disk stays full, every miss would ask for a sweep: one every few seconds
+        // is enough.
+        {
+            let mut last = self.last_room_sweep.lock();
+            if last.is_some_and(|t| t.elapsed() < ROOM_SWEEP_EVERY) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        let app = self.clone();
+        let swept = tokio::task::spawn_blocking(move || crate::sweeper::make_room(&app)).await;
+        if let Ok(Err(e)) = swept {
+            warn!(error = %e, "admission sweep failed");
+        }
+        let admitted = fits(self);
+        if !admitted {
+            warn!(
+                bytes = incoming,
+                "no room for a download even after a sweep; passing it through unstored"
+            );
+        }
+        admitted
+    }
+
+    /// Stream `url` from upstream to one client without storing it (`X-Cache: BYPASS`),
+    /// through a small channel: never more than a few pieces in memory. With `expected`, the
+    /// last piece is held back until the content is verified.
+    pub async fn pass_through(
+        self: &Arc<Self>,
+        url: &UpstreamUrl,
+        expected: Option<Expected>,
+    ) -> Result<
+        (
+            Head,
+            tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
+        ),
+        Error,
+    > {
+        let (head_tx, head_rx) = tokio::sync::oneshot::channel();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let app = self.clone();
+        let url = url.clone();
+        self.runtime.spawn(async move {
+            let mut dl = match app.upstream.get(&url).await {
+                Ok(dl) => dl,
+                Err(e) => {
+                    let _ = head_tx.send(Err(Error::from(e)));
+                    return;
+                }
+            };
+            if head_tx.send(Ok(dl.head.clone())).is_err() {
+                return;
+            }
+            let mut digester = crate::store::Digester::new();
+            let mut held: Option<bytes::Bytes> = None;
+            loop {
+                match dl.chunk().await {
+                    Ok(Some(chunk)) => {
+                        if expected.is_some() {
+                            digester.update(&chunk);
+                        }
+                        if let Some(prev) = held.replace(chunk) {
+                            if tx.send(Ok(prev)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                        return;
+                    }
+                }
+            }
+            if let Some(exp) = &expected {
+                if !exp.matches(&digester.finish()) {
+                    let msg = format!("content does not match the expected {exp}");
+                    let _ = tx.send(Err(std::io::Error::other(msg))).await;
+                    return;
+                }
+            }
+            if let Some(last) = held {
+                let _ = tx.send(Ok(last)).await;
+            }
+        });
+        let head = head_rx
+            .await
+            .map_err(|_| Error::Internal("pass-through task ended early".into()))??;
+        Ok((head, rx))
+    }
+
+    /// A write to the data volume failed: alert (the volume being full or read-only is what
+    /// `/readyz` reports too).
+    pub fn storage_failed(&self, e: &crate::store::StoreError) {
+        warn!(error = %e, "storage write failed");
+        self.alerts.raise(
+            Kind::StorageUnavailable,
+            &self.config.storage.data_dir.display().to_string(),
+            format!("cannot write to the data directory: {e}"),
+        );
     }
 
     /// A reader's expected checksum did not match the content.

@@ -74,6 +74,16 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Offline: one sweeper pass over the data directory (the server must be stopped).
+    Gc {
+        #[arg(long, env = "UPCACHE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Offline: re-hash every blob; corrupt ones are quarantined (exit 1 if any).
+    Verify {
+        #[arg(long, env = "UPCACHE_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -212,6 +222,26 @@ pub fn run(cli: Cli) -> ExitCode {
             output,
             server,
         } => runtime().block_on(fetch(&server.server, &url, output.as_deref())),
+        Command::Gc { config } => offline(config.as_deref(), |app| {
+            let report = crate::sweeper::run_once(app).map_err(|e| e.to_string())?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).expect("serializable")
+            );
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Verify { config } => offline(config.as_deref(), |app| {
+            let (checked, corrupt) = crate::sweeper::verify_all(app).map_err(|e| e.to_string())?;
+            println!(
+                "{}",
+                serde_json::json!({"checked": checked, "corrupt": corrupt})
+            );
+            Ok(if corrupt > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }),
         Command::Upload {
             file,
             url,
@@ -279,6 +309,36 @@ pub fn run(cli: Cli) -> ExitCode {
             defines: defines.define,
         })),
     }
+}
+
+/// Run `f` on the data directory without serving (the server must not be running: the
+/// index lock refuses a second owner).
+fn offline(config: Option<&Path>, f: impl FnOnce(&App) -> Result<ExitCode, String>) -> ExitCode {
+    let cfg = match load_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let _log = init_tracing(&cfg);
+    let rt = runtime();
+    let app = match App::open(cfg, rt.handle().clone()) {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("upcache: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = match f(&app) {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("upcache: {msg}");
+            ExitCode::from(1)
+        }
+    };
+    if let Err(e) = app.index.flush_blocking() {
+        eprintln!("upcache: cannot flush the index: {e}");
+        return ExitCode::from(1);
+    }
+    code
 }
 
 /// Exit code of a client command; its error goes to stderr.

@@ -43,6 +43,10 @@ pub enum FillError {
     },
     #[error("{url}: upstream content changed while retrying ({detail})")]
     Changed { url: String, detail: String },
+    /// Not stored: the cache volume cannot take it even after a sweep. Each client then
+    /// streams it from upstream itself (`X-Cache: BYPASS`).
+    #[error("the cache is full; the download is passed through without being stored")]
+    Bypass,
 }
 
 impl FillError {
@@ -61,6 +65,7 @@ impl From<&FillError> for Error {
                 upload: false,
             },
             FillError::Changed { .. } => Error::UpstreamFailed(e.to_string()),
+            FillError::Bypass => Error::Unavailable(e.to_string()),
         }
     }
 }
@@ -93,6 +98,8 @@ pub struct Fill {
     pub url: UpstreamUrl,
     state: watch::Sender<FillState>,
     file: Arc<File>,
+    /// The temp file being written (the sweeper must leave it alone).
+    temp_path: std::path::PathBuf,
 }
 
 impl Fill {
@@ -241,6 +248,7 @@ impl Flights {
                 written: 0,
             }),
             file: temp.file().clone(),
+            temp_path: temp.path().to_owned(),
         });
         map.insert(url.as_str().to_owned(), fill.clone());
         self.running
@@ -256,6 +264,15 @@ impl Flights {
         {
             map.remove(fill.url.as_str());
         }
+    }
+
+    /// Temp files of fills in progress.
+    pub fn temp_paths(&self) -> std::collections::HashSet<std::path::PathBuf> {
+        self.map
+            .lock()
+            .values()
+            .map(|f| f.temp_path.clone())
+            .collect()
     }
 
     /// A fill task has done everything it will do.
@@ -332,7 +349,7 @@ pub async fn run(app: Arc<App>, fill: Arc<Fill>, temp: TempBlob, who: Requester)
 /// Download with retries into `temp`; on success, the temp file and its digests. On failure
 /// the temp file is dropped, which deletes it.
 async fn download(
-    app: &App,
+    app: &Arc<App>,
     fill: &Fill,
     temp: TempBlob,
     expected: Option<&Expected>,
@@ -382,12 +399,23 @@ struct Progress {
 
 /// One upstream attempt. A retry after bytes were already stored reads the object from the
 /// start again, checks that the bytes we have are the bytes it sends, and continues after them.
-async fn attempt_once(app: &App, fill: &Fill, progress: &mut Progress) -> Result<(), FillError> {
+async fn attempt_once(
+    app: &Arc<App>,
+    fill: &Fill,
+    progress: &mut Progress,
+) -> Result<(), FillError> {
     let url = fill.url.as_str();
     let mut dl = app.upstream.get(&fill.url).await?;
     let head = Arc::new(dl.head.clone());
     match &progress.head {
         None => {
+            // Admission: an object that would push the cache over its high watermark first
+            // triggers a sweep; if there is still no room, it is not stored at all.
+            if let Some(len) = head.content_length {
+                if !app.admit(len).await {
+                    return Err(FillError::Bypass);
+                }
+            }
             progress.head = Some(head.clone());
             fill.publish(Phase::Streaming(head));
         }

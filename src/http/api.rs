@@ -28,7 +28,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(unpin)),
         )
         .service(resource("/api/v1/blobs/{blake3}").route(web::delete().to(delete_blob)))
-        .service(resource("/api/v1/audit").route(web::get().to(audit)));
+        .service(resource("/api/v1/audit").route(web::get().to(audit)))
+        .service(resource("/api/v1/sweep").route(web::post().to(sweep)));
 }
 
 /// The caller, if its bearer token has `scope` (401 without a valid token, 403 without the
@@ -142,7 +143,14 @@ async fn upload(req: HttpRequest, mut body: web::Payload) -> Result<HttpResponse
         }
         if batch.len() >= UPLOAD_BATCH || (done && !batch.is_empty()) {
             let data = batch.split().freeze();
-            writer = write_batch(writer, data).await?;
+            writer = match write_batch(writer, data).await {
+                Ok(w) => w,
+                Err((e, Some(store_error))) => {
+                    app.storage_failed(&store_error);
+                    return Err(e);
+                }
+                Err((e, None)) => return Err(e),
+            };
         }
         if done {
             break;
@@ -199,11 +207,27 @@ async fn upload(req: HttpRequest, mut body: web::Payload) -> Result<HttpResponse
     Ok(HttpResponse::build(status).json(body))
 }
 
-async fn write_batch(mut writer: TempWriter, data: Bytes) -> Result<TempWriter, Error> {
-    tokio::task::spawn_blocking(move || writer.append(&data).map(|()| writer))
+/// Append on a blocking thread; a storage failure comes back with its cause for alerting.
+async fn write_batch(
+    mut writer: TempWriter,
+    data: Bytes,
+) -> Result<TempWriter, (Error, Option<crate::store::StoreError>)> {
+    match tokio::task::spawn_blocking(move || writer.append(&data).map(|()| writer)).await {
+        Ok(Ok(w)) => Ok(w),
+        Ok(Err(e)) => Err((Error::from(&e), Some(e))),
+        Err(e) => Err((Error::Internal(format!("upload write task: {e}")), None)),
+    }
+}
+
+/// `POST /api/v1/sweep`: one sweeper pass now.
+async fn sweep(req: HttpRequest) -> Result<HttpResponse, Error> {
+    let app = app_of(&req);
+    authorize(&req, &app, Scope::Admin)?;
+    let a = app.clone();
+    let report = tokio::task::spawn_blocking(move || crate::sweeper::run_once(&a))
         .await
-        .map_err(|e| Error::Internal(format!("upload write task: {e}")))?
-        .map_err(Error::from)
+        .map_err(|e| Error::Internal(format!("sweep task: {e}")))??;
+    Ok(HttpResponse::Ok().json(report))
 }
 
 fn blake3_param(path: &web::Path<String>) -> Result<String, Error> {

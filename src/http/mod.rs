@@ -485,7 +485,11 @@ async fn serve_checksum(
     });
     let app = app_of(req);
     let not_found = || Error::NotFound(format!("no stored blob has {} {hex}", algo.name()));
-    let meta = app.index.by_checksum(algo, &hex)?.ok_or_else(not_found)?;
+    let meta = app
+        .index
+        .by_checksum(algo, &hex)?
+        .filter(|m| !m.evicted)
+        .ok_or_else(not_found)?;
     let file = app.open_blob(&meta)?.ok_or_else(not_found)?;
     let file_name = match name {
         Some(n) => n,
