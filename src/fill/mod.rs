@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use crate::app::App;
 use crate::error::Error;
-use crate::store::{Digester, Digests, Expected, StoreError, TempBlob};
+use crate::store::{Digests, Expected, StoreError, TempBlob, TempWriter};
 use crate::upstream::{Head, Resume, UpstreamError};
 use crate::url::UpstreamUrl;
 
@@ -49,6 +49,10 @@ pub enum FillError {
         primary: Box<FillError>,
         mirrors: Vec<String>,
     },
+    /// Not stored: the cache volume cannot take it even after a sweep. Each client then
+    /// streams it from upstream itself (`X-Cache: BYPASS`).
+    #[error("the cache is full; the download is passed through without being stored")]
+    Bypass,
 }
 
 impl FillError {
@@ -65,7 +69,9 @@ impl FillError {
     fn is_local(&self) -> bool {
         matches!(
             self,
-            FillError::Store(_) | FillError::Upstream(UpstreamError::TooLarge { .. })
+            FillError::Store(_)
+                | FillError::Bypass
+                | FillError::Upstream(UpstreamError::TooLarge { .. })
         )
     }
 
@@ -92,6 +98,7 @@ impl From<&FillError> for Error {
                 Error::UpstreamTimeout(_) => Error::UpstreamTimeout(e.to_string()),
                 _ => Error::UpstreamFailed(e.to_string()),
             },
+            FillError::Bypass => Error::Unavailable(e.to_string()),
         }
     }
 }
@@ -127,6 +134,8 @@ pub struct Fill {
     pub url: UpstreamUrl,
     state: watch::Sender<FillState>,
     file: Arc<File>,
+    /// The temp file being written (the sweeper must leave it alone).
+    temp_path: std::path::PathBuf,
 }
 
 impl Fill {
@@ -290,6 +299,7 @@ impl Flights {
                 ended: false,
             }),
             file: temp.file().clone(),
+            temp_path: temp.path().to_owned(),
         });
         map.insert(url.as_str().to_owned(), fill.clone());
         self.running
@@ -305,6 +315,15 @@ impl Flights {
         {
             map.remove(fill.url.as_str());
         }
+    }
+
+    /// Temp files of fills in progress.
+    pub fn temp_paths(&self) -> std::collections::HashSet<std::path::PathBuf> {
+        self.map
+            .lock()
+            .values()
+            .map(|f| f.temp_path.clone())
+            .collect()
     }
 
     /// A fill task has done everything it will do.
@@ -346,9 +365,10 @@ pub struct Requester {
 pub async fn run(app: Arc<App>, fill: Arc<Fill>, temp: TempBlob, who: Requester) {
     app.metrics.inflight.inc();
     let started = std::time::Instant::now();
-    match download(&app, &fill, &temp, who.expected.as_ref()).await {
+    match download(&app, &fill, temp, who.expected.as_ref()).await {
         Ok(Downloaded {
             head,
+            temp,
             served,
             digests,
             size,
@@ -372,7 +392,6 @@ pub async fn run(app: Arc<App>, fill: Arc<Fill>, temp: TempBlob, who: Requester)
             app.flights.remove(&fill);
         }
         Err(e) => {
-            drop(temp);
             let e = Arc::new(e);
             // Leave the flight table before anyone can see the failure, so a client that
             // retries after its error starts a fresh download instead of joining this one.
@@ -386,15 +405,17 @@ pub async fn run(app: Arc<App>, fill: Arc<Fill>, temp: TempBlob, who: Requester)
     app.flights.finished();
 }
 
+/// Download with retries into `temp`; on success, the temp file and its digests. On failure
+/// the temp file is dropped, which deletes it.
 async fn download(
-    app: &App,
+    app: &Arc<App>,
     fill: &Fill,
-    temp: &TempBlob,
+    temp: TempBlob,
     expected: Option<&Expected>,
 ) -> Result<Downloaded, FillError> {
     let cfg = &app.config.upstream;
     let mut progress = Progress {
-        digester: Digester::new(),
+        writer: TempWriter::new(temp),
         head: None,
         last: None,
     };
@@ -419,7 +440,7 @@ async fn download(
                 app.metrics.upstream_retries.inc();
             }
             app.metrics.upstream_fetches.inc();
-            let result = attempt_once(app, fill, temp, &mut progress, source, index).await;
+            let result = attempt_once(app, fill, &mut progress, source, index).await;
             match result {
                 Ok(()) => {
                     served_by = Some(index);
@@ -455,8 +476,7 @@ async fn download(
     };
     let head = progress.head.expect("a successful attempt has a head");
     let (_, last) = progress.last.expect("a successful attempt has a head");
-    let size = progress.digester.len();
-    let digests = progress.digester.finish();
+    let (temp, digests, size) = progress.writer.finish();
     if let Some(exp) = expected {
         if !exp.matches(&digests) {
             return Err(FillError::Integrity {
@@ -472,6 +492,7 @@ async fn download(
     });
     Ok(Downloaded {
         head,
+        temp,
         served: last,
         digests,
         size,
@@ -483,6 +504,8 @@ async fn download(
 struct Downloaded {
     /// The first answer's headers (what readers were told).
     head: Arc<Head>,
+    /// The complete temp file, ready to commit.
+    temp: TempBlob,
     /// The headers of the answer that delivered the last bytes (what is recorded).
     served: Arc<Head>,
     digests: Digests,
@@ -500,8 +523,8 @@ pub struct Source {
 
 /// What survives from one attempt to the next.
 struct Progress {
-    /// Hash of the bytes in the temp file so far; its length is the fill's `written`.
-    digester: Digester,
+    /// The temp file and the hash of its bytes; its length is the fill's `written`.
+    writer: TempWriter,
     /// Headers of the first answer, the one readers were told about.
     head: Option<Arc<Head>>,
     /// The latest answer and the index of the source that gave it: a resume must go back to
@@ -514,15 +537,14 @@ struct Progress {
 /// with `If-Range`, FTP `REST`); when it cannot or will not, it reads the object from the
 /// start again, checks that the bytes we have are the bytes it sends, and continues after them.
 async fn attempt_once(
-    app: &App,
+    app: &Arc<App>,
     fill: &Fill,
-    temp: &TempBlob,
     progress: &mut Progress,
     source: &UpstreamUrl,
     index: usize,
 ) -> Result<(), FillError> {
     let url = fill.url.as_str();
-    let have = progress.digester.len();
+    let have = progress.writer.len();
     let resume = match &progress.last {
         Some((i, last)) if *i == index && have > 0 => Some(Resume {
             offset: have,
@@ -535,6 +557,13 @@ async fn attempt_once(
     let head = Arc::new(dl.head.clone());
     match &progress.head {
         None => {
+            // Admission: an object that would push the cache over its high watermark first
+            // triggers a sweep; if there is still no room, it is not stored at all.
+            if let Some(len) = head.content_length {
+                if !app.admit(len).await {
+                    return Err(FillError::Bypass);
+                }
+            }
             progress.head = Some(head.clone());
             fill.publish(Phase::Streaming(head.clone()));
         }
@@ -561,21 +590,20 @@ async fn attempt_once(
         let mut data = &chunk[..];
         if pos < have {
             let n = ((have - pos) as usize).min(data.len());
-            verify_prefix(url, temp, pos, &data[..n])?;
+            verify_prefix(url, progress.writer.temp(), pos, &data[..n])?;
             pos += n as u64;
             data = &data[n..];
         }
         if data.is_empty() {
             continue;
         }
-        let written = progress.digester.len();
+        let written = progress.writer.len();
         app.upstream
             .policy()
             .check_size(url, written + data.len() as u64)?;
-        temp.write_at(written, data)?;
-        progress.digester.update(data);
+        progress.writer.append(data)?;
         pos += data.len() as u64;
-        let written = progress.digester.len();
+        let written = progress.writer.len();
         fill.state.send_modify(|s| s.written = written);
     }
     if pos < have {

@@ -26,6 +26,7 @@ async fn healthz() -> HttpResponse {
 /// Ready when the index answers and the data volume accepts a write.
 async fn readyz(app: web::Data<App>) -> HttpResponse {
     let app = app.into_inner();
+    let app_for_alert = app.clone();
     let probe = tokio::task::spawn_blocking(move || -> Result<(), String> {
         app.index.ping().map_err(|e| e.to_string())?;
         app.store.write_probe().map_err(|e| e.to_string())
@@ -34,12 +35,19 @@ async fn readyz(app: web::Data<App>) -> HttpResponse {
     .unwrap_or_else(|e| Err(format!("probe task failed: {e}")));
     match probe {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
-        Err(reason) => HttpResponse::ServiceUnavailable().json(json!({
-            "status": "unavailable",
-            "reason": reason,
-            "error": "unavailable",
-            "message": format!("not ready: {reason}"),
-        })),
+        Err(reason) => {
+            app_for_alert.alerts.raise(
+                crate::alerts::Kind::StorageUnavailable,
+                &app_for_alert.config.storage.data_dir.display().to_string(),
+                format!("not ready: {reason}"),
+            );
+            HttpResponse::ServiceUnavailable().json(json!({
+                "status": "unavailable",
+                "reason": reason,
+                "error": "unavailable",
+                "message": format!("not ready: {reason}"),
+            }))
+        }
     }
 }
 
@@ -119,7 +127,7 @@ pub fn blob_json(app: &App, meta: &BlobMeta) -> Result<Value, Error> {
         "first_seen": rfc3339(meta.first_seen),
         "last_access": rfc3339(meta.last_access),
         "access_count": meta.access_count,
-        "present": app.store.exists(meta.blake3()),
+        "present": !meta.evicted && app.store.exists(meta.blake3()),
         "urls": app
             .index
             .urls_of(meta.blake3())?

@@ -20,6 +20,8 @@ pub fn test_config(data_dir: &Path) -> Config {
     cfg.upstream.retry_backoff = Duration::from_millis(10);
     cfg.upstream.read_timeout = Duration::from_secs(10);
     cfg.server.instance = "test".into();
+    // Measure "full" by what the test stores, not by how full this machine's disk is.
+    cfg.cache.max_size = 8 << 30;
     cfg
 }
 
@@ -171,6 +173,8 @@ impl Process {
             .args(args)
             .current_dir(cwd)
             .env_remove("RUST_LOG")
+            // "Full" by what the test stores, not by this machine's disk (tests may override).
+            .env("UPCACHE__CACHE__MAX_SIZE", "8GiB")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_log).unwrap());
