@@ -78,6 +78,8 @@ pub struct App {
     pub flights: Flights,
     pub tokens: Tokens,
     pub alerts: Alerter,
+    /// Prefetch and revalidation jobs.
+    pub jobs: crate::prefetch::Jobs,
     /// Sweeper passes never overlap.
     pub sweep_lock: Mutex<()>,
     /// When admission control last swept to make room.
@@ -183,6 +185,7 @@ impl App {
             flights: Flights::default(),
             tokens: Tokens::new(&config.auth),
             alerts: Alerter::new(&config.alerts, &config.instance_name(), &runtime),
+            jobs: crate::prefetch::Jobs::new(&config.limits),
             sweep_lock: Mutex::new(()),
             scrub_cursor: Mutex::new(None),
             last_room_sweep: Mutex::new(None),
@@ -192,6 +195,11 @@ impl App {
             runtime,
             config: Arc::new(config),
         }))
+    }
+
+    /// The runtime background work (fills, jobs) runs on.
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
     }
 
     /// Decide how to answer a request for `url`, starting a fill if needed and `start_fill`.
@@ -566,8 +574,9 @@ impl App {
         match e {
             FillError::Store(s) => self.storage_failed(s),
             FillError::Integrity { .. } => {
+                // The shown form of the URL: alerts leave the machine, passwords must not.
                 self.alerts
-                    .raise(Kind::IntegrityFailed, url.as_str(), e.to_string())
+                    .raise(Kind::IntegrityFailed, &url.to_string(), e.to_string())
             }
             _ => {
                 self.metrics.upstream_failures.inc();

@@ -50,6 +50,25 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArg,
     },
+    /// Make sure URLs are cached (fetched through the server in the background), with
+    /// progress; exit 1 listing the URLs that failed.
+    Prefetch {
+        /// URLs to prefetch.
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        urls: Vec<String>,
+        /// File with one URL per line (`-`: standard input); blank lines and `#` comments
+        /// are skipped.
+        #[arg(short = 'f', long = "file", value_name = "LIST")]
+        file: Option<PathBuf>,
+        /// Download cached URLs again and compare them with the stored bytes (admin token):
+        /// drift is reported, and exits 1, but the stored bytes keep being served.
+        #[arg(long)]
+        revalidate: bool,
+        #[command(flatten)]
+        server: ServerArg,
+        #[command(flatten)]
+        token: TokenArg,
+    },
     /// Upload a file (a tarball whose upstream URL is dead), optionally bound to a URL.
     Upload {
         file: PathBuf,
@@ -242,6 +261,30 @@ pub fn run(cli: Cli) -> ExitCode {
                 ExitCode::SUCCESS
             })
         }),
+        Command::Prefetch {
+            urls,
+            file,
+            revalidate,
+            server,
+            token,
+        } => {
+            let urls = match file {
+                Some(f) => match read_url_list(&f) {
+                    Ok(urls) => urls,
+                    Err(e) => {
+                        eprintln!("upcache: {e}");
+                        return ExitCode::from(1);
+                    }
+                },
+                None => urls,
+            };
+            exit(runtime().block_on(crate::client::prefetch(
+                &server.server,
+                token.token.as_deref(),
+                urls,
+                revalidate,
+            )))
+        }
         Command::Upload {
             file,
             url,
@@ -342,6 +385,25 @@ fn offline(config: Option<&Path>, f: impl FnOnce(&App) -> Result<ExitCode, Strin
 }
 
 /// Exit code of a client command; its error goes to stderr.
+/// A list of URLs, one per line; blank lines and `#` comments are skipped. `-` is stdin.
+fn read_url_list(path: &Path) -> Result<Vec<String>, String> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("standard input: {e}"))?
+    } else {
+        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
+    };
+    let urls: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    if urls.is_empty() {
+        return Err(format!("{}: no urls", path.display()));
+    }
+    Ok(urls)
+}
+
 fn exit(result: Result<(), String>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -56,7 +56,7 @@ pub enum FillError {
 }
 
 impl FillError {
-    fn is_retryable(&self) -> bool {
+    pub(crate) fn is_retryable(&self) -> bool {
         matches!(self, FillError::Upstream(e) if e.is_retryable())
     }
 
@@ -659,7 +659,7 @@ fn verify_prefix(url: &str, temp: &TempBlob, pos: u64, data: &[u8]) -> Result<()
 
 /// `base * 2^(attempt-1)`, with ±50% jitter so that many fills failing together do not retry
 /// in lockstep; capped at a minute.
-fn backoff(base: Duration, attempt: u32) -> Duration {
+pub(crate) fn backoff(base: Duration, attempt: u32) -> Duration {
     let exp = base.saturating_mul(1u32 << (attempt - 1).min(16));
     exp.mul_f64(0.5 + rand::random::<f64>())
         .min(Duration::from_secs(60))

@@ -34,7 +34,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// The caller, if its bearer token has `scope` (401 without a valid token, 403 without the
 /// scope). Tokens are read from the `Authorization` header only, never from the query.
-fn authorize(req: &HttpRequest, app: &App, scope: Scope) -> Result<Principal, Error> {
+pub(super) fn authorize(req: &HttpRequest, app: &App, scope: Scope) -> Result<Principal, Error> {
     let header = req
         .headers()
         .get(header::AUTHORIZATION)

@@ -3,6 +3,7 @@
 
 mod api;
 mod error;
+mod jobs;
 mod log;
 mod ops;
 mod sendfile;
@@ -180,6 +181,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
     );
     ops::routes(cfg);
     api::routes(cfg);
+    jobs::routes(cfg);
     ui::routes(cfg);
     cfg.default_service(web::to(fallback));
 }
