@@ -8,6 +8,7 @@ mod log;
 mod ops;
 mod sendfile;
 mod serve;
+mod tunnel;
 mod ui;
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -521,8 +522,11 @@ pub(crate) async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse,
     )))
 }
 
-async fn fallback(req: HttpRequest) -> Result<HttpResponse, Error> {
+async fn fallback(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, Error> {
     if req.method() == Method::CONNECT {
+        if app_of(&req).config.proxy.connect == crate::config::ConnectMode::Tunnel {
+            return tunnel::connect(req, payload).await;
+        }
         return Err(Error::MethodNotAllowed(
             "CONNECT tunnels are disabled (proxy.connect = \"deny\"); request the mirror path \
              form instead, e.g. http://<this server>/https/<host>/<path>"
