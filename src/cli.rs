@@ -47,6 +47,9 @@ pub enum Command {
         /// Output file; `-` for standard output. Default: the URL's file name.
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
+        /// Give up when the server sends nothing for this long (e.g. "90s", "5m").
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        read_timeout: Duration,
         #[command(flatten)]
         server: ServerArg,
     },
@@ -239,8 +242,14 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Fetch {
             url,
             output,
+            read_timeout,
             server,
-        } => runtime().block_on(fetch(&server.server, &url, output.as_deref())),
+        } => runtime().block_on(fetch(
+            &server.server,
+            &url,
+            output.as_deref(),
+            read_timeout,
+        )),
         Command::Gc { config } => offline(config.as_deref(), |app| {
             let report = crate::sweeper::run_once(app).map_err(|e| e.to_string())?;
             println!(
@@ -540,8 +549,13 @@ async fn shutdown_signal() {
 }
 
 /// `upcache fetch`: download through the server into a file (atomically) or stdout.
-async fn fetch(server: &str, url: &str, output: Option<&Path>) -> ExitCode {
-    match fetch_inner(server, url, output).await {
+async fn fetch(
+    server: &str,
+    url: &str,
+    output: Option<&Path>,
+    read_timeout: Duration,
+) -> ExitCode {
+    match fetch_inner(server, url, output, read_timeout).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             eprintln!("upcache fetch: {msg}");
@@ -550,7 +564,12 @@ async fn fetch(server: &str, url: &str, output: Option<&Path>) -> ExitCode {
     }
 }
 
-async fn fetch_inner(server: &str, url: &str, output: Option<&Path>) -> Result<(), String> {
+async fn fetch_inner(
+    server: &str,
+    url: &str,
+    output: Option<&Path>,
+    read_timeout: Duration,
+) -> Result<(), String> {
     let endpoint = format!(
         "{}/fetch?url={}",
         server.trim_end_matches('/'),
@@ -559,6 +578,9 @@ async fn fetch_inner(server: &str, url: &str, output: Option<&Path>) -> Result<(
     let client = reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(Duration::from_secs(10))
+        // A stalled server must not hang a build forever (silence, not total time: a 4 GiB
+        // tarball may take long).
+        .read_timeout(read_timeout)
         .build()
         .map_err(|e| e.to_string())?;
     let mut resp = client
@@ -636,6 +658,12 @@ async fn fetch_inner(server: &str, url: &str, output: Option<&Path>) -> Result<(
                 drop(sink);
                 if !to_stdout {
                     let _ = std::fs::remove_file(part_path(&target));
+                }
+                if e.is_timeout() {
+                    return Err(format!(
+                        "download stalled after {received} bytes: the server sent nothing for {}",
+                        humantime::format_duration(read_timeout)
+                    ));
                 }
                 return Err(format!("download broke after {received} bytes: {e}"));
             }
