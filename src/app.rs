@@ -602,7 +602,8 @@ impl App {
             *last = Some(Instant::now());
         }
         let app = self.clone();
-        let swept = tokio::task::spawn_blocking(move || crate::sweeper::make_room(&app)).await;
+        let swept =
+            tokio::task::spawn_blocking(move || crate::sweeper::make_room(&app, incoming)).await;
         if let Ok(Err(e)) = swept {
             warn!(error = %e, "admission sweep failed");
         }

@@ -47,7 +47,8 @@ impl TestServer {
         Self::start_in(dir, cfg)
     }
 
-    fn start_in(dir: Arc<TempDir>, cfg: Config) -> TestServer {
+    /// Start on an existing directory with a given configuration (restarts).
+    pub fn start_in(dir: Arc<TempDir>, cfg: Config) -> TestServer {
         let listener = TcpListener::bind(&cfg.server.listen).unwrap();
         let (app, server) = upcache::start(cfg.clone(), listener).expect("server starts");
         let base = format!("http://{}", server.addr);
@@ -74,6 +75,19 @@ impl TestServer {
             s.stop(true).await;
         }
         self.app.index.flush_blocking().unwrap();
+    }
+
+    /// Stop gracefully and release the data directory (the index lock), keeping the files:
+    /// returns what is needed to start again with [`TestServer::start_in`].
+    pub async fn shut_down(mut self) -> (Arc<TempDir>, Config) {
+        self.stop().await;
+        let kept = (self.dir.clone(), self.config.clone());
+        drop(self);
+        kept
+    }
+
+    pub fn config(&self) -> Config {
+        self.config.clone()
     }
 
     pub fn data_dir(&self) -> PathBuf {
