@@ -43,6 +43,9 @@ pub enum FillError {
     },
     #[error("{url}: upstream content changed while retrying ({detail})")]
     Changed { url: String, detail: String },
+    /// Waited `read_timeout` for an upstream slot (`limits.upstream_concurrency`).
+    #[error(transparent)]
+    Busy(#[from] crate::limits::UpstreamBusy),
 }
 
 impl FillError {
@@ -61,6 +64,7 @@ impl From<&FillError> for Error {
                 upload: false,
             },
             FillError::Changed { .. } => Error::UpstreamFailed(e.to_string()),
+            FillError::Busy(_) => Error::UpstreamTimeout(e.to_string()),
         }
     }
 }
@@ -337,6 +341,12 @@ async fn download(
     expected: Option<&Expected>,
 ) -> Result<(Arc<Head>, Digests, u64), FillError> {
     let cfg = &app.config.upstream;
+    // Beyond `upstream_concurrency`, wait for a slot (readers attached to this fill wait with
+    // it, still `Connecting`), but no longer than upstream itself may stay silent.
+    app.metrics.upstream_waiting.inc();
+    let slot = app.limits.upstream_slot(cfg.read_timeout).await;
+    app.metrics.upstream_waiting.dec();
+    let _slot = slot?;
     let mut progress = Progress {
         digester: Digester::new(),
         head: None,
