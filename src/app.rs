@@ -9,13 +9,15 @@ use lru::LruCache;
 use parking_lot::Mutex;
 use tracing::{info, warn};
 
+use crate::alerts::{Alerter, Kind};
 use crate::audit::{Event, Journal, UpstreamInfo};
+use crate::auth::{Principal, Scope, Tokens};
 use crate::config::{Backend, Config, ServeMode};
 use crate::error::Error;
 use crate::fill::{self, Fill, FillError, Flight, Flights, Requester};
 use crate::index::{BlobMeta, Index, Origin, UrlEntry, UrlRecord};
 use crate::metrics::Metrics;
-use crate::store::{Digests, DiskUsage, Expected, LocalStore, TempBlob};
+use crate::store::{Committed, Digests, DiskUsage, Expected, LocalStore, TempBlob, TempWriter};
 use crate::upstream::{Head, Upstream, UpstreamError};
 use crate::url::UpstreamUrl;
 
@@ -30,6 +32,36 @@ pub enum Resolution {
     /// Not stored, and the caller asked not to start a fill (HEAD).
     NotStored,
 }
+
+/// An upload, as the HTTP layer understood it.
+pub struct UploadRequest {
+    pub url: Option<UpstreamUrl>,
+    /// Checksums the uploader says the content has (`md5=`, `sha256=`).
+    pub expected: Vec<Expected>,
+    pub filename: Option<String>,
+    /// Rebind `url` even if it is bound to other content (admin only).
+    pub replace: bool,
+    pub actor: Principal,
+    pub client: Option<String>,
+    pub content_type: Option<String>,
+}
+
+/// Who did something, for the audit trail.
+#[derive(Debug, Clone, Default)]
+pub struct Actor {
+    pub name: Option<String>,
+    pub client: Option<String>,
+}
+
+impl Actor {
+    fn stamp(&self, event: &mut Event) {
+        event.actor = self.name.clone();
+        event.client = self.client.clone();
+    }
+}
+
+/// Admission control sweeps at most this often.
+const ROOM_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Negative-cache entries kept at most (bounded memory under URL scans).
 const NEGATIVE_ENTRIES: usize = 10_000;
@@ -48,6 +80,14 @@ pub struct App {
     pub limits: crate::limits::Limits,
     /// The last `/readyz` verdict; new downloads are refused while unready.
     pub readiness: Arc<crate::readiness::Readiness>,
+    pub tokens: Tokens,
+    pub alerts: Alerter,
+    /// Sweeper passes never overlap.
+    pub sweep_lock: Mutex<()>,
+    /// When admission control last swept to make room.
+    last_room_sweep: Mutex<Option<Instant>>,
+    /// Where the online scrub continues (last blake3 checked).
+    pub scrub_cursor: Mutex<Option<String>>,
     negative: Mutex<LruCache<String, Instant>>,
     /// Where fills and other background work run (not tied to any HTTP worker).
     runtime: tokio::runtime::Handle,
@@ -66,6 +106,39 @@ pub enum OpenError {
     Client(#[from] reqwest::Error),
     #[error("{0} is not available in this version")]
     Unsupported(&'static str),
+    #[error(transparent)]
+    Recovery(#[from] crate::recovery::RecoveryError),
+    #[error("cannot move the unreadable index {path} aside: {source}")]
+    MoveIndex {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Open the index, or, if it is missing or unreadable, a fresh one to rebuild (`true`). An
+/// index held by another process is an error, never a reason to rebuild.
+fn open_index(dir: &std::path::Path, memory: usize) -> Result<(Index, bool), OpenError> {
+    let missing = !dir.exists();
+    // sled may panic rather than fail on some corruptions.
+    let opened = std::panic::catch_unwind(|| Index::open(dir, memory));
+    match opened {
+        Ok(Ok(index)) => Ok((index, missing)),
+        Ok(Err(e)) if e.is_locked() => Err(e.into()),
+        failed => {
+            let reason = match failed {
+                Ok(Err(e)) => e.to_string(),
+                _ => "the index database panicked while opening".to_owned(),
+            };
+            let aside = dir.with_extension(format!("broken-{}", unix_now()));
+            warn!(index = %dir.display(), moved_to = %aside.display(), %reason, "index unreadable; rebuilding it from the blob files and the journal");
+            std::fs::rename(dir, &aside).map_err(|source| OpenError::MoveIndex {
+                path: dir.display().to_string(),
+                source,
+            })?;
+            Ok((Index::open(dir, memory)?, true))
+        }
+    }
 }
 
 impl App {
@@ -83,18 +156,25 @@ impl App {
         }
         let data_dir = config.storage.data_dir.clone();
         let store = LocalStore::open(&data_dir)?;
-        let index = Index::open(&data_dir.join("index"), config.cache.memory_entries)?;
+        let instance = config.instance_name();
+        let journal = Arc::new(Journal::open(&data_dir.join("journal.jsonl"), &instance)?);
+        let (index, rebuild) = open_index(&data_dir.join("index"), config.cache.memory_entries)?;
+        // The index lock is ours now: no other process owns these temp files.
         let removed = store.remove_temp_files()?;
         let dropped = index.drop_missing(|b3| store.exists(b3))?;
-        if removed + dropped > 0 {
+        let recovered = crate::recovery::reconcile(&index, &store, || journal.read_all(), rebuild)?;
+        if removed + dropped > 0 || recovered != Default::default() {
             info!(
                 temp_files = removed,
                 missing_blobs = dropped,
-                "start-up cleanup"
+                adopted_blobs = recovered.adopted,
+                restored_bindings = recovered.bound,
+                quarantined = recovered.quarantined,
+                removed_blobs = recovered.removed,
+                rebuilt = rebuild,
+                "start-up reconciliation"
             );
         }
-        let instance = config.instance_name();
-        let journal = Arc::new(Journal::open(&data_dir.join("journal.jsonl"), &instance)?);
         let upstream = Upstream::new(&config.upstream, &config.user_agent())?;
         let metrics = Metrics::new();
         let readiness = Arc::new(crate::readiness::Readiness::default());
@@ -113,6 +193,11 @@ impl App {
             journal,
             metrics,
             flights: Flights::default(),
+            tokens: Tokens::new(&config.auth),
+            alerts: Alerter::new(&config.alerts, &config.instance_name(), &runtime),
+            sweep_lock: Mutex::new(()),
+            scrub_cursor: Mutex::new(None),
+            last_room_sweep: Mutex::new(None),
             negative: Mutex::new(LruCache::new(
                 NonZeroUsize::new(NEGATIVE_ENTRIES).expect("non-zero"),
             )),
@@ -132,7 +217,9 @@ impl App {
         self.upstream.policy().check_url(url)?;
         if let Some(exp) = expected {
             if let Some(blob) = self.index.by_checksum(exp.algo, &exp.hex)? {
-                return Ok(Resolution::Checksum(blob));
+                if !blob.evicted {
+                    return Ok(Resolution::Checksum(blob));
+                }
             }
         }
         if let Some(entry) = self.stored(url)? {
@@ -281,6 +368,7 @@ impl App {
             access_count: 0,
             origin: Origin::Upstream,
             pinned: false,
+            evicted: false,
         };
         let record = UrlRecord {
             url: url.to_string(),
@@ -302,22 +390,179 @@ impl App {
             last_modified: head.last_modified.clone(),
             final_url: Some(head.final_url.clone()),
         });
+        self.commit_blob(temp, meta, Some(record), event).await?;
+        Ok(())
+    }
+
+    /// Make a fully written temp file a stored blob: commit the file (fsync, rename), append
+    /// and fsync the journal event, then record the blob (and bind `record.url`, if any) in
+    /// the index and flush it. A pinned `meta` pins an already stored blob too. Returns the
+    /// blob as now stored and whether its bytes are new.
+    pub(crate) async fn commit_blob(
+        self: &Arc<Self>,
+        temp: TempBlob,
+        meta: BlobMeta,
+        record: Option<UrlRecord>,
+        event: Event,
+    ) -> Result<(BlobMeta, bool), Error> {
         let app = self.clone();
-        let b3 = digests.blake3.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), Error> {
-            app.store.commit(temp, &b3)?;
+        let stored = tokio::task::spawn_blocking(move || -> Result<(BlobMeta, bool), Error> {
+            let b3 = meta.blake3().to_owned();
+            let known = app.index.blob(&b3)?.is_some();
+            let committed = app.store.commit(temp, &b3)?;
             // Journal first: it is the durable record the index can be rebuilt from.
             app.journal.append(event)?;
-            app.index.bind(&meta, &record)?;
-            Ok(())
+            match &record {
+                Some(record) => app.index.bind(&meta, record)?,
+                None => {
+                    app.index.insert_blob(&meta)?;
+                }
+            }
+            if meta.pinned {
+                app.index.set_pinned(&b3, true)?;
+            }
+            let now = app.index.blob(&b3)?.unwrap_or(meta);
+            Ok((now, !known || committed == Committed::New))
         })
         .await
         .map_err(|e| Error::Internal(format!("commit task: {e}")))??;
         self.index.flush().await?;
-        Ok(())
+        Ok(stored)
     }
 
-    /// Account for a failed fill: negative cache, metrics, journal.
+    /// Store an uploaded file (SPEC 4.3 `PUT /api/v1/upload`): verify the given checksums,
+    /// refuse to rebind a URL to other content unless asked by an admin, pin the blob.
+    pub async fn upload(
+        self: &Arc<Self>,
+        writer: TempWriter,
+        req: UploadRequest,
+    ) -> Result<(BlobMeta, bool), Error> {
+        let (temp, digests, size) = writer.finish();
+        for exp in &req.expected {
+            if !exp.matches(&digests) {
+                return Err(Error::IntegrityMismatch {
+                    message: format!(
+                        "the uploaded content has {} {}, expected {}; nothing was stored",
+                        exp.algo.name(),
+                        digests.get(exp.algo),
+                        exp.hex
+                    ),
+                    upload: true,
+                });
+            }
+        }
+        let mut replaced = None;
+        if let Some(url) = &req.url {
+            if let Some(bound) = self.index.url(url.as_str())? {
+                if bound.blob.blake3() != digests.blake3 {
+                    if !req.replace {
+                        return Err(Error::Conflict(format!(
+                            "{url} is bound to other content (blake3 {}); add replace=true \
+                             with an admin token to rebind it",
+                            bound.blob.blake3()
+                        )));
+                    }
+                    if !req.actor.may(Scope::Admin) {
+                        return Err(Error::Forbidden(format!(
+                            "token {:?} lacks the admin scope needed for replace=true",
+                            req.actor.name
+                        )));
+                    }
+                    replaced = Some(bound.blob.blake3().to_owned());
+                }
+            }
+        }
+        let now = unix_now();
+        let meta = BlobMeta {
+            digests: digests.clone(),
+            size,
+            content_type: req.content_type.clone(),
+            first_seen: now,
+            last_access: now,
+            access_count: 0,
+            origin: Origin::Upload,
+            pinned: true,
+            evicted: false,
+        };
+        let record = req.url.as_ref().map(|url| UrlRecord {
+            url: url.to_string(),
+            blake3: digests.blake3.clone(),
+            status: 200,
+            content_type: req.content_type.clone(),
+            etag: None,
+            last_modified: None,
+            final_url: url.to_string(),
+            fetched_at: now,
+            instance: self.instance.clone(),
+        });
+        let mut event = Event::new("uploaded").with_digests(&digests, size);
+        event.url = req.url.as_ref().map(|u| u.to_string());
+        event.client = req.client.clone();
+        event.actor = Some(req.actor.name.clone());
+        let mut detail = Vec::new();
+        if let Some(name) = &req.filename {
+            detail.push(format!("filename {name}"));
+        }
+        if let Some(old) = &replaced {
+            detail.push(format!("rebound from blake3 {old}"));
+        }
+        event.detail = (!detail.is_empty()).then(|| detail.join("; "));
+        self.commit_blob(temp, meta, record, event).await
+    }
+
+    /// Pin or unpin a stored blob (admin), with an audit event.
+    pub async fn set_pinned(
+        self: &Arc<Self>,
+        blake3: &str,
+        pinned: bool,
+        who: Actor,
+    ) -> Result<BlobMeta, Error> {
+        let app = self.clone();
+        let b3 = blake3.to_owned();
+        tokio::task::spawn_blocking(move || -> Result<BlobMeta, Error> {
+            let meta = app
+                .index
+                .blob(&b3)?
+                .ok_or_else(|| Error::NotFound(format!("no stored blob has blake3 {b3}")))?;
+            let mut event = Event::new(if pinned { "pinned" } else { "unpinned" })
+                .with_digests(&meta.digests, meta.size);
+            who.stamp(&mut event);
+            app.journal.append(event)?;
+            Ok(app.index.set_pinned(&b3, pinned)?.unwrap_or(meta))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("pin task: {e}")))?
+    }
+
+    /// Delete a blob and its URL bindings (admin), with an audit event. Readers that have the
+    /// file open finish normally; the bytes are gone for everyone else.
+    pub async fn delete_blob(
+        self: &Arc<Self>,
+        blake3: &str,
+        who: Actor,
+    ) -> Result<BlobMeta, Error> {
+        let app = self.clone();
+        let b3 = blake3.to_owned();
+        let meta = tokio::task::spawn_blocking(move || -> Result<BlobMeta, Error> {
+            let meta = app
+                .index
+                .blob(&b3)?
+                .ok_or_else(|| Error::NotFound(format!("no stored blob has blake3 {b3}")))?;
+            let mut event = Event::new("deleted").with_digests(&meta.digests, meta.size);
+            event.detail = Some(format!("urls: {}", app.index.urls_of(&b3)?.join(" ")));
+            who.stamp(&mut event);
+            app.journal.append(event)?;
+            app.index.remove_blob(&b3)?;
+            app.store.remove(&b3)?;
+            Ok(meta)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("delete task: {e}")))??;
+        self.index.flush().await?;
+        Ok(meta)
+    }
+
+    /// Account for a failed fill: negative cache, metrics, journal, alerts.
     pub(crate) async fn fill_failed(&self, url: &UpstreamUrl, e: &FillError, who: &Requester) {
         let kind = match e {
             FillError::Upstream(UpstreamError::NotFound { .. }) => {
@@ -330,11 +575,23 @@ impl App {
                 warn!(url = %url, error = %busy, "download not started");
                 return;
             }
+            FillError::Bypass => return,
             FillError::Integrity { .. } => "integrity_failed",
             _ => "upstream_failed",
         };
         warn!(url = %url, error = %e, "download failed");
-        self.metrics.upstream_failures.inc();
+        match e {
+            FillError::Store(s) => self.storage_failed(s),
+            FillError::Integrity { .. } => {
+                self.alerts
+                    .raise(Kind::IntegrityFailed, url.as_str(), e.to_string())
+            }
+            _ => {
+                self.metrics.upstream_failures.inc();
+                self.alerts
+                    .raise(Kind::UpstreamFailed, url.host(), e.to_string());
+            }
+        }
         let mut event = Event::new(kind);
         event.url = Some(url.to_string());
         event.client = who.client.clone();
@@ -350,6 +607,120 @@ impl App {
         if let Ok(Err(e)) = written {
             warn!(error = %e, "cannot write audit event");
         }
+    }
+
+    /// Whether `incoming` more bytes fit under the high watermark; if not, sweep once (passes
+    /// are serialized, so concurrent callers mostly find the work done) and look again.
+    pub async fn admit(self: &Arc<Self>, incoming: u64) -> bool {
+        let fits = |app: &App| {
+            app.used().is_ok_and(|u| {
+                (u.used_bytes.saturating_add(incoming)) as f64
+                    <= app.config.cache.high_watermark * u.total_bytes as f64
+            })
+        };
+        if fits(self) {
+            return true;
+        }
+        // While the disk stays full, every miss would ask for a sweep: one every few seconds
+        // is enough.
+        {
+            let mut last = self.last_room_sweep.lock();
+            if last.is_some_and(|t| t.elapsed() < ROOM_SWEEP_EVERY) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        let app = self.clone();
+        let swept = tokio::task::spawn_blocking(move || crate::sweeper::make_room(&app)).await;
+        if let Ok(Err(e)) = swept {
+            warn!(error = %e, "admission sweep failed");
+        }
+        let admitted = fits(self);
+        if !admitted {
+            warn!(
+                bytes = incoming,
+                "no room for a download even after a sweep; passing it through unstored"
+            );
+        }
+        admitted
+    }
+
+    /// Stream `url` from upstream to one client without storing it (`X-Cache: BYPASS`),
+    /// through a small channel: never more than a few pieces in memory. With `expected`, the
+    /// last piece is held back until the content is verified.
+    pub async fn pass_through(
+        self: &Arc<Self>,
+        url: &UpstreamUrl,
+        expected: Option<Expected>,
+    ) -> Result<
+        (
+            Head,
+            tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
+        ),
+        Error,
+    > {
+        let (head_tx, head_rx) = tokio::sync::oneshot::channel();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let app = self.clone();
+        let url = url.clone();
+        self.runtime.spawn(async move {
+            let mut dl = match app.upstream.get(&url).await {
+                Ok(dl) => dl,
+                Err(e) => {
+                    let _ = head_tx.send(Err(Error::from(e)));
+                    return;
+                }
+            };
+            if head_tx.send(Ok(dl.head.clone())).is_err() {
+                return;
+            }
+            let mut digester = crate::store::Digester::new();
+            let mut held: Option<bytes::Bytes> = None;
+            loop {
+                match dl.chunk().await {
+                    Ok(Some(chunk)) => {
+                        if expected.is_some() {
+                            digester.update(&chunk);
+                        }
+                        if let Some(prev) = held.replace(chunk) {
+                            if tx.send(Ok(prev)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                        return;
+                    }
+                }
+            }
+            if let Some(exp) = &expected {
+                if !exp.matches(&digester.finish()) {
+                    let msg = format!("content does not match the expected {exp}");
+                    let _ = tx.send(Err(std::io::Error::other(msg))).await;
+                    return;
+                }
+            }
+            if let Some(last) = held {
+                let _ = tx.send(Ok(last)).await;
+            }
+        });
+        let head = head_rx
+            .await
+            .map_err(|_| Error::Internal("pass-through task ended early".into()))??;
+        Ok((head, rx))
+    }
+
+    /// A write to the data volume failed: alert (the volume being full or read-only is what
+    /// `/readyz` reports too).
+    pub fn storage_failed(&self, e: &crate::store::StoreError) {
+        warn!(error = %e, "storage write failed");
+        self.alerts.raise(
+            Kind::StorageUnavailable,
+            &self.config.storage.data_dir.display().to_string(),
+            format!("cannot write to the data directory: {e}"),
+        );
     }
 
     /// A reader's expected checksum did not match the content.

@@ -134,6 +134,10 @@ impl Journal {
         self.recent.lock().iter().rev().cloned().collect()
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Every event, oldest first (for export and index rebuilds).
     pub fn read_all(&self) -> Result<Vec<Event>, JournalError> {
         let err = |source| JournalError {
@@ -150,6 +154,52 @@ impl Journal {
             }
         }
         Ok(events)
+    }
+}
+
+/// The CSV columns of an event: the JSON fields, `upstream` flattened.
+pub const CSV_HEADER: [&str; 16] = [
+    "seq",
+    "time",
+    "event",
+    "url",
+    "blake3",
+    "sha256",
+    "md5",
+    "size",
+    "client",
+    "actor",
+    "instance",
+    "upstream_status",
+    "upstream_etag",
+    "upstream_last_modified",
+    "upstream_final_url",
+    "detail",
+];
+
+impl Event {
+    /// The event's CSV row, in [`CSV_HEADER`] order (empty cells for null).
+    pub fn csv_row(&self) -> [String; 16] {
+        let o = |v: &Option<String>| v.clone().unwrap_or_default();
+        let up = self.upstream.clone().unwrap_or_default();
+        [
+            self.seq.to_string(),
+            self.time.clone(),
+            self.event.clone(),
+            o(&self.url),
+            o(&self.blake3),
+            o(&self.sha256),
+            o(&self.md5),
+            self.size.map(|s| s.to_string()).unwrap_or_default(),
+            o(&self.client),
+            o(&self.actor),
+            o(&self.instance),
+            up.status.map(|s| s.to_string()).unwrap_or_default(),
+            o(&up.etag),
+            o(&up.last_modified),
+            o(&up.final_url),
+            o(&self.detail),
+        ]
     }
 }
 

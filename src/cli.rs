@@ -50,6 +50,40 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArg,
     },
+    /// Upload a file (a tarball whose upstream URL is dead), optionally bound to a URL.
+    Upload {
+        file: PathBuf,
+        /// Upstream URL to bind to the file.
+        #[arg(long)]
+        url: Option<String>,
+        /// Expected md5; the server refuses content that does not match.
+        #[arg(long)]
+        md5: Option<String>,
+        #[command(flatten)]
+        server: ServerArg,
+        #[command(flatten)]
+        token: TokenArg,
+    },
+    /// Token commands.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Audit log commands.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Offline: one sweeper pass over the data directory (the server must be stopped).
+    Gc {
+        #[arg(long, env = "UPCACHE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Offline: re-hash every blob; corrupt ones are quarantined (exit 1 if any).
+    Verify {
+        #[arg(long, env = "UPCACHE_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -59,6 +93,41 @@ pub enum Command {
     Spec {
         #[command(subcommand)]
         command: SpecCommand,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TokenArg {
+    /// Bearer token (`$UPCACHE_TOKEN`); sent only in the Authorization header.
+    #[arg(long, env = "UPCACHE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new random token and the config lines holding its sha256.
+    New {
+        /// Name recorded as the audit actor.
+        name: String,
+        /// Comma-separated scopes: upload, admin (admin implies upload).
+        #[arg(long, default_value = "upload", value_delimiter = ',')]
+        scope: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Stream audit events, oldest first, to standard output.
+    Export {
+        /// Only events at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "csv"])]
+        format: String,
+        #[command(flatten)]
+        server: ServerArg,
+        #[command(flatten)]
+        token: TokenArg,
     },
 }
 
@@ -153,6 +222,56 @@ pub fn run(cli: Cli) -> ExitCode {
             output,
             server,
         } => runtime().block_on(fetch(&server.server, &url, output.as_deref())),
+        Command::Gc { config } => offline(config.as_deref(), |app| {
+            let report = crate::sweeper::run_once(app).map_err(|e| e.to_string())?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).expect("serializable")
+            );
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Verify { config } => offline(config.as_deref(), |app| {
+            let (checked, corrupt) = crate::sweeper::verify_all(app).map_err(|e| e.to_string())?;
+            println!(
+                "{}",
+                serde_json::json!({"checked": checked, "corrupt": corrupt})
+            );
+            Ok(if corrupt > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }),
+        Command::Upload {
+            file,
+            url,
+            md5,
+            server,
+            token,
+        } => exit(runtime().block_on(crate::client::upload(
+            &server.server,
+            token.token.as_deref(),
+            &file,
+            url.as_deref(),
+            md5.as_deref(),
+        ))),
+        Command::Token {
+            command: TokenCommand::New { name, scope },
+        } => token_new(&name, &scope),
+        Command::Audit {
+            command:
+                AuditCommand::Export {
+                    since,
+                    format,
+                    server,
+                    token,
+                },
+        } => exit(runtime().block_on(crate::client::audit_export(
+            &server.server,
+            token.token.as_deref(),
+            since.as_deref(),
+            &format,
+        ))),
         Command::Config {
             command: ConfigCommand::Check { config },
         } => match load_config(config.as_deref()) {
@@ -190,6 +309,72 @@ pub fn run(cli: Cli) -> ExitCode {
             defines: defines.define,
         })),
     }
+}
+
+/// Run `f` on the data directory without serving (the server must not be running: the
+/// index lock refuses a second owner).
+fn offline(config: Option<&Path>, f: impl FnOnce(&App) -> Result<ExitCode, String>) -> ExitCode {
+    let cfg = match load_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let _log = init_tracing(&cfg);
+    let rt = runtime();
+    let app = match App::open(cfg, rt.handle().clone()) {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("upcache: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = match f(&app) {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("upcache: {msg}");
+            ExitCode::from(1)
+        }
+    };
+    if let Err(e) = app.index.flush_blocking() {
+        eprintln!("upcache: cannot flush the index: {e}");
+        return ExitCode::from(1);
+    }
+    code
+}
+
+/// Exit code of a client command; its error goes to stderr.
+fn exit(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("upcache: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `upcache token new NAME --scope ...`
+fn token_new(name: &str, scopes: &[String]) -> ExitCode {
+    if let Some(bad) = scopes
+        .iter()
+        .find(|s| !["upload", "admin"].contains(&s.as_str()))
+    {
+        eprintln!("upcache: unknown scope {bad:?} (use upload, admin)");
+        return ExitCode::from(2);
+    }
+    let (token, sha256) = crate::auth::new_token();
+    println!("token: {token}");
+    println!();
+    println!("# add to the server configuration (only the hash is stored there):");
+    println!("[[auth.tokens]]");
+    println!("name = {}", toml_string(name));
+    println!("sha256 = \"{sha256}\"");
+    let scopes: Vec<String> = scopes.iter().map(|s| toml_string(s)).collect();
+    println!("scopes = [{}]", scopes.join(", "));
+    ExitCode::SUCCESS
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config, ExitCode> {

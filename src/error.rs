@@ -61,6 +61,15 @@ pub enum Error {
     Internal(String),
 }
 
+impl From<crate::auth::AuthError> for Error {
+    fn from(e: crate::auth::AuthError) -> Self {
+        match e {
+            crate::auth::AuthError::Scope { .. } => Error::Forbidden(e.to_string()),
+            _ => Error::Unauthorized(e.to_string()),
+        }
+    }
+}
+
 impl From<UrlError> for Error {
     fn from(e: UrlError) -> Self {
         match e {

@@ -8,9 +8,12 @@
 //! against a server.
 
 pub mod accesslog;
+pub mod alerts;
 pub mod app;
 pub mod audit;
+pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod fill;
@@ -19,9 +22,11 @@ pub mod index;
 pub mod limits;
 pub mod metrics;
 pub mod readiness;
+pub mod recovery;
 pub mod spec;
 pub mod spec_check;
 pub mod store;
+pub mod sweeper;
 pub mod upstream;
 pub mod url;
 
@@ -37,7 +42,9 @@ const ACCESS_FLUSH_EVERY: Duration = Duration::from_secs(10);
 
 /// Start the background workers of a running service; abort the handle to stop them.
 pub fn spawn_background(app: Arc<App>) -> tokio::task::JoinHandle<()> {
+    let sweeper = tokio::spawn(sweeper::worker(app.clone()));
     tokio::spawn(async move {
+        let _stop_sweeper_with_us = AbortOnDrop(sweeper);
         let mut tick = tokio::time::interval(ACCESS_FLUSH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -49,6 +56,14 @@ pub fn spawn_background(app: Arc<App>) -> tokio::task::JoinHandle<()> {
             }
         }
     })
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Open the data directory and serve on `listener`: what `upcache serve` does, for tests and

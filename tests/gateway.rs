@@ -234,7 +234,19 @@ async fn fetches_through_nginx_are_correct_and_each_url_stays_on_one_instance() 
         assert_eq!(&r.bytes().await.unwrap(), body, "{path} through nginx");
         owner.insert(path.clone(), by);
     }
-    // The same URL always lands on the instance that filled it, and is a hit there.
+    // The same URL always lands on the instance that filled it, and is a hit there once
+    // that instance has committed it (a request before that joins the finishing download).
+    for (path, body) in &files {
+        loop {
+            let r = c.get(cluster.mirror(&up.url(path))).send().await.unwrap();
+            assert_eq!(served_by(&r), owner[path], "{path}");
+            let hit = r.headers()["x-cache"] == "HIT";
+            assert_eq!(&r.bytes().await.unwrap(), body);
+            if hit {
+                break;
+            }
+        }
+    }
     for _ in 0..2 {
         for (path, body) in &files {
             let r = c.get(cluster.mirror(&up.url(path))).send().await.unwrap();
@@ -393,6 +405,11 @@ async fn stopped_or_unready_instances_are_taken_out_of_rotation() {
     let r = c.get(cluster.mirror(&up.url(kept))).send().await.unwrap();
     assert_eq!(served_by(&r), "upcache-3");
     assert_eq!(&r.bytes().await.unwrap(), kept_body);
+    // Committed (an event inside another process: ask until it is).
+    let lookup = cluster.direct(2, &format!("/api/v1/lookup?url={}", enc(&up.url(kept))));
+    while c.get(&lookup).send().await.unwrap().status() != 200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let filler = tmpfs.fill();
     let ready = c.get(cluster.direct(2, "/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503, "a full volume is not ready");

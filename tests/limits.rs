@@ -157,6 +157,7 @@ async fn concurrency_counts_a_request_until_its_streamed_body_ends() {
     }
     // The slots are released once actix is done with the bodies.
     s.app.limits.until_active_at_most(LOCAL, 0).await;
+    s.app.flights.wait_idle().await;
     let (status, headers, got) = s.get_bytes(&url).await;
     assert_eq!(status, 200);
     assert_eq!(headers["x-cache"], "HIT");

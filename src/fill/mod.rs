@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use crate::app::App;
 use crate::error::Error;
-use crate::store::{Digester, Digests, Expected, StoreError, TempBlob};
+use crate::store::{Digests, Expected, StoreError, TempBlob, TempWriter};
 use crate::upstream::{Head, UpstreamError};
 use crate::url::UpstreamUrl;
 
@@ -46,6 +46,10 @@ pub enum FillError {
     /// Waited `read_timeout` for an upstream slot (`limits.upstream_concurrency`).
     #[error(transparent)]
     Busy(#[from] crate::limits::UpstreamBusy),
+    /// Not stored: the cache volume cannot take it even after a sweep. Each client then
+    /// streams it from upstream itself (`X-Cache: BYPASS`).
+    #[error("the cache is full; the download is passed through without being stored")]
+    Bypass,
 }
 
 impl FillError {
@@ -65,6 +69,7 @@ impl From<&FillError> for Error {
             },
             FillError::Changed { .. } => Error::UpstreamFailed(e.to_string()),
             FillError::Busy(_) => Error::UpstreamTimeout(e.to_string()),
+            FillError::Bypass => Error::Unavailable(e.to_string()),
         }
     }
 }
@@ -97,6 +102,8 @@ pub struct Fill {
     pub url: UpstreamUrl,
     state: watch::Sender<FillState>,
     file: Arc<File>,
+    /// The temp file being written (the sweeper must leave it alone).
+    temp_path: std::path::PathBuf,
 }
 
 impl Fill {
@@ -245,6 +252,7 @@ impl Flights {
                 written: 0,
             }),
             file: temp.file().clone(),
+            temp_path: temp.path().to_owned(),
         });
         map.insert(url.as_str().to_owned(), fill.clone());
         self.running
@@ -260,6 +268,15 @@ impl Flights {
         {
             map.remove(fill.url.as_str());
         }
+    }
+
+    /// Temp files of fills in progress.
+    pub fn temp_paths(&self) -> std::collections::HashSet<std::path::PathBuf> {
+        self.map
+            .lock()
+            .values()
+            .map(|f| f.temp_path.clone())
+            .collect()
     }
 
     /// A fill task has done everything it will do.
@@ -301,8 +318,8 @@ pub struct Requester {
 pub async fn run(app: Arc<App>, fill: Arc<Fill>, temp: TempBlob, who: Requester) {
     app.metrics.inflight.inc();
     let started = std::time::Instant::now();
-    match download(&app, &fill, &temp, who.expected.as_ref()).await {
-        Ok((head, digests, size)) => {
+    match download(&app, &fill, temp, who.expected.as_ref()).await {
+        Ok((head, temp, digests, size)) => {
             let digests = Arc::new(digests);
             fill.publish(Phase::Complete {
                 head: head.clone(),
@@ -321,7 +338,6 @@ pub async fn run(app: Arc<App>, fill: Arc<Fill>, temp: TempBlob, who: Requester)
             app.flights.remove(&fill);
         }
         Err(e) => {
-            drop(temp);
             let e = Arc::new(e);
             // Leave the flight table before anyone can see the failure, so a client that
             // retries after its error starts a fresh download instead of joining this one.
@@ -334,12 +350,14 @@ pub async fn run(app: Arc<App>, fill: Arc<Fill>, temp: TempBlob, who: Requester)
     app.flights.finished();
 }
 
+/// Download with retries into `temp`; on success, the temp file and its digests. On failure
+/// the temp file is dropped, which deletes it.
 async fn download(
-    app: &App,
+    app: &Arc<App>,
     fill: &Fill,
-    temp: &TempBlob,
+    temp: TempBlob,
     expected: Option<&Expected>,
-) -> Result<(Arc<Head>, Digests, u64), FillError> {
+) -> Result<(Arc<Head>, TempBlob, Digests, u64), FillError> {
     let cfg = &app.config.upstream;
     // Beyond `upstream_concurrency`, wait for a slot (readers attached to this fill wait with
     // it, still `Connecting`), but no longer than upstream itself may stay silent.
@@ -348,7 +366,7 @@ async fn download(
     app.metrics.upstream_waiting.dec();
     let _slot = slot?;
     let mut progress = Progress {
-        digester: Digester::new(),
+        writer: TempWriter::new(temp),
         head: None,
     };
     let mut attempt = 0;
@@ -358,7 +376,7 @@ async fn download(
             app.metrics.upstream_retries.inc();
         }
         app.metrics.upstream_fetches.inc();
-        match attempt_once(app, fill, temp, &mut progress).await {
+        match attempt_once(app, fill, &mut progress).await {
             Ok(()) => break,
             Err(e) if e.is_retryable() && attempt < cfg.retries => {
                 warn!(url = %fill.url, attempt, error = %e, "upstream attempt failed; retrying");
@@ -368,8 +386,7 @@ async fn download(
         }
     }
     let head = progress.head.expect("a successful attempt has a head");
-    let size = progress.digester.len();
-    let digests = progress.digester.finish();
+    let (temp, digests, size) = progress.writer.finish();
     if let Some(exp) = expected {
         if !exp.matches(&digests) {
             return Err(FillError::Integrity {
@@ -379,13 +396,13 @@ async fn download(
             });
         }
     }
-    Ok((head, digests, size))
+    Ok((head, temp, digests, size))
 }
 
 /// What survives from one attempt to the next.
 struct Progress {
-    /// Hash of the bytes in the temp file so far; its length is the fill's `written`.
-    digester: Digester,
+    /// The temp file and the hash of its bytes; its length is the fill's `written`.
+    writer: TempWriter,
     /// Headers of the first answer, the one readers were told about.
     head: Option<Arc<Head>>,
 }
@@ -393,9 +410,8 @@ struct Progress {
 /// One upstream attempt. A retry after bytes were already stored reads the object from the
 /// start again, checks that the bytes we have are the bytes it sends, and continues after them.
 async fn attempt_once(
-    app: &App,
+    app: &Arc<App>,
     fill: &Fill,
-    temp: &TempBlob,
     progress: &mut Progress,
 ) -> Result<(), FillError> {
     let url = fill.url.as_str();
@@ -403,32 +419,38 @@ async fn attempt_once(
     let head = Arc::new(dl.head.clone());
     match &progress.head {
         None => {
+            // Admission: an object that would push the cache over its high watermark first
+            // triggers a sweep; if there is still no room, it is not stored at all.
+            if let Some(len) = head.content_length {
+                if !app.admit(len).await {
+                    return Err(FillError::Bypass);
+                }
+            }
             progress.head = Some(head.clone());
             fill.publish(Phase::Streaming(head));
         }
         Some(first) => same_object(url, first, &head)?,
     }
-    let have = progress.digester.len();
+    let have = progress.writer.len();
     let mut pos = 0u64;
     while let Some(chunk) = dl.chunk().await? {
         let mut data = &chunk[..];
         if pos < have {
             let n = ((have - pos) as usize).min(data.len());
-            verify_prefix(url, temp, pos, &data[..n])?;
+            verify_prefix(url, progress.writer.temp(), pos, &data[..n])?;
             pos += n as u64;
             data = &data[n..];
         }
         if data.is_empty() {
             continue;
         }
-        let written = progress.digester.len();
+        let written = progress.writer.len();
         app.upstream
             .policy()
             .check_size(url, written + data.len() as u64)?;
-        temp.write_at(written, data)?;
-        progress.digester.update(data);
+        progress.writer.append(data)?;
         pos += data.len() as u64;
-        let written = progress.digester.len();
+        let written = progress.writer.len();
         fill.state.send_modify(|s| s.written = written);
     }
     if pos < have {

@@ -64,6 +64,9 @@ impl ResponseError for Error {
             } => {
                 res.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
+            Error::Unauthorized(_) => {
+                res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
             Error::RangeNotSatisfiable { size, .. } => {
                 res.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));
             }

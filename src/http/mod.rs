@@ -2,6 +2,7 @@
 //! and operations endpoints. Business decisions live in `app`; this module only translates.
 
 mod admit;
+mod api;
 mod error;
 mod log;
 mod ops;
@@ -179,6 +180,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     );
     ops::routes(cfg);
+    api::routes(cfg);
     ui::routes(cfg);
     cfg.default_service(web::to(fallback));
 }
@@ -506,7 +508,11 @@ async fn serve_checksum(
     });
     let app = app_of(req);
     let not_found = || Error::NotFound(format!("no stored blob has {} {hex}", algo.name()));
-    let meta = app.index.by_checksum(algo, &hex)?.ok_or_else(not_found)?;
+    let meta = app
+        .index
+        .by_checksum(algo, &hex)?
+        .filter(|m| !m.evicted)
+        .ok_or_else(not_found)?;
     let file = app.open_blob(&meta)?.ok_or_else(not_found)?;
     let file_name = match name {
         Some(n) => n,
@@ -528,7 +534,7 @@ async fn serve_checksum(
     serve::hit(req, &app, &head, file)
 }
 
-async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, Error> {
+pub(crate) async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, Error> {
     Err(Error::MethodNotAllowed(format!(
         "{} is not allowed on {}",
         req.method(),

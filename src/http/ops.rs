@@ -26,14 +26,22 @@ async fn healthz() -> HttpResponse {
 /// Ready when the index answers and the data volume accepts a write. The verdict is also
 /// remembered: while unready, new downloads are refused (see `readiness`).
 async fn readyz(app: web::Data<App>) -> HttpResponse {
-    match crate::readiness::probe(app.into_inner()).await {
+    let app = app.into_inner();
+    match crate::readiness::probe(app.clone()).await {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
-        Err(reason) => HttpResponse::ServiceUnavailable().json(json!({
-            "status": "unavailable",
-            "reason": reason,
-            "error": "unavailable",
-            "message": format!("not ready: {reason}"),
-        })),
+        Err(reason) => {
+            app.alerts.raise(
+                crate::alerts::Kind::StorageUnavailable,
+                &app.config.storage.data_dir.display().to_string(),
+                format!("not ready: {reason}"),
+            );
+            HttpResponse::ServiceUnavailable().json(json!({
+                "status": "unavailable",
+                "reason": reason,
+                "error": "unavailable",
+                "message": format!("not ready: {reason}"),
+            }))
+        }
     }
 }
 
@@ -113,7 +121,7 @@ pub fn blob_json(app: &App, meta: &BlobMeta) -> Result<Value, Error> {
         "first_seen": rfc3339(meta.first_seen),
         "last_access": rfc3339(meta.last_access),
         "access_count": meta.access_count,
-        "present": app.store.exists(meta.blake3()),
+        "present": !meta.evicted && app.store.exists(meta.blake3()),
         "urls": app.index.urls_of(meta.blake3())?,
     }))
 }

@@ -16,7 +16,7 @@ use futures::Stream;
 use super::sendfile::{ConnSocket, SendfileBody, SentBytes};
 use crate::app::{App, unix_now};
 use crate::error::Error;
-use crate::fill::Fill;
+use crate::fill::{Fill, FillError};
 use crate::index::BlobMeta;
 use crate::store::Expected;
 use crate::url::{UpstreamUrl, content_disposition};
@@ -178,7 +178,13 @@ pub async fn miss(
     expected: Option<Expected>,
     client: Option<String>,
 ) -> Result<HttpResponse, Error> {
-    let head = fill.head().await.map_err(|e| Error::from(&*e))?;
+    let head = match fill.head().await {
+        Ok(head) => head,
+        Err(e) if matches!(*e, FillError::Bypass) => {
+            return bypass(req, app, &fill.url, expected).await;
+        }
+        Err(e) => return Err(Error::from(&*e)),
+    };
     let file_name = fill.url.file_name();
     let content_type = head
         .content_type
@@ -233,6 +239,34 @@ pub async fn miss(
     };
     let body = fill.body(start, Some(end), expected, on_mismatch);
     Ok(sized_body(req, res, end - start, body))
+}
+
+/// No room to store it: this client gets the bytes straight from upstream (`X-Cache: BYPASS`).
+async fn bypass(
+    req: &HttpRequest,
+    app: &Arc<App>,
+    url: &UpstreamUrl,
+    expected: Option<Expected>,
+) -> Result<HttpResponse, Error> {
+    let (head, mut rx) = app.pass_through(url, expected).await?;
+    let file_name = url_file_name(url);
+    let mut res = HttpResponse::Ok();
+    res.insert_header((
+        header::CONTENT_TYPE,
+        head.content_type
+            .clone()
+            .unwrap_or_else(|| guess_type(&file_name)),
+    ))
+    .insert_header((X_CACHE.clone(), HeaderValue::from_static("BYPASS")))
+    .insert_header((header::CONTENT_DISPOSITION, disposition(&file_name)));
+    if let Some(lm) = &head.last_modified {
+        res.insert_header((header::LAST_MODIFIED, lm.as_str()));
+    }
+    let body = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    Ok(match head.content_length {
+        Some(len) => sized_body(req, res, len, body),
+        None => res.streaming(body),
+    })
 }
 
 /// A body of known length (none for HEAD, but the same Content-Length).

@@ -60,6 +60,10 @@ pub struct BlobMeta {
     pub access_count: u64,
     pub origin: Origin,
     pub pinned: bool,
+    /// Evicted by the sweeper: the bytes are gone, the metadata and history stay (lookups
+    /// answer `present: false`), and the blob's URLs are misses again.
+    #[serde(default)]
+    pub evicted: bool,
 }
 
 impl BlobMeta {
@@ -120,6 +124,13 @@ pub struct Index {
 /// How long to wait for another process (or a previous instance) to release the index.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+impl IndexError {
+    /// Another process holds the index (not a reason to rebuild it).
+    pub fn is_locked(&self) -> bool {
+        matches!(self, IndexError::Open { source, .. } if is_lock_error(source))
+    }
+}
+
 fn is_lock_error(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
@@ -178,8 +189,11 @@ impl Index {
         let (mut blobs, mut bytes) = (0, 0);
         for item in self.blobs.iter() {
             let (k, v) = item?;
-            blobs += 1;
-            bytes += decode::<BlobMeta>(&k, &v)?.size;
+            let meta: BlobMeta = decode(&k, &v)?;
+            if !meta.evicted {
+                blobs += 1;
+                bytes += meta.size;
+            }
         }
         self.n_blobs.store(blobs, Ordering::Relaxed);
         self.n_bytes.store(bytes, Ordering::Relaxed);
@@ -255,7 +269,6 @@ impl Index {
     pub fn bind(&self, blob: &BlobMeta, record: &UrlRecord) -> Result<(), IndexError> {
         debug_assert_eq!(blob.blake3(), record.blake3);
         let b3 = hex_key(blob.blake3()).expect("blob digests are valid hex");
-        let blob_json = serde_json::to_vec(blob).expect("serializable");
         let rec_json = serde_json::to_vec(record).expect("serializable");
         let url = record.url.as_bytes();
         let link = [b3.as_slice(), url].concat();
@@ -268,13 +281,7 @@ impl Index {
             &self.blob_urls,
         )
             .transaction(|(blobs, urls, md5, sha256, sha512, blob_urls)| {
-                let new_blob = blobs.get(&b3)?.is_none();
-                if new_blob {
-                    blobs.insert(b3.as_slice(), blob_json.as_slice())?;
-                    md5.insert(hex_key(&blob.digests.md5).unwrap(), b3.as_slice())?;
-                    sha256.insert(hex_key(&blob.digests.sha256).unwrap(), b3.as_slice())?;
-                    sha512.insert(hex_key(&blob.digests.sha512).unwrap(), b3.as_slice())?;
-                }
+                let new_blob = put_blob(blobs, md5, sha256, sha512, &b3, blob)?;
                 let old = urls.insert(url, rec_json.as_slice())?;
                 if let Some(old) = &old {
                     // Rebinding: unlink the URL from the blob it pointed to before.
@@ -297,6 +304,101 @@ impl Index {
         }
         self.memory.lock().pop(&record.url);
         Ok(())
+    }
+
+    /// Record a blob without binding any URL to it (an upload without a URL). Returns
+    /// whether it is newly stored; an existing blob keeps its metadata.
+    pub fn insert_blob(&self, blob: &BlobMeta) -> Result<bool, IndexError> {
+        let b3 = hex_key(blob.blake3()).expect("blob digests are valid hex");
+        let new = (&self.blobs, &self.md5, &self.sha256, &self.sha512)
+            .transaction(|(blobs, md5, sha256, sha512)| {
+                put_blob(blobs, md5, sha256, sha512, &b3, blob)
+            })
+            .map_err(|e| tx_error(e, blob.blake3()))?;
+        if new {
+            self.n_blobs.fetch_add(1, Ordering::Relaxed);
+            self.n_bytes.fetch_add(blob.size, Ordering::Relaxed);
+        }
+        Ok(new)
+    }
+
+    /// Mark a blob evicted: its URL bindings go (those URLs are misses again), its metadata
+    /// and the list of URLs it was served under stay for lookups and audits.
+    pub fn evict(&self, blake3: &str) -> Result<Option<BlobMeta>, IndexError> {
+        let Some(mut meta) = self.blob(blake3)? else {
+            return Ok(None);
+        };
+        if meta.evicted {
+            return Ok(Some(meta));
+        }
+        let urls = self.urls_of(blake3)?;
+        let b3 = hex_key(blake3).expect("validated by blob()");
+        meta.evicted = true;
+        let json = serde_json::to_vec(&meta).expect("serializable");
+        let unbound = (&self.blobs, &self.urls)
+            .transaction(|(blobs, url_tree)| {
+                blobs.insert(b3.as_slice(), json.as_slice())?;
+                let mut unbound = 0u64;
+                for url in &urls {
+                    // Only bindings that still point here (a URL may have been rebound).
+                    if let Some(v) = url_tree.get(url.as_bytes())? {
+                        let rec: UrlRecord = serde_json::from_slice(&v)
+                            .map_err(ConflictableTransactionError::Abort)?;
+                        if rec.blake3 == blake3 {
+                            url_tree.remove(url.as_bytes())?;
+                            unbound += 1;
+                        }
+                    }
+                }
+                Ok::<_, ConflictableTransactionError<serde_json::Error>>(unbound)
+            })
+            .map_err(|e| tx_error(e, blake3))?;
+        self.n_blobs.fetch_sub(1, Ordering::Relaxed);
+        self.n_bytes.fetch_sub(meta.size, Ordering::Relaxed);
+        self.n_urls.fetch_sub(unbound, Ordering::Relaxed);
+        let mut memory = self.memory.lock();
+        for url in &urls {
+            memory.pop(url);
+        }
+        drop(memory);
+        self.access.lock().remove(blake3);
+        Ok(Some(meta))
+    }
+
+    /// Every stored (not evicted) blob, for the sweeper: one pass over the index.
+    pub fn stored_blobs(&self) -> Result<Vec<BlobMeta>, IndexError> {
+        let mut out = Vec::new();
+        for item in self.blobs.iter() {
+            let (k, v) = item?;
+            let meta: BlobMeta = decode(&k, &v)?;
+            if !meta.evicted {
+                out.push(meta);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Pin or unpin a blob; `None` if there is no such blob.
+    pub fn set_pinned(&self, blake3: &str, pinned: bool) -> Result<Option<BlobMeta>, IndexError> {
+        let Some(key) = hex_key(blake3) else {
+            return Ok(None);
+        };
+        let updated = self.blobs.update_and_fetch(&key, |old| {
+            let mut meta: BlobMeta = serde_json::from_slice(old?).ok()?;
+            meta.pinned = pinned;
+            Some(serde_json::to_vec(&meta).expect("serializable"))
+        })?;
+        let Some(v) = updated else {
+            return Ok(None);
+        };
+        // URL entries cached in memory carry the blob's metadata: forget them.
+        let urls = self.urls_of(blake3)?;
+        let mut memory = self.memory.lock();
+        for url in &urls {
+            memory.pop(url);
+        }
+        drop(memory);
+        Ok(Some(decode(&key, &v)?))
     }
 
     /// Remove a blob, its checksum entries and every URL bound to it. Returns its metadata.
@@ -326,9 +428,11 @@ impl Index {
                 Ok::<_, ConflictableTransactionError<serde_json::Error>>(())
             })
             .map_err(|e| tx_error(e, blake3))?;
-        self.n_blobs.fetch_sub(1, Ordering::Relaxed);
-        self.n_bytes.fetch_sub(meta.size, Ordering::Relaxed);
-        self.n_urls.fetch_sub(urls.len() as u64, Ordering::Relaxed);
+        if !meta.evicted {
+            self.n_blobs.fetch_sub(1, Ordering::Relaxed);
+            self.n_bytes.fetch_sub(meta.size, Ordering::Relaxed);
+            self.n_urls.fetch_sub(urls.len() as u64, Ordering::Relaxed);
+        }
         let mut memory = self.memory.lock();
         for url in &urls {
             memory.pop(url);
@@ -372,9 +476,9 @@ impl Index {
     pub fn drop_missing(&self, exists: impl Fn(&str) -> bool) -> Result<usize, IndexError> {
         let mut gone = Vec::new();
         for item in self.blobs.iter() {
-            let (k, _) = item?;
+            let (k, v) = item?;
             let b3 = hex::encode(&k);
-            if !exists(&b3) {
+            if !decode::<BlobMeta>(&k, &v)?.evicted && !exists(&b3) {
                 gone.push(b3);
             }
         }
@@ -410,6 +514,41 @@ impl Index {
         self.db.flush()?;
         Ok(())
     }
+}
+
+/// Inside a transaction: store `blob` if absent, or revive it if it was evicted (keeping
+/// its history: first seen, reads, pin). Returns whether it is newly stored.
+fn put_blob(
+    blobs: &sled::transaction::TransactionalTree,
+    md5: &sled::transaction::TransactionalTree,
+    sha256: &sled::transaction::TransactionalTree,
+    sha512: &sled::transaction::TransactionalTree,
+    b3: &[u8],
+    blob: &BlobMeta,
+) -> Result<bool, ConflictableTransactionError<serde_json::Error>> {
+    let stored = match blobs.get(b3)? {
+        None => blob.clone(),
+        Some(old) => {
+            let old: BlobMeta =
+                serde_json::from_slice(&old).map_err(ConflictableTransactionError::Abort)?;
+            if !old.evicted {
+                return Ok(false);
+            }
+            BlobMeta {
+                first_seen: old.first_seen,
+                access_count: old.access_count,
+                pinned: old.pinned || blob.pinned,
+                origin: old.origin,
+                evicted: false,
+                ..blob.clone()
+            }
+        }
+    };
+    blobs.insert(b3, serde_json::to_vec(&stored).expect("serializable"))?;
+    md5.insert(hex_key(&blob.digests.md5).unwrap(), b3)?;
+    sha256.insert(hex_key(&blob.digests.sha256).unwrap(), b3)?;
+    sha512.insert(hex_key(&blob.digests.sha512).unwrap(), b3)?;
+    Ok(true)
 }
 
 fn hex_key(hex: &str) -> Option<Vec<u8>> {
@@ -450,6 +589,7 @@ mod tests {
             access_count: 0,
             origin: Origin::Upstream,
             pinned: false,
+            evicted: false,
         }
     }
 
@@ -533,6 +673,49 @@ mod tests {
             IndexStats {
                 blobs: 1,
                 bytes: 2,
+                urls: 1
+            }
+        );
+    }
+
+    #[test]
+    fn evicted_blobs_keep_history_and_revive_when_bound_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(dir.path(), 10).unwrap();
+        let b = meta(b"abc");
+        idx.bind(&b, &record("http://a/x", &b)).unwrap();
+        idx.record_access(b.blake3(), 99);
+        idx.flush_access().unwrap();
+        let evicted = idx.evict(b.blake3()).unwrap().unwrap();
+        assert!(evicted.evicted);
+        assert!(
+            idx.url("http://a/x").unwrap().is_none(),
+            "the URL is a miss again"
+        );
+        assert_eq!(
+            idx.urls_of(b.blake3()).unwrap(),
+            ["http://a/x"],
+            "history stays"
+        );
+        assert_eq!(idx.stats(), IndexStats::default());
+        assert!(idx.stored_blobs().unwrap().is_empty());
+        assert_eq!(
+            idx.drop_missing(|_| false).unwrap(),
+            0,
+            "evicted blobs have no file"
+        );
+        // Fetched again: revived with its history.
+        let mut again = meta(b"abc");
+        again.first_seen = 500;
+        idx.bind(&again, &record("http://a/x", &again)).unwrap();
+        let m = idx.blob(b.blake3()).unwrap().unwrap();
+        assert!(!m.evicted);
+        assert_eq!((m.first_seen, m.access_count), (1, 1));
+        assert_eq!(
+            idx.stats(),
+            IndexStats {
+                blobs: 1,
+                bytes: 3,
                 urls: 1
             }
         );

@@ -234,6 +234,92 @@ impl LocalStore {
         }
     }
 
+    /// Every blob file name on disk (a directory walk: for reconciliation and rebuilds, not
+    /// for serving). Names that are not a BLAKE3 digest are skipped.
+    pub fn list_blobs(&self) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        let read = |dir: &Path| fs::read_dir(dir).map_err(|e| StoreError::io("list", dir, e));
+        for l1 in read(&self.blobs)?.flatten() {
+            if !l1.path().is_dir() {
+                continue;
+            }
+            for l2 in read(&l1.path())?.flatten() {
+                if !l2.path().is_dir() {
+                    continue;
+                }
+                for f in read(&l2.path())?.flatten() {
+                    let name = f.file_name().to_string_lossy().into_owned();
+                    if Algo::Blake3.normalize_hex(&name).as_deref() == Some(name.as_str()) {
+                        out.push(name);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Re-hash a stored blob from disk (for scrubs and rebuilds). Blocking.
+    pub fn hash_blob(&self, blake3: &str) -> Result<(Digests, u64), StoreError> {
+        use std::io::Read;
+        let path = self.blob_path(blake3);
+        let mut f = File::open(&path).map_err(|e| StoreError::io("open", &path, e))?;
+        let mut d = Digester::new();
+        let mut buf = vec![0u8; 1024 * 1024];
+        loop {
+            let n = f
+                .read(&mut buf)
+                .map_err(|e| StoreError::io("read", &path, e))?;
+            if n == 0 {
+                break;
+            }
+            d.update(&buf[..n]);
+        }
+        let len = d.len();
+        Ok((d.finish(), len))
+    }
+
+    /// Move a blob whose bytes do not match its name out of the store, to
+    /// `data_dir/quarantine/<blake3>.<unix time>`, for inspection. Returns the new path.
+    pub fn quarantine(&self, blake3: &str) -> Result<PathBuf, StoreError> {
+        self.open_files.lock().pop(blake3);
+        let dir = self.root.join("quarantine");
+        fs::create_dir_all(&dir).map_err(|e| StoreError::io("create directory", &dir, e))?;
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let dest = dir.join(format!("{blake3}.{secs}"));
+        let src = self.blob_path(blake3);
+        fs::rename(&src, &dest).map_err(|e| StoreError::io("quarantine", &src, e))?;
+        Ok(dest)
+    }
+
+    /// Temp files not in `active` and not modified for `older_than`: leftovers to delete.
+    pub fn stale_temp_files(
+        &self,
+        older_than: std::time::Duration,
+        active: &std::collections::HashSet<PathBuf>,
+    ) -> Result<Vec<PathBuf>, StoreError> {
+        let now = std::time::SystemTime::now();
+        let entries = fs::read_dir(&self.tmp).map_err(|e| StoreError::io("list", &self.tmp, e))?;
+        Ok(entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| !active.contains(p))
+            .filter(|p| {
+                fs::metadata(p)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| now.duration_since(t).unwrap_or_default() >= older_than)
+            })
+            .collect())
+    }
+
+    /// Modification time of a blob file (its arrival, for orphans and rebuilds).
+    pub fn blob_mtime(&self, blake3: &str) -> Option<std::time::SystemTime> {
+        fs::metadata(self.blob_path(blake3))
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
     /// Write, fsync and delete a small file: proves the volume accepts writes (`/readyz`).
     pub fn write_probe(&self) -> Result<(), StoreError> {
         write_probe_in(&self.tmp)
@@ -322,6 +408,48 @@ fn open_files_capacity() -> usize {
     (soft / 10).clamp(1, OPEN_FILES)
 }
 
+/// A temp file being written in one pass: every byte appended is hashed on the way, so the
+/// digests are known the moment the last byte is written. Fills and uploads both use it.
+pub struct TempWriter {
+    temp: TempBlob,
+    digester: Digester,
+}
+
+impl TempWriter {
+    pub fn new(temp: TempBlob) -> Self {
+        TempWriter {
+            temp,
+            digester: Digester::new(),
+        }
+    }
+
+    /// Append `data` (blocking: page-cache writes in the common case).
+    pub fn append(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        self.temp.write_at(self.digester.len(), data)?;
+        self.digester.update(data);
+        Ok(())
+    }
+
+    /// Bytes written (and hashed) so far.
+    pub fn len(&self) -> u64 {
+        self.digester.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.digester.is_empty()
+    }
+
+    pub fn temp(&self) -> &TempBlob {
+        &self.temp
+    }
+
+    /// The temp file, ready for [`LocalStore::commit`], and the digests of its bytes.
+    pub fn finish(self) -> (TempBlob, Digests, u64) {
+        let len = self.digester.len();
+        (self.temp, self.digester.finish(), len)
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -339,12 +467,13 @@ fn statvfs(path: &Path) -> io::Result<DiskUsage> {
         return Err(io::Error::last_os_error());
     }
     let frsize = st.f_frsize as u64;
-    let total = st.f_blocks as u64 * frsize;
-    // Like df: "used" is what is not free (root's reserve counts as used for us).
+    // As df computes Use%: used / (used + available to unprivileged writers). Blocks
+    // reserved for root count neither way.
+    let used = (st.f_blocks as u64).saturating_sub(st.f_bfree as u64) * frsize;
     let avail = st.f_bavail as u64 * frsize;
     Ok(DiskUsage {
-        used_bytes: total.saturating_sub(avail),
-        total_bytes: total,
+        used_bytes: used,
+        total_bytes: used + avail,
     })
 }
 

@@ -23,6 +23,8 @@ pub fn test_config(data_dir: &Path) -> Config {
     // Every test client is 127.0.0.1: per-client limits are for tests/limits.rs to turn on.
     cfg.limits.per_client_rps = 0;
     cfg.limits.per_client_concurrency = 0;
+    // Measure "full" by what the test stores, not by how full this machine's disk is.
+    cfg.cache.max_size = 8 << 30;
     cfg
 }
 
@@ -174,6 +176,8 @@ impl Process {
             .args(args)
             .current_dir(cwd)
             .env_remove("RUST_LOG")
+            // "Full" by what the test stores, not by this machine's disk (tests may override).
+            .env("UPCACHE__CACHE__MAX_SIZE", "8GiB")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_log).unwrap());

@@ -1,0 +1,125 @@
+//! Webhook alerts: a JSON POST per event kind and key, de-duplicated within
+//! `alerts.min_interval`, sent and retried by a background task that never blocks a request.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::config::AlertsConfig;
+
+/// What an alert is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    UpstreamFailed,
+    StorageUnavailable,
+    IntegrityFailed,
+    Drift,
+    DiskHigh,
+}
+
+/// The JSON body POSTed to the webhook.
+#[derive(Debug, Clone, Serialize)]
+pub struct Alert {
+    pub kind: Kind,
+    pub key: String,
+    pub message: String,
+    /// RFC 3339 UTC.
+    pub time: String,
+    pub instance: String,
+}
+
+/// Alerts queued at most; more are dropped (and logged) rather than blocking anyone.
+const QUEUE: usize = 256;
+/// Distinct kind+key pairs remembered for de-duplication before old ones are forgotten.
+const REMEMBERED: usize = 10_000;
+const ATTEMPTS: u32 = 4;
+
+/// Sends alerts, if a webhook is configured.
+pub struct Alerter {
+    tx: Option<mpsc::Sender<Alert>>,
+    last: Mutex<HashMap<(Kind, String), Instant>>,
+    min_interval: Duration,
+    instance: String,
+}
+
+impl Alerter {
+    /// Start the sender on `runtime` (nothing is started without a webhook URL).
+    pub fn new(cfg: &AlertsConfig, instance: &str, runtime: &tokio::runtime::Handle) -> Alerter {
+        let tx = (!cfg.webhook_url.is_empty()).then(|| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            runtime.spawn(deliver(cfg.webhook_url.clone(), rx));
+            tx
+        });
+        Alerter {
+            tx,
+            last: Mutex::new(HashMap::new()),
+            min_interval: cfg.min_interval,
+            instance: instance.to_owned(),
+        }
+    }
+
+    /// Raise an alert unless the same kind+key was raised within `min_interval`.
+    pub fn raise(&self, kind: Kind, key: &str, message: impl Into<String>) {
+        let Some(tx) = &self.tx else { return };
+        {
+            let mut last = self.last.lock();
+            let now = Instant::now();
+            let k = (kind, key.to_owned());
+            if last
+                .get(&k)
+                .is_some_and(|t| now.duration_since(*t) < self.min_interval)
+            {
+                return;
+            }
+            if last.len() >= REMEMBERED {
+                let min = self.min_interval;
+                last.retain(|_, t| now.duration_since(*t) < min);
+            }
+            last.insert(k, now);
+        }
+        let alert = Alert {
+            kind,
+            key: key.to_owned(),
+            message: message.into(),
+            time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            instance: self.instance.clone(),
+        };
+        if tx.try_send(alert).is_err() {
+            warn!(?kind, key, "alert queue full; alert dropped");
+        }
+    }
+}
+
+/// POST each alert, retrying with backoff; failures are logged, never propagated.
+async fn deliver(url: String, mut rx: mpsc::Receiver<Alert>) {
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "cannot build the alert client");
+            return;
+        }
+    };
+    while let Some(alert) = rx.recv().await {
+        let mut delay = Duration::from_millis(500);
+        for attempt in 1..=ATTEMPTS {
+            match client.post(&url).json(&alert).send().await {
+                Ok(r) if r.status().is_success() => break,
+                Ok(r) => warn!(status = %r.status(), attempt, "alert webhook refused the alert"),
+                Err(e) => warn!(error = %e, attempt, "alert webhook unreachable"),
+            }
+            if attempt < ATTEMPTS {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Start-up recovery: the sled index is a rebuildable view of the blob files and the audit
+//! journal. Blob files the index does not know (a crash between rename and index update, a
+//! deleted or corrupt index) are re-hashed and recorded again, with their URL bindings, pins
+//! and origins replayed from the journal.
+
+use std::collections::{HashMap, HashSet};
+use std::time::UNIX_EPOCH;
+
+use tracing::{info, warn};
+
+use crate::audit::Event;
+use crate::index::{BlobMeta, Index, IndexError, Origin, UrlRecord};
+use crate::store::{LocalStore, StoreError};
+
+/// Errors of recovery.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Journal(#[from] crate::audit::JournalError),
+}
+
+/// What recovery did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered {
+    /// Blob files recorded again.
+    pub adopted: usize,
+    /// URL bindings restored from the journal.
+    pub bound: usize,
+    /// Files whose bytes did not match their name, moved to quarantine.
+    pub quarantined: usize,
+    /// Files of blobs the journal says were deleted or evicted, removed.
+    pub removed: usize,
+}
+
+/// What the journal says about blobs and URLs, replayed in order.
+#[derive(Default)]
+struct Replay {
+    /// url -> the record of its latest binding.
+    bindings: HashMap<String, UrlRecord>,
+    first_seen: HashMap<String, i64>,
+    uploaded: HashSet<String>,
+    pinned: HashMap<String, bool>,
+    /// Blobs whose last word was `deleted` or `evicted`.
+    gone: HashSet<String>,
+}
+
+impl Replay {
+    fn new(events: &[Event]) -> Replay {
+        let mut r = Replay::default();
+        for e in events {
+            let Some(b3) = e.blake3.clone() else { continue };
+            let at = humantime::parse_rfc3339_weak(&e.time)
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs() as i64);
+            match e.event.as_str() {
+                "fetched" | "uploaded" => {
+                    r.gone.remove(&b3);
+                    r.first_seen.entry(b3.clone()).or_insert(at);
+                    if e.event == "uploaded" {
+                        r.uploaded.insert(b3.clone());
+                        r.pinned.insert(b3.clone(), true);
+                    }
+                    if let Some(url) = &e.url {
+                        let up = e.upstream.clone().unwrap_or_default();
+                        r.bindings.insert(
+                            url.clone(),
+                            UrlRecord {
+                                url: url.clone(),
+                                blake3: b3.clone(),
+                                status: up.status.unwrap_or(200),
+                                content_type: None,
+                                etag: up.etag,
+                                last_modified: up.last_modified,
+                                final_url: up.final_url.unwrap_or_else(|| url.clone()),
+                                fetched_at: at,
+                                instance: e.instance.clone().unwrap_or_default(),
+                            },
+                        );
+                    }
+                }
+                "pinned" => {
+                    r.pinned.insert(b3, true);
+                }
+                "unpinned" => {
+                    r.pinned.insert(b3, false);
+                }
+                "deleted" | "evicted" => {
+                    r.bindings.retain(|_, rec| rec.blake3 != b3);
+                    r.gone.insert(b3);
+                }
+                _ => {}
+            }
+        }
+        r
+    }
+}
+
+/// Record every blob file the index does not know (with `all`, every file: a rebuild).
+/// Blocking; run before the server starts.
+pub fn reconcile(
+    index: &Index,
+    store: &LocalStore,
+    events: impl FnOnce() -> Result<Vec<Event>, crate::audit::JournalError>,
+    all: bool,
+) -> Result<Recovered, RecoveryError> {
+    let mut unknown = Vec::new();
+    for b3 in store.list_blobs()? {
+        let known = index.blob(&b3)?.is_some_and(|m| !m.evicted);
+        if all || !known {
+            unknown.push(b3);
+        }
+    }
+    let mut done = Recovered::default();
+    if unknown.is_empty() {
+        return Ok(done);
+    }
+    info!(
+        files = unknown.len(),
+        "re-hashing blob files the index does not know"
+    );
+    let replay = Replay::new(&events()?);
+    let mut by_blob: HashMap<&str, Vec<&UrlRecord>> = HashMap::new();
+    for rec in replay.bindings.values() {
+        by_blob.entry(rec.blake3.as_str()).or_default().push(rec);
+    }
+    for b3 in &unknown {
+        if replay.gone.contains(b3) {
+            // A crash between journaling a deletion or eviction and unlinking the file.
+            store.remove(b3)?;
+            done.removed += 1;
+            continue;
+        }
+        let (digests, size) = store.hash_blob(b3)?;
+        if &digests.blake3 != b3 {
+            let path = store.quarantine(b3)?;
+            warn!(blake3 = %b3, actual = %digests.blake3, path = %path.display(), "blob file does not match its name; quarantined");
+            done.quarantined += 1;
+            continue;
+        }
+        let mtime = store
+            .blob_mtime(b3)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs() as i64);
+        let first_seen = replay.first_seen.get(b3).copied().unwrap_or(mtime);
+        let meta = BlobMeta {
+            digests,
+            size,
+            content_type: None,
+            first_seen,
+            last_access: first_seen.max(mtime),
+            access_count: 0,
+            origin: if replay.uploaded.contains(b3) {
+                Origin::Upload
+            } else {
+                Origin::Upstream
+            },
+            pinned: replay.pinned.get(b3).copied().unwrap_or(false),
+            evicted: false,
+        };
+        index.insert_blob(&meta)?;
+        for rec in by_blob.get(b3.as_str()).into_iter().flatten() {
+            index.bind(&meta, rec)?;
+            done.bound += 1;
+        }
+        done.adopted += 1;
+    }
+    index.flush_blocking()?;
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::UpstreamInfo;
+
+    fn ev(kind: &str, b3: &str, url: Option<&str>, seq: u64) -> Event {
+        Event {
+            seq,
+            time: format!("2026-01-01T00:00:{seq:02}Z"),
+            event: kind.into(),
+            url: url.map(str::to_owned),
+            blake3: Some(b3.into()),
+            upstream: Some(UpstreamInfo {
+                status: Some(200),
+                etag: Some("\"e\"".into()),
+                ..UpstreamInfo::default()
+            }),
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn replay_follows_the_journal() {
+        let events = [
+            ev("fetched", "a", Some("http://h/1"), 1),
+            ev("fetched", "b", Some("http://h/2"), 2),
+            ev("uploaded", "c", Some("http://h/1"), 3), // rebinds /1
+            ev("pinned", "b", None, 4),
+            ev("unpinned", "b", None, 5),
+            ev("deleted", "c", None, 6),
+            ev("evicted", "b", None, 7),
+            ev("fetched", "b", Some("http://h/3"), 8),
+        ];
+        let r = Replay::new(&events);
+        assert!(!r.bindings.contains_key("http://h/1"), "deleted with c");
+        assert!(!r.bindings.contains_key("http://h/2"), "evicted with b");
+        assert_eq!(r.bindings["http://h/3"].blake3, "b");
+        assert_eq!(r.bindings["http://h/3"].etag.as_deref(), Some("\"e\""));
+        assert!(r.gone.contains("c") && !r.gone.contains("b"));
+        assert_eq!(r.pinned.get("b"), Some(&false));
+        assert!(r.uploaded.contains("c"));
+        assert_eq!(r.first_seen["b"], r.first_seen["b"].min(1_767_225_602));
+    }
+}
