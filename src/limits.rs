@@ -246,7 +246,8 @@ impl RateState {
         let n = self.checks.fetch_add(1, Ordering::Relaxed);
         let now_ms = self.started.elapsed().as_millis() as u64;
         let due = self.next_prune.load(Ordering::Relaxed);
-        if now_ms >= due
+        // Periodically, by whichever request claims the turn; and sooner when over the cap.
+        let periodic = now_ms >= due
             && self
                 .next_prune
                 .compare_exchange(
@@ -255,12 +256,12 @@ impl RateState {
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 )
-                .is_ok()
-        {
-            self.prune();
-        } else if n % SIZE_CHECK_EVERY == 0
-            && self.limiter.read().len() >= self.max_clients.load(Ordering::Relaxed)
-        {
+                .is_ok();
+        let over = || {
+            n % SIZE_CHECK_EVERY == 0
+                && self.limiter.read().len() >= self.max_clients.load(Ordering::Relaxed)
+        };
+        if periodic || over() {
             self.prune();
         }
         let limiter = self.limiter.read().clone();

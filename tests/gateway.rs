@@ -461,3 +461,114 @@ async fn stopped_or_unready_instances_are_taken_out_of_rotation() {
     assert_eq!(&r.bytes().await.unwrap(), body);
     drop(cluster);
 }
+
+/// Files in `dir` other than the readiness probe's, with their sizes.
+fn spooled(dir: &Path) -> Vec<(PathBuf, u64)> {
+    list_files(dir)
+        .into_iter()
+        .filter(|p| {
+            !p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".probe")
+        })
+        .filter_map(|p| Some((p.clone(), std::fs::metadata(&p).ok()?.len())))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_mib_upload_streams_through_nginx_unbuffered() {
+    use md5::Digest;
+    let (token, token_sha) = upcache::auth::new_token();
+    let scratch = tempfile::tempdir().unwrap();
+    let config = scratch.path().join("upcache.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[auth.tokens]]\nname = \"ci\"\nsha256 = \"{token_sha}\"\nscopes = [\"upload\"]\n"
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let mut env = NO_APP_LIMITS.to_vec();
+    env.push(("UPCACHE_CONFIG", config.as_str()));
+    let cluster = Cluster::start(&env, &[]);
+    let tmp_dirs: Vec<PathBuf> = (1..=3)
+        .map(|i| {
+            cluster
+                ._dir
+                .path()
+                .join(format!("upcache-{i}/upcache-data/tmp"))
+        })
+        .collect();
+
+    const MIB: usize = 1 << 20;
+    const TOTAL: usize = 200;
+    let chunk = |i: usize| random_bytes(MIB, 1000 + i as u64);
+    let mut md5 = md5::Md5::new();
+    for i in 0..TOTAL {
+        md5.update(chunk(i));
+    }
+    let expected_md5 = hex::encode(md5.finalize());
+
+    // The second half is sent only once an instance has received part of the first: a
+    // gateway that spooled the request body before passing it on would never get there.
+    let watch = tmp_dirs.clone();
+    // nginx unlinks its temp files as it creates them, but says so in its log.
+    let nginx_log = cluster.nginx.dir.join("error.log");
+    let body = async_stream::stream! {
+        for i in 0..TOTAL {
+            if i == TOTAL / 2 {
+                loop {
+                    let log = std::fs::read_to_string(&nginx_log).unwrap_or_default();
+                    assert!(
+                        !log.contains("buffered to a temporary file"),
+                        "nginx spooled the request body to disk: {log}"
+                    );
+                    if watch.iter().any(|d| spooled(d).iter().any(|(_, n)| *n > 0)) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            yield Ok::<_, std::io::Error>(chunk(i));
+        }
+    };
+    let url = cluster.nginx.url(&format!(
+        "/api/v1/upload?filename=big-1.0.tar.gz&md5={expected_md5}"
+    ));
+    let r = client()
+        .put(url)
+        .bearer_auth(&token)
+        .header("content-length", (TOTAL * MIB).to_string())
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .unwrap();
+    let by = served_by(&r);
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["md5"], expected_md5.as_str());
+    assert_eq!(v["size"], (TOTAL * MIB) as u64);
+
+    // Stored on the instance that took it, byte for byte.
+    let i: usize = by.trim_start_matches("upcache-").parse().unwrap();
+    let r = client()
+        .get(cluster.direct(i - 1, &format!("/by-md5/{expected_md5}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut got = md5::Md5::new();
+    let mut n = 0;
+    let mut stream = r.bytes_stream();
+    while let Some(c) = stream.next().await {
+        let c = c.unwrap();
+        n += c.len();
+        got.update(&c);
+    }
+    assert_eq!(n, TOTAL * MIB);
+    assert_eq!(hex::encode(got.finalize()), expected_md5);
+    let log = cluster.nginx.error_log();
+    assert!(!log.contains("buffered to a temporary file"), "{log}");
+}
