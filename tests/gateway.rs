@@ -277,6 +277,20 @@ async fn fetches_through_nginx_are_correct_and_each_url_stays_on_one_instance() 
     assert_eq!(served_by(&r), owner[path]);
     assert_eq!(&r.bytes().await.unwrap(), body);
 
+    // The fetch form: its own request URI, so possibly another instance, but always the same.
+    let (path, body) = &files[5];
+    let fetch = cluster
+        .nginx
+        .url(&format!("/fetch?url={}", enc(&up.url(path))));
+    let mut seen = BTreeSet::new();
+    for _ in 0..3 {
+        let r = c.get(&fetch).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        seen.insert(served_by(&r));
+        assert_eq!(&r.bytes().await.unwrap(), body);
+    }
+    assert_eq!(seen.len(), 1, "{seen:?}");
+
     // Large bodies went through without nginx spooling them to disk.
     let log = cluster.nginx.error_log();
     assert!(!log.contains("buffered to a temporary file"), "{log}");
