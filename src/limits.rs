@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -266,7 +266,7 @@ impl RateState {
         }
         let limiter = self.limiter.read().clone();
         limiter.check_key(&ip).map_err(|not_until| Rejection::Rate {
-            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+            retry_after: not_until.wait_time_from(limiter.clock().now()),
         })
     }
 
