@@ -191,26 +191,51 @@ async fn an_unread_body_is_never_taken_for_a_request() {
     let big = "x".repeat(200_000);
     let cases = [
         // A body the handler never reads (405 before any body is wanted).
-        format!(
-            "POST /fetch HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{inner}{last}",
-            inner.len()
+        (
+            405,
+            format!(
+                "POST /fetch HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{inner}{last}",
+                inner.len()
+            ),
         ),
-        format!(
-            "POST /fetch HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+        (
+            405,
+            format!(
+                "POST /fetch HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
              {chunked_inner}{last}"
+            ),
         ),
         // Larger than anything buffered while the answer is made.
-        format!(
-            "PUT /fetch HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{big}{inner}{last}",
-            big.len() + inner.len()
+        (
+            405,
+            format!(
+                "PUT /fetch HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{big}{inner}{last}",
+                big.len() + inner.len()
+            ),
+        ),
+        // An upload refused before its body is read.
+        (
+            401,
+            format!(
+                "PUT /api/v1/upload?filename=a.tar.gz HTTP/1.1\r\nHost: x\r\n\
+             Content-Length: {}\r\n\r\n{inner}{last}",
+                inner.len()
+            ),
+        ),
+        (
+            401,
+            format!(
+                "PUT /api/v1/upload?filename=a.tar.gz HTTP/1.1\r\nHost: x\r\n\
+             Transfer-Encoding: chunked\r\n\r\n{chunked_inner}{last}"
+            ),
         ),
     ];
-    for req in cases {
+    for (status, req) in cases {
         let r = exchange(&addr(&p), req.as_bytes()).await;
         // Either the body was drained and the next real request answered, or the
         // connection was closed after the first answer; never an answer to `inner`.
         assert!(matches!(r.len(), 1 | 2), "{r:?}");
-        assert_eq!(r[0].status, 405);
+        assert_eq!(r[0].status, status, "{req:?}");
         if let Some(second) = r.get(1) {
             assert_eq!(second.status, 200);
             assert_eq!(second.json()["status"], "ok", "the /healthz answer");
