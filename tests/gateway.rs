@@ -38,7 +38,17 @@ impl Nginx {
         for sub in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
-        let child = Command::new(NGINX)
+        let mut cmd = Command::new(NGINX);
+        // If the test process is killed before `Drop` runs, nginx goes with it.
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = cmd
             .arg("-p")
             .arg(dir)
             .arg("-c")
