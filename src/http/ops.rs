@@ -23,22 +23,16 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Ready when the index answers and the data volume accepts a write.
+/// Ready when the index answers and the data volume accepts a write. The verdict is also
+/// remembered: while unready, new downloads are refused (see `readiness`).
 async fn readyz(app: web::Data<App>) -> HttpResponse {
     let app = app.into_inner();
-    let app_for_alert = app.clone();
-    let probe = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        app.index.ping().map_err(|e| e.to_string())?;
-        app.store.write_probe().map_err(|e| e.to_string())
-    })
-    .await
-    .unwrap_or_else(|e| Err(format!("probe task failed: {e}")));
-    match probe {
+    match crate::readiness::probe(app.clone()).await {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
         Err(reason) => {
-            app_for_alert.alerts.raise(
+            app.alerts.raise(
                 crate::alerts::Kind::StorageUnavailable,
-                &app_for_alert.config.storage.data_dir.display().to_string(),
+                &app.config.storage.data_dir.display().to_string(),
                 format!("not ready: {reason}"),
             );
             HttpResponse::ServiceUnavailable().json(json!({

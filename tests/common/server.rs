@@ -11,7 +11,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 use upcache::{App, Config, Server};
 
-/// Configuration for tests: loopback upstreams allowed, fast retries.
+/// Configuration for tests: loopback upstreams allowed, fast retries, no per-client limits.
 pub fn test_config(data_dir: &Path) -> Config {
     let mut cfg = Config::default();
     cfg.server.listen = "127.0.0.1:0".into();
@@ -20,6 +20,9 @@ pub fn test_config(data_dir: &Path) -> Config {
     cfg.upstream.retry_backoff = Duration::from_millis(10);
     cfg.upstream.read_timeout = Duration::from_secs(10);
     cfg.server.instance = "test".into();
+    // Every test client is 127.0.0.1: per-client limits are for tests/limits.rs to turn on.
+    cfg.limits.per_client_rps = 0;
+    cfg.limits.per_client_concurrency = 0;
     // Measure "full" by what the test stores, not by how full this machine's disk is.
     cfg.cache.max_size = 8 << 30;
     cfg
