@@ -143,25 +143,17 @@ fn is_absolute_form(ctx: &guard::GuardContext<'_>) -> bool {
 }
 
 fn routes(cfg: &mut web::ServiceConfig) {
-    let get_head = || guard::Any(guard::Get()).or(guard::Head());
     // Absolute-form targets (`GET http://host/x`, from curl -x, wget, dnf) must be caught
     // before path routing, which would otherwise match their path against our own routes.
     cfg.service(
-        web::resource("/{tail:.*}")
+        resource("/{tail:.*}")
             .guard(guard::fn_guard(is_absolute_form))
-            .route(web::route().guard(get_head()).to(proxy_form))
-            .default_service(web::to(method_not_allowed)),
+            .route(get_or_head().to(proxy_form)),
     )
-    .service(
-        web::resource("/fetch")
-            .route(web::route().guard(get_head()).to(fetch_form))
-            .default_service(web::to(method_not_allowed)),
-    );
+    .service(resource("/fetch").route(get_or_head().to(fetch_form)));
     for scheme in ["http", "https", "ftp"] {
         cfg.service(
-            web::resource(format!("/{scheme}/{{tail:.*}}"))
-                .route(web::route().guard(get_head()).to(mirror_form))
-                .default_service(web::to(method_not_allowed)),
+            resource(&format!("/{scheme}/{{tail:.*}}")).route(get_or_head().to(mirror_form)),
         );
     }
     for algo in ["md5", "sha256", "sha512", "blake3"] {
@@ -170,15 +162,11 @@ fn routes(cfg: &mut web::ServiceConfig) {
                 format!("/by-{algo}/{{hex}}"),
                 format!("/by-{algo}/{{hex}}/{{name}}"),
             ])
-            .route(web::route().guard(get_head()).to(by_checksum))
+            .route(get_or_head().to(by_checksum))
             .default_service(web::to(method_not_allowed)),
         );
     }
-    cfg.service(
-        web::resource("/repo/pkgs/{tail:.*}")
-            .route(web::route().guard(get_head()).to(lookaside))
-            .default_service(web::to(method_not_allowed)),
-    );
+    cfg.service(resource("/repo/pkgs/{tail:.*}").route(get_or_head().to(lookaside)));
     ops::routes(cfg);
     api::routes(cfg);
     ui::routes(cfg);
@@ -532,6 +520,16 @@ async fn serve_checksum(
     };
     let head = HitHead::new(art, &app.config.server.cache_control);
     serve::hit(req, &app, &head, file)
+}
+
+/// A resource whose unsupported methods get our JSON 405, not actix's empty one.
+pub(crate) fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path.to_owned()).default_service(web::to(method_not_allowed))
+}
+
+/// GET and HEAD.
+pub(crate) fn get_or_head() -> actix_web::Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
 pub(crate) async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, Error> {

@@ -10,13 +10,12 @@ use crate::store::Algo;
 use crate::url::UpstreamUrl;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/healthz", web::head().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/readyz", web::head().to(readyz))
-        .route("/metrics", web::get().to(metrics))
-        .route("/api/v1/lookup", web::get().to(lookup))
-        .route("/api/v1/stats", web::get().to(stats));
+    use super::{get_or_head, resource};
+    cfg.service(resource("/healthz").route(get_or_head().to(healthz)))
+        .service(resource("/readyz").route(get_or_head().to(readyz)))
+        .service(resource("/metrics").route(get_or_head().to(metrics)))
+        .service(resource("/api/v1/lookup").route(get_or_head().to(lookup)))
+        .service(resource("/api/v1/stats").route(get_or_head().to(stats)));
 }
 
 async fn healthz() -> HttpResponse {

@@ -195,6 +195,15 @@ impl Process {
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_log).unwrap());
+        // If the test process dies (a timeout kill), its servers die with it.
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn().expect("spawn upcache");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
