@@ -217,6 +217,10 @@ async fn unsupported_methods_get_a_json_405_everywhere() {
     ] {
         let r = srv.client.patch(srv.url(path)).send().await.unwrap();
         let (status, code, _) = error_code(r).await;
-        assert_eq!((status, code.as_str()), (405, "method_not_allowed"), "PATCH {path}");
+        assert_eq!(
+            (status, code.as_str()),
+            (405, "method_not_allowed"),
+            "PATCH {path}"
+        );
     }
 }
