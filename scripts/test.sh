@@ -15,6 +15,7 @@ command -v curl >/dev/null || apt_packages+=(curl)
 command -v wget >/dev/null || apt_packages+=(wget)
 command -v ip >/dev/null || apt_packages+=(iproute2)
 command -v rpmbuild >/dev/null || apt_packages+=(rpm)
+[ -x /usr/sbin/nginx ] || apt_packages+=(nginx)   # the gateway tests run deploy/nginx.conf
 if ((${#apt_packages[@]})); then
   log "installing ${apt_packages[*]}"
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi

@@ -76,6 +76,10 @@ pub struct App {
     pub journal: Arc<Journal>,
     pub metrics: Metrics,
     pub flights: Flights,
+    /// Per-client and upstream limits (`[limits]`).
+    pub limits: crate::limits::Limits,
+    /// The last `/readyz` verdict; new downloads are refused while unready.
+    pub readiness: Arc<crate::readiness::Readiness>,
     pub tokens: Tokens,
     pub alerts: Alerter,
     /// Prefetch and revalidation jobs.
@@ -175,7 +179,15 @@ impl App {
         }
         let upstream = Upstream::new(&config.upstream, &config.user_agent())?;
         let metrics = Metrics::new();
+        let readiness = Arc::new(crate::readiness::Readiness::default());
+        crate::readiness::spawn_prober(
+            Arc::downgrade(&readiness),
+            store.temp_dir().to_owned(),
+            &runtime,
+        );
         Ok(Arc::new(App {
+            limits: crate::limits::Limits::new(&config.limits),
+            readiness,
             instance,
             index,
             store,
@@ -244,9 +256,21 @@ impl App {
                 humantime::format_duration(self.config.cache.negative_ttl)
             )));
         }
-        let flight =
-            self.flights
-                .join_or_start(url, || self.stored(url), || self.store.create_temp())?;
+        // Only a new download needs the data volume: while unready, refuse it (503, so a
+        // gateway retries on another instance) but still serve what is stored or running.
+        let check = || {
+            let stored = self.stored(url)?;
+            match self.readiness.unready_reason() {
+                Some(reason) if stored.is_none() => Err(Error::Unavailable(format!(
+                    "this instance cannot store new downloads right now ({reason}); try again \
+                     or another instance"
+                ))),
+                _ => Ok(stored),
+            }
+        };
+        let flight = self
+            .flights
+            .join_or_start(url, check, || self.store.create_temp())?;
         Ok(match flight {
             Flight::Joined(fill) => {
                 self.metrics.coalesced_joins.inc();
@@ -566,6 +590,11 @@ impl App {
                 return;
             }
             FillError::Upstream(u) if u.is_policy() => return,
+            // Our own capacity, not upstream's failure: nothing to remember or journal.
+            FillError::Busy(busy) => {
+                warn!(url = %url, error = %busy, "download not started");
+                return;
+            }
             FillError::Bypass => return,
             FillError::Integrity { .. } => "integrity_failed",
             _ => "upstream_failed",
@@ -623,7 +652,8 @@ impl App {
             *last = Some(Instant::now());
         }
         let app = self.clone();
-        let swept = tokio::task::spawn_blocking(move || crate::sweeper::make_room(&app)).await;
+        let swept =
+            tokio::task::spawn_blocking(move || crate::sweeper::make_room(&app, incoming)).await;
         if let Ok(Err(e)) = swept {
             warn!(error = %e, "admission sweep failed");
         }

@@ -244,12 +244,7 @@ pub fn run(cli: Cli) -> ExitCode {
             output,
             read_timeout,
             server,
-        } => runtime().block_on(fetch(
-            &server.server,
-            &url,
-            output.as_deref(),
-            read_timeout,
-        )),
+        } => runtime().block_on(fetch(&server.server, &url, output.as_deref(), read_timeout)),
         Command::Gc { config } => offline(config.as_deref(), |app| {
             let report = crate::sweeper::run_once(app).map_err(|e| e.to_string())?;
             println!(
@@ -549,12 +544,7 @@ async fn shutdown_signal() {
 }
 
 /// `upcache fetch`: download through the server into a file (atomically) or stdout.
-async fn fetch(
-    server: &str,
-    url: &str,
-    output: Option<&Path>,
-    read_timeout: Duration,
-) -> ExitCode {
+async fn fetch(server: &str, url: &str, output: Option<&Path>, read_timeout: Duration) -> ExitCode {
     match fetch_inner(server, url, output, read_timeout).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {

@@ -38,8 +38,18 @@ pub enum Error {
     /// Content did not match an expected checksum; `upload` decides 422 vs 502.
     #[error("{message}")]
     IntegrityMismatch { message: String, upload: bool },
-    #[error("too many requests; retry in {retry_after_secs}s")]
-    RateLimited { retry_after_secs: u64 },
+    /// Over a per-client limit; `Retry-After: retry_after_secs`.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+    },
+    /// Request target over 8 KiB (414).
+    #[error("{0}")]
+    UriTooLong(String),
+    /// Request headers over 16 KiB in total (431).
+    #[error("{0}")]
+    HeadersTooLarge(String),
     #[error("{0}")]
     UpstreamFailed(String),
     #[error("{0}")]

@@ -102,6 +102,7 @@ pub struct Metrics {
     pub store_bytes: Gauge,
     pub disk_used_ratio: Gauge<f64, AtomicU64>,
     pub rate_limited: Counter,
+    pub upstream_waiting: Gauge,
     pub request_duration: Histogram,
     pub hits: Counter,
     pub misses: Counter,
@@ -128,6 +129,7 @@ impl Metrics {
             store_bytes: Gauge::default(),
             disk_used_ratio: Gauge::default(),
             rate_limited: Counter::default(),
+            upstream_waiting: Gauge::default(),
             request_duration: Histogram::new(exponential_buckets(0.0005, 4.0, 10)),
             hits: Counter::default(),
             misses: Counter::default(),
@@ -197,6 +199,11 @@ impl Metrics {
             "rate_limited",
             "Requests rejected by rate or concurrency limits",
             m.rate_limited.clone(),
+        );
+        r.register(
+            "upstream_waiting_downloads",
+            "Downloads waiting for an upstream slot (limits.upstream_concurrency)",
+            m.upstream_waiting.clone(),
         );
         r.register(
             "request_duration_seconds",

@@ -84,7 +84,7 @@ pub fn run_once(app: &App) -> Result<Report, Error> {
         candidates = keep;
     }
 
-    evict_to_low_watermark(app, candidates, &mut r)?;
+    evict_to_low_watermark(app, candidates, 0, &mut r)?;
     scrub(app, &mut r)?;
     app.index.flush_blocking()?;
     let cache = &app.config.cache;
@@ -122,19 +122,22 @@ pub fn run_once(app: &App) -> Result<Report, Error> {
     Ok(r)
 }
 
-/// Above the high watermark: evict least recently used candidates until below the low one.
+/// Above the high watermark (counting `incoming` bytes about to be stored): evict least
+/// recently used candidates until below the low one.
 fn evict_to_low_watermark(
     app: &App,
     mut candidates: Vec<BlobMeta>,
+    incoming: u64,
     r: &mut Report,
 ) -> Result<(), Error> {
     let cache = &app.config.cache;
     let usage = app.used()?;
-    if usage.used_ratio() <= cache.high_watermark {
+    let used = usage.used_bytes.saturating_add(incoming);
+    if used as f64 <= cache.high_watermark * usage.total_bytes as f64 {
         return Ok(());
     }
     let target = (cache.low_watermark * usage.total_bytes as f64) as u64;
-    let mut to_free = usage.used_bytes.saturating_sub(target);
+    let mut to_free = used.saturating_sub(target);
     candidates.sort_by_key(|m| m.last_access);
     for m in &candidates {
         if to_free == 0 {
@@ -146,8 +149,9 @@ fn evict_to_low_watermark(
     Ok(())
 }
 
-/// Only the watermark eviction, for admission control: no walks, no scrub.
-pub fn make_room(app: &App) -> Result<Report, Error> {
+/// Only the watermark eviction, for admission control of `incoming` bytes: no walks, no
+/// scrub.
+pub fn make_room(app: &App, incoming: u64) -> Result<Report, Error> {
     let _one_at_a_time = app.sweep_lock.lock();
     app.index.flush_access()?;
     let candidates = app
@@ -157,7 +161,7 @@ pub fn make_room(app: &App) -> Result<Report, Error> {
         .filter(|m| !m.pinned)
         .collect();
     let mut r = Report::default();
-    evict_to_low_watermark(app, candidates, &mut r)?;
+    evict_to_low_watermark(app, candidates, incoming, &mut r)?;
     app.index.flush_blocking()?;
     r.used_ratio = app.used()?.used_ratio();
     Ok(r)

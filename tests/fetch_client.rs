@@ -30,8 +30,19 @@ async fn hits_are_verified_against_their_checksum_header() {
     let url = up.url("/f/tool-3.0.tar.gz");
     for (name, cache) in [("miss.tar.gz", "MISS"), ("hit.tar.gz", "HIT")] {
         let out = dir.path().join(name);
-        let o = run(fetch(&[&url, "-o", out.to_str().unwrap(), "--server", &srv.base])).await;
-        assert!(o.status.success(), "{cache}: {}", String::from_utf8_lossy(&o.stderr));
+        let o = run(fetch(&[
+            &url,
+            "-o",
+            out.to_str().unwrap(),
+            "--server",
+            &srv.base,
+        ]))
+        .await;
+        assert!(
+            o.status.success(),
+            "{cache}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         assert_eq!(std::fs::read(&out).unwrap(), body, "{cache}");
         srv.app.flights.wait_idle().await;
     }

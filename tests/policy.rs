@@ -196,3 +196,31 @@ async fn proxy_form_naming_this_server_is_not_proxied_to_itself() {
         "only the upstream URL, not our own"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_methods_get_a_json_405_everywhere() {
+    let srv = TestServer::start().await;
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/v1/lookup",
+        "/api/v1/stats",
+        "/",
+        "/ui/search",
+        "/fetch",
+        "/https/example.org/a.tar.gz",
+        "/by-md5/0123456789abcdef0123456789abcdef",
+        "/repo/pkgs/a/b/md5/0123456789abcdef0123456789abcdef/b",
+        "/api/v1/upload",
+        "/api/v1/sweep",
+    ] {
+        let r = srv.client.patch(srv.url(path)).send().await.unwrap();
+        let (status, code, _) = error_code(r).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (405, "method_not_allowed"),
+            "PATCH {path}"
+        );
+    }
+}

@@ -391,3 +391,140 @@ async fn rpmbuild_fetches_sources_through_upcache() {
     srv.app.flights.wait_idle().await;
     assert_eq!(srv.app.index.stats().urls, 2, "both sources are cached");
 }
+
+/// A config file with an admin token; returns (path, token).
+fn config_with_admin(dir: &std::path::Path, extra: &str) -> (std::path::PathBuf, String) {
+    let (token, sha) = upcache::auth::new_token();
+    let path = dir.join("upcache.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[upstream]\nallow_private = true\n{extra}\n[[auth.tokens]]\nname = \"ops\"\nsha256 = \"{sha}\"\nscopes = [\"admin\"]\n"
+        ),
+    )
+    .unwrap();
+    (path, token)
+}
+
+/// After a crash: no temp files, every index entry has its file, every file its digests.
+async fn assert_consistent_after_restart(cwd: &std::path::Path, cfg: &std::path::Path) {
+    let tmp = cwd.join("upcache-data/tmp");
+    let p = Process::spawn(cwd, &["--config", cfg.to_str().unwrap()], &[]);
+    assert!(
+        list_files(&tmp).is_empty(),
+        "temp files removed at start-up"
+    );
+    drop(p); // kill: verify runs offline
+    let out = upcache()
+        .args(["verify", "--config"])
+        .arg(cfg)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["corrupt"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_an_upload_leaves_nothing_behind() {
+    use tokio::io::AsyncWriteExt;
+    let cwd = tempfile::tempdir().unwrap();
+    let (cfg, token) = config_with_admin(cwd.path(), "");
+    let mut p = Process::spawn(cwd.path(), &["--config", cfg.to_str().unwrap()], &[]);
+    // Announce 10 MiB, send 5 MiB, and hold the connection open.
+    let mut s = tokio::net::TcpStream::connect(p.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "PUT /api/v1/upload?url=https%3A%2F%2Fx.example%2Fbig.tar.gz HTTP/1.1\r\nHost: x\r\n\
+         Authorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n",
+        10 << 20
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&random_bytes(5 << 20, 95)).await.unwrap();
+    s.flush().await.unwrap();
+    let tmp = cwd.path().join("upcache-data/tmp");
+    // Wait until the server has written part of it to its temp file.
+    let written = || {
+        list_files(&tmp)
+            .iter()
+            .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+            .sum::<u64>()
+    };
+    while written() < 1 << 20 {
+        tokio::task::yield_now().await;
+    }
+    p.kill9();
+    drop(s);
+    assert_consistent_after_restart(cwd.path(), &cfg).await;
+    let p = Process::spawn(cwd.path(), &["--config", cfg.to_str().unwrap()], &[]);
+    let r = client()
+        .get(format!(
+            "{}/api/v1/lookup?url={}",
+            p.base,
+            enc("https://x.example/big.tar.gz")
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "an interrupted upload is not bound");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_sweep_leaves_a_consistent_store() {
+    let up = Upstream::start().await;
+    let cwd = tempfile::tempdir().unwrap();
+    // Every blob unused for a second is evicted by the next sweep.
+    let (cfg, token) = config_with_admin(cwd.path(), "[cache]\nmax_unused = \"1s\"\n");
+    let mut p = Process::spawn(cwd.path(), &["--config", cfg.to_str().unwrap()], &[]);
+    let c = client();
+    for i in 0..60u64 {
+        let path = format!("/s/{i}.tar.gz");
+        up.route(&path, Route::ok(random_bytes(60_000, 200 + i)));
+        let r = c
+            .get(format!("{}/fetch?url={}", p.base, enc(&up.url(&path))))
+            .send()
+            .await
+            .unwrap();
+        r.bytes().await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await; // 1 s resolution
+    // Sweep (60 evictions, each journaled and fsynced) and kill the server while it runs
+    // (or just after: both must leave a consistent store).
+    let sweep = tokio::spawn({
+        let url = format!("{}/api/v1/sweep", p.base);
+        let c = c.clone();
+        async move { c.post(url).bearer_auth(token).send().await }
+    });
+    let journal = cwd.path().join("upcache-data/journal.jsonl");
+    while !std::fs::read_to_string(&journal)
+        .unwrap_or_default()
+        .contains("\"evicted\"")
+    {
+        tokio::task::yield_now().await;
+    }
+    p.kill9();
+    let _ = sweep.await;
+    assert_consistent_after_restart(cwd.path(), &cfg).await;
+    // Every URL is either served correctly or refetched.
+    let p = Process::spawn(cwd.path(), &["--config", cfg.to_str().unwrap()], &[]);
+    for i in (0..60u64).step_by(7) {
+        let path = format!("/s/{i}.tar.gz");
+        let r = c
+            .get(format!("{}/fetch?url={}", p.base, enc(&up.url(&path))))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.bytes().await.unwrap(),
+            random_bytes(60_000, 200 + i),
+            "{path}"
+        );
+    }
+}

@@ -49,6 +49,9 @@ pub enum FillError {
         primary: Box<FillError>,
         mirrors: Vec<String>,
     },
+    /// Waited `read_timeout` for an upstream slot (`limits.upstream_concurrency`).
+    #[error(transparent)]
+    Busy(#[from] crate::limits::UpstreamBusy),
     /// Not stored: the cache volume cannot take it even after a sweep. Each client then
     /// streams it from upstream itself (`X-Cache: BYPASS`).
     #[error("the cache is full; the download is passed through without being stored")]
@@ -98,6 +101,7 @@ impl From<&FillError> for Error {
                 Error::UpstreamTimeout(_) => Error::UpstreamTimeout(e.to_string()),
                 _ => Error::UpstreamFailed(e.to_string()),
             },
+            FillError::Busy(_) => Error::UpstreamTimeout(e.to_string()),
             FillError::Bypass => Error::Unavailable(e.to_string()),
         }
     }
@@ -414,6 +418,12 @@ async fn download(
     expected: Option<&Expected>,
 ) -> Result<Downloaded, FillError> {
     let cfg = &app.config.upstream;
+    // Beyond `upstream_concurrency`, wait for a slot (readers attached to this fill wait with
+    // it, still `Connecting`), but no longer than upstream itself may stay silent.
+    app.metrics.upstream_waiting.inc();
+    let slot = app.limits.upstream_slot(cfg.read_timeout).await;
+    app.metrics.upstream_waiting.dec();
+    let _slot = slot?;
     let mut progress = Progress {
         writer: TempWriter::new(temp),
         head: None,

@@ -18,9 +18,7 @@ use crate::store::{Algo, Expected, TempWriter};
 use crate::url::UpstreamUrl;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    let resource = |path: &str| {
-        web::resource(path.to_owned()).default_service(web::to(super::method_not_allowed))
-    };
+    use super::resource;
     cfg.service(resource("/api/v1/upload").route(web::put().to(upload)))
         .service(
             resource("/api/v1/pin/{blake3}")

@@ -22,6 +22,9 @@ impl Error {
             Error::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            // SPEC 4.5 has no codes of their own for these; the size code fits.
+            Error::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "too_large"),
+            Error::HeadersTooLarge(_) => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too_large"),
             Error::RangeNotSatisfiable { .. } => {
                 (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
             }
@@ -56,7 +59,9 @@ impl ResponseError for Error {
         };
         let mut res = HttpResponse::build(status);
         match self {
-            Error::RateLimited { retry_after_secs } => {
+            Error::RateLimited {
+                retry_after_secs, ..
+            } => {
                 res.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
             Error::Unauthorized(_) => {

@@ -1,5 +1,6 @@
 //! One log line and the metrics of each request, written when its body is finished or dropped;
-//! also stamps `X-Served-By` on every response.
+//! also admits requests (hygiene and per-client limits, see `admit`) and stamps
+//! `X-Served-By` on every response.
 
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -19,6 +20,7 @@ use bytes::Bytes;
 use super::sendfile::SentBytes;
 use crate::accesslog;
 use crate::app::App;
+use crate::limits::ClientPermit;
 use crate::metrics::{CacheResult, Form};
 
 /// What a handler tells the log about an artifact request.
@@ -48,7 +50,14 @@ pub async fn log_requests(
         .app_data::<web::Data<App>>()
         .map(|d| d.clone().into_inner());
     let served_by = req.app_data::<web::Data<ServedBy>>().map(|s| s.0.clone());
-    let mut res = next.call(req).await?;
+    let admitted = match &app {
+        Some(app) => super::admit::admit(&req, app, client),
+        None => Ok(None),
+    };
+    let (mut res, permit) = match admitted {
+        Ok(permit) => (next.call(req).await?, permit),
+        Err(e) => (req.error_response(e), None),
+    };
     if let Some(v) = served_by {
         res.headers_mut().insert(X_SERVED_BY.clone(), v);
     }
@@ -75,6 +84,7 @@ pub async fn log_requests(
             finished: false,
             sent,
             line,
+            _permit: permit,
         })
     }))
 }
@@ -98,6 +108,8 @@ struct LoggedBody {
     sent: Option<SentBytes>,
     finished: bool,
     line: Line,
+    /// The client's concurrency slot, released when the body is finished or dropped.
+    _permit: Option<ClientPermit>,
 }
 
 impl MessageBody for LoggedBody {

@@ -1,6 +1,7 @@
 //! HTTP wiring: actix-web routes for the three request forms, checksum lookups, the JSON API
 //! and operations endpoints. Business decisions live in `app`; this module only translates.
 
+mod admit;
 mod api;
 mod error;
 mod jobs;
@@ -144,25 +145,17 @@ fn is_absolute_form(ctx: &guard::GuardContext<'_>) -> bool {
 }
 
 fn routes(cfg: &mut web::ServiceConfig) {
-    let get_head = || guard::Any(guard::Get()).or(guard::Head());
     // Absolute-form targets (`GET http://host/x`, from curl -x, wget, dnf) must be caught
     // before path routing, which would otherwise match their path against our own routes.
     cfg.service(
-        web::resource("/{tail:.*}")
+        resource("/{tail:.*}")
             .guard(guard::fn_guard(is_absolute_form))
-            .route(web::route().guard(get_head()).to(proxy_form))
-            .default_service(web::to(method_not_allowed)),
+            .route(get_or_head().to(proxy_form)),
     )
-    .service(
-        web::resource("/fetch")
-            .route(web::route().guard(get_head()).to(fetch_form))
-            .default_service(web::to(method_not_allowed)),
-    );
+    .service(resource("/fetch").route(get_or_head().to(fetch_form)));
     for scheme in ["http", "https", "ftp"] {
         cfg.service(
-            web::resource(format!("/{scheme}/{{tail:.*}}"))
-                .route(web::route().guard(get_head()).to(mirror_form))
-                .default_service(web::to(method_not_allowed)),
+            resource(&format!("/{scheme}/{{tail:.*}}")).route(get_or_head().to(mirror_form)),
         );
     }
     for algo in ["md5", "sha256", "sha512", "blake3"] {
@@ -171,15 +164,11 @@ fn routes(cfg: &mut web::ServiceConfig) {
                 format!("/by-{algo}/{{hex}}"),
                 format!("/by-{algo}/{{hex}}/{{name}}"),
             ])
-            .route(web::route().guard(get_head()).to(by_checksum))
+            .route(get_or_head().to(by_checksum))
             .default_service(web::to(method_not_allowed)),
         );
     }
-    cfg.service(
-        web::resource("/repo/pkgs/{tail:.*}")
-            .route(web::route().guard(get_head()).to(lookaside))
-            .default_service(web::to(method_not_allowed)),
-    );
+    cfg.service(resource("/repo/pkgs/{tail:.*}").route(get_or_head().to(lookaside)));
     ops::routes(cfg);
     api::routes(cfg);
     jobs::routes(cfg);
@@ -188,30 +177,52 @@ fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// The client's address: the peer, or for trusted proxies the right-most untrusted
-/// `X-Forwarded-For` entry.
+/// `X-Forwarded-For` entry (each trusted proxy appends the address it got the request from,
+/// so everything left of the first untrusted entry, from the right, is the client's say).
 pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
     let peer = req.peer_addr()?.ip();
     let app = req.app_data::<web::Data<App>>()?;
-    let trusted = &app.config.server.trusted_proxies;
+    Some(forwarded_client(
+        peer,
+        &app.config.server.trusted_proxies,
+        req.headers()
+            .get_all("x-forwarded-for")
+            .map(|v| v.to_str().unwrap_or("")),
+    ))
+}
+
+fn forwarded_client<'a>(
+    peer: IpAddr,
+    trusted: &[ipnet::IpNet],
+    headers: impl DoubleEndedIterator<Item = &'a str>,
+) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(&peer) {
-        return Some(peer);
+    let mut client = peer;
+    if !is_trusted(&client) {
+        return client;
     }
-    let forwarded: Vec<IpAddr> = req
-        .headers()
-        .get_all("x-forwarded-for")
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    let client = forwarded
-        .iter()
-        .rev()
-        .find(|ip| !is_trusted(ip))
-        .or(forwarded.first())
-        .copied()
-        .unwrap_or(peer);
-    Some(client)
+    for entry in headers.rev().flat_map(|v| v.rsplit(',')) {
+        let entry = entry.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        // Plain addresses, as nginx writes them; tolerate `ip:port` and `[v6]:port`.
+        let parsed = entry
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()));
+        match parsed {
+            Some(ip) => {
+                client = ip.to_canonical();
+                if !is_trusted(&client) {
+                    return client;
+                }
+            }
+            // Garbage: the proxy that passed it on is the last address we can vouch for.
+            None => return client,
+        }
+    }
+    client
 }
 
 /// Validate a checksum given by a client; the error names the value and what was expected.
@@ -514,6 +525,16 @@ async fn serve_checksum(
     serve::hit(req, &app, &head, file)
 }
 
+/// A resource whose unsupported methods get our JSON 405, not actix's empty one.
+pub(crate) fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path.to_owned()).default_service(web::to(method_not_allowed))
+}
+
+/// GET and HEAD.
+pub(crate) fn get_or_head() -> actix_web::Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
+}
+
 pub(crate) async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, Error> {
     Err(Error::MethodNotAllowed(format!(
         "{} is not allowed on {}",
@@ -541,4 +562,35 @@ fn app_of(req: &HttpRequest) -> Arc<App> {
         .expect("app data is registered")
         .clone()
         .into_inner()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_behind_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let f = |peer: &str, xff: &[&str]| {
+            forwarded_client(ip(peer), &trusted, xff.iter().copied()).to_string()
+        };
+        // An untrusted peer's header is ignored.
+        assert_eq!(f("192.0.2.1", &["198.51.100.9"]), "192.0.2.1");
+        // The right-most untrusted entry; what the client wrote left of it is ignored.
+        assert_eq!(f("10.0.0.2", &["1.1.1.1, 198.51.100.9"]), "198.51.100.9");
+        assert_eq!(
+            f("10.0.0.2", &["1.1.1.1, 198.51.100.9, 10.0.0.5"]),
+            "198.51.100.9"
+        );
+        assert_eq!(f("10.0.0.2", &["1.1.1.1", "198.51.100.9"]), "198.51.100.9");
+        assert_eq!(f("10.0.0.2", &["198.51.100.9:4711"]), "198.51.100.9");
+        assert_eq!(f("10.0.0.2", &["[2001:db8::1]:80"]), "2001:db8::1");
+        // No header, or nothing but trusted hops: the left-most address known.
+        assert_eq!(f("10.0.0.2", &[]), "10.0.0.2");
+        assert_eq!(f("10.0.0.2", &["10.0.0.7, 10.0.0.8"]), "10.0.0.7");
+        // Garbage stops the walk at the proxy that passed it on.
+        assert_eq!(f("10.0.0.2", &["1.1.1.1, unknown"]), "10.0.0.2");
+        assert_eq!(f("10.0.0.2", &["1.1.1.1, bogus, 10.0.0.9"]), "10.0.0.9");
+    }
 }

@@ -10,35 +10,28 @@ use crate::store::Algo;
 use crate::url::UpstreamUrl;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/healthz", web::head().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/readyz", web::head().to(readyz))
-        .route("/metrics", web::get().to(metrics))
-        .route("/api/v1/lookup", web::get().to(lookup))
-        .route("/api/v1/stats", web::get().to(stats));
+    use super::{get_or_head, resource};
+    cfg.service(resource("/healthz").route(get_or_head().to(healthz)))
+        .service(resource("/readyz").route(get_or_head().to(readyz)))
+        .service(resource("/metrics").route(get_or_head().to(metrics)))
+        .service(resource("/api/v1/lookup").route(get_or_head().to(lookup)))
+        .service(resource("/api/v1/stats").route(get_or_head().to(stats)));
 }
 
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Ready when the index answers and the data volume accepts a write.
+/// Ready when the index answers and the data volume accepts a write. The verdict is also
+/// remembered: while unready, new downloads are refused (see `readiness`).
 async fn readyz(app: web::Data<App>) -> HttpResponse {
     let app = app.into_inner();
-    let app_for_alert = app.clone();
-    let probe = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        app.index.ping().map_err(|e| e.to_string())?;
-        app.store.write_probe().map_err(|e| e.to_string())
-    })
-    .await
-    .unwrap_or_else(|e| Err(format!("probe task failed: {e}")));
-    match probe {
+    match crate::readiness::probe(app.clone()).await {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
         Err(reason) => {
-            app_for_alert.alerts.raise(
+            app.alerts.raise(
                 crate::alerts::Kind::StorageUnavailable,
-                &app_for_alert.config.storage.data_dir.display().to_string(),
+                &app.config.storage.data_dir.display().to_string(),
                 format!("not ready: {reason}"),
             );
             HttpResponse::ServiceUnavailable().json(json!({

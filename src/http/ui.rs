@@ -13,9 +13,10 @@ use crate::store::Algo;
 use crate::url::UpstreamUrl;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(status))
-        .route("/ui/search", web::get().to(search))
-        .route("/ui/blob/{blake3}", web::get().to(blob));
+    use super::{get_or_head, resource};
+    cfg.service(resource("/").route(get_or_head().to(status)))
+        .service(resource("/ui/search").route(get_or_head().to(search)))
+        .service(resource("/ui/blob/{blake3}").route(get_or_head().to(blob)));
 }
 
 /// Escape text for HTML element content and quoted attributes.

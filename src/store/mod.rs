@@ -322,20 +322,31 @@ impl LocalStore {
 
     /// Write, fsync and delete a small file: proves the volume accepts writes (`/readyz`).
     pub fn write_probe(&self) -> Result<(), StoreError> {
-        let path = self.tmp.join(format!(".probe-{}", std::process::id()));
-        let result = (|| {
-            let f = File::create(&path)?;
-            f.write_all_at(b"probe", 0)?;
-            f.sync_all()
-        })();
-        let _ = fs::remove_file(&path);
-        result.map_err(|e| StoreError::io("write probe", &path, e))
+        write_probe_in(&self.tmp)
+    }
+
+    /// Where temp files (and the write probe) go.
+    pub fn temp_dir(&self) -> &Path {
+        &self.tmp
     }
 
     /// statvfs of the volume holding `data_dir`.
     pub fn disk_usage(&self) -> Result<DiskUsage, StoreError> {
         statvfs(&self.root).map_err(|e| StoreError::io("statvfs", &self.root, e))
     }
+}
+
+/// Write, fsync and delete a small file in `dir`: proves the volume accepts writes. A free
+/// function so a background prober can run it without holding the store.
+pub fn write_probe_in(dir: &Path) -> Result<(), StoreError> {
+    let path = dir.join(format!(".probe-{}", std::process::id()));
+    let result = (|| {
+        let f = File::create(&path)?;
+        f.write_all_at(b"probe", 0)?;
+        f.sync_all()
+    })();
+    let _ = fs::remove_file(&path);
+    result.map_err(|e| StoreError::io("write probe", &path, e))
 }
 
 /// A temp file being filled. Dropping it without a successful commit deletes the file, so

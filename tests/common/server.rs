@@ -11,7 +11,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 use upcache::{App, Config, Server};
 
-/// Configuration for tests: loopback upstreams allowed, fast retries.
+/// Configuration for tests: loopback upstreams allowed, fast retries, no per-client limits.
 pub fn test_config(data_dir: &Path) -> Config {
     let mut cfg = Config::default();
     cfg.server.listen = "127.0.0.1:0".into();
@@ -20,6 +20,9 @@ pub fn test_config(data_dir: &Path) -> Config {
     cfg.upstream.retry_backoff = Duration::from_millis(10);
     cfg.upstream.read_timeout = Duration::from_secs(10);
     cfg.server.instance = "test".into();
+    // Every test client is 127.0.0.1: per-client limits are for tests/limits.rs to turn on.
+    cfg.limits.per_client_rps = 0;
+    cfg.limits.per_client_concurrency = 0;
     // Measure "full" by what the test stores, not by how full this machine's disk is.
     cfg.cache.max_size = 8 << 30;
     cfg
@@ -47,7 +50,8 @@ impl TestServer {
         Self::start_in(dir, cfg)
     }
 
-    fn start_in(dir: Arc<TempDir>, cfg: Config) -> TestServer {
+    /// Start on an existing directory with a given configuration (restarts).
+    pub fn start_in(dir: Arc<TempDir>, cfg: Config) -> TestServer {
         let listener = TcpListener::bind(&cfg.server.listen).unwrap();
         let (app, server) = upcache::start(cfg.clone(), listener).expect("server starts");
         let base = format!("http://{}", server.addr);
@@ -74,6 +78,19 @@ impl TestServer {
             s.stop(true).await;
         }
         self.app.index.flush_blocking().unwrap();
+    }
+
+    /// Stop gracefully and release the data directory (the index lock), keeping the files:
+    /// returns what is needed to start again with [`TestServer::start_in`].
+    pub async fn shut_down(mut self) -> (Arc<TempDir>, Config) {
+        self.stop().await;
+        let kept = (self.dir.clone(), self.config.clone());
+        drop(self);
+        kept
+    }
+
+    pub fn config(&self) -> Config {
+        self.config.clone()
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -178,6 +195,15 @@ impl Process {
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_log).unwrap());
+        // If the test process dies (a timeout kill), its servers die with it.
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn().expect("spawn upcache");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();

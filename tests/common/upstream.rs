@@ -98,6 +98,8 @@ pub struct Recorded {
     pub target: String,
     /// Header fields in arrival order, names lowercased, values trimmed.
     pub headers: Vec<(String, String)>,
+    /// The request body (first 1 MiB), e.g. a webhook's JSON.
+    pub body: Vec<u8>,
 }
 
 impl Recorded {
@@ -249,6 +251,7 @@ impl Shared {
                 method: req.method.clone(),
                 target: req.target.clone(),
                 headers: req.headers.clone(),
+                body: req.body.clone(),
             },
         });
         route.unwrap_or_else(|| {
@@ -596,6 +599,7 @@ struct Request {
     method: String,
     target: String,
     headers: Vec<(String, String)>,
+    body: Vec<u8>,
     /// The client asked to close (or spoke HTTP/1.0, or sent a body we cannot frame).
     close: bool,
 }
@@ -681,6 +685,7 @@ async fn read_request(conn: &mut Conn) -> io::Result<Option<Request>> {
         method,
         target,
         headers,
+        body: Vec::new(),
         close: false,
     };
     let connection = req.header("connection").unwrap_or("").to_ascii_lowercase();
@@ -696,8 +701,10 @@ async fn read_request(conn: &mut Conn) -> io::Result<Option<Request>> {
         req.close = true;
     } else if let Some(len) = req.header("content-length") {
         let len: u64 = len.parse().map_err(|_| bad("bad Content-Length"))?;
-        let copied = tokio::io::copy(&mut (&mut *conn).take(len), &mut tokio::io::sink()).await?;
-        if copied != len {
+        let mut body = (&mut *conn).take(len);
+        let kept = (&mut body).take(1 << 20).read_to_end(&mut req.body).await? as u64;
+        let rest = tokio::io::copy(&mut body, &mut tokio::io::sink()).await?;
+        if kept + rest != len {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
     }

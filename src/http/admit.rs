@@ -1,0 +1,79 @@
+//! Admission of every request before routing: the HTTP hygiene limits that actix-http does
+//! not enforce itself (SPEC 5: a target over 8 KiB gets 414, headers over 16 KiB in total
+//! 431), then the per-client rate and concurrency limits (429 `rate_limited`).
+//!
+//! What actix-http already does, and tests check: a request with both `Content-Length` and
+//! `Transfer-Encoding`, or more than one `Content-Length`, gets 400 and the connection is
+//! closed; a request body left unread when the response is sent closes the connection (a
+//! chunked one is drained), so nothing in it is taken for a next request; a request head
+//! that has not arrived whole within 5 s (`client_request_timeout`) gets 408 and the
+//! connection is closed; heads over 128 KiB or with more than 96 headers get 431.
+
+use std::net::IpAddr;
+
+use actix_web::dev::ServiceRequest;
+
+use crate::app::App;
+use crate::error::Error;
+use crate::limits::{ClientPermit, Rejection};
+
+/// Longest request target accepted.
+pub const MAX_TARGET: usize = 8 * 1024;
+/// Most bytes of request header fields accepted (names, values, `": "` and CRLF).
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Never rate-limited (SPEC 8): health checks and scrapes must get through a flood.
+const UNLIMITED_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// Check `req`; the permit, if any, must be kept until the response body is finished.
+pub fn admit(
+    req: &ServiceRequest,
+    app: &App,
+    client: Option<IpAddr>,
+) -> Result<Option<ClientPermit>, Error> {
+    let uri = req.uri();
+    let target = uri.path_and_query().map_or(0, |pq| pq.as_str().len())
+        + uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len());
+    if target > MAX_TARGET {
+        return Err(Error::UriTooLong(format!(
+            "the request target is {target} bytes, more than the {MAX_TARGET} accepted"
+        )));
+    }
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Err(Error::HeadersTooLarge(format!(
+            "the request headers are {header_bytes} bytes, more than the {MAX_HEADER_BYTES} accepted"
+        )));
+    }
+    // An absolute-form target naming /healthz is a proxied download, not our health check.
+    if uri.scheme().is_none() && UNLIMITED_PATHS.contains(&uri.path()) {
+        return Ok(None);
+    }
+    let Some(ip) = client else {
+        return Ok(None);
+    };
+    app.limits.admit(ip).map_err(|rejection| {
+        app.metrics.rate_limited.inc();
+        let message = match rejection {
+            Rejection::Rate { .. } => format!(
+                "too many requests from {ip} (limits.per_client_rps = {}, per_client_burst = {})",
+                app.config.limits.per_client_rps, app.config.limits.per_client_burst
+            ),
+            Rejection::Concurrency { limit } => format!(
+                "too many simultaneous requests from {ip} (limits.per_client_concurrency = {limit})"
+            ),
+            Rejection::TooManyClients => {
+                "too many clients have requests in progress; try again shortly".to_owned()
+            }
+        };
+        Error::RateLimited {
+            message,
+            retry_after_secs: rejection.retry_after_secs(),
+        }
+    })
+}

@@ -1,0 +1,99 @@
+//! Whether this instance can take new work: the `/readyz` verdict, refreshed every second and
+//! on every `/readyz` call, and consulted (without I/O) before a request starts a download.
+//!
+//! While unready (index not answering, data volume full or read-only), requests that would
+//! need to store get 503 `unavailable`, so a gateway retries them on another instance (nginx
+//! `proxy_next_upstream http_503`) and, after `max_fails`, takes this one out of rotation.
+//! Hits, checksum hits and joins of running downloads are still served: the bytes are here.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::RwLock;
+
+use crate::app::App;
+
+/// How often the probe runs by itself.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// The last verdicts, `None` when fine: the index is probed by `/readyz`, the data volume by
+/// `/readyz` and every [`PROBE_EVERY`].
+#[derive(Default)]
+pub struct Readiness {
+    index: RwLock<Option<String>>,
+    volume: RwLock<Option<String>>,
+}
+
+impl Readiness {
+    /// Why the instance is not ready, per the last probes.
+    pub fn unready_reason(&self) -> Option<String> {
+        let index = self.index.read().clone();
+        index.or_else(|| self.volume.read().clone())
+    }
+
+    fn record(&self, index: Option<&Result<(), String>>, volume: &Result<(), String>) {
+        let before = self.unready_reason();
+        if let Some(v) = index {
+            *self.index.write() = v.as_ref().err().cloned();
+        }
+        *self.volume.write() = volume.as_ref().err().cloned();
+        let after = self.unready_reason();
+        if before != after {
+            match &after {
+                Some(r) => tracing::warn!(reason = %r, "not ready: new downloads are refused"),
+                None => tracing::info!("ready again"),
+            }
+        }
+    }
+}
+
+/// Probe the index and the data volume now (on the blocking pool), remember the verdict and
+/// return it: what `/readyz` answers.
+pub async fn probe(app: Arc<App>) -> Result<(), String> {
+    let a = app.clone();
+    let (index, volume) = tokio::task::spawn_blocking(move || {
+        (
+            a.index.ping().map_err(|e| e.to_string()),
+            a.store.write_probe().map_err(|e| e.to_string()),
+        )
+    })
+    .await
+    .unwrap_or_else(|e| {
+        let failed = Err(format!("probe task failed: {e}"));
+        (failed.clone(), failed)
+    });
+    app.readiness.record(Some(&index), &volume);
+    index.and(volume)
+}
+
+/// Probe the data volume every [`PROBE_EVERY`] while `readiness` is alive (the app owns
+/// it). Only the temp directory is held, not the app: a probe in progress must never keep a
+/// closed app (and its index lock) alive.
+pub fn spawn_prober(
+    readiness: Weak<Readiness>,
+    temp_dir: PathBuf,
+    runtime: &tokio::runtime::Handle,
+) {
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(PROBE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if readiness.strong_count() == 0 {
+                return;
+            }
+            let dir = temp_dir.clone();
+            let verdict = tokio::task::spawn_blocking(move || {
+                crate::store::write_probe_in(&dir).map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("probe task failed: {e}")));
+            match readiness.upgrade() {
+                Some(r) => r.record(None, &verdict),
+                None => return,
+            }
+        }
+    });
+}
