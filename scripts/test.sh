@@ -28,6 +28,13 @@ if ! python3 -c 'import pyftpdlib' 2>/dev/null; then
   python3 -m pip install --quiet pyftpdlib 2>/dev/null ||
     python3 -m pip install --quiet --break-system-packages pyftpdlib
 fi
+# The object-store tests (tests/s3.rs) run a real S3 server: moto's, with boto3 to create
+# the bucket (tests/common/s3_server.py). See the README for why moto.
+if ! python3 -c 'import moto.server, boto3, flask' 2>/dev/null; then
+  log "installing moto[server]"
+  python3 -m pip install --quiet 'moto[server]' 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages 'moto[server]'
+fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install cargo-nextest --locked

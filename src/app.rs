@@ -93,6 +93,9 @@ pub struct App {
     negative: Mutex<LruCache<String, Instant>>,
     /// Where fills and other background work run (not tied to any HTTP worker).
     runtime: tokio::runtime::Handle,
+    /// `backend = "s3" | "obs"`: the bucket (durable tier and shared index); `data_dir` is
+    /// then the L1 tier.
+    pub tier: Option<crate::remote::sync::Tier>,
 }
 
 /// Errors opening the service.
@@ -106,8 +109,12 @@ pub enum OpenError {
     Journal(#[from] crate::audit::JournalError),
     #[error("cannot build the upstream client: {0}")]
     Client(#[from] reqwest::Error),
-    #[error("{0} is not available in this version")]
+    #[error("{0}")]
     Unsupported(&'static str),
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
+    #[error("cannot start the object store tier: {0}")]
+    Tier(String),
     #[error(transparent)]
     Recovery(#[from] crate::recovery::RecoveryError),
     #[error("cannot move the unreadable index {path} aside: {source}")]
@@ -147,15 +154,19 @@ impl App {
     /// Open the data directory: index (which locks it), store, journal; remove leftovers of a
     /// crash and drop index entries whose file is gone.
     pub fn open(config: Config, runtime: tokio::runtime::Handle) -> Result<Arc<App>, OpenError> {
-        // Refuse rather than silently ignore settings whose behaviour is not built yet.
-        match (config.storage.backend, config.storage.serve) {
-            (Backend::S3, _) => return Err(OpenError::Unsupported("storage.backend = \"s3\"")),
-            (Backend::Obs, _) => return Err(OpenError::Unsupported("storage.backend = \"obs\"")),
-            (_, ServeMode::Redirect) => {
-                return Err(OpenError::Unsupported("storage.serve = \"redirect\""));
-            }
-            _ => {}
+        // Presigned URLs exist only for object stores.
+        if config.storage.backend == Backend::Fs && config.storage.serve == ServeMode::Redirect {
+            return Err(OpenError::Unsupported(
+                "storage.serve = \"redirect\" needs storage.backend = \"s3\" or \"obs\" \
+                 (a local directory has no presigned URLs)",
+            ));
         }
+        let tier = match config.storage.backend {
+            Backend::Fs => None,
+            Backend::S3 | Backend::Obs => Some(crate::remote::sync::Tier::new(
+                crate::remote::Remote::new(&config.storage, config.cache.index_refresh)?,
+            )),
+        };
         let data_dir = config.storage.data_dir.clone();
         let store = LocalStore::open(&data_dir)?;
         let instance = config.instance_name();
@@ -185,7 +196,8 @@ impl App {
             store.temp_dir().to_owned(),
             &runtime,
         );
-        Ok(Arc::new(App {
+        let app = Arc::new(App {
+            tier,
             limits: crate::limits::Limits::new(&config.limits),
             readiness,
             instance,
@@ -206,7 +218,10 @@ impl App {
             )),
             runtime,
             config: Arc::new(config),
-        }))
+        });
+        app.start_tier()
+            .map_err(|e| OpenError::Tier(e.to_string()))?;
+        Ok(app)
     }
 
     /// The runtime background work (fills, jobs) runs on.
@@ -300,10 +315,24 @@ impl App {
 
     /// Open a stored blob for serving. A file that vanished (deleted behind our back) drops
     /// its index entry, so the next resolution treats its URLs as misses.
+    /// With an object store, a blob it holds only loses its local copy: its URLs stay hits,
+    /// served from the bucket.
     pub fn open_blob(&self, meta: &BlobMeta) -> Result<Option<Arc<std::fs::File>>, Error> {
         let b3 = meta.blake3();
         match self.store.open_blob(b3)? {
-            Some((file, len)) if len == meta.size => Ok(Some(file)),
+            Some((file, len)) if len == meta.size => {
+                if meta.remote_only {
+                    // Copied back into the local tier since this entry was read.
+                    self.index.set_tier(b3, true, false)?;
+                }
+                Ok(Some(file))
+            }
+            None if meta.remote => {
+                if !meta.remote_only {
+                    self.index.set_tier(b3, true, true)?;
+                }
+                Ok(None)
+            }
             Some((_, len)) => Err(Error::Internal(format!(
                 "blob {b3} is {len} bytes on disk, {} in the index",
                 meta.size
@@ -379,6 +408,8 @@ impl App {
             origin: Origin::Upstream,
             pinned: false,
             evicted: false,
+            remote: false,
+            remote_only: false,
         };
         let record = UrlRecord {
             // The exact URL: it is the index key. Shown URLs are redacted where they are shown.
@@ -446,6 +477,8 @@ impl App {
         .await
         .map_err(|e| Error::Internal(format!("commit task: {e}")))??;
         self.index.flush().await?;
+        // The bucket gets it next (bytes, then the shared records that point at them).
+        self.publish_later(stored.0.blake3());
         Ok(stored)
     }
 
@@ -502,6 +535,8 @@ impl App {
             origin: Origin::Upload,
             pinned: true,
             evicted: false,
+            remote: false,
+            remote_only: false,
         };
         let record = req.url.as_ref().map(|url| UrlRecord {
             // The exact URL (the index key); `to_string` would hide a password.
@@ -539,7 +574,7 @@ impl App {
     ) -> Result<BlobMeta, Error> {
         let app = self.clone();
         let b3 = blake3.to_owned();
-        tokio::task::spawn_blocking(move || -> Result<BlobMeta, Error> {
+        let meta = tokio::task::spawn_blocking(move || -> Result<BlobMeta, Error> {
             let meta = app
                 .index
                 .blob(&b3)?
@@ -551,7 +586,13 @@ impl App {
             Ok(app.index.set_pinned(&b3, pinned)?.unwrap_or(meta))
         })
         .await
-        .map_err(|e| Error::Internal(format!("pin task: {e}")))?
+        .map_err(|e| Error::Internal(format!("pin task: {e}")))??;
+        if pinned {
+            self.publish_later(blake3);
+        } else {
+            self.unpin_remote(blake3);
+        }
+        Ok(meta)
     }
 
     /// Delete a blob and its URL bindings (admin), with an audit event. Readers that have the
@@ -561,6 +602,10 @@ impl App {
         blake3: &str,
         who: Actor,
     ) -> Result<BlobMeta, Error> {
+        if let Some(meta) = self.index.blob(blake3)? {
+            self.delete_remote(&meta, self.index.urls_of(blake3)?)
+                .await?;
+        }
         let app = self.clone();
         let b3 = blake3.to_owned();
         let meta = tokio::task::spawn_blocking(move || -> Result<BlobMeta, Error> {

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod prefetch;
 pub mod readiness;
 pub mod recovery;
+pub mod remote;
 pub mod revalidate;
 pub mod spec;
 pub mod spec_check;
@@ -51,10 +52,12 @@ pub fn spawn_background(app: Arc<App>) -> tokio::task::JoinHandle<()> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let app = app.clone();
-            let flushed = tokio::task::spawn_blocking(move || app.index.flush_access()).await;
-            if let Ok(Err(e)) = flushed {
-                tracing::warn!(error = %e, "cannot write access statistics");
+            let a = app.clone();
+            let flushed = tokio::task::spawn_blocking(move || a.index.flush_access()).await;
+            match flushed {
+                Ok(Ok(read)) => app.touch_remote(read),
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot write access statistics"),
+                Err(_) => {}
             }
         }
     })

@@ -358,11 +358,13 @@ async fn run_item(app: &Arc<App>, job: &Job, index: usize, url: &UpstreamUrl, wh
 /// Make sure `url` is cached, joining or starting its fill; the blob it is bound to.
 pub async fn fetch(app: &Arc<App>, url: &UpstreamUrl, who: &Submitter) -> Result<BlobMeta, Error> {
     // A blob whose file vanished is dropped from the index by `open_blob`; resolving again
-    // then starts a fill (as for client requests).
+    // then starts a fill (as for client requests). With an object store, what another
+    // instance stored counts as cached, and so does a blob only the bucket holds.
+    app.learn_url(url).await?;
     for _ in 0..3 {
         match app.resolve(url, None, who.client.clone(), true)? {
             Resolution::Hit(entry) => {
-                if app.open_blob(&entry.blob)?.is_some() {
+                if app.open_blob(&entry.blob)?.is_some() || entry.blob.remote {
                     return Ok(entry.blob.clone());
                 }
             }

@@ -1,10 +1,11 @@
 //! Whether this instance can take new work: the `/readyz` verdict, refreshed every second and
 //! on every `/readyz` call, and consulted (without I/O) before a request starts a download.
 //!
-//! While unready (index not answering, data volume full or read-only), requests that would
-//! need to store get 503 `unavailable`, so a gateway retries them on another instance (nginx
-//! `proxy_next_upstream http_503`) and, after `max_fails`, takes this one out of rotation.
-//! Hits, checksum hits and joins of running downloads are still served: the bytes are here.
+//! While unready (index not answering, data volume full or read-only, bucket unreachable),
+//! requests that would need to store get 503 `unavailable`, so a gateway retries them on
+//! another instance (nginx `proxy_next_upstream http_503`) and, after `max_fails`, takes this
+//! one out of rotation. Hits, checksum hits and joins of running downloads are still served
+//! from what is here.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
@@ -23,21 +24,41 @@ pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 pub struct Readiness {
     index: RwLock<Option<String>>,
     volume: RwLock<Option<String>>,
+    /// s3/obs: the bucket (probed every [`PROBE_EVERY`] and by `/readyz`).
+    remote: RwLock<Option<String>>,
 }
 
 impl Readiness {
     /// Why the instance is not ready, per the last probes.
     pub fn unready_reason(&self) -> Option<String> {
         let index = self.index.read().clone();
-        index.or_else(|| self.volume.read().clone())
+        index
+            .or_else(|| self.volume.read().clone())
+            .or_else(|| self.remote_reason())
+    }
+
+    /// Why the bucket is unusable, per the last probe.
+    pub fn remote_reason(&self) -> Option<String> {
+        self.remote.read().clone()
+    }
+
+    /// Record a probe of the bucket.
+    pub fn record_remote(&self, verdict: &Result<(), String>) {
+        self.update(|| *self.remote.write() = verdict.as_ref().err().cloned());
     }
 
     fn record(&self, index: Option<&Result<(), String>>, volume: &Result<(), String>) {
+        self.update(|| {
+            if let Some(v) = index {
+                *self.index.write() = v.as_ref().err().cloned();
+            }
+            *self.volume.write() = volume.as_ref().err().cloned();
+        });
+    }
+
+    fn update(&self, change: impl FnOnce()) {
         let before = self.unready_reason();
-        if let Some(v) = index {
-            *self.index.write() = v.as_ref().err().cloned();
-        }
-        *self.volume.write() = volume.as_ref().err().cloned();
+        change();
         let after = self.unready_reason();
         if before != after {
             match &after {
@@ -64,7 +85,15 @@ pub async fn probe(app: Arc<App>) -> Result<(), String> {
         (failed.clone(), failed)
     });
     app.readiness.record(Some(&index), &volume);
-    index.and(volume)
+    let remote = match &app.tier {
+        Some(tier) => {
+            let verdict = tier.bucket.probe().await;
+            app.readiness.record_remote(&verdict);
+            verdict
+        }
+        None => Ok(()),
+    };
+    index.and(volume).and(remote)
 }
 
 /// Probe the data volume every [`PROBE_EVERY`] while `readiness` is alive (the app owns

@@ -161,6 +161,8 @@ pub fn reconcile(
             },
             pinned: replay.pinned.get(b3).copied().unwrap_or(false),
             evicted: false,
+            remote: false,
+            remote_only: false,
         };
         index.insert_blob(&meta)?;
         for rec in by_blob.get(b3.as_str()).into_iter().flatten() {

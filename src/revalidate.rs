@@ -73,6 +73,8 @@ pub async fn revalidate(
         // Kept for inspection until an admin unpins or deletes it.
         pinned: true,
         evicted: false,
+        remote: false,
+        remote_only: false,
     };
     let describe = |d: &Digests, size: u64| {
         format!(

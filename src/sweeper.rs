@@ -27,6 +27,9 @@ pub struct Report {
     pub dropped_missing: u64,
     pub scrubbed: u64,
     pub quarantined: u64,
+    /// s3/obs: blobs deleted from the bucket by `cache.remote_max_unused`.
+    pub remote_deleted: u64,
+    pub remote_freed_bytes: u64,
     pub used_ratio: f64,
 }
 
@@ -73,7 +76,7 @@ pub fn run_once(app: &App) -> Result<Report, Error> {
 
     // Age: blobs not read for `max_unused`.
     let max_unused = app.config.cache.max_unused;
-    let mut candidates: Vec<BlobMeta> = stored.into_iter().filter(|m| !m.pinned).collect();
+    let mut candidates: Vec<BlobMeta> = stored.into_iter().filter(|m| evictable(app, m)).collect();
     if !max_unused.is_zero() {
         let cutoff = unix_now() - max_unused.as_secs() as i64;
         let (old, keep): (Vec<_>, Vec<_>) =
@@ -85,6 +88,12 @@ pub fn run_once(app: &App) -> Result<Report, Error> {
     }
 
     evict_to_low_watermark(app, candidates, 0, &mut r)?;
+    if app.tier.is_some() && !app.config.cache.remote_max_unused.is_zero() {
+        // Blocking thread (or the offline command): wait for the bucket here.
+        let (deleted, freed) = app.runtime().block_on(app.remote_sweep())?;
+        r.remote_deleted = deleted;
+        r.remote_freed_bytes = freed;
+    }
     scrub(app, &mut r)?;
     app.index.flush_blocking()?;
     let cache = &app.config.cache;
@@ -113,6 +122,7 @@ pub fn run_once(app: &App) -> Result<Report, Error> {
             removed_temp = r.removed_temp,
             removed_orphans = r.removed_orphans,
             dropped_missing = r.dropped_missing,
+            remote_deleted = r.remote_deleted,
             scrubbed = r.scrubbed,
             quarantined = r.quarantined,
             used_ratio = r.used_ratio,
@@ -158,7 +168,7 @@ pub fn make_room(app: &App, incoming: u64) -> Result<Report, Error> {
         .index
         .stored_blobs()?
         .into_iter()
-        .filter(|m| !m.pinned)
+        .filter(|m| evictable(app, m))
         .collect();
     let mut r = Report::default();
     evict_to_low_watermark(app, candidates, incoming, &mut r)?;
@@ -167,10 +177,25 @@ pub fn make_room(app: &App, incoming: u64) -> Result<Report, Error> {
     Ok(r)
 }
 
+/// Whether the sweeper may remove a blob's local copy: not pinned, here, and with an object
+/// store, already safe in the bucket.
+fn evictable(app: &App, meta: &BlobMeta) -> bool {
+    !meta.pinned && meta.is_local() && (app.tier.is_none() || meta.remote)
+}
+
 /// Evict one blob: journal first, then the index (its URLs become misses, its history stays),
 /// then the file. Readers that have it open finish normally (unlink keeps open files).
+/// A blob the bucket holds only leaves the local tier: still a hit, served from the bucket.
 fn evict(app: &App, meta: &BlobMeta, why: &str, r: &mut Report) -> Result<(), Error> {
     let b3 = meta.blake3();
+    if meta.remote {
+        app.index.set_tier(b3, true, true)?;
+        app.store.remove(b3)?;
+        app.metrics.evictions.inc();
+        r.evicted += 1;
+        r.freed_bytes += meta.size;
+        return Ok(());
+    }
     let mut event = Event::new("evicted").with_digests(&meta.digests, meta.size);
     event.detail = Some(why.to_owned());
     app.journal.append(event)?;
@@ -190,7 +215,7 @@ fn scrub(app: &App, r: &mut Report) -> Result<(), Error> {
     let mut cursor = app.scrub_cursor.lock();
     let start = stored.partition_point(|m| Some(m.blake3()) <= cursor.as_deref());
     let order = stored[start..].iter().chain(stored[..start].iter());
-    for meta in order {
+    for meta in order.filter(|m| m.is_local()) {
         if budget == 0 {
             break;
         }
@@ -242,7 +267,12 @@ pub fn check_blob(app: &App, meta: &BlobMeta) -> Result<bool, Error> {
 pub fn verify_all(app: &App) -> Result<(u64, u64), Error> {
     let mut checked = 0;
     let mut corrupt = 0;
-    for meta in app.index.stored_blobs()? {
+    for meta in app
+        .index
+        .stored_blobs()?
+        .into_iter()
+        .filter(|m| m.is_local())
+    {
         checked += 1;
         if check_blob(app, &meta)? {
             corrupt += 1;

@@ -352,6 +352,11 @@ impl Flights {
         self.map.lock().len()
     }
 
+    /// Whether a fill of `url` is running.
+    pub fn contains(&self, url: &UpstreamUrl) -> bool {
+        self.map.lock().contains_key(url.as_str())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

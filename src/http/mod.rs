@@ -382,7 +382,7 @@ async fn artifact(
     let client = client_ip(req).map(|ip| ip.to_string());
     let start_fill = req.method() != Method::HEAD;
     let cache_control = app.config.server.cache_control.as_str();
-    let stored = |meta, record: Option<&crate::index::UrlRecord>| {
+    let stored = |meta: &crate::index::BlobMeta, record: Option<&crate::index::UrlRecord>| {
         let art = Artifact {
             meta,
             file_name: url_file_name(url),
@@ -391,19 +391,26 @@ async fn artifact(
         };
         HitHead::new(art, cache_control)
     };
+    // s3/obs: what another instance stored is a hit here too.
+    if app.tier.is_some() {
+        app.learn_url(url).await?;
+        if let Some(exp) = &expected {
+            app.learn_checksum(exp.algo, &exp.hex).await?;
+        }
+    }
     // A blob whose file vanished is dropped from the index by `open_blob`; resolving again
     // then finds the next source (another checksum match, or upstream).
     for _ in 0..3 {
         match app.resolve(url, expected.as_ref(), client.clone(), start_fill)? {
             Resolution::Hit(entry) => {
-                if let Some(file) = app.open_blob(&entry.blob)? {
-                    let head = target.hit_head(&entry, || stored(&entry.blob, Some(&entry.record)));
-                    return serve::hit(req, &app, &head, file);
+                let head = target.hit_head(&entry, || stored(&entry.blob, Some(&entry.record)));
+                if let Some(res) = serve_blob(req, &app, &head, &entry.blob).await? {
+                    return Ok(res);
                 }
             }
             Resolution::Checksum(meta) => {
-                if let Some(file) = app.open_blob(&meta)? {
-                    return serve::hit(req, &app, &stored(&meta, None), file);
+                if let Some(res) = serve_blob(req, &app, &stored(&meta, None), &meta).await? {
+                    return Ok(res);
                 }
             }
             Resolution::NotStored => return head_miss(&app, url).await,
@@ -422,6 +429,42 @@ async fn artifact(
     Err(Error::Unavailable(format!(
         "the stored copy of {url} keeps vanishing; try again"
     )))
+}
+
+/// Serve a stored blob: a redirect to the bucket (`serve = "redirect"`, while the bucket
+/// answers), the local copy, or the bucket's copy streamed through. `None`: the bytes are gone
+/// (its index entry was dropped; resolving again finds what is left).
+async fn serve_blob(
+    req: &HttpRequest,
+    app: &Arc<App>,
+    head: &HitHead,
+    meta: &crate::index::BlobMeta,
+) -> Result<Option<HttpResponse>, Error> {
+    if meta.remote
+        && app.config.storage.serve == crate::config::ServeMode::Redirect
+        && app.remote_ready()
+    {
+        let location = app.presign_blob(meta).await?;
+        return Ok(Some(serve::redirect_hit(app, head, &location)));
+    }
+    if let Some(file) = app.open_blob(meta)? {
+        return serve::hit(req, app, head, file).map(Some);
+    }
+    if !meta.remote {
+        return Ok(None);
+    }
+    let (res, start, end) = match serve::prepare(req, app, head)? {
+        serve::Prepared::Done(done) => return Ok(Some(done)),
+        serve::Prepared::Body { res, start, end } => (res, start, end),
+    };
+    if req.method() == Method::HEAD {
+        let empty = futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>();
+        return Ok(Some(serve::stream_hit(req, res, start, end, empty)));
+    }
+    Ok(app
+        .remote_body(meta, start, end)
+        .await?
+        .map(|body| serve::stream_hit(req, res, start, end, body)))
 }
 
 /// HEAD on a miss: upstream's status and headers, nothing stored.
@@ -499,12 +542,12 @@ async fn serve_checksum(
     });
     let app = app_of(req);
     let not_found = || Error::NotFound(format!("no stored blob has {} {hex}", algo.name()));
+    app.learn_checksum(algo, &hex).await?;
     let meta = app
         .index
         .by_checksum(algo, &hex)?
         .filter(|m| !m.evicted)
         .ok_or_else(not_found)?;
-    let file = app.open_blob(&meta)?.ok_or_else(not_found)?;
     let file_name = match name {
         Some(n) => n,
         None => app
@@ -522,7 +565,9 @@ async fn serve_checksum(
         last_modified: None,
     };
     let head = HitHead::new(art, &app.config.server.cache_control);
-    serve::hit(req, &app, &head, file)
+    serve_blob(req, &app, &head, &meta)
+        .await?
+        .ok_or_else(not_found)
 }
 
 /// A resource whose unsupported methods get our JSON 405, not actix's empty one.

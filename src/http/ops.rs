@@ -86,6 +86,7 @@ async fn lookup(req: HttpRequest, app: web::Data<App>) -> Result<HttpResponse, E
     };
     let meta = if key == "url" {
         let url = UpstreamUrl::parse(value)?;
+        app.learn_url(&url).await?;
         app.index
             .url(url.as_str())?
             .map(|e| e.blob.clone())
@@ -94,6 +95,7 @@ async fn lookup(req: HttpRequest, app: web::Data<App>) -> Result<HttpResponse, E
         let algo = Algo::from_name(key)
             .ok_or_else(|| Error::BadRequest(format!("unknown lookup key {key:?}")))?;
         let hex = super::checksum_hex(algo, value)?;
+        app.learn_checksum(algo, &hex).await?;
         app.index
             .by_checksum(algo, &hex)?
             .ok_or_else(|| Error::NotFound(format!("no stored blob has {key} {hex}")))?
@@ -120,7 +122,9 @@ pub fn blob_json(app: &App, meta: &BlobMeta) -> Result<Value, Error> {
         "first_seen": rfc3339(meta.first_seen),
         "last_access": rfc3339(meta.last_access),
         "access_count": meta.access_count,
-        "present": !meta.evicted && app.store.exists(meta.blake3()),
+        "present": !meta.evicted && (meta.remote || app.store.exists(meta.blake3())),
+        // s3/obs: whether the bucket holds it yet (uploads run in the background).
+        "remote": meta.remote,
         "urls": app
             .index
             .urls_of(meta.blake3())?

@@ -95,13 +95,20 @@ static X_CHECKSUM_SHA256: HeaderName = HeaderName::from_static("x-checksum-sha25
 static X_CHECKSUM_SHA512: HeaderName = HeaderName::from_static("x-checksum-sha512");
 static X_CHECKSUM_BLAKE3: HeaderName = HeaderName::from_static("x-checksum-blake3");
 
-/// A HIT: 200, 206, 304 or 416, with all checksum headers. `file` is the open blob.
-pub fn hit(
-    req: &HttpRequest,
-    app: &App,
-    head: &HitHead,
-    file: Arc<File>,
-) -> Result<HttpResponse, Error> {
+/// A hit's answer up to its body: either complete (304, or an error), or the headers of a
+/// 200/206 for `[start, end)` of the blob.
+pub enum Prepared {
+    Done(HttpResponse),
+    Body {
+        res: HttpResponseBuilder,
+        start: u64,
+        end: u64,
+    },
+}
+
+/// Headers, conditionals and ranges of a HIT (200, 206, 304 or 416, with all checksum
+/// headers), wherever its bytes come from. Counts the read.
+pub fn prepare(req: &HttpRequest, app: &App, head: &HitHead) -> Result<Prepared, Error> {
     let b3 = head.blake3.as_str();
     let mut res = HttpResponse::Ok();
     for (name, value) in &head.validators {
@@ -110,7 +117,7 @@ pub fn hit(
     if let Some(inm) = header_str(req, header::IF_NONE_MATCH) {
         if etag_list_matches(inm, b3) {
             res.status(StatusCode::NOT_MODIFIED);
-            return Ok(res.finish());
+            return Ok(Prepared::Done(res.finish()));
         }
     }
 
@@ -141,6 +148,47 @@ pub fn hit(
             format!("bytes {start}-{}/{size}", end - 1),
         ));
     }
+    Ok(Prepared::Body { res, start, end })
+}
+
+/// A HIT served from the bucket: `body` is `[start, end)` as it arrives (nothing for HEAD).
+pub fn stream_hit<S>(
+    req: &HttpRequest,
+    res: HttpResponseBuilder,
+    start: u64,
+    end: u64,
+    body: S,
+) -> HttpResponse
+where
+    S: Stream<Item = Result<Bytes, io::Error>> + 'static,
+{
+    sized_body(req, res, end - start, body)
+}
+
+/// A HIT answered with a redirect to a presigned object-store URL (`serve = "redirect"`).
+pub fn redirect_hit(app: &App, head: &HitHead, location: &str) -> HttpResponse {
+    app.index.record_access(&head.blake3, unix_now());
+    let mut res = HttpResponse::Found();
+    res.insert_header((header::LOCATION, location))
+        .insert_header((X_CACHE.clone(), HeaderValue::from_static("HIT")))
+        .insert_header((header::ETAG, format!("\"{}\"", head.blake3)))
+        // The URL expires: nobody may keep this answer.
+        .insert_header((header::CACHE_CONTROL, "no-store"));
+    res.finish()
+}
+
+/// A HIT from the local tier. `file` is the open blob.
+pub fn hit(
+    req: &HttpRequest,
+    app: &App,
+    head: &HitHead,
+    file: Arc<File>,
+) -> Result<HttpResponse, Error> {
+    let b3 = head.blake3.as_str();
+    let (mut res, start, end) = match prepare(req, app, head)? {
+        Prepared::Done(done) => return Ok(done),
+        Prepared::Body { res, start, end } => (res, start, end),
+    };
     let len = end - start;
     if req.method() == Method::HEAD {
         return Ok(sized_body(req, res, len, futures::stream::empty()));

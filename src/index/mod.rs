@@ -64,11 +64,24 @@ pub struct BlobMeta {
     /// answer `present: false`), and the blob's URLs are misses again.
     #[serde(default)]
     pub evicted: bool,
+    /// s3/obs: the bucket holds the bytes (uploaded and confirmed). Until then the local copy
+    /// is the only one, and the sweeper never trims it.
+    #[serde(default)]
+    pub remote: bool,
+    /// s3/obs: the bytes are in the bucket only, not in the local L1 tier (trimmed by the
+    /// sweeper, or learned from the shared index). The URLs stay bound: it is still a hit.
+    #[serde(default)]
+    pub remote_only: bool,
 }
 
 impl BlobMeta {
     pub fn blake3(&self) -> &str {
         &self.digests.blake3
+    }
+
+    /// Whether the bytes are in the local store (they count against its size).
+    pub fn is_local(&self) -> bool {
+        !self.evicted && !self.remote_only
     }
 }
 
@@ -192,6 +205,8 @@ impl Index {
             let meta: BlobMeta = decode(&k, &v)?;
             if !meta.evicted {
                 blobs += 1;
+            }
+            if meta.is_local() {
                 bytes += meta.size;
             }
         }
@@ -296,8 +311,7 @@ impl Index {
             })
             .map_err(|e| tx_error(e, &record.url))?;
         if new_blob {
-            self.n_blobs.fetch_add(1, Ordering::Relaxed);
-            self.n_bytes.fetch_add(blob.size, Ordering::Relaxed);
+            self.count_new(blob);
         }
         if new_url {
             self.n_urls.fetch_add(1, Ordering::Relaxed);
@@ -316,10 +330,16 @@ impl Index {
             })
             .map_err(|e| tx_error(e, blob.blake3()))?;
         if new {
-            self.n_blobs.fetch_add(1, Ordering::Relaxed);
-            self.n_bytes.fetch_add(blob.size, Ordering::Relaxed);
+            self.count_new(blob);
         }
         Ok(new)
+    }
+
+    fn count_new(&self, blob: &BlobMeta) {
+        self.n_blobs.fetch_add(1, Ordering::Relaxed);
+        if blob.is_local() {
+            self.n_bytes.fetch_add(blob.size, Ordering::Relaxed);
+        }
     }
 
     /// Mark a blob evicted: its URL bindings go (those URLs are misses again), its metadata
@@ -333,7 +353,10 @@ impl Index {
         }
         let urls = self.urls_of(blake3)?;
         let b3 = hex_key(blake3).expect("validated by blob()");
+        let was_local = meta.is_local();
         meta.evicted = true;
+        meta.remote = false;
+        meta.remote_only = false;
         let json = serde_json::to_vec(&meta).expect("serializable");
         let unbound = (&self.blobs, &self.urls)
             .transaction(|(blobs, url_tree)| {
@@ -354,7 +377,9 @@ impl Index {
             })
             .map_err(|e| tx_error(e, blake3))?;
         self.n_blobs.fetch_sub(1, Ordering::Relaxed);
-        self.n_bytes.fetch_sub(meta.size, Ordering::Relaxed);
+        if was_local {
+            self.n_bytes.fetch_sub(meta.size, Ordering::Relaxed);
+        }
         self.n_urls.fetch_sub(unbound, Ordering::Relaxed);
         let mut memory = self.memory.lock();
         for url in &urls {
@@ -401,6 +426,51 @@ impl Index {
         Ok(Some(decode(&key, &v)?))
     }
 
+    /// s3/obs: the bucket now holds the blob (`remote`), or the local copy is gone or back
+    /// (`remote_only`). Keeps the byte count of the local tier right. `None` if there is no
+    /// such blob (or it is evicted).
+    pub fn set_tier(
+        &self,
+        blake3: &str,
+        remote: bool,
+        remote_only: bool,
+    ) -> Result<Option<BlobMeta>, IndexError> {
+        let Some(key) = hex_key(blake3) else {
+            return Ok(None);
+        };
+        let mut before = None;
+        let updated = self.blobs.update_and_fetch(&key, |old| {
+            let mut meta: BlobMeta = serde_json::from_slice(old?).ok()?;
+            before = Some(meta.clone());
+            if !meta.evicted {
+                meta.remote = remote;
+                meta.remote_only = remote && remote_only;
+            }
+            Some(serde_json::to_vec(&meta).expect("serializable"))
+        })?;
+        let (Some(v), Some(before)) = (updated, before) else {
+            return Ok(None);
+        };
+        let after: BlobMeta = decode(&key, &v)?;
+        match (before.is_local(), after.is_local()) {
+            (true, false) => self.n_bytes.fetch_sub(after.size, Ordering::Relaxed),
+            (false, true) => self.n_bytes.fetch_add(after.size, Ordering::Relaxed),
+            _ => 0,
+        };
+        self.forget_urls_of(blake3)?;
+        Ok((!after.evicted).then_some(after))
+    }
+
+    /// Drop the in-memory URL entries of a blob (they carry a copy of its metadata).
+    fn forget_urls_of(&self, blake3: &str) -> Result<(), IndexError> {
+        let urls = self.urls_of(blake3)?;
+        let mut memory = self.memory.lock();
+        for url in &urls {
+            memory.pop(url);
+        }
+        Ok(())
+    }
+
     /// Remove a blob, its checksum entries and every URL bound to it. Returns its metadata.
     pub fn remove_blob(&self, blake3: &str) -> Result<Option<BlobMeta>, IndexError> {
         let Some(meta) = self.blob(blake3)? else {
@@ -430,8 +500,10 @@ impl Index {
             .map_err(|e| tx_error(e, blake3))?;
         if !meta.evicted {
             self.n_blobs.fetch_sub(1, Ordering::Relaxed);
-            self.n_bytes.fetch_sub(meta.size, Ordering::Relaxed);
             self.n_urls.fetch_sub(urls.len() as u64, Ordering::Relaxed);
+        }
+        if meta.is_local() {
+            self.n_bytes.fetch_sub(meta.size, Ordering::Relaxed);
         }
         let mut memory = self.memory.lock();
         for url in &urls {
@@ -456,9 +528,11 @@ impl Index {
         }
     }
 
-    /// Write batched reads to sled. Called periodically and at shutdown.
-    pub fn flush_access(&self) -> Result<(), IndexError> {
+    /// Write batched reads to sled. Called periodically and at shutdown. Returns the blobs
+    /// read since the last call.
+    pub fn flush_access(&self) -> Result<Vec<String>, IndexError> {
         let pending = std::mem::take(&mut *self.access.lock());
+        let read: Vec<String> = pending.keys().cloned().collect();
         for (b3, (count, last)) in pending {
             let Some(key) = hex_key(&b3) else { continue };
             self.blobs.update_and_fetch(&key, |old| {
@@ -469,18 +543,28 @@ impl Index {
             })?;
         }
         self.db.flush()?;
-        Ok(())
+        Ok(read)
     }
 
-    /// Drop blobs whose file is gone (with their URLs). Returns how many.
+    /// Drop blobs whose file is gone (with their URLs). Returns how many. A blob the bucket
+    /// holds stays (its URLs are still hits), marked as no longer in the local tier.
     pub fn drop_missing(&self, exists: impl Fn(&str) -> bool) -> Result<usize, IndexError> {
         let mut gone = Vec::new();
+        let mut remote_only = Vec::new();
         for item in self.blobs.iter() {
             let (k, v) = item?;
             let b3 = hex::encode(&k);
-            if !decode::<BlobMeta>(&k, &v)?.evicted && !exists(&b3) {
-                gone.push(b3);
+            let meta = decode::<BlobMeta>(&k, &v)?;
+            if meta.is_local() && !exists(&b3) {
+                if meta.remote {
+                    remote_only.push(b3);
+                } else {
+                    gone.push(b3);
+                }
             }
+        }
+        for b3 in &remote_only {
+            self.set_tier(b3, true, true)?;
         }
         for b3 in &gone {
             self.remove_blob(b3)?;
@@ -540,6 +624,8 @@ fn put_blob(
                 pinned: old.pinned || blob.pinned,
                 origin: old.origin,
                 evicted: false,
+                remote: false,
+                remote_only: false,
                 ..blob.clone()
             }
         }
@@ -590,6 +676,8 @@ mod tests {
             origin: Origin::Upstream,
             pinned: false,
             evicted: false,
+            remote: false,
+            remote_only: false,
         }
     }
 

@@ -4,5 +4,6 @@
 #![allow(dead_code)]
 
 pub mod ftp;
+pub mod s3;
 pub mod server;
 pub mod upstream;
