@@ -491,3 +491,73 @@ async fn reads_on_one_instance_keep_a_blob_from_cleanup_by_another() {
             .unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_while_the_bucket_is_down_stay_local_and_reach_it_when_it_is_back() {
+    let mut s3 = S3Server::start();
+    let (srv, admin) = instance(&s3, "", |_| {}).await;
+    let port = s3.port;
+    s3.kill();
+    let body = random_bytes(6 * 1024 * 1024, 73);
+    let r = srv
+        .client
+        .put(srv.url("/api/v1/upload?url=https%3A%2F%2Fdead.example%2Fa-1.0.tar.gz"))
+        .bearer_auth(&admin)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "the local tier takes it");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["remote"], false);
+    // Served locally meanwhile.
+    let (s, _, got) = srv
+        .get_bytes(&srv.fetch_url("https://dead.example/a-1.0.tar.gz"))
+        .await;
+    assert_eq!((s.as_u16(), got), (200, body.clone()));
+    let tier = srv.app.tier.as_ref().unwrap();
+    assert_eq!(tier.pending(), 1, "the upload is waiting for the bucket");
+
+    let s3 = S3Server::start_on(port);
+    tokio::time::timeout(Duration::from_secs(30), tier.wait_published())
+        .await
+        .expect("the upload is retried until the bucket takes it");
+    let blake3 = blake3::hash(&body).to_hex().to_string();
+    let op = s3.operator("");
+    assert_eq!(op.read(&blob_key(&blake3)).await.unwrap().to_bytes(), body);
+    assert!(
+        op.exists(&upcache::remote::url_key(
+            "https://dead.example/a-1.0.tar.gz"
+        ))
+        .await
+        .unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_not_cached_is_trusted_for_index_refresh_only() {
+    let (s3, up, _) = fixture(10_000, 74).await;
+    let refresh = |c: &mut upcache::Config| c.cache.index_refresh = Duration::from_secs(1);
+    let (a, _) = instance(&s3, "refresh", refresh).await;
+    let (b, _) = instance(&s3, "refresh", refresh).await;
+    let lookup_url = b.url(&format!("/api/v1/lookup?url={}", enc(&up.url(PATH))));
+    let lookup = || b.get(&lookup_url);
+    assert_eq!(lookup().await.status(), 404);
+    let _ = a.get_bytes(&a.fetch_url(&up.url(PATH))).await;
+    settle(&a).await;
+    let started = std::time::Instant::now();
+    let r = lookup().await;
+    if started.elapsed() < Duration::from_millis(900) {
+        assert_eq!(
+            r.status(),
+            404,
+            "B trusts its remembered answer for a while"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = lookup().await;
+    assert_eq!(r.status(), 200, "then asks the shared index again");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["remote"], true);
+    assert_eq!(up.hits(PATH), 1);
+}

@@ -445,7 +445,7 @@ async fn serve_blob(
         && app.remote_ready()
     {
         let location = app.presign_blob(meta).await?;
-        return Ok(Some(serve::redirect_hit(app, head, &location)));
+        return Ok(Some(serve::redirect_hit(req, app, head, &location)));
     }
     if let Some(file) = app.open_blob(meta)? {
         return serve::hit(req, app, head, file).map(Some);

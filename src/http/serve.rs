@@ -165,8 +165,18 @@ where
     sized_body(req, res, end - start, body)
 }
 
-/// A HIT answered with a redirect to a presigned object-store URL (`serve = "redirect"`).
-pub fn redirect_hit(app: &App, head: &HitHead, location: &str) -> HttpResponse {
+/// A HIT answered with a redirect to a presigned object-store URL (`serve = "redirect"`);
+/// a client that already has the bytes (`If-None-Match`) gets its 304 here.
+pub fn redirect_hit(req: &HttpRequest, app: &App, head: &HitHead, location: &str) -> HttpResponse {
+    if let Some(inm) = header_str(req, header::IF_NONE_MATCH) {
+        if etag_list_matches(inm, &head.blake3) {
+            let mut res = HttpResponse::NotModified();
+            for (name, value) in &head.validators {
+                res.insert_header((name.clone(), value.clone()));
+            }
+            return res.finish();
+        }
+    }
     app.index.record_access(&head.blake3, unix_now());
     let mut res = HttpResponse::Found();
     res.insert_header((header::LOCATION, location))

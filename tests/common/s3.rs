@@ -22,10 +22,17 @@ pub struct S3Server {
 
 impl S3Server {
     pub fn start() -> S3Server {
+        Self::start_on(0)
+    }
+
+    /// A fresh server (empty bucket) on `port` (0: any free port), e.g. the port of one that
+    /// was killed: the bucket "comes back".
+    pub fn start_on(port: u16) -> S3Server {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/s3_server.py");
         let mut cmd = Command::new("python3");
         cmd.arg(&script)
             .arg(BUCKET)
+            .arg(port.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
