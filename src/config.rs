@@ -521,6 +521,13 @@ impl Config {
             &self.storage.bucket,
             "required when storage.backend is s3 or obs",
         )?;
+        check(
+            self.storage.backend != Backend::Obs || !self.storage.endpoint.is_empty(),
+            "storage.endpoint",
+            &self.storage.endpoint,
+            "required when storage.backend is obs (e.g. https://obs.cn-north-4.myhuaweicloud.com)",
+        )?;
+        check_http_url("storage.endpoint", &self.storage.endpoint)?;
         let high = cache.high_watermark;
         check(
             high > 0.0 && high <= 1.0,
@@ -1166,6 +1173,16 @@ mod tests {
                 "[storage]\nbackend = \"obs\"",
                 &[],
                 r#"invalid storage.bucket = "": required"#,
+            ),
+            (
+                "[storage]\nbackend = \"obs\"\nbucket = \"b\"",
+                &[],
+                r#"invalid storage.endpoint = "": required when storage.backend is obs"#,
+            ),
+            (
+                "[storage]\nbackend = \"s3\"\nbucket = \"b\"\nendpoint = \"minio:9000\"",
+                &[],
+                r#"invalid storage.endpoint = "minio:9000": expected empty or an absolute http(s) url"#,
             ),
             (
                 "[[upstream.mirrors]]\nprefix = \"ftp.gnu.org/gnu/\"\nalternates = []",
