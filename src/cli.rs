@@ -638,7 +638,13 @@ async fn fetch_inner(
             Ok(Some(bytes)) => {
                 hasher.update(&bytes);
                 received += bytes.len() as u64;
-                sink.write_all(&bytes).map_err(|e| e.to_string())?;
+                if let Err(e) = sink.write_all(&bytes) {
+                    drop(sink);
+                    if !to_stdout {
+                        let _ = std::fs::remove_file(part_path(&target));
+                    }
+                    return Err(format!("cannot write the output: {e}"));
+                }
                 if let Some(bar) = &bar {
                     bar.set_position(received);
                 }
@@ -659,8 +665,14 @@ async fn fetch_inner(
             }
         }
     }
-    sink.flush().map_err(|e| e.to_string())?;
+    let flushed = sink.flush();
     drop(sink);
+    if let Err(e) = flushed {
+        if !to_stdout {
+            let _ = std::fs::remove_file(part_path(&target));
+        }
+        return Err(format!("cannot write the output: {e}"));
+    }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

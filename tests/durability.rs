@@ -667,7 +667,16 @@ async fn disk_full_fails_cleanly_and_readiness_recovers_by_itself() {
         while f.write_all(&block[..1]).is_ok() {}
     };
     fill_up(&filler);
-    let r = srv.get(&srv.url("/readyz")).await;
+    // The readiness verdict is cached briefly (src/readiness.rs): wait for the next probe.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let r = loop {
+        let r = srv.get(&srv.url("/readyz")).await;
+        if r.status() == 503 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        fill_up(&filler);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     assert_eq!(r.status(), 503);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["status"], "unavailable");
