@@ -65,6 +65,8 @@ fn main() {
             origin: Origin::Upstream,
             pinned: false,
             evicted: false,
+            remote: false,
+            remote_only: false,
         };
         let url = format!("https://example.org/pkg/{i}.tar.gz");
         let record = UrlRecord {
