@@ -14,6 +14,8 @@
 #   4. Stampede: 600 clients at once on one uncached 10 MiB URL: origin requests, total time
 #   5. Peak RSS of each server during 2 (600 connections), during the stampede, and during
 #      600 concurrent 10 MiB hits
+#   6. upcache alone: start-up reconciliation and sweeper passes (nothing to evict, then 10 %
+#      evicted) over an index of SWEEP_BLOBS blobs (default 100000), time and peak RSS
 # Every step is bounded in time; every process started here is stopped (by PID) on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,7 +46,7 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 log "building (release)"
-timeout 1800 cargo build --release --locked --bin upcache --example bench_origin --example bench_client
+timeout 1800 cargo build --release --locked --bin upcache --example bench_origin --example bench_client --example bench_sweep
 BIN=target/release
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -259,6 +261,14 @@ for s in upcache nginx; do
   record "rss_hits600_$s" "$(peak_rss_kib "$pid")"
 done
 
+# --- 6: sweeper over a large index (upcache only: nginx's cache manager has no index) ------------
+SWEEP_BLOBS=${SWEEP_BLOBS:-100000}
+log "6: sweeper over $SWEEP_BLOBS blobs"
+sweep=$(timeout 1200 "$BIN/examples/bench_sweep" --blobs "$SWEEP_BLOBS")
+for k in blobs startup_reconcile_s idle_pass_s idle_pass_peak_rss_mib evicting_pass_s evicting_pass_peak_rss_mib evicted; do
+  record "sweep_$k" "$(python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$sweep" "$k")"
+done
+
 # --- report ------------------------------------------------------------------------------------------
 mkdir -p "$(dirname "$OUT")"
 {
@@ -295,5 +305,12 @@ for size in ("1k", "100k"):
 print(f"| 5. Peak RSS, stampede (600 x 10 MiB miss) (MiB) | {mib('rss_stampede_upcache')} | {mib('rss_stampede_nginx')} | |")
 print(f"| 5. Peak RSS, 600 concurrent 10 MiB hits (MiB) | {mib('rss_hits600_upcache')} | {mib('rss_hits600_nginx')} | |")
 print(f"| 5. 600 concurrent 10 MiB hits: total time (ms) | {f('hits600_wall_upcache'):.0f} | {f('hits600_wall_nginx'):.0f} | {ratio('hits600_wall_upcache', 'hits600_wall_nginx')} |")
+n = int(f('sweep_blobs'))
+print(f"\n6. upcache sweeper over an index of {n} blobs (one run):\n")
+print("| measurement | time (s) | peak RSS (MiB) |")
+print("| --- | ---: | ---: |")
+print(f"| start-up reconciliation (index vs files) | {f('sweep_startup_reconcile_s'):.2f} | |")
+print(f"| sweeper pass, nothing to evict | {f('sweep_idle_pass_s'):.2f} | {r['sweep_idle_pass_peak_rss_mib']} |")
+print(f"| sweeper pass evicting {r['sweep_evicted']} blobs | {f('sweep_evicting_pass_s'):.2f} | {r['sweep_evicting_pass_peak_rss_mib']} |")
 PY
 cat "$OUT"
