@@ -1,14 +1,18 @@
 //! Sweeper benchmark for `scripts/bench.sh`: a data directory with N blobs (each bound to a
-//! URL), then one sweeper pass with nothing to evict and one that evicts 10 %; prints the
-//! time of each and the process's peak RSS as JSON.
+//! URL), then, each in a fresh process so that memory is measured from nothing, start-up plus
+//! one sweeper pass with nothing to evict, and start-up plus a pass that evicts 10 %. Prints
+//! the time of each and each process's RSS as JSON.
 //!
 //! ```text
 //! bench_sweep --blobs 100000
 //! ```
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Instant;
 
 use clap::Parser;
+use serde_json::{Value, json};
 use upcache::App;
 use upcache::index::{BlobMeta, Origin, UrlRecord};
 use upcache::store::{Digester, TempWriter};
@@ -20,31 +24,111 @@ struct Args {
     /// Bytes per blob.
     #[arg(long, default_value_t = 256)]
     size: usize,
+    /// Internal: run one phase (setup, idle, evict) on this data directory.
+    #[arg(long, requires = "data")]
+    phase: Option<String>,
+    #[arg(long)]
+    data: Option<PathBuf>,
 }
 
-fn peak_rss_kib() -> u64 {
+fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         .unwrap_or(0)
 }
 
-fn reset_peak() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+fn config(args: &Args, data: &Path, evicting: bool) -> upcache::Config {
+    let mut cfg = upcache::Config::default();
+    cfg.storage.data_dir = data.to_owned();
+    let bytes = args.blobs * args.size as u64;
+    if evicting {
+        cfg.cache.max_size = bytes * 100 / 85; // 85 % full
+        cfg.cache.high_watermark = 0.80;
+        cfg.cache.low_watermark = 0.765; // ~10 % of the blobs go
+    } else {
+        cfg.cache.max_size = bytes * 2; // half full: nothing to evict
+    }
+    cfg
 }
 
 fn main() {
     let args = Args::parse();
-    let dir = tempfile::tempdir().expect("temp dir");
+    let Some(phase) = args.phase.clone() else {
+        return driver(&args);
+    };
+    let data = args.data.clone().expect("--data");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let mut cfg = upcache::Config::default();
-    cfg.storage.data_dir = dir.path().join("data");
-    cfg.cache.max_size = args.blobs * args.size as u64 * 2; // half full: nothing to evict
-    let app = App::open(cfg.clone(), rt.handle().clone()).expect("open");
+    let t = Instant::now();
+    let app = App::open(config(&args, &data, phase == "evict"), rt.handle().clone()).expect("open");
+    let open_s = t.elapsed().as_secs_f64();
+    let out = if phase == "setup" {
+        setup(&args, &app);
+        json!({"setup_s": t.elapsed().as_secs_f64()})
+    } else {
+        let rss_before = status_kib("VmRSS:");
+        let t = Instant::now();
+        let r = upcache::sweeper::run_once(&app).expect("sweep");
+        json!({
+            "startup_s": open_s,
+            "rss_after_startup_mib": rss_before / 1024,
+            "pass_s": t.elapsed().as_secs_f64(),
+            "peak_rss_mib": status_kib("VmHWM:") / 1024,
+            "scrubbed": r.scrubbed,
+            "evicted": r.evicted,
+        })
+    };
+    println!("{out}");
+}
 
-    let start = Instant::now();
+/// Run each phase in a fresh process and merge their reports.
+fn driver(args: &Args) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let me = std::env::current_exe().expect("own path");
+    let run = |phase: &str| -> Value {
+        let out = Command::new(&me)
+            .args([
+                "--blobs",
+                &args.blobs.to_string(),
+                "--size",
+                &args.size.to_string(),
+            ])
+            .args(["--phase", phase, "--data"])
+            .arg(&data)
+            .output()
+            .expect("run a phase");
+        assert!(
+            out.status.success(),
+            "{phase}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("phase report")
+    };
+    let setup = run("setup");
+    let idle = run("idle");
+    let evict = run("evict");
+    println!(
+        "{}",
+        json!({
+            "blobs": args.blobs,
+            "setup_s": setup["setup_s"],
+            "startup_reconcile_s": idle["startup_s"],
+            "rss_after_startup_mib": idle["rss_after_startup_mib"],
+            "idle_pass_s": idle["pass_s"],
+            "idle_pass_peak_rss_mib": idle["peak_rss_mib"],
+            "idle_scrubbed": idle["scrubbed"],
+            "evicting_pass_s": evict["pass_s"],
+            "evicting_pass_peak_rss_mib": evict["peak_rss_mib"],
+            "evicted": evict["evicted"],
+        })
+    );
+}
+
+/// N blobs of `size` bytes, each bound to its own URL.
+fn setup(args: &Args, app: &App) {
     for i in 0..args.blobs {
         let mut content = vec![0u8; args.size];
         content[..8].copy_from_slice(&i.to_le_bytes());
@@ -83,43 +167,5 @@ fn main() {
         app.index.bind(&meta, &record).expect("bind");
     }
     app.index.flush_blocking().expect("flush");
-    let setup_s = start.elapsed().as_secs_f64();
-    drop(app);
-
-    // Reopen (start-up reconciliation walks the files too) and sweep with nothing to evict.
-    reset_peak();
-    let t = Instant::now();
-    let app = App::open(cfg.clone(), rt.handle().clone()).expect("reopen");
-    let open_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let idle = upcache::sweeper::run_once(&app).expect("sweep");
-    let idle_s = t.elapsed().as_secs_f64();
-    let idle_rss = peak_rss_kib();
-    drop(app);
-
-    // Now with a cache limit that forces 10 % out (down to the low watermark).
-    let mut small = cfg.clone();
-    small.cache.max_size = args.blobs * args.size as u64 * 100 / 85; // 85 % full
-    small.cache.high_watermark = 0.80;
-    small.cache.low_watermark = 0.765; // ~10 % of the blobs go
-    let app = App::open(small, rt.handle().clone()).expect("reopen");
-    reset_peak();
-    let t = Instant::now();
-    let evicting = upcache::sweeper::run_once(&app).expect("sweep");
-    let evict_s = t.elapsed().as_secs_f64();
-    let evict_rss = peak_rss_kib();
-    println!(
-        "{}",
-        serde_json::json!({
-            "blobs": args.blobs,
-            "setup_s": setup_s,
-            "startup_reconcile_s": open_s,
-            "idle_pass_s": idle_s,
-            "idle_pass_peak_rss_mib": idle_rss / 1024,
-            "idle_scrubbed": idle.scrubbed,
-            "evicting_pass_s": evict_s,
-            "evicting_pass_peak_rss_mib": evict_rss / 1024,
-            "evicted": evicting.evicted,
-        })
-    );
+    app.index.flush_blocking().expect("flush");
 }

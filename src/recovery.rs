@@ -109,12 +109,12 @@ pub fn reconcile(
     all: bool,
 ) -> Result<Recovered, RecoveryError> {
     let mut unknown = Vec::new();
-    for b3 in store.list_blobs()? {
-        let known = index.blob(&b3)?.is_some_and(|m| !m.evicted);
-        if all || !known {
-            unknown.push(b3);
+    store.visit_blob_files(|b3| {
+        if all || index.blob(b3)?.is_none_or(|m| m.evicted) {
+            unknown.push(b3.to_owned());
         }
-    }
+        Ok::<_, RecoveryError>(())
+    })?;
     let mut done = Recovered::default();
     if unknown.is_empty() {
         return Ok(done);

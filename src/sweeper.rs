@@ -58,31 +58,31 @@ pub fn run_once(app: &App) -> Result<Report, Error> {
         }
     }
 
-    // Files without index entries, and index entries without files.
-    let stored = app.index.stored_blobs()?;
-    let known: std::collections::HashSet<&str> = stored.iter().map(|m| m.blake3()).collect();
+    // Files without index entries, and index entries without files. One file and one index
+    // entry at a time: memory stays flat however many blobs there are.
     let now = std::time::SystemTime::now();
-    for b3 in app.store.list_blobs()? {
+    app.store.visit_blob_files(|b3| {
         let old = app
             .store
-            .blob_mtime(&b3)
+            .blob_mtime(b3)
             .is_some_and(|t| now.duration_since(t).unwrap_or_default() >= ORPHAN_MIN_AGE);
-        if !known.contains(b3.as_str()) && old && app.index.blob(&b3)?.is_none_or(|m| m.evicted) {
-            app.store.remove(&b3)?;
+        if old && app.index.blob(b3)?.is_none_or(|m| m.evicted) {
+            app.store.remove(b3)?;
             r.removed_orphans += 1;
         }
-    }
+        Ok::<_, Error>(())
+    })?;
     r.dropped_missing = app.index.drop_missing(|b3| app.store.exists(b3))? as u64;
 
     // Age: blobs not read for `max_unused`.
     let max_unused = app.config.cache.max_unused;
-    let mut candidates: Vec<BlobMeta> = stored.into_iter().filter(|m| evictable(app, m)).collect();
+    let mut candidates = candidates(app)?;
     if !max_unused.is_zero() {
         let cutoff = unix_now() - max_unused.as_secs() as i64;
         let (old, keep): (Vec<_>, Vec<_>) =
-            candidates.into_iter().partition(|m| m.last_access < cutoff);
-        for m in old {
-            evict(app, &m, "unused longer than cache.max_unused", &mut r)?;
+            candidates.into_iter().partition(|c| c.last_access < cutoff);
+        for c in old {
+            evict_candidate(app, &c, "unused longer than cache.max_unused", &mut r)?;
         }
         candidates = keep;
     }
@@ -132,11 +132,45 @@ pub fn run_once(app: &App) -> Result<Report, Error> {
     Ok(r)
 }
 
+/// What the sweeper keeps in memory per blob while choosing what to evict: not the whole
+/// metadata (four digests), so a pass over 100,000 blobs stays small.
+struct Candidate {
+    blake3: String,
+    last_access: i64,
+}
+
+/// The blobs the sweeper may evict, in one pass over the index.
+fn candidates(app: &App) -> Result<Vec<Candidate>, Error> {
+    let mut out = Vec::new();
+    app.index.visit_stored_blobs(None, |m| {
+        if evictable(app, &m) {
+            out.push(Candidate {
+                last_access: m.last_access,
+                blake3: m.digests.blake3,
+            });
+        }
+        Ok::<_, Error>(true)
+    })?;
+    Ok(out)
+}
+
+/// Evict a candidate, if it is still evictable (it may have been pinned, deleted or read
+/// since the candidates were listed). Returns the bytes freed.
+fn evict_candidate(app: &App, c: &Candidate, why: &str, r: &mut Report) -> Result<u64, Error> {
+    match app.index.blob(&c.blake3)? {
+        Some(meta) if !meta.evicted && evictable(app, &meta) => {
+            evict(app, &meta, why, r)?;
+            Ok(meta.size)
+        }
+        _ => Ok(0),
+    }
+}
+
 /// Above the high watermark (counting `incoming` bytes about to be stored): evict least
 /// recently used candidates until below the low one.
 fn evict_to_low_watermark(
     app: &App,
-    mut candidates: Vec<BlobMeta>,
+    mut candidates: Vec<Candidate>,
     incoming: u64,
     r: &mut Report,
 ) -> Result<(), Error> {
@@ -148,13 +182,13 @@ fn evict_to_low_watermark(
     }
     let target = (cache.low_watermark * usage.total_bytes as f64) as u64;
     let mut to_free = used.saturating_sub(target);
-    candidates.sort_by_key(|m| m.last_access);
-    for m in &candidates {
+    candidates.sort_by_key(|c| c.last_access);
+    for c in &candidates {
         if to_free == 0 {
             break;
         }
-        evict(app, m, "cache above its high watermark", r)?;
-        to_free = to_free.saturating_sub(m.size);
+        let freed = evict_candidate(app, c, "cache above its high watermark", r)?;
+        to_free = to_free.saturating_sub(freed);
     }
     Ok(())
 }
@@ -164,12 +198,7 @@ fn evict_to_low_watermark(
 pub fn make_room(app: &App, incoming: u64) -> Result<Report, Error> {
     let _one_at_a_time = app.sweep_lock.lock();
     app.index.flush_access()?;
-    let candidates = app
-        .index
-        .stored_blobs()?
-        .into_iter()
-        .filter(|m| evictable(app, m))
-        .collect();
+    let candidates = candidates(app)?;
     let mut r = Report::default();
     evict_to_low_watermark(app, candidates, incoming, &mut r)?;
     app.index.flush_blocking()?;
@@ -207,24 +236,40 @@ fn evict(app: &App, meta: &BlobMeta, why: &str, r: &mut Report) -> Result<(), Er
     Ok(())
 }
 
-/// Re-hash up to [`SCRUB_BYTES_PER_PASS`] of blobs, continuing where the last pass stopped.
+/// Re-hash up to [`SCRUB_BYTES_PER_PASS`] of blobs, continuing where the last pass stopped
+/// (blake3 order, wrapping around once). Walks the index one entry at a time.
 fn scrub(app: &App, r: &mut Report) -> Result<(), Error> {
-    let mut budget = SCRUB_BYTES_PER_PASS;
-    let mut stored = app.index.stored_blobs()?;
-    stored.sort_by(|a, b| a.blake3().cmp(b.blake3()));
+    scrub_bytes(app, SCRUB_BYTES_PER_PASS, r)
+}
+
+fn scrub_bytes(app: &App, mut budget: u64, r: &mut Report) -> Result<(), Error> {
     let mut cursor = app.scrub_cursor.lock();
-    let start = stored.partition_point(|m| Some(m.blake3()) <= cursor.as_deref());
-    let order = stored[start..].iter().chain(stored[..start].iter());
-    for meta in order.filter(|m| m.is_local()) {
+    let start = cursor.clone();
+    let mut step = |meta: BlobMeta, cursor: &mut Option<String>| -> Result<bool, Error> {
         if budget == 0 {
-            break;
+            return Ok(false);
+        }
+        if !meta.is_local() {
+            return Ok(true);
         }
         budget = budget.saturating_sub(meta.size.max(1));
         *cursor = Some(meta.blake3().to_owned());
-        if check_blob(app, meta)? {
+        if check_blob(app, &meta)? {
             r.quarantined += 1;
         }
         r.scrubbed += 1;
+        Ok(true)
+    };
+    // From the cursor to the end, then from the start up to the cursor.
+    app.index
+        .visit_stored_blobs(start.as_deref(), |m| step(m, &mut cursor))?;
+    if let Some(start) = start {
+        app.index.visit_stored_blobs(None, |m| {
+            if m.blake3() > start.as_str() {
+                return Ok(false);
+            }
+            step(m, &mut cursor)
+        })?;
     }
     Ok(())
 }
@@ -267,17 +312,15 @@ pub fn check_blob(app: &App, meta: &BlobMeta) -> Result<bool, Error> {
 pub fn verify_all(app: &App) -> Result<(u64, u64), Error> {
     let mut checked = 0;
     let mut corrupt = 0;
-    for meta in app
-        .index
-        .stored_blobs()?
-        .into_iter()
-        .filter(|m| m.is_local())
-    {
-        checked += 1;
-        if check_blob(app, &meta)? {
-            corrupt += 1;
+    app.index.visit_stored_blobs(None, |meta| {
+        if meta.is_local() {
+            checked += 1;
+            if check_blob(app, &meta)? {
+                corrupt += 1;
+            }
         }
-    }
+        Ok::<_, Error>(true)
+    })?;
     app.index.flush_blocking()?;
     Ok((checked, corrupt))
 }
@@ -297,5 +340,88 @@ pub async fn worker(app: Arc<App>) {
             }
             Err(e) => warn!(error = %e, "sweep task failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::{Origin, UrlRecord};
+    use crate::store::{Digester, TempWriter};
+
+    /// An app over a temp dir with `n` blobs of 100 bytes; their blake3s, sorted.
+    fn app_with_blobs(
+        dir: &std::path::Path,
+        rt: &tokio::runtime::Runtime,
+        n: u8,
+    ) -> (Arc<App>, Vec<String>) {
+        let mut cfg = crate::Config::default();
+        cfg.storage.data_dir = dir.to_owned();
+        let app = App::open(cfg, rt.handle().clone()).unwrap();
+        let mut all = Vec::new();
+        for i in 0..n {
+            let content = [i; 100];
+            let mut d = Digester::new();
+            d.update(&content);
+            let digests = d.finish();
+            let mut w = TempWriter::new(app.store.create_temp().unwrap());
+            w.append(&content).unwrap();
+            let (temp, _, _) = w.finish();
+            app.store.commit(temp, &digests.blake3).unwrap();
+            let meta = BlobMeta {
+                digests: digests.clone(),
+                size: 100,
+                content_type: None,
+                first_seen: 1,
+                last_access: 1,
+                access_count: 0,
+                origin: Origin::Upstream,
+                pinned: false,
+                evicted: false,
+                remote: false,
+                remote_only: false,
+            };
+            let url = format!("http://h/{i}");
+            let record = UrlRecord {
+                url: url.clone(),
+                blake3: digests.blake3.clone(),
+                status: 200,
+                content_type: None,
+                etag: None,
+                last_modified: None,
+                final_url: url,
+                fetched_at: 1,
+                instance: "t".into(),
+            };
+            app.index.bind(&meta, &record).unwrap();
+            all.push(digests.blake3);
+        }
+        all.sort();
+        (app, all)
+    }
+
+    #[test]
+    fn scrub_continues_where_it_stopped_and_wraps_around() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (app, all) = app_with_blobs(dir.path(), &rt, 5);
+        let pass = |budget| {
+            let mut r = Report::default();
+            scrub_bytes(&app, budget, &mut r).unwrap();
+            (r.scrubbed, app.scrub_cursor.lock().clone())
+        };
+        assert_eq!(pass(200), (2, Some(all[1].clone())));
+        assert_eq!(pass(200), (2, Some(all[3].clone())));
+        // One left before the end, then around to the start.
+        assert_eq!(pass(200), (2, Some(all[0].clone())));
+        // A budget larger than everything checks each blob once, ending where it began.
+        assert_eq!(pass(10_000), (5, Some(all[0].clone())));
+
+        // A corrupt blob is found on its turn and quarantined.
+        std::fs::write(app.store.blob_path(&all[2]), [0xffu8; 100]).unwrap();
+        let mut r = Report::default();
+        scrub_bytes(&app, 10_000, &mut r).unwrap();
+        assert_eq!((r.scrubbed, r.quarantined), (5, 1));
+        assert!(app.index.blob(&all[2]).unwrap().is_none());
     }
 }

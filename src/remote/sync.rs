@@ -94,13 +94,13 @@ impl App {
         let Some(tier) = &self.tier else {
             return Ok(());
         };
-        let pending: Vec<String> = self
-            .index
-            .stored_blobs()?
-            .into_iter()
-            .filter(|m| !m.remote && m.is_local())
-            .map(|m| m.blake3().to_owned())
-            .collect();
+        let mut pending = Vec::new();
+        self.index.visit_stored_blobs(None, |m| {
+            if !m.remote && m.is_local() {
+                pending.push(m.digests.blake3);
+            }
+            Ok::<_, Error>(true)
+        })?;
         if !pending.is_empty() {
             info!(blobs = pending.len(), bucket = %tier.bucket.name, "uploading blobs a previous run left local-only");
         }

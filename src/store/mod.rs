@@ -234,10 +234,13 @@ impl LocalStore {
         }
     }
 
-    /// Every blob file name on disk (a directory walk: for reconciliation and rebuilds, not
+    /// Call `visit` with the name (blake3) of each blob file on disk, one directory at a time,
+    /// without collecting them (a directory walk: for reconciliation, rebuilds and sweeps, not
     /// for serving). Names that are not a BLAKE3 digest are skipped.
-    pub fn list_blobs(&self) -> Result<Vec<String>, StoreError> {
-        let mut out = Vec::new();
+    pub fn visit_blob_files<E: From<StoreError>>(
+        &self,
+        mut visit: impl FnMut(&str) -> Result<(), E>,
+    ) -> Result<(), E> {
         let read = |dir: &Path| fs::read_dir(dir).map_err(|e| StoreError::io("list", dir, e));
         for l1 in read(&self.blobs)?.flatten() {
             if !l1.path().is_dir() {
@@ -250,12 +253,12 @@ impl LocalStore {
                 for f in read(&l2.path())?.flatten() {
                     let name = f.file_name().to_string_lossy().into_owned();
                     if Algo::Blake3.normalize_hex(&name).as_deref() == Some(name.as_str()) {
-                        out.push(name);
+                        visit(&name)?;
                     }
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Re-hash a stored blob from disk (for scrubs and rebuilds). Blocking.
