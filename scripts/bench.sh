@@ -74,7 +74,9 @@ grep -q "origin listening" "$WORK/origin.log" || { echo "the origin did not star
 # --- upcache -----------------------------------------------------------------------------------
 PU=$(free_port)
 log "starting upcache on $PU"
+# Per-client limits off: every benchmark client is 127.0.0.1, and nginx here has none either.
 UPCACHE__UPSTREAM__ALLOW_PRIVATE=true UPCACHE__LOG__LEVEL=info \
+  UPCACHE__LIMITS__PER_CLIENT_RPS=0 UPCACHE__LIMITS__PER_CLIENT_CONCURRENCY=0 \
   "$BIN/upcache" serve --listen "127.0.0.1:$PU" --data-dir "$WORK/upcache-data" \
   >"$WORK/upcache.out" 2>"$WORK/upcache.log" &
 UPCACHE_PID=$!
