@@ -158,7 +158,7 @@ fn candidates(app: &App) -> Result<Vec<Candidate>, Error> {
 /// since the candidates were listed). Returns the bytes freed.
 fn evict_candidate(app: &App, c: &Candidate, why: &str, r: &mut Report) -> Result<u64, Error> {
     match app.index.blob(&c.blake3)? {
-        Some(meta) if !meta.evicted && evictable(app, &meta) => {
+        Some(meta) if evictable(app, &meta) => {
             evict(app, &meta, why, r)?;
             Ok(meta.size)
         }
