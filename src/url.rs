@@ -137,6 +137,26 @@ impl UpstreamUrl {
         let password = url.password().map(normalize_escapes);
         url.set_password(password.as_deref())
             .expect("special urls take a password");
+        // FTP sends the decoded path and userinfo as command arguments: a CR or LF would end
+        // the command and start another one (command injection), a NUL would cut it short.
+        // Such a URL names nothing an FTP server can serve.
+        if url.scheme() == "ftp" {
+            let parts = [
+                url.path(),
+                url.username(),
+                url.password().unwrap_or_default(),
+            ];
+            if parts
+                .iter()
+                .any(|p| ["%0D", "%0A", "%00"].iter().any(|e| p.contains(e)))
+            {
+                return Err(UrlError::invalid(
+                    s,
+                    "an ftp url cannot contain CR, LF or NUL (%0D, %0A, %00): ftp would read \
+                     them as the end of a command",
+                ));
+            }
+        }
 
         // Escaping can grow a URL; checking the result keeps `parse(u.as_str())` infallible.
         if url.as_str().len() > MAX_URL_LEN {
@@ -515,6 +535,26 @@ mod tests {
         assert_eq!(u.mirror_path(), "/ftp/ftp.example.org/pub/f.tgz");
         assert_eq!(norm("http://:@a/"), "http://a/");
         assert_eq!(norm("http://a@b@c/"), "http://a%40b@c/");
+    }
+
+    #[test]
+    fn ftp_urls_cannot_smuggle_commands() {
+        for bad in [
+            "ftp://h/x%0d%0aDELE%20y.tar.gz",
+            "ftp://h/dir%0A/x.tgz",
+            "ftp://h/x%00.tgz",
+            "ftp://u%0d%0aDELE%20y:p@h/x.tgz",
+            "ftp://u:p%0a@h/x.tgz",
+        ] {
+            assert!(
+                reason(bad).contains("cannot contain CR, LF or NUL"),
+                "{bad}: {}",
+                reason(bad)
+            );
+        }
+        // Harmless in HTTP, where the path stays encoded on the wire.
+        assert_eq!(norm("http://h/x%0d%0a.tgz"), "http://h/x%0D%0A.tgz");
+        assert_eq!(norm("ftp://h/x%0b.tgz"), "ftp://h/x%0B.tgz");
     }
 
     #[test]
