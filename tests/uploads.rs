@@ -367,6 +367,73 @@ async fn pin_unpin_and_delete() {
     assert_eq!(deleted["blake3"], b3.as_str());
 }
 
+/// Issue 11, item 4: values from upstream reach the CSV export; a spreadsheet must not read
+/// them as formulas (OWASP: a leading `'`), while JSONL keeps them verbatim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_export_defuses_formulas_from_upstream() {
+    let s = setup(|_| {}).await;
+    let up = Upstream::start().await;
+    let etag = r#"=HYPERLINK("http://evil.example/","click")"#;
+    let modified = "@SUM(1+1)*cmd|' /C calc'!A0";
+    up.route(
+        "/f/formula.tar.gz",
+        Route::ok(random_bytes(100, 37))
+            .header("ETag", etag)
+            .header("Last-Modified", modified),
+    );
+    let (status, _, _) = s
+        .srv
+        .get_bytes(&s.srv.fetch_url(&up.url("/f/formula.tar.gz")))
+        .await;
+    assert_eq!(status, 200);
+    s.srv.app.flights.wait_idle().await;
+    let export = |q: &'static str| {
+        let s = &s;
+        async move {
+            let r = s
+                .admin(reqwest::Method::GET, &format!("/api/v1/audit{q}"), &s.admin)
+                .await;
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        }
+    };
+
+    let csv = export("?format=csv").await;
+    let mut rows = csv::Reader::from_reader(csv.as_bytes());
+    let header = rows.headers().unwrap().clone();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let row = rows
+        .records()
+        .map(Result::unwrap)
+        .find(|r| &r[col("event")] == "fetched")
+        .expect("a fetched event");
+    assert_eq!(&row[col("upstream_etag")], format!("'{etag}"), "{csv}");
+    assert_eq!(
+        &row[col("upstream_last_modified")],
+        format!("'{modified}"),
+        "{csv}"
+    );
+    // Nothing else in the export starts a formula.
+    for record in csv::Reader::from_reader(csv.as_bytes()).records() {
+        for cell in record.unwrap().iter() {
+            assert!(
+                !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                "{cell:?} in {csv}"
+            );
+        }
+    }
+
+    // JSONL is data, not a spreadsheet: unchanged.
+    let jsonl = export("").await;
+    let fetched: serde_json::Value = jsonl
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["event"] == "fetched")
+        .unwrap();
+    assert_eq!(fetched["upstream"]["etag"], etag);
+    assert_eq!(fetched["upstream"]["last_modified"], modified);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_export_jsonl_and_csv_match_the_schema() {
     let s = setup(|_| {}).await;
