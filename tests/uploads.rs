@@ -643,3 +643,70 @@ async fn cli_token_upload_and_audit_export() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// Issue 11, item 8: bidi controls and line separators in a file name (an upload's
+/// `filename=`, a URL's last segment) never reach `Content-Disposition`, in either parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bidi_controls_never_reach_content_disposition() {
+    let s = setup(|c| c.server.public_url = String::new()).await;
+    let hidden = [
+        "%E2%80%AA",
+        "%E2%80%AB",
+        "%E2%80%AC",
+        "%E2%80%AD",
+        "%E2%80%AE",
+        "%E2%81%A6",
+        "%E2%81%A7",
+        "%E2%81%A8",
+        "%E2%81%A9",
+        "%E2%80%A8",
+        "%E2%80%A9",
+    ];
+    let check = |what: &str, h: &reqwest::header::HeaderMap, want: &str| {
+        let cd = h["content-disposition"].to_str().unwrap().to_owned();
+        for enc in hidden {
+            assert!(!cd.to_ascii_uppercase().contains(enc), "{what}: {cd}");
+        }
+        assert_eq!(cd, want, "{what}");
+    };
+
+    // An upload named "evil<RLO>zg.rat.exe" (shown as "evilexe.tar.gz" by a bidi renderer).
+    let body = random_bytes(1_000, 38);
+    let d = digests(&body);
+    let r = s
+        .put(
+            "filename=evil%E2%80%AEzg.rat.exe",
+            Some(&s.upload),
+            body.clone(),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let link = v["links"][0].as_str().unwrap().to_owned();
+    let (st, h, got) = s.srv.get_bytes(&link).await;
+    assert_eq!((st.as_u16(), got), (200, body));
+    check(&link, &h, "attachment; filename=\"evilzg.rat.exe\"");
+    let by_md5 = s
+        .srv
+        .url(&format!("/by-md5/{}/a%E2%80%A8b%E2%81%A6c.tar.gz", d.md5));
+    let (st, h, _) = s.srv.get_bytes(&by_md5).await;
+    assert_eq!(st, 200);
+    check(&by_md5, &h, "attachment; filename=\"abc.tar.gz\"");
+
+    // A URL whose last segment hides a right-to-left override and a line separator, with a
+    // non-ASCII letter so that `filename*` is sent too.
+    let up = Upstream::start().await;
+    let path = "/dl/%C3%BC%E2%80%AEzg.rat%E2%80%A8.exe";
+    up.route(path, Route::ok(random_bytes(500, 39)));
+    let url = up.url(path);
+    let want = "attachment; filename=\"_zg.rat.exe\"; filename*=UTF-8''%C3%BCzg.rat.exe";
+    for (what, u) in [
+        ("miss", s.srv.fetch_url(&url)),
+        ("hit", s.srv.mirror_url(&url)),
+    ] {
+        let (st, h, _) = s.srv.get_bytes(&u).await;
+        assert_eq!(st, 200, "{what}");
+        check(what, &h, want);
+        s.srv.app.flights.wait_idle().await;
+    }
+}
