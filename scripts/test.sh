@@ -13,7 +13,8 @@ log() { printf '\n== %s\n' "$*" >&2; }
 apt_packages=()
 command -v curl >/dev/null || apt_packages+=(curl)
 command -v wget >/dev/null || apt_packages+=(wget)
-command -v ip >/dev/null || apt_packages+=(iproute2)
+command -v ip >/dev/null || apt_packages+=(iproute2)            # network namespaces of the SSRF tests
+command -v openssl >/dev/null || apt_packages+=(openssl)        # a real TLS server (openssl s_server)
 command -v rpmbuild >/dev/null || apt_packages+=(rpm)
 [ -x /usr/sbin/nginx ] || apt_packages+=(nginx)   # the gateway tests run deploy/nginx.conf
 if ((${#apt_packages[@]})); then
