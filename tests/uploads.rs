@@ -449,6 +449,9 @@ async fn audit_export_jsonl_and_csv_match_the_schema() {
     s.srv
         .get_bytes(&s.srv.fetch_url(&up.url("/f/bad.tar.gz")))
         .await;
+    // The failed fill journals its upstream_failed event after its client got the 502: wait
+    // for it, so that the upload's event comes after it (under load it could come first).
+    s.srv.app.flights.wait_idle().await;
     s.put(
         "url=https%3A%2F%2Fexample.org%2Fy.tar.gz",
         Some(&s.upload),
