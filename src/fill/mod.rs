@@ -386,10 +386,26 @@ pub struct Requester {
 
 /// Run a fill to its end: download (with retries), publish progress, commit or fail.
 /// Spawned on the background runtime; never tied to a client connection.
-pub async fn run(app: Arc<App>, fill: Arc<Fill>, temp: TempBlob, who: Requester) {
-    // Dropped however this task ends: if it panics or is cancelled before `settle`, the guard
+pub fn run(
+    app: Arc<App>,
+    fill: Arc<Fill>,
+    temp: TempBlob,
+    who: Requester,
+) -> impl Future<Output = ()> + Send + 'static {
+    // Made before the task first runs, and dropped however it ends: if the task panics, is
+    // cancelled, or is dropped before it was ever polled (a runtime shutting down), the guard
     // fails the readers and frees the URL.
     let guard = guard::FillGuard::new(&app, &fill);
+    run_guarded(app, fill, temp, who, guard)
+}
+
+async fn run_guarded(
+    app: Arc<App>,
+    fill: Arc<Fill>,
+    temp: TempBlob,
+    who: Requester,
+    guard: guard::FillGuard,
+) {
     let started = std::time::Instant::now();
     match download(&app, &fill, temp, who.expected.as_ref()).await {
         Ok(Downloaded {
