@@ -80,8 +80,13 @@ pub fn enter(name: &str, addrs: &[&str]) -> bool {
     }
     ip(&["link", "set", "lo", "up"]);
     for addr in addrs {
-        let family = if addr.contains(':') { "-6" } else { "-4" };
-        ip(&[family, "addr", "add", addr, "dev", "lo"]);
+        if addr.contains(':') {
+            // Without `nodad` a new IPv6 address may be "tentative" for a moment, and binding
+            // it fails with EADDRNOTAVAIL.
+            ip(&["-6", "addr", "add", addr, "dev", "lo", "nodad"]);
+        } else {
+            ip(&["-4", "addr", "add", addr, "dev", "lo"]);
+        }
     }
     true
 }
