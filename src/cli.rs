@@ -111,6 +111,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Interception CA commands (`proxy.connect = "intercept"`).
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     /// RPM spec commands: list and check the Source/Patch entries of a spec.
     Spec {
         #[command(subcommand)]
@@ -202,6 +207,17 @@ pub struct DefineArg {
 
 fn parse_define(s: &str) -> Result<Define, String> {
     s.parse().map_err(|e: crate::spec::SpecError| e.to_string())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Make a new CA: DIR/ca.pem (install it on the clients) and DIR/ca-key.pem (mode 0600);
+    /// never overwrites.
+    New {
+        /// Directory to write the two files into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -319,6 +335,9 @@ pub fn run(cli: Cli) -> ExitCode {
             since.as_deref(),
             &format,
         ))),
+        Command::Ca {
+            command: CaCommand::New { out },
+        } => exit(ca_new(&out)),
         Command::Config {
             command: ConfigCommand::Check { config },
         } => match load_config(config.as_deref()) {
@@ -437,6 +456,20 @@ fn token_new(name: &str, scopes: &[String]) -> ExitCode {
     let scopes: Vec<String> = scopes.iter().map(|s| toml_string(s)).collect();
     println!("scopes = [{}]", scopes.join(", "));
     ExitCode::SUCCESS
+}
+
+/// `upcache ca new --out DIR`
+fn ca_new(out: &Path) -> Result<(), String> {
+    let (cert, key) = crate::intercept::ca::create(out).map_err(|e| e.to_string())?;
+    println!("wrote {} (install it on the clients)", cert.display());
+    println!("wrote {} (mode 0600; keep it secret)", key.display());
+    println!();
+    println!("# add to the server configuration:");
+    println!("[proxy]");
+    println!("connect = \"intercept\"");
+    println!("ca_cert = {}", toml_string(&cert.display().to_string()));
+    println!("ca_key = {}", toml_string(&key.display().to_string()));
+    Ok(())
 }
 
 fn toml_string(s: &str) -> String {

@@ -237,6 +237,8 @@ pub struct UpstreamConfig {
     pub user_agent: String,
     /// Alternate sources tried, in order, when the primary fails.
     pub mirrors: Vec<MirrorConfig>,
+    /// Extra PEM roots trusted for upstream TLS, besides the system's; empty: none.
+    pub ca_file: PathBuf,
 }
 
 /// `[[upstream.mirrors]]`
@@ -272,8 +274,11 @@ pub struct LimitsConfig {
 pub enum ConnectMode {
     /// Refuse `CONNECT`.
     Deny,
-    /// Blind relay to port 443 only; nothing is cached.
+    /// Blind relay to a port of `connect_ports`; nothing is cached.
     Tunnel,
+    /// Terminate TLS with a leaf signed by `ca_cert` and serve the requests inside like the
+    /// proxy form (cached); hosts outside `intercept_hosts` are tunneled.
+    Intercept,
 }
 
 /// `[proxy]`
@@ -282,6 +287,15 @@ pub enum ConnectMode {
 pub struct ProxyConfig {
     /// What to do with `CONNECT` requests.
     pub connect: ConnectMode,
+    /// intercept: PEM CA certificate that clients trust (`upcache ca new`).
+    pub ca_cert: PathBuf,
+    /// intercept: its PEM private key; mode 0600 or stricter, else the server refuses to start.
+    pub ca_key: PathBuf,
+    /// intercept: empty = every host; else only these (".suffix" = the domain and its
+    /// subdomains); CONNECTs to other hosts are tunneled, never cached.
+    pub intercept_hosts: Vec<String>,
+    /// Ports a CONNECT may reach (tunnel and intercept); others get 403.
+    pub connect_ports: Vec<u16>,
 }
 
 /// `[auth]`
@@ -400,6 +414,7 @@ impl Default for UpstreamConfig {
             max_object_size: 20 << 30,
             user_agent: format!("upcache/{VERSION_PLACEHOLDER}"),
             mirrors: Vec::new(),
+            ca_file: PathBuf::new(),
         }
     }
 }
@@ -420,6 +435,10 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         Self {
             connect: ConnectMode::Deny,
+            ca_cert: PathBuf::new(),
+            ca_key: PathBuf::new(),
+            intercept_hosts: Vec::new(),
+            connect_ports: vec![443],
         }
     }
 }
@@ -604,6 +623,7 @@ impl Config {
                 )?;
             }
         }
+        self.validate_proxy()?;
         check_http_url("alerts.webhook_url", &self.alerts.webhook_url)?;
         let level = &self.log.level;
         // EnvFilter takes a lone word as a target name, which would hide a typo like "warning".
@@ -617,6 +637,42 @@ impl Config {
             level,
             "expected trace, debug, info, warn, error, off or directives like \"info,upcache=debug\"",
         )?;
+        Ok(())
+    }
+
+    /// `[proxy]`: the ports and, for interception, the CA files (whose contents and mode are
+    /// checked when the server starts).
+    fn validate_proxy(&self) -> Result<(), ConfigError> {
+        let proxy = &self.proxy;
+        check(
+            !proxy.connect_ports.is_empty() && !proxy.connect_ports.contains(&0),
+            "proxy.connect_ports",
+            &proxy.connect_ports,
+            "expected a non-empty list of ports 1-65535, such as [443]",
+        )?;
+        for host in &proxy.intercept_hosts {
+            check(
+                !host.trim_start_matches('.').is_empty() && !host.contains(['/', ':', ' ']),
+                "proxy.intercept_hosts",
+                host,
+                "expected host names such as \"files.example.org\" or \".example.org\"",
+            )?;
+        }
+        if proxy.connect == ConnectMode::Intercept {
+            let advice = "required when proxy.connect is \"intercept\" (`upcache ca new --out DIR` makes one)";
+            check(
+                !proxy.ca_cert.as_os_str().is_empty(),
+                "proxy.ca_cert",
+                &proxy.ca_cert,
+                advice,
+            )?;
+            check(
+                !proxy.ca_key.as_os_str().is_empty(),
+                "proxy.ca_key",
+                &proxy.ca_key,
+                advice,
+            )?;
+        }
         Ok(())
     }
 
@@ -730,11 +786,16 @@ impl EnvSource {
             .split_once('.')
             .and_then(|(section, key)| self.defaults.get(section)?.get(key));
         let parsed = match default {
-            Some(toml::Value::Array(_)) => {
+            Some(toml::Value::Array(defaults)) => {
                 let items = raw.split(',').map(str::trim).filter(|s| !s.is_empty());
+                // Items of a list of numbers (`connect_ports`) are numbers.
+                let numbers = matches!(defaults.first(), Some(toml::Value::Integer(_)));
                 Some(
                     items
-                        .map(|s| config::Value::new(None, s))
+                        .map(|s| match s.parse::<i64>() {
+                            Ok(n) if numbers => config::Value::new(None, n),
+                            _ => config::Value::new(None, s),
+                        })
                         .collect::<Vec<_>>()
                         .into(),
                 )

@@ -54,10 +54,18 @@ pub async fn log_requests(
         Some(app) => super::admit::admit(&req, app, client),
         None => Ok(None),
     };
-    let (mut res, permit) = match admitted {
+    let (mut res, mut permit) = match admitted {
         Ok(permit) => (next.call(req).await?, permit),
         Err(e) => (req.error_response(e), None),
     };
+    // An intercepted CONNECT: the requests inside hold slots of their own.
+    if res
+        .response()
+        .extensions()
+        .contains::<super::intercept::InnerRequestsCounted>()
+    {
+        permit = None;
+    }
     if let Some(v) = served_by {
         res.headers_mut().insert(X_SERVED_BY.clone(), v);
     }

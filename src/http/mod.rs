@@ -4,6 +4,7 @@
 mod admit;
 mod api;
 mod error;
+pub mod intercept;
 mod jobs;
 mod log;
 mod ops;
@@ -44,32 +45,31 @@ impl Server {
     /// starts its own worker threads.
     pub fn start(app: Arc<App>, listener: TcpListener) -> std::io::Result<Server> {
         let addr = listener.local_addr()?;
-        let data = web::Data::from(app.clone());
-        let me = web::Data::new(SelfAuthority::new(addr, &app.config.public_url()));
-        let targets = web::Data::new(TargetCache::new());
-        let served_by = web::Data::new(log::ServedBy(
-            actix_web::http::header::HeaderValue::from_str(&app.instance)
-                .unwrap_or_else(|_| actix_web::http::header::HeaderValue::from_static("upcache")),
-        ));
+        // proxy.connect = "intercept": a CA that cannot be used is a reason not to start.
+        let authority = crate::intercept::Authority::from_config(&app.config.proxy)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let parts = AppParts {
+            app: web::Data::from(app.clone()),
+            me: web::Data::new(SelfAuthority::new(addr, &app.config.public_url())),
+            targets: web::Data::new(TargetCache::new()),
+            served_by: web::Data::new(log::ServedBy(
+                actix_web::http::header::HeaderValue::from_str(&app.instance).unwrap_or_else(
+                    |_| actix_web::http::header::HeaderValue::from_static("upcache"),
+                ),
+            )),
+            authority,
+        };
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let server = actix_web::HttpServer::new(move || {
-            actix_web::App::new()
-                .app_data(data.clone())
-                .app_data(me.clone())
-                .app_data(targets.clone())
-                .app_data(served_by.clone())
-                .wrap(from_fn(log::log_requests))
-                .configure(routes)
-        })
-        .workers(workers)
-        .tcp_nodelay(true)
-        // Body pieces are polled only once everything before them reached the socket: the
-        // invariant that lets hits bypass actix with sendfile (see sendfile.rs).
-        .h1_write_buffer_size(1)
-        .on_connect(sendfile::on_connect)
-        .disable_signals()
-        .listen(listener)?
-        .run();
+        let server = actix_web::HttpServer::new(move || parts.build())
+            .workers(workers)
+            .tcp_nodelay(true)
+            // Body pieces are polled only once everything before them reached the socket: the
+            // invariant that lets hits bypass actix with sendfile (see sendfile.rs).
+            .h1_write_buffer_size(1)
+            .on_connect(sendfile::on_connect)
+            .disable_signals()
+            .listen(listener)?
+            .run();
         let handle = server.handle();
         let task = tokio::spawn(server);
         info!(%addr, "listening");
@@ -89,6 +89,41 @@ impl Server {
 
     pub fn handle(&self) -> ServerHandle {
         self.handle.clone()
+    }
+}
+
+/// What every actix `App` of a server is built from: one per worker thread, and one more per
+/// worker for intercepted HTTPS connections (`intercept`), which must be served identically.
+#[derive(Clone)]
+pub(crate) struct AppParts {
+    app: web::Data<App>,
+    me: web::Data<SelfAuthority>,
+    targets: web::Data<TargetCache>,
+    served_by: web::Data<log::ServedBy>,
+    /// `proxy.connect = "intercept"`: the CA and its leaves.
+    authority: Option<Arc<crate::intercept::Authority>>,
+}
+
+impl AppParts {
+    fn build(
+        &self,
+    ) -> actix_web::App<
+        impl actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Response = actix_web::dev::ServiceResponse<actix_web::body::BoxBody>,
+            Error = actix_web::Error,
+            InitError = (),
+        > + use<>,
+    > {
+        actix_web::App::new()
+            .app_data(self.app.clone())
+            .app_data(self.me.clone())
+            .app_data(self.targets.clone())
+            .app_data(self.served_by.clone())
+            .app_data(web::Data::new(self.clone()))
+            .wrap(from_fn(log::log_requests))
+            .configure(routes)
     }
 }
 
@@ -590,8 +625,12 @@ pub(crate) async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse,
 
 async fn fallback(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, Error> {
     if req.method() == Method::CONNECT {
-        if app_of(&req).config.proxy.connect == crate::config::ConnectMode::Tunnel {
-            return tunnel::connect(req, payload).await;
+        match app_of(&req).config.proxy.connect {
+            crate::config::ConnectMode::Tunnel => return tunnel::connect(req, payload).await,
+            crate::config::ConnectMode::Intercept => {
+                return intercept::connect(req, payload).await;
+            }
+            crate::config::ConnectMode::Deny => {}
         }
         return Err(Error::MethodNotAllowed(
             "CONNECT tunnels are disabled (proxy.connect = \"deny\"); request the mirror path \
