@@ -235,10 +235,10 @@ pub struct UpstreamConfig {
     pub max_object_size: u64,
     /// Raw `User-Agent` template; use [`Config::user_agent`] for the header value.
     pub user_agent: String,
-    /// Alternate sources tried, in order, when the primary fails.
-    pub mirrors: Vec<MirrorConfig>,
     /// Extra PEM roots trusted for upstream TLS, besides the system's; empty: none.
     pub ca_file: PathBuf,
+    /// Alternate sources tried, in order, when the primary fails.
+    pub mirrors: Vec<MirrorConfig>,
 }
 
 /// `[[upstream.mirrors]]`
@@ -413,8 +413,8 @@ impl Default for UpstreamConfig {
             deny_content_types: strings(&["audio/", "video/"]),
             max_object_size: 20 << 30,
             user_agent: format!("upcache/{VERSION_PLACEHOLDER}"),
-            mirrors: Vec::new(),
             ca_file: PathBuf::new(),
+            mirrors: Vec::new(),
         }
     }
 }
@@ -1108,6 +1108,26 @@ mod tests {
     }
 
     #[test]
+    fn proxy_interception_settings_load_from_file_and_env() {
+        let c = load(
+            Some(
+                "[proxy]\nconnect = \"intercept\"\nca_cert = \"/etc/upcache/ca.pem\"\n\
+                 ca_key = \"/etc/upcache/ca-key.pem\"\nintercept_hosts = [\".kernel.org\"]\n\
+                 [upstream]\nca_file = \"/etc/pki/corp.pem\"",
+            ),
+            &[("UPCACHE__PROXY__CONNECT_PORTS", "443, 8443")],
+        )
+        .unwrap();
+        assert_eq!(c.proxy.connect, ConnectMode::Intercept);
+        assert_eq!(c.proxy.ca_cert, Path::new("/etc/upcache/ca.pem"));
+        assert_eq!(c.proxy.ca_key, Path::new("/etc/upcache/ca-key.pem"));
+        assert_eq!(c.proxy.intercept_hosts, [".kernel.org"]);
+        assert_eq!(c.proxy.connect_ports, [443, 8443]);
+        assert_eq!(c.upstream.ca_file, Path::new("/etc/pki/corp.pem"));
+        assert_eq!(Config::default().proxy.connect_ports, [443]);
+    }
+
+    #[test]
     fn env_wins_over_file_and_replaces_lists() {
         let file = "[server]\nlisten = \"127.0.0.1:1\"\n[upstream]\nretries = 1\n\
                     allowed_schemes = [\"http\", \"https\", \"ftp\"]\n";
@@ -1291,6 +1311,41 @@ mod tests {
                 "invalid cache.memory_entries = 0: must be above 0",
             ),
             (
+                "[proxy]\nconnect = \"intercept\"",
+                &[],
+                r#"invalid proxy.ca_cert = "": required when proxy.connect is "intercept""#,
+            ),
+            (
+                "[proxy]\nconnect = \"intercept\"\nca_cert = \"ca.pem\"",
+                &[],
+                r#"invalid proxy.ca_key = "": required when proxy.connect is "intercept""#,
+            ),
+            (
+                "[proxy]\nconnect_ports = []",
+                &[],
+                "invalid proxy.connect_ports = []: expected a non-empty list",
+            ),
+            (
+                "",
+                &[("UPCACHE__PROXY__CONNECT_PORTS", "443,0")],
+                "invalid proxy.connect_ports = [443, 0]: ",
+            ),
+            (
+                "[proxy]\nconnect_ports = [70000]",
+                &[],
+                r#"invalid value for "proxy.connect_ports[0]" in FILE: "#,
+            ),
+            (
+                "[proxy]\nintercept_hosts = [\"https://example.org/\"]",
+                &[],
+                r#"invalid proxy.intercept_hosts = "https://example.org/": expected host names"#,
+            ),
+            (
+                "[proxy]\nconnect = \"bump\"",
+                &[],
+                r#"invalid value for "proxy.connect" in FILE: unknown variant `bump`"#,
+            ),
+            (
                 "[server\nlisten = 1",
                 &[],
                 "cannot parse config file FILE: ",
@@ -1400,6 +1455,14 @@ mod tests {
             sha256: "0".repeat(64),
             scopes: vec!["upload".into()],
         }];
+        c.upstream.ca_file = "/etc/pki/corp.pem".into();
+        c.proxy = ProxyConfig {
+            connect: ConnectMode::Intercept,
+            ca_cert: "/etc/upcache/ca.pem".into(),
+            ca_key: "/etc/upcache/ca-key.pem".into(),
+            intercept_hosts: vec![".kernel.org".into()],
+            connect_ports: vec![443, 8443],
+        };
         assert_eq!(schema_errors(&c.to_toml_string()), Vec::<String>::new());
     }
 
@@ -1414,6 +1477,9 @@ mod tests {
             "[upstream]\nallowed_schemes = [\"gopher\"]",
             "[upstream]\nretries = 1.5",
             "[log]\nformat = \"xml\"",
+            "[proxy]\nconnect = \"intercept\"",
+            "[proxy]\nconnect_ports = []",
+            "[proxy]\nconnect_ports = [0]",
         ] {
             assert!(!schema_errors(bad).is_empty(), "schema accepts {bad:?}");
             assert!(load(Some(bad), &[]).is_err(), "loading accepts {bad:?}");

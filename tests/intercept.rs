@@ -310,6 +310,7 @@ async fn clients_that_do_not_trust_the_ca_fail_their_handshake() {
         "curl: peer certificate cannot be verified: {c:?}"
     );
     assert!(c.body.is_empty(), "{c:?}");
+    assert!(c.stderr.contains("certificate"), "{}", c.stderr);
     // The origin's own CA is no help either: the certificate is upcache's.
     let c = curl(&s.srv.base, Some(&s.origin_ca.cert_path), &url, &[]).await;
     assert_eq!(c.exit, 60, "{c:?}");

@@ -13,7 +13,9 @@ use rcgen::{
     KeyUsagePurpose, SanType, SerialNumber,
 };
 use tokio_rustls::rustls::ServerConfig;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::rustls::pki_types::{
+    CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName,
+};
 
 use super::InterceptError;
 use super::ca::Ca;
@@ -73,6 +75,12 @@ pub fn mint(
     ca: &Ca,
     host: &str,
 ) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), InterceptError> {
+    // What TLS clients accept as a server name (an IP literal, or a valid DNS name).
+    if ServerName::try_from(host).is_err() {
+        return Err(InterceptError::Host {
+            host: host.to_owned(),
+        });
+    }
     let key = KeyPair::generate().map_err(InterceptError::Mint)?;
     let mut params = CertificateParams::default();
     let san = match host.parse::<IpAddr>() {
