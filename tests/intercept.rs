@@ -201,6 +201,8 @@ async fn curl_and_python_through_https_proxy_miss_then_hit() {
         Some("MISS"),
         "{first:?}"
     );
+    // The fill commits after the last byte (read-your-writes is issue 13 item 4).
+    s.srv.app.flights.wait_idle().await;
     let second = curl(&s.srv.base, Some(&s.ca_pem), &url, &[]).await;
     assert_eq!((second.exit, second.status), (0, 200), "{second:?}");
     assert_eq!(second.body, body);
@@ -233,15 +235,14 @@ async fn curl_and_python_through_https_proxy_miss_then_hit() {
     s.up.route("/pub/py-1.0.zip", Route::ok(py_body.clone()));
     let py_url = s.url("/pub/py-1.0.zip");
     let ca = s.ca_pem.display().to_string();
-    let got = python(PY_URLLIB, vec![ca, py_url.clone(), py_url], &s.srv.base).await;
     let sha = sha256_hex(&py_body);
-    assert_eq!(
-        got,
-        serde_json::json!([
-            {"status": 200, "x_cache": "MISS", "sha256": sha},
-            {"status": 200, "x_cache": "HIT", "sha256": sha},
-        ])
-    );
+    let got = python(PY_URLLIB, vec![ca.clone(), py_url.clone()], &s.srv.base).await;
+    let miss = serde_json::json!([{"status": 200, "x_cache": "MISS", "sha256": sha}]);
+    assert_eq!(got, miss);
+    s.srv.app.flights.wait_idle().await;
+    let got = python(PY_URLLIB, vec![ca, py_url], &s.srv.base).await;
+    let hit = serde_json::json!([{"status": 200, "x_cache": "HIT", "sha256": sha}]);
+    assert_eq!(got, hit);
     assert_eq!(s.up.hits("/pub/py-1.0.zip"), 1, "origin asked once");
 }
 
@@ -367,6 +368,62 @@ async fn a_port_outside_connect_ports_gets_403() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intercepted_connects_obey_the_ssrf_guard_and_allow_hosts() {
+    let s = Setup::start(|c| c.upstream.allow_private = false).await;
+    let port = s.front.port();
+    for target in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        format!("169.254.169.254:{port}"),
+    ] {
+        let text = raw_connect(&s.srv, &target).await;
+        assert!(text.starts_with("HTTP/1.1 403"), "{target}: {text}");
+        assert!(text.contains("forbidden_destination"), "{target}: {text}");
+    }
+    assert_eq!(s.srv.app.index.stats().urls, 0);
+    let s = Setup::start(|c| c.upstream.allow_hosts = vec!["ftp.gnu.org".into()]).await;
+    let text = raw_connect(&s.srv, &format!("example.org:{}", s.front.port())).await;
+    assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+    assert!(text.contains("allow_hosts"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tunnel_serves_many_requests_and_head() {
+    let s = Setup::start(|_| {}).await;
+    let (a, b) = (random_bytes(70_000, 139), random_bytes(5_000, 140));
+    s.up.route("/a.tar.gz", Route::ok(a.clone()));
+    s.up.route("/b.tar.gz", Route::ok(b.clone()));
+    // HEAD on a miss: upstream's headers, nothing stored.
+    let c = curl(&s.srv.base, Some(&s.ca_pem), &s.url("/a.tar.gz"), &["-I"]).await;
+    assert_eq!((c.exit, c.status), (0, 200), "{c:?}");
+    assert_eq!(c.header("x-cache").as_deref(), Some("MISS"));
+    assert_eq!(c.header("content-length").as_deref(), Some("70000"));
+    // Three requests over one kept-alive tunnel (curl reuses the connection: one CONNECT).
+    let dir = tempfile::tempdir().unwrap();
+    let outs: Vec<PathBuf> = (0..3).map(|i| dir.path().join(format!("o{i}"))).collect();
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-f", "-v", "--cacert"]).arg(&s.ca_pem);
+    for (out, path) in outs.iter().zip(["/a.tar.gz", "/b.tar.gz", "/a.tar.gz"]) {
+        cmd.arg("-o").arg(out).arg(s.url(path));
+    }
+    via_proxy(&mut cmd, &s.srv.base);
+    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{log}");
+    assert_eq!(log.matches("> CONNECT ").count(), 1, "{log}");
+    assert_eq!(std::fs::read(&outs[0]).unwrap(), a);
+    assert_eq!(std::fs::read(&outs[1]).unwrap(), b);
+    assert_eq!(std::fs::read(&outs[2]).unwrap(), a);
+    // The third request is served by the cache (a HIT, or a join of the fill that has just
+    // finished but not yet committed: read-your-writes is issue 13 item 4): one upstream GET.
+    assert_eq!(s.up.hits("/a.tar.gz"), 2, "one HEAD and one GET");
+    assert_eq!(s.up.hits("/b.tar.gz"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_outside_intercept_hosts_are_tunneled_and_not_cached() {
     let s = Setup::start(|c| c.proxy.intercept_hosts = vec![".example.org".into()]).await;
     let body = random_bytes(40_000, 134);
@@ -426,6 +483,7 @@ async fn expected_checksum_headers_are_honoured_inside_the_tunnel() {
     let c = curl(&s.srv.base, Some(&s.ca_pem), &url, &["-H", &right]).await;
     assert_eq!((c.exit, c.status), (0, 200), "{c:?}");
     assert_eq!(c.body, body);
+    s.srv.app.flights.wait_idle().await;
     // A hit whose content does not match: 502 before any body.
     let c = curl(&s.srv.base, Some(&s.ca_pem), &url, &["-H", &wrong]).await;
     assert_eq!(c.status, 502, "{c:?}");
