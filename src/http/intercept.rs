@@ -38,8 +38,9 @@ use tracing::debug;
 use super::{AppParts, app_of, client_ip, tunnel};
 use crate::error::Error;
 
-/// Bytes buffered in the pipe between the CONNECT and the TLS endpoint, each way.
-const PIPE_BUFFER: usize = 256 * 1024;
+/// Bytes buffered in the pipe between the CONNECT and the TLS endpoint, each way: enough
+/// for a TLS record or two in flight, small enough that hundreds of slow clients cost little.
+const PIPE_BUFFER: usize = 64 * 1024;
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -183,13 +184,13 @@ where
         .h1(service)
 }
 
+/// A request answered without reaching the app.
+type Refused<E> = Ready<Result<Response<BoxBody>, E>>;
+
 /// Turn a request inside an intercepted connection into the proxy form for
 /// `https://<CONNECT host:port><path>` (whatever its Host header says: the client's TLS was
 /// made for the CONNECT host), then hand it to the app.
-fn to_proxy_form<S>(
-    mut req: Request,
-    app: &S,
-) -> Either<S::Future, Ready<Result<Response<BoxBody>, S::Error>>>
+fn to_proxy_form<S>(mut req: Request, app: &S) -> Either<S::Future, Refused<S::Error>>
 where
     S: Service<Request, Response = Response<BoxBody>>,
 {
