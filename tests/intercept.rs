@@ -13,7 +13,6 @@ use std::process::{Command, Stdio};
 use common::server::*;
 use common::tls::*;
 use common::upstream::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use upcache::config::ConnectMode;
 
 /// An intercepting server in front of an HTTPS origin.
@@ -323,31 +322,11 @@ async fn clients_that_do_not_trust_the_ca_fail_their_handshake() {
     assert_eq!(s.srv.app.index.stats().urls, 0);
 }
 
-/// Send a raw CONNECT and return the whole answer.
-async fn raw_connect(srv: &TestServer, target: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(srv.base.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 4096];
-    let mut n = 0;
-    loop {
-        let m = s.read(&mut buf[n..]).await.unwrap();
-        n += m;
-        let text = String::from_utf8_lossy(&buf[..n]);
-        if m == 0 || (text.contains("\r\n\r\n") && text.trim_end().ends_with('}')) {
-            return text.into_owned();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_port_outside_connect_ports_gets_403() {
     let s = Setup::start(|_| {}).await;
     let other = Upstream::start().await;
-    let text = raw_connect(&s.srv, &other.addr().to_string()).await;
+    let text = s.srv.raw_connect(&other.addr().to_string()).await;
     assert!(text.starts_with("HTTP/1.1 403"), "{text}");
     assert!(text.contains("forbidden_destination"), "{text}");
     assert!(
@@ -361,7 +340,7 @@ async fn a_port_outside_connect_ports_gets_403() {
         c.proxy.connect_ports = vec![8443, 9443];
     })
     .await;
-    let text = raw_connect(&t, &other.addr().to_string()).await;
+    let text = t.raw_connect(&other.addr().to_string()).await;
     assert!(text.starts_with("HTTP/1.1 403"), "{text}");
     assert!(text.contains("ports 8443, 9443 only"), "{text}");
     assert_eq!(other.connections(), 0);
@@ -377,13 +356,16 @@ async fn intercepted_connects_obey_the_ssrf_guard_and_allow_hosts() {
         format!("[::1]:{port}"),
         format!("169.254.169.254:{port}"),
     ] {
-        let text = raw_connect(&s.srv, &target).await;
+        let text = s.srv.raw_connect(&target).await;
         assert!(text.starts_with("HTTP/1.1 403"), "{target}: {text}");
         assert!(text.contains("forbidden_destination"), "{target}: {text}");
     }
     assert_eq!(s.srv.app.index.stats().urls, 0);
     let s = Setup::start(|c| c.upstream.allow_hosts = vec!["ftp.gnu.org".into()]).await;
-    let text = raw_connect(&s.srv, &format!("example.org:{}", s.front.port())).await;
+    let text = s
+        .srv
+        .raw_connect(&format!("example.org:{}", s.front.port()))
+        .await;
     assert!(text.starts_with("HTTP/1.1 403"), "{text}");
     assert!(text.contains("allow_hosts"), "{text}");
 }
