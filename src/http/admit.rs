@@ -59,13 +59,15 @@ pub fn admit(
     };
     app.limits.admit(ip).map_err(|rejection| {
         app.metrics.rate_limited.inc();
+        let ip = crate::limits::describe_client(ip);
         let message = match rejection {
             Rejection::Rate { .. } => format!(
                 "too many requests from {ip} (limits.per_client_rps = {}, per_client_burst = {})",
                 app.config.limits.per_client_rps, app.config.limits.per_client_burst
             ),
             Rejection::Concurrency { limit } => format!(
-                "too many simultaneous requests from {ip} (limits.per_client_concurrency = {limit})"
+                "too many simultaneous requests and downloads started by {ip} \
+                 (limits.per_client_concurrency = {limit})"
             ),
             Rejection::TooManyClients => {
                 "too many clients have requests in progress; try again shortly".to_owned()
