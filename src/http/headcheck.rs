@@ -235,14 +235,12 @@ fn check_head(buf: &[u8], codec: &mut Codec) -> Result<Option<(usize, Framing)>,
     };
     if let Some(from) = headers_start {
         // The header section without the empty line that ends it.
-        let mut headers = len - from;
-        if req.is_some() {
-            headers -= if buf[..len].ends_with(b"\r\n\r\n") {
-                2
-            } else {
-                1
-            };
-        }
+        let blank = match req {
+            Some(_) if buf[..len].ends_with(b"\r\n\r\n") => 2,
+            Some(_) => 1,
+            None => 0,
+        };
+        let headers = len.saturating_sub(from).saturating_sub(blank);
         if headers > MAX_HEADER_BYTES {
             return Err(Error::HeadersTooLarge(format!(
                 "the request headers are more than {MAX_HEADER_BYTES} bytes"
