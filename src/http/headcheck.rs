@@ -115,8 +115,24 @@ impl CheckedStream {
 
     /// Refuse the request whose head is pending: actix sees the end of the stream.
     fn refuse(&mut self, error: Error) {
-        tracing::info!(client = ?self.peer.map(|p| p.ip()), %error, "request head refused");
-        self.refusal = Some(refusal(&error, &self.shared.served_by));
+        let answer = refusal(&error, &self.shared.served_by);
+        tracing::debug!(client = ?self.peer.map(|p| p.ip()), %error, "request head refused");
+        if crate::accesslog::enabled() {
+            // The access line of a request no handler saw (its target may be megabytes).
+            let client = self.peer.map(|p| p.ip().to_string());
+            crate::accesslog::write(&crate::accesslog::Record {
+                method: "-",
+                form: "-",
+                url: "-",
+                status: error.status_and_code().0.as_u16(),
+                x_cache: "-",
+                bytes: answer.len() as u64,
+                complete: true,
+                ms: 0.0,
+                client: client.as_deref().unwrap_or("-"),
+            });
+        }
+        self.refusal = Some(answer);
         self.pending.clear();
         self.deadline = None;
     }
