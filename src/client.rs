@@ -233,7 +233,12 @@ pub async fn prefetch(
         bar.finish_and_clear();
     }
     let items = status["items"].as_array().cloned().unwrap_or_default();
-    let count = |state: &str| items.iter().filter(|i| i["state"] == state).count();
+    // A job the server has summarized lists only some items; its counts cover all of them.
+    let count = |state: &str| match status["counts"][state].as_u64() {
+        Some(n) => n as usize,
+        None => items.iter().filter(|i| i["state"] == state).count(),
+    };
+    let total = status["total"].as_u64().map_or(items.len(), |n| n as usize);
     let (failed, drift) = (count("failed"), count("drift"));
     let mut summary = format!("{} cached", count("cached"));
     if revalidate {
@@ -254,9 +259,9 @@ pub async fn prefetch(
         eprintln!("  {}", item_line(item));
     }
     Err(match (failed, drift) {
-        (0, d) => format!("{d} of {} urls drifted upstream", items.len()),
-        (f, 0) => format!("{f} of {} urls failed", items.len()),
-        (f, d) => format!("{f} of {} urls failed, {d} drifted upstream", items.len()),
+        (0, d) => format!("{d} of {total} urls drifted upstream"),
+        (f, 0) => format!("{f} of {total} urls failed"),
+        (f, d) => format!("{f} of {total} urls failed, {d} drifted upstream"),
     })
 }
 
