@@ -41,6 +41,15 @@ fn refused_server() -> String {
     format!("http://127.0.0.1:{port}/")
 }
 
+/// A small file to upload, in a fresh directory.
+fn tarball() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-1.0.tar.gz");
+    std::fs::write(&file, b"tarball").unwrap();
+    let file = file.to_str().unwrap().to_owned();
+    (dir, file)
+}
+
 /// The help text clap prints after `name` in `--help` output (the rest of that line, or the
 /// next line when the name fills the first).
 fn help_of(help: &str, name: &str) -> String {
@@ -79,12 +88,10 @@ fn arguments_that_had_no_help_have_it() {
 
 #[test]
 fn commands_that_need_a_token_say_how_to_give_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("a-1.0.tar.gz");
-    std::fs::write(&file, b"tarball").unwrap();
+    let (_dir, file) = tarball();
     // Nothing listens there: the hint must come before any attempt to connect.
     let server = refused_server();
-    let file = file.to_str().unwrap();
+    let file = file.as_str();
     for (args, command) in [
         (&["upload", file][..], "upload"),
         (&["audit", "export"], "audit export"),
@@ -105,12 +112,10 @@ fn commands_that_need_a_token_say_how_to_give_one() {
 
 #[test]
 fn connection_errors_keep_their_cause_and_show_the_url_as_given() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("a-1.0.tar.gz");
-    std::fs::write(&file, b"tarball").unwrap();
+    let (dir, file) = tarball();
     let server = refused_server();
     let url = "https://example.org/pub/a-1.0.tar.gz";
-    let file = file.to_str().unwrap();
+    let file = file.as_str();
     for args in [
         &["fetch", url][..],
         &["upload", file, "--url", url, "--token", "t"],

@@ -63,6 +63,14 @@ fn upcache_services(v: &Value) -> Vec<(String, &Value)> {
         .collect()
 }
 
+/// `upcache-N:8080` for every instance: where the gateway and Prometheus reach them.
+fn instance_addresses(v: &Value) -> BTreeSet<String> {
+    upcache_services(v)
+        .iter()
+        .map(|(name, _)| format!("{name}:8080"))
+        .collect()
+}
+
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -207,11 +215,7 @@ fn the_gateway_runs_deploy_nginx_conf_and_routes_to_the_instances() {
         .filter_map(|l| l.split_whitespace().next())
         .map(str::to_owned)
         .collect();
-    let expected: BTreeSet<String> = upcache_services(&v)
-        .iter()
-        .map(|(name, _)| format!("{name}:8080"))
-        .collect();
-    assert_eq!(servers, expected);
+    assert_eq!(servers, instance_addresses(&v));
     assert!(DOCKERFILE.contains("UPCACHE__SERVER__LISTEN=0.0.0.0:8080"));
     assert!(DOCKERFILE.contains("EXPOSE 8080"));
     // Upload sizes agree between the gateway and the instances.
@@ -421,25 +425,13 @@ async fn uploads_work_out_of_the_box_with_the_documented_token() {
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
 }
 
-/// `promtool`'s verdict on a Prometheus config file.
-fn promtool_check(path: &Path) {
-    let promtool = "/usr/bin/promtool";
+/// `binary`, from Debian's prometheus package, which scripts/test.sh installs.
+fn from_prometheus_package(binary: &str) -> &str {
     assert!(
-        Path::new(promtool).exists(),
-        "{promtool} is missing: install Debian's prometheus (scripts/test.sh does)"
+        Path::new(binary).exists(),
+        "{binary} is missing: install Debian's prometheus (scripts/test.sh does)"
     );
-    let out = Command::new(promtool)
-        .args(["check", "config"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check config {}: {}{}",
-        path.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    binary
 }
 
 #[test]
@@ -491,12 +483,12 @@ fn the_monitoring_profile_scrapes_every_instance() {
         .flat_map(|j| j["static_configs"].as_sequence().unwrap().iter())
         .flat_map(|c| strings(&c["targets"]))
         .collect();
-    let instances: BTreeSet<String> = upcache_services(&v)
-        .iter()
-        .map(|(name, _)| format!("{name}:8080"))
-        .collect();
-    assert_eq!(targets, instances);
-    promtool_check(&root().join("deploy/prometheus.yml"));
+    assert_eq!(targets, instance_addresses(&v));
+    succeed(
+        Command::new(from_prometheus_package("/usr/bin/promtool"))
+            .args(["check", "config"])
+            .arg(root().join("deploy/prometheus.yml")),
+    );
 }
 
 /// Debian's Prometheus on a copy of `deploy/prometheus.yml` whose targets are `targets`.
@@ -507,11 +499,7 @@ struct Prometheus {
 
 impl Prometheus {
     fn start(dir: &Path, targets: &[String]) -> Prometheus {
-        let binary = "/usr/bin/prometheus";
-        assert!(
-            Path::new(binary).exists(),
-            "{binary} is missing: install Debian's prometheus (scripts/test.sh does)"
-        );
+        let binary = from_prometheus_package("/usr/bin/prometheus");
         // Only the targets and the interval change, each found exactly once.
         let mut config = PROMETHEUS.to_owned();
         let mut replace = |from: &str, to: &str| {

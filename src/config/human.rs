@@ -224,10 +224,15 @@ mod tests {
             ("17EiB", "too large (at most 16EiB); expected"),
             ("99999999999999999999999", "too large"),
         ] {
-            let got = parse_size(text).unwrap_err();
-            assert!(got.starts_with(want), "{text:?}: {got}");
-            assert!(!got.contains("float"), "{text:?}: {got}");
+            assert_error(parse_size(text), text, want);
         }
+    }
+
+    /// `result` is an error starting with `want`, in words rather than parser jargon.
+    fn assert_error<T: std::fmt::Debug>(result: Result<T, String>, text: &str, want: &str) {
+        let got = result.unwrap_err();
+        assert!(got.starts_with(want), "{text:?}: {got}");
+        assert!(!got.contains("float"), "{text:?}: {got}");
     }
 
     #[test]
@@ -245,8 +250,7 @@ mod tests {
             ("5m!", "unexpected '!'; expected"),
             ("99999999999999999999y", "too large"),
         ] {
-            let got = parse_duration(text).unwrap_err();
-            assert!(got.starts_with(want), "{text:?}: {got}");
+            assert_error(parse_duration(text), text, want);
         }
     }
 
