@@ -16,7 +16,8 @@ log() { printf '\n== %s\n' "$*" >&2; }
 tools=(
   "curl curl /usr/bin/curl"
   "wget wget /usr/bin/wget"
-  "ip iproute2 /usr/sbin/ip"
+  "ip iproute2 /usr/sbin/ip"                         # network namespaces of the SSRF tests
+  "openssl openssl /usr/bin/openssl"                 # a real TLS server (openssl s_server)
   "rpmbuild rpm /usr/bin/rpmbuild"                   # and rpmspec
   "/usr/sbin/nginx nginx /usr/sbin/nginx"            # the gateway tests run deploy/nginx.conf
   "systemd-analyze systemd /usr/bin/systemd-analyze" # tests/deploy.rs: dist/upcache.service
@@ -60,12 +61,8 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
-# A documentation-range address on loopback lets tests reach a "public" upstream while the
-# SSRF guard is on (redirects from it to 127.0.0.1 must be refused). Tests that need it skip
-# with a message when it cannot be added (not root).
-if command -v ip >/dev/null && ! ip -4 addr show dev lo | grep -q '203.0.113.7/'; then
-  ip addr add 203.0.113.7/32 dev lo 2>/dev/null || echo "note: cannot add 203.0.113.7 to lo; SSRF redirect tests will skip" >&2
-fi
+# Tests never change this machine's network: those that need a "public" upstream address make
+# a network namespace of their own (tests/common/netns.rs; root and unshare from util-linux).
 
 # --- checks and tests --------------------------------------------------------------------------
 log "cargo fmt --check"

@@ -178,11 +178,12 @@ pub const CSV_HEADER: [&str; 16] = [
 ];
 
 impl Event {
-    /// The event's CSV row, in [`CSV_HEADER`] order (empty cells for null).
+    /// The event's CSV row, in [`CSV_HEADER`] order (empty cells for null), each cell made
+    /// inert for spreadsheets ([`csv_cell`]).
     pub fn csv_row(&self) -> [String; 16] {
         let o = |v: &Option<String>| v.clone().unwrap_or_default();
         let up = self.upstream.clone().unwrap_or_default();
-        [
+        let row = [
             self.seq.to_string(),
             self.time.clone(),
             self.event.clone(),
@@ -199,7 +200,19 @@ impl Event {
             o(&up.last_modified),
             o(&up.final_url),
             o(&self.detail),
-        ]
+        ];
+        row.map(csv_cell)
+    }
+}
+
+/// OWASP's CSV injection rule: a cell that starts with `=`, `+`, `-`, `@`, TAB or CR would be
+/// read as a formula by a spreadsheet (an upstream's `ETag: =HYPERLINK(...)` becomes a live
+/// link), so it gets a leading `'`. JSONL, a format no spreadsheet evaluates, stays verbatim.
+pub fn csv_cell(cell: String) -> String {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}")
+    } else {
+        cell
     }
 }
 
@@ -264,5 +277,34 @@ mod tests {
         assert_eq!(seqs, [1, 2, 3], "torn line skipped, the next event intact");
         let recent: Vec<u64> = j.recent().iter().map(|e| e.seq).collect();
         assert_eq!(recent, [3, 2, 1]);
+    }
+
+    #[test]
+    fn csv_cells_cannot_start_a_formula() {
+        for (cell, want) in [
+            (
+                "=HYPERLINK(\"http://x/\",\"y\")",
+                "'=HYPERLINK(\"http://x/\",\"y\")",
+            ),
+            ("+1", "'+1"),
+            ("-1+2", "'-1+2"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("\rx", "'\rx"),
+            ("\"v1\"", "\"v1\""),
+            ("https://example.org/a=b", "https://example.org/a=b"),
+            ("", ""),
+        ] {
+            assert_eq!(csv_cell(cell.to_owned()), want, "{cell:?}");
+        }
+        let mut e = Event::new("fetched");
+        e.upstream = Some(UpstreamInfo {
+            etag: Some("=1+1".into()),
+            ..UpstreamInfo::default()
+        });
+        e.detail = Some("-2".into());
+        let row = e.csv_row();
+        assert_eq!(row[12], "'=1+1");
+        assert_eq!(row[15], "'-2");
     }
 }

@@ -294,7 +294,10 @@ fn part_path(target: &Path) -> PathBuf {
 /// A file name from a URL must not walk out of the current directory.
 fn sanitize_file_name(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or("");
-    let cleaned: String = base.chars().filter(|c| !c.is_control()).collect();
+    let cleaned: String = base
+        .chars()
+        .filter(|c| !c.is_control() && !crate::url::is_hidden_char(*c))
+        .collect();
     match cleaned.as_str() {
         "." | ".." => String::new(),
         _ => cleaned,

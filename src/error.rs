@@ -90,6 +90,7 @@ impl From<&UpstreamError> for Error {
             UpstreamError::TooLarge { .. } => Error::TooLarge(msg),
             UpstreamError::Timeout { .. } => Error::UpstreamTimeout(msg),
             UpstreamError::Connect { .. }
+            | UpstreamError::Exchange { .. }
             | UpstreamError::Status { .. }
             | UpstreamError::Body { .. }
             | UpstreamError::Truncated { .. }

@@ -137,6 +137,26 @@ impl UpstreamUrl {
         let password = url.password().map(normalize_escapes);
         url.set_password(password.as_deref())
             .expect("special urls take a password");
+        // FTP sends the decoded path and userinfo as command arguments: a CR or LF would end
+        // the command and start another one (command injection), a NUL would cut it short.
+        // Such a URL names nothing an FTP server can serve.
+        if url.scheme() == "ftp" {
+            let parts = [
+                url.path(),
+                url.username(),
+                url.password().unwrap_or_default(),
+            ];
+            if parts
+                .iter()
+                .any(|p| ["%0D", "%0A", "%00"].iter().any(|e| p.contains(e)))
+            {
+                return Err(UrlError::invalid(
+                    s,
+                    "an ftp url cannot contain CR, LF or NUL (%0D, %0A, %00): ftp would read \
+                     them as the end of a command",
+                ));
+            }
+        }
 
         // Escaping can grow a URL; checking the result keeps `parse(u.as_str())` infallible.
         if url.as_str().len() > MAX_URL_LEN {
@@ -314,11 +334,15 @@ pub fn from_mirror_path(raw: &str) -> Result<UpstreamUrl, UrlError> {
 /// `; filename*=UTF-8''<pct-encoded>` (RFC 6266) when the name is not plain ASCII.
 ///
 /// Sanitizing keeps only the part after the last '/' or '\\', drops control characters
-/// (CR and LF included) and surrounding whitespace, and escapes `"` and `\`; an empty name,
-/// "." or ".." becomes "download". The ASCII fallback replaces non-ASCII characters with '_'.
+/// (CR and LF included), bidi controls and line/paragraph separators ([`is_hidden_char`]) and
+/// surrounding whitespace, and escapes `"` and `\`; an empty name, "." or ".." becomes
+/// "download". The ASCII fallback replaces non-ASCII characters with '_'.
 pub fn content_disposition(file_name: &str) -> String {
     let base = file_name.rsplit(['/', '\\']).next().unwrap_or_default();
-    let cleaned: String = base.chars().filter(|c| !c.is_control()).collect();
+    let cleaned: String = base
+        .chars()
+        .filter(|c| !c.is_control() && !is_hidden_char(*c))
+        .collect();
     let name = match cleaned.trim() {
         "" | "." | ".." => "download",
         name => name,
@@ -340,6 +364,23 @@ pub fn content_disposition(file_name: &str) -> String {
         header.extend(utf8_percent_encode(name, ATTR_CHAR));
     }
     header
+}
+
+/// Characters that change how a name is displayed without being seen: the Unicode
+/// `Bidi_Control` set (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069), with which
+/// "evil\u{202E}zg.rat.exe" shows as "evilexe.tar.gz", and the line and paragraph separators
+/// U+2028 and U+2029, which break a name over lines.
+pub fn is_hidden_char(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{200E}'
+            | '\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{2028}'
+            | '\u{2029}'
+    )
 }
 
 /// Splits off an RFC 3986 scheme (`ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) ":"`).
@@ -515,6 +556,26 @@ mod tests {
         assert_eq!(u.mirror_path(), "/ftp/ftp.example.org/pub/f.tgz");
         assert_eq!(norm("http://:@a/"), "http://a/");
         assert_eq!(norm("http://a@b@c/"), "http://a%40b@c/");
+    }
+
+    #[test]
+    fn ftp_urls_cannot_smuggle_commands() {
+        for bad in [
+            "ftp://h/x%0d%0aDELE%20y.tar.gz",
+            "ftp://h/dir%0A/x.tgz",
+            "ftp://h/x%00.tgz",
+            "ftp://u%0d%0aDELE%20y:p@h/x.tgz",
+            "ftp://u:p%0a@h/x.tgz",
+        ] {
+            assert!(
+                reason(bad).contains("cannot contain CR, LF or NUL"),
+                "{bad}: {}",
+                reason(bad)
+            );
+        }
+        // Harmless in HTTP, where the path stays encoded on the wire.
+        assert_eq!(norm("http://h/x%0d%0a.tgz"), "http://h/x%0D%0A.tgz");
+        assert_eq!(norm("ftp://h/x%0b.tgz"), "ftp://h/x%0B.tgz");
     }
 
     #[test]
@@ -757,6 +818,24 @@ mod tests {
                 "bü cher.tgz",
                 r#"attachment; filename="b_ cher.tgz"; filename*=UTF-8''b%C3%BC%20cher.tgz"#,
             ),
+            // Bidi controls and line separators are dropped (issue 11, item 8).
+            (
+                "evil\u{202E}zg.rat.exe",
+                r#"attachment; filename="evilzg.rat.exe""#,
+            ),
+            (
+                "\u{202A}a\u{202B}b\u{202C}c\u{202D}d\u{2066}e\u{2067}f\u{2068}g\u{2069}.tgz",
+                r#"attachment; filename="abcdefg.tgz""#,
+            ),
+            (
+                "x\u{2028}y\u{2029}z\u{200E}\u{200F}\u{061C}.zip",
+                r#"attachment; filename="xyz.zip""#,
+            ),
+            (
+                "ü\u{202E}.tgz",
+                r#"attachment; filename="_.tgz"; filename*=UTF-8''%C3%BC.tgz"#,
+            ),
+            ("\u{202E}\u{2028}", r#"attachment; filename="download""#),
             (
                 "日本\"'.zip",
                 r#"attachment; filename="__\"'.zip"; filename*=UTF-8''%E6%97%A5%E6%9C%AC%22%27.zip"#,
@@ -856,6 +935,14 @@ mod tests {
             let after = &quoted[end + 1..];
             prop_assert!(after.is_empty() || after.starts_with("; filename*=UTF-8''"), "{}", h);
             prop_assert!(!after.contains('"'));
+            // No bidi control or line separator survives, encoded or not.
+            for hidden in [
+                "%E2%80%A8", "%E2%80%A9", "%E2%80%AA", "%E2%80%AB", "%E2%80%AC", "%E2%80%AD",
+                "%E2%80%AE", "%E2%81%A6", "%E2%81%A7", "%E2%81%A8", "%E2%81%A9", "%E2%80%8E",
+                "%E2%80%8F", "%D8%9C",
+            ] {
+                prop_assert!(!after.contains(hidden), "{}", h);
+            }
         }
     }
 }

@@ -262,3 +262,178 @@ async fn repeated_connect_failures_open_the_hosts_circuit_breaker() {
     let (s, _, _) = srv.get_bytes(&srv.fetch_url(&up.url("/ok.tar.gz"))).await;
     assert_eq!(s, 200);
 }
+
+/// Twice the breaker's threshold of anonymous `/fetch`es of `http://127.0.0.1:<port>/...`, a
+/// port that does not speak HTTP: each fails with 502, none because of an open breaker.
+async fn ask_http_of(srv: &TestServer, port: u16) {
+    for i in 0..2 * upcache::upstream::breaker::THRESHOLD {
+        let url = format!("http://127.0.0.1:{port}/x-{i}.tar.gz");
+        let (status, code, message) = error_code(srv.get(&srv.fetch_url(&url)).await).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (502, "upstream_failed"),
+            "{message}"
+        );
+        assert!(!message.contains("is failing"), "{i}: {message}");
+    }
+}
+
+/// A real FTP server with `pkg/ok-1.0.tar.gz` for anonymous users.
+fn ftp_with_a_file() -> (common::ftp::FtpServer, bytes::Bytes) {
+    let ftp = common::ftp::FtpServer::start();
+    let data = random_bytes(3_000, 70);
+    ftp.put("pkg/ok-1.0.tar.gz", &data);
+    (ftp, data)
+}
+
+/// The file of [`ftp_with_a_file`] is still fetched (its host's breaker is closed).
+async fn assert_ftp_still_serves(srv: &TestServer, ftp: &common::ftp::FtpServer, data: &[u8]) {
+    let (status, _, body) = srv
+        .get_bytes(&srv.fetch_url(&ftp.url("pkg/ok-1.0.tar.gz")))
+        .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body, data);
+}
+
+/// Issue 11, item 2: `/fetch` of `http://FTPHOST:PORT/...` gets an FTP banner instead of an
+/// HTTP answer. That error is caused by the request, not by the host being down: however
+/// often anonymous clients ask it, the FTP service on that host and port stays reachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ftp_banner_on_an_http_url_does_not_open_the_breaker() {
+    let (ftp, data) = ftp_with_a_file();
+    let srv = TestServer::start().await;
+    ask_http_of(&srv, ftp.port).await;
+    assert_ftp_still_serves(&srv, &ftp, &data).await;
+}
+
+/// Issue 11, item 2: an FTP path with an encoded CR LF would inject a command; it is refused
+/// before anything is sent (400), and never counts against the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ftp_paths_with_crlf_are_refused_and_do_not_open_the_breaker() {
+    let (ftp, data) = ftp_with_a_file();
+    let srv = TestServer::start().await;
+    for i in 0..2 * upcache::upstream::breaker::THRESHOLD {
+        let url = ftp.url(&format!("pkg/x-{i}%0d%0aDELE%20ok-1.0.tar.gz"));
+        for request in [srv.fetch_url(&url), srv.mirror_url(&url)] {
+            let (status, code, message) = error_code(srv.get(&request).await).await;
+            assert_eq!((status, code.as_str()), (400, "invalid_url"), "{message}");
+            assert!(message.contains("CR, LF or NUL"), "{message}");
+        }
+    }
+    assert_ftp_still_serves(&srv, &ftp, &data).await;
+    assert_eq!(ftp.commands_of("DELE").await, Vec::<String>::new());
+}
+
+/// A real TLS server (`openssl s_server`, self-signed) on 127.0.0.1:<ephemeral>.
+struct TlsServer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsServer {
+    fn start() -> TlsServer {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let made = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(made.success(), "openssl req failed");
+        let mut child = Command::new("openssl")
+            .args(["s_server", "-accept", "127.0.0.1:0", "-www", "-cert"])
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_server starts");
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let port = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(addr) = line.strip_prefix("ACCEPT ") {
+                        break addr.rsplit(':').next().unwrap().parse().unwrap();
+                    }
+                }
+                other => panic!("openssl s_server did not start: {other:?}"),
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        TlsServer {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Issue 11, item 2: plain HTTP asked of a TLS port fails (the server hangs up), but the host
+/// answered: its breaker, keyed by scheme, host and port, stays closed for `https://`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_to_a_tls_port_does_not_open_the_breaker() {
+    let tls = TlsServer::start();
+    let srv = TestServer::start().await;
+    ask_http_of(&srv, tls.port).await;
+    // https to the same port is tried for real: the TLS handshake happens (and fails, the
+    // certificate being self-signed), rather than an open breaker failing it at once.
+    let url = format!("https://127.0.0.1:{}/x.tar.gz", tls.port);
+    let (status, code, message) = error_code(srv.get(&srv.fetch_url(&url)).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (502, "upstream_failed"),
+        "{message}"
+    );
+    assert!(message.contains("cannot connect"), "{message}");
+    assert!(
+        message.to_ascii_lowercase().contains("certificate"),
+        "{message}"
+    );
+}
+
+/// Issue 11, item 2: refused connections still open the breaker, for FTP too; it is keyed
+/// by scheme, so `http://` at the same host and port is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_ftp_connections_still_open_the_breaker() {
+    let port = dead_port();
+    let srv = TestServer::start_with(|c| c.upstream.retries = 0).await;
+    let url = |i: u32| format!("ftp://127.0.0.1:{port}/f-{i}.tar.gz");
+    for i in 0..upcache::upstream::breaker::THRESHOLD {
+        let (code, error, message) = error_code(srv.get(&srv.fetch_url(&url(i))).await).await;
+        assert_eq!((code, error.as_str()), (502, "upstream_failed"));
+        assert!(message.contains("cannot connect"), "{i}: {message}");
+    }
+    let (code, _, message) = error_code(srv.get(&srv.fetch_url(&url(99))).await).await;
+    assert_eq!(code, 502);
+    assert!(
+        message.contains(&format!("ftp://127.0.0.1:{port} is failing")),
+        "{message}"
+    );
+    let http = format!("http://127.0.0.1:{port}/f.tar.gz");
+    let (code, _, message) = error_code(srv.get(&srv.fetch_url(&http)).await).await;
+    assert_eq!(code, 502);
+    assert!(message.contains("cannot connect"), "{message}");
+}

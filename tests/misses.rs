@@ -477,3 +477,136 @@ async fn miss_redirect_mode_sends_clients_upstream_and_fills_in_the_background()
     assert_eq!((h["x-cache"].to_str().unwrap(), got), ("HIT", body));
     assert_eq!(up.hits(PATH), 1);
 }
+
+/// Issue 11, item 10: a fill task that dies (here a panic, through the debug-build test hook)
+/// must fail its readers, who see an aborted response, never a clean end and never an endless
+/// wait; and it must leave the flight table, so the next request for the URL starts a new
+/// download and succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_that_panics_releases_its_readers_and_its_url() {
+    let up = Upstream::start().await;
+    let body = random_bytes(300_000, 90);
+    let gate = Gate::new();
+    up.route(PATH, Route::ok(body.clone()).hold_at(100_000, gate.clone()));
+    let srv = TestServer::start().await;
+    let url = srv.fetch_url(&up.url(PATH));
+    // The fill panics on the first bytes it receives once it holds the first 100 000.
+    srv.app.flights.panic_next_fill_for_tests(100_000);
+
+    // The client that started the fill, and one that joined it.
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let r = srv.get(&url).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-cache"], "MISS");
+        let mut stream = r.bytes_stream();
+        let mut got = 0;
+        while got < 100_000 {
+            got += stream.next().await.unwrap().unwrap().len();
+        }
+        readers.push(stream);
+    }
+    assert_eq!(
+        up.hits(PATH),
+        1,
+        "the second client joined the first one's fill"
+    );
+    gate.open();
+    for (i, mut stream) in readers.into_iter().enumerate() {
+        let mut got = 100_000;
+        loop {
+            match stream.next().await {
+                Some(Ok(chunk)) => got += chunk.len(),
+                Some(Err(_)) => break,
+                None => panic!("reader {i}: a clean end after {got} bytes of a dead fill"),
+            }
+        }
+        assert!(got < body.len(), "reader {i} got every byte");
+    }
+    // The fill is gone: nothing in flight, nothing running, no temp file left.
+    srv.app.flights.wait_idle().await;
+    assert!(srv.app.flights.is_empty());
+    assert!(srv.temp_files().is_empty(), "{:?}", srv.temp_files());
+
+    // The URL is not blocked: a new download, complete and stored.
+    let (status, headers, got) = srv.get_bytes(&url).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-cache"], "MISS");
+    assert_eq!(got, body);
+    assert_eq!(up.hits(PATH), 2);
+    srv.app.flights.wait_idle().await;
+    let (status, headers, got) = srv.get_bytes(&url).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-cache"], "HIT");
+    assert_eq!(got, body);
+}
+
+/// Issue 11, item 10: a fill task that is cancelled (aborted mid-body, or dropped before it
+/// ever ran, as a runtime shutting down drops its tasks) fails its readers and frees its URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_fill_task_fails_its_readers_and_frees_its_url() {
+    use upcache::fill::{Flight, Phase, Requester, run};
+    let up = Upstream::start().await;
+    let body = random_bytes(200_000, 91);
+    let gate = Gate::new();
+    up.route(PATH, Route::ok(body.clone()).hold_at(50_000, gate.clone()));
+    let srv = TestServer::start().await;
+    let url = upcache::url::UpstreamUrl::parse(&up.url(PATH)).unwrap();
+    let start = || {
+        let flight = srv
+            .app
+            .flights
+            .join_or_start(&url, || Ok(None::<()>), || srv.app.store.create_temp())
+            .unwrap();
+        match flight {
+            Flight::Started(fill, temp) => (fill, temp),
+            _ => panic!("expected a new fill"),
+        }
+    };
+
+    // Dropped before it ever ran.
+    let (fill, temp) = start();
+    drop(run(
+        srv.app.clone(),
+        fill.clone(),
+        temp,
+        Requester::default(),
+    ));
+    let state = fill.state();
+    assert!(matches!(state.phase, Phase::Failed(_)), "{:?}", state.phase);
+    assert!(state.ended);
+    assert!(srv.app.flights.is_empty());
+    srv.app.flights.wait_idle().await;
+
+    // Cancelled mid-body: its reader gets an error, never a clean end.
+    let (fill, temp) = start();
+    let task = tokio::spawn(run(
+        srv.app.clone(),
+        fill.clone(),
+        temp,
+        Requester::default(),
+    ));
+    let mut reader = Box::pin(fill.body(0, None, None, |_: &upcache::store::Digests| {}));
+    let mut got = 0;
+    while got < 50_000 {
+        got += reader.next().await.unwrap().unwrap().len();
+    }
+    task.abort();
+    loop {
+        match reader.next().await {
+            Some(Ok(chunk)) => got += chunk.len(),
+            Some(Err(_)) => break,
+            None => panic!("a clean end after {got} bytes of a cancelled fill"),
+        }
+    }
+    srv.app.flights.wait_idle().await;
+    assert!(srv.app.flights.is_empty());
+    assert!(srv.temp_files().is_empty(), "{:?}", srv.temp_files());
+
+    // The URL is free: the next request downloads it.
+    gate.open();
+    let (status, headers, got) = srv.get_bytes(&srv.fetch_url(&up.url(PATH))).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-cache"], "MISS");
+    assert_eq!(got, body);
+}

@@ -128,17 +128,22 @@ async fn connect_is_refused_with_a_pointer_to_the_mirror_form() {
     );
 }
 
-/// A "public" address on loopback, added by scripts/test.sh (TEST-NET-3, RFC 5737).
+/// A "public" address (TEST-NET-3, RFC 5737), on the `lo` of the test's own network
+/// namespace (see `common::netns`).
 const PUBLIC_TEST_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(203, 0, 113, 7);
 
+#[test]
+fn every_redirect_hop_is_checked_against_the_ssrf_guard() {
+    common::netns::run_inner("redirect_hops_in_netns");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_redirect_hop_is_checked_against_the_ssrf_guard() {
-    let Ok(public) = Upstream::start_on(PUBLIC_TEST_IP).await else {
-        eprintln!(
-            "skipped: {PUBLIC_TEST_IP} is not configured on lo (scripts/test.sh adds it as root)"
-        );
+#[ignore = "runs inside the network namespace made by every_redirect_hop_is_checked_against_the_ssrf_guard"]
+async fn redirect_hops_in_netns() {
+    if !common::netns::enter("redirect_hops_in_netns", &[&format!("{PUBLIC_TEST_IP}/32")]) {
         return;
-    };
+    }
+    let public = Upstream::start_on(PUBLIC_TEST_IP).await.unwrap();
     let private = Upstream::start().await;
     private.route("/secret.tar.gz", Route::ok("internal"));
     public.route("/ok.tar.gz", Route::ok("public bytes"));
@@ -173,6 +178,80 @@ async fn every_redirect_hop_is_checked_against_the_ssrf_guard() {
         0,
         "the private upstream was never contacted"
     );
+}
+
+/// Issue 11, item 7: address classes that must count as internal. Each listens (or would be
+/// routed, for the forms that cannot be put on an interface) inside the test's namespace;
+/// with the guard on, none is contacted.
+#[test]
+fn benchmarking_translated_and_tunnel_addresses_are_forbidden() {
+    common::netns::run_inner("address_classes_in_netns");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the network namespace made by benchmarking_translated_and_tunnel_addresses_are_forbidden"]
+async fn address_classes_in_netns() {
+    let listening = [
+        "198.18.0.1",   // 198.18.0.0/15 benchmarking
+        "198.19.255.1", // its other half
+        "64:ff9b:1::1", // local-use NAT64
+        "2001::1",      // Teredo
+        "2001:2::1",    // IPv6 benchmarking
+        "100::1",       // discard-only
+    ];
+    let cidrs: Vec<String> = listening
+        .iter()
+        .map(|a| {
+            let bits = if a.contains(':') { 128 } else { 32 };
+            format!("{a}/{bits}")
+        })
+        .collect();
+    let cidrs: Vec<&str> = cidrs.iter().map(String::as_str).collect();
+    if !common::netns::enter("address_classes_in_netns", &cidrs) {
+        return;
+    }
+    let mut upstreams = Vec::new();
+    for a in listening {
+        let up = Upstream::start_on(a.parse::<std::net::IpAddr>().unwrap())
+            .await
+            .unwrap();
+        up.route("/a.tar.gz", Route::ok("internal"));
+        upstreams.push(up);
+    }
+    let srv = TestServer::start_with(|c| {
+        c.upstream.allow_private = false;
+        c.upstream.retries = 0;
+    })
+    .await;
+    let mut targets: Vec<String> = upstreams.iter().map(|u| u.url("/a.tar.gz")).collect();
+    // Forms that embed a private IPv4 address, and the IPv4-translated prefix.
+    for host in [
+        "[::ffff:0:7f00:1]",         // translated 127.0.0.1
+        "[::ffff:0:c612:1]",         // translated 198.18.0.1
+        "[::ffff:198.18.0.1]",       // mapped
+        "[64:ff9b::c612:1]",         // NAT64
+        "[2002:c612:1::1]",          // 6to4
+        "[2002:c0a8:101::1]",        // 6to4 of 192.168.1.1
+        "[64:ff9b:1:ffff::808:808]", // local-use NAT64, whatever it embeds
+    ] {
+        targets.push(format!(
+            "http://{host}:{}/a.tar.gz",
+            upstreams[0].addr().port()
+        ));
+    }
+    for target in &targets {
+        for url in [srv.fetch_url(target), srv.mirror_url(target)] {
+            let (status, code, msg) = code_of(&srv, &url).await;
+            assert_eq!(
+                (status, code.as_str()),
+                (403, "forbidden_destination"),
+                "{target}: {msg}"
+            );
+        }
+    }
+    for up in &upstreams {
+        assert_eq!(up.total_hits(), 0, "{} was contacted", up.addr());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -367,6 +367,73 @@ async fn pin_unpin_and_delete() {
     assert_eq!(deleted["blake3"], b3.as_str());
 }
 
+/// Issue 11, item 4: values from upstream reach the CSV export; a spreadsheet must not read
+/// them as formulas (OWASP: a leading `'`), while JSONL keeps them verbatim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_export_defuses_formulas_from_upstream() {
+    let s = setup(|_| {}).await;
+    let up = Upstream::start().await;
+    let etag = r#"=HYPERLINK("http://evil.example/","click")"#;
+    let modified = "@SUM(1+1)*cmd|' /C calc'!A0";
+    up.route(
+        "/f/formula.tar.gz",
+        Route::ok(random_bytes(100, 37))
+            .header("ETag", etag)
+            .header("Last-Modified", modified),
+    );
+    let (status, _, _) = s
+        .srv
+        .get_bytes(&s.srv.fetch_url(&up.url("/f/formula.tar.gz")))
+        .await;
+    assert_eq!(status, 200);
+    s.srv.app.flights.wait_idle().await;
+    let export = |q: &'static str| {
+        let s = &s;
+        async move {
+            let r = s
+                .admin(reqwest::Method::GET, &format!("/api/v1/audit{q}"), &s.admin)
+                .await;
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        }
+    };
+
+    let csv = export("?format=csv").await;
+    let mut rows = csv::Reader::from_reader(csv.as_bytes());
+    let header = rows.headers().unwrap().clone();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let row = rows
+        .records()
+        .map(Result::unwrap)
+        .find(|r| &r[col("event")] == "fetched")
+        .expect("a fetched event");
+    assert_eq!(&row[col("upstream_etag")], format!("'{etag}"), "{csv}");
+    assert_eq!(
+        &row[col("upstream_last_modified")],
+        format!("'{modified}"),
+        "{csv}"
+    );
+    // Nothing else in the export starts a formula.
+    for record in csv::Reader::from_reader(csv.as_bytes()).records() {
+        for cell in record.unwrap().iter() {
+            assert!(
+                !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                "{cell:?} in {csv}"
+            );
+        }
+    }
+
+    // JSONL is data, not a spreadsheet: unchanged.
+    let jsonl = export("").await;
+    let fetched: serde_json::Value = jsonl
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["event"] == "fetched")
+        .unwrap();
+    assert_eq!(fetched["upstream"]["etag"], etag);
+    assert_eq!(fetched["upstream"]["last_modified"], modified);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_export_jsonl_and_csv_match_the_schema() {
     let s = setup(|_| {}).await;
@@ -382,6 +449,9 @@ async fn audit_export_jsonl_and_csv_match_the_schema() {
     s.srv
         .get_bytes(&s.srv.fetch_url(&up.url("/f/bad.tar.gz")))
         .await;
+    // The failed fill journals its upstream_failed event after its client got the 502: wait
+    // for it, so that the upload's event comes after it (under load it could come first).
+    s.srv.app.flights.wait_idle().await;
     s.put(
         "url=https%3A%2F%2Fexample.org%2Fy.tar.gz",
         Some(&s.upload),
@@ -575,4 +645,71 @@ async fn cli_token_upload_and_audit_export() {
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+}
+
+/// Issue 11, item 8: bidi controls and line separators in a file name (an upload's
+/// `filename=`, a URL's last segment) never reach `Content-Disposition`, in either parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bidi_controls_never_reach_content_disposition() {
+    let s = setup(|c| c.server.public_url = String::new()).await;
+    let hidden = [
+        "%E2%80%AA",
+        "%E2%80%AB",
+        "%E2%80%AC",
+        "%E2%80%AD",
+        "%E2%80%AE",
+        "%E2%81%A6",
+        "%E2%81%A7",
+        "%E2%81%A8",
+        "%E2%81%A9",
+        "%E2%80%A8",
+        "%E2%80%A9",
+    ];
+    let check = |what: &str, h: &reqwest::header::HeaderMap, want: &str| {
+        let cd = h["content-disposition"].to_str().unwrap().to_owned();
+        for enc in hidden {
+            assert!(!cd.to_ascii_uppercase().contains(enc), "{what}: {cd}");
+        }
+        assert_eq!(cd, want, "{what}");
+    };
+
+    // An upload named "evil<RLO>zg.rat.exe" (shown as "evilexe.tar.gz" by a bidi renderer).
+    let body = random_bytes(1_000, 38);
+    let d = digests(&body);
+    let r = s
+        .put(
+            "filename=evil%E2%80%AEzg.rat.exe",
+            Some(&s.upload),
+            body.clone(),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let link = v["links"][0].as_str().unwrap().to_owned();
+    let (st, h, got) = s.srv.get_bytes(&link).await;
+    assert_eq!((st.as_u16(), got), (200, body));
+    check(&link, &h, "attachment; filename=\"evilzg.rat.exe\"");
+    let by_md5 = s
+        .srv
+        .url(&format!("/by-md5/{}/a%E2%80%A8b%E2%81%A6c.tar.gz", d.md5));
+    let (st, h, _) = s.srv.get_bytes(&by_md5).await;
+    assert_eq!(st, 200);
+    check(&by_md5, &h, "attachment; filename=\"abc.tar.gz\"");
+
+    // A URL whose last segment hides a right-to-left override and a line separator, with a
+    // non-ASCII letter so that `filename*` is sent too.
+    let up = Upstream::start().await;
+    let path = "/dl/%C3%BC%E2%80%AEzg.rat%E2%80%A8.exe";
+    up.route(path, Route::ok(random_bytes(500, 39)));
+    let url = up.url(path);
+    let want = "attachment; filename=\"_zg.rat.exe\"; filename*=UTF-8''%C3%BCzg.rat.exe";
+    for (what, u) in [
+        ("miss", s.srv.fetch_url(&url)),
+        ("hit", s.srv.mirror_url(&url)),
+    ] {
+        let (st, h, _) = s.srv.get_bytes(&u).await;
+        assert_eq!(st, 200, "{what}");
+        check(what, &h, want);
+        s.srv.app.flights.wait_idle().await;
+    }
 }

@@ -7,7 +7,10 @@
 //! `Complete` (all bytes received, lengths and checksums verified): the last byte of an object
 //! is held back until then, so a broken or mismatching transfer always ends in an aborted
 //! connection, never a short or wrong "successful" body. A fill does not depend on any client
-//! staying connected.
+//! staying connected, and a fill task that dies (panic, cancellation) still fails its readers
+//! and frees its URL (`guard`).
+
+mod guard;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -56,6 +59,9 @@ pub enum FillError {
     /// streams it from upstream itself (`X-Cache: BYPASS`).
     #[error("the cache is full; the download is passed through without being stored")]
     Bypass,
+    /// The fill task ended without an outcome (it panicked or was cancelled).
+    #[error("the download of {url} was aborted")]
+    Aborted { url: String },
 }
 
 impl FillError {
@@ -103,6 +109,7 @@ impl From<&FillError> for Error {
             },
             FillError::Busy(_) => Error::UpstreamTimeout(e.to_string()),
             FillError::Bypass => Error::Unavailable(e.to_string()),
+            FillError::Aborted { .. } => Error::Internal(e.to_string()),
         }
     }
 }
@@ -268,6 +275,7 @@ pub struct Flights {
     running: std::sync::atomic::AtomicUsize,
     /// Signalled whenever a fill task finishes.
     ended: tokio::sync::Notify,
+    panic_hook: guard::PanicHook,
 }
 
 /// What [`Flights::join_or_start`] found.
@@ -360,6 +368,13 @@ impl Flights {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Test hook, honoured in debug builds only: the next fill that receives bytes after
+    /// storing at least `after_bytes` panics (to test that a dying fill releases its readers).
+    #[doc(hidden)]
+    pub fn panic_next_fill_for_tests(&self, after_bytes: u64) {
+        self.panic_hook.arm(after_bytes);
+    }
 }
 
 /// Who asked for a fill, for the audit trail.
@@ -371,8 +386,26 @@ pub struct Requester {
 
 /// Run a fill to its end: download (with retries), publish progress, commit or fail.
 /// Spawned on the background runtime; never tied to a client connection.
-pub async fn run(app: Arc<App>, fill: Arc<Fill>, temp: TempBlob, who: Requester) {
-    app.metrics.inflight.inc();
+pub fn run(
+    app: Arc<App>,
+    fill: Arc<Fill>,
+    temp: TempBlob,
+    who: Requester,
+) -> impl Future<Output = ()> + Send + 'static {
+    // Made before the task first runs, and dropped however it ends: if the task panics, is
+    // cancelled, or is dropped before it was ever polled (a runtime shutting down), the guard
+    // fails the readers and frees the URL.
+    let guard = guard::FillGuard::new(&app, &fill);
+    run_guarded(app, fill, temp, who, guard)
+}
+
+async fn run_guarded(
+    app: Arc<App>,
+    fill: Arc<Fill>,
+    temp: TempBlob,
+    who: Requester,
+    guard: guard::FillGuard,
+) {
     let started = std::time::Instant::now();
     match download(&app, &fill, temp, who.expected.as_ref()).await {
         Ok(Downloaded {
@@ -409,9 +442,8 @@ pub async fn run(app: Arc<App>, fill: Arc<Fill>, temp: TempBlob, who: Requester)
             app.fill_failed(&fill.url, &e, &who).await;
         }
     }
-    app.metrics.inflight.dec();
-    fill.state.send_modify(|s| s.ended = true);
-    app.flights.finished();
+    // Marks the fill ended and counts it finished.
+    guard.settle();
 }
 
 /// Download with retries into `temp`; on success, the temp file and its digests. On failure
@@ -613,6 +645,8 @@ async fn attempt_once(
             continue;
         }
         let written = progress.writer.len();
+        #[cfg(debug_assertions)]
+        app.flights.panic_hook.check(&fill.url, written);
         app.upstream
             .policy()
             .check_size(url, written + data.len() as u64)?;

@@ -6,6 +6,11 @@
 //! data connection goes to the control connection's own address with the port from the `PASV`
 //! reply (as curl does by default), so a server cannot point us at another host; the address
 //! is checked again before connecting all the same.
+//!
+//! Only failures of the control connection's TCP connect (and of resolving the host) are
+//! [`UpstreamError::Connect`], the kind that opens the host's circuit breaker. Once connected,
+//! whatever goes wrong (a banner that is not FTP's, a reply to a bad path, a dropped control
+//! or data connection) was said by a host that is up.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime};
@@ -149,16 +154,15 @@ impl FtpClient {
             });
         }
         let stream = self.connect_control(url).await?;
-        let peer = stream
-            .peer_addr()
-            .map_err(|e| connect_error(&shown, e.to_string()))?;
+        let peer = stream.peer_addr().map_err(|e| UpstreamError::Exchange {
+            url: shown.clone(),
+            message: e.to_string(),
+        })?;
+        // A refusing banner (421 too many users) keeps its FTP code, which says whether to
+        // retry; a banner that is not FTP at all is a protocol error.
         let mut ftp = self
             .timed(&shown, AsyncFtpStream::connect_with_stream(stream))
-            .await
-            .map_err(|e| match e {
-                UpstreamError::Ftp { message, .. } => connect_error(&shown, message),
-                other => other,
-            })?;
+            .await?;
         // Data connections go to the control connection's address: EPSV carries only a port,
         // and PASV's address is replaced by the peer's (NAT workaround, curl's default).
         if peer.is_ipv6() {
@@ -342,7 +346,16 @@ fn not_found_if_550(e: UpstreamError, url: &str) -> UpstreamError {
 
 fn ftp_error(url: &str, e: FtpError) -> UpstreamError {
     match e {
-        FtpError::ConnectionError(io) => UpstreamError::Connect {
+        // suppaftp refuses to send an argument with CR or LF (see `url`: such URLs are
+        // rejected before this); a refusal of ours, not the server's.
+        FtpError::ConnectionError(io) if io.kind() == std::io::ErrorKind::InvalidInput => {
+            UpstreamError::Protocol {
+                url: url.to_owned(),
+                message: io.to_string(),
+            }
+        }
+        // The control or data connection broke after the host was reached.
+        FtpError::ConnectionError(io) => UpstreamError::Exchange {
             url: url.to_owned(),
             message: io.to_string(),
         },

@@ -3,7 +3,7 @@
 //! One call here is one attempt (HTTP through reqwest, FTP through `ftp`); retries, mirrors
 //! and resuming live in `fill`, which knows how many bytes it already has. Errors say whether
 //! trying again makes sense. A per-host circuit breaker (`breaker`) fails requests fast while a
-//! host keeps refusing connections.
+//! host cannot be reached; errors from a host that answered (whatever it said) never open it.
 
 pub mod breaker;
 pub mod ftp;
@@ -35,8 +35,14 @@ pub enum UpstreamError {
     TooLarge { url: String, size: u64, max: u64 },
     #[error("{url}: upstream timed out {phase}")]
     Timeout { url: String, phase: &'static str },
+    /// The host could not be reached: refused, unreachable, DNS or TLS handshake failure.
     #[error("{url}: cannot connect: {message}")]
     Connect { url: String, message: String },
+    /// The host was reached, but the exchange broke off before an answer: the connection was
+    /// closed or reset, or what came back was not the protocol asked for (an FTP banner on an
+    /// http URL, a TLS alert to plain HTTP).
+    #[error("{url}: the exchange with upstream failed: {message}")]
+    Exchange { url: String, message: String },
     #[error("{url}: upstream answered {status}")]
     Status { url: String, status: u16 },
     #[error("{url}: transfer broke after {received} bytes: {message}")]
@@ -77,6 +83,7 @@ impl UpstreamError {
         match self {
             UpstreamError::Timeout { .. }
             | UpstreamError::Connect { .. }
+            | UpstreamError::Exchange { .. }
             | UpstreamError::Body { .. }
             | UpstreamError::Truncated { .. } => true,
             UpstreamError::Status { status, .. } => {
@@ -89,7 +96,10 @@ impl UpstreamError {
         }
     }
 
-    /// A failure to reach the host at all: these open its circuit breaker.
+    /// A failure to reach the host at all: these, and only these, open its circuit breaker.
+    /// Errors caused by what was asked (a non-HTTP answer on an http URL, an FTP reply to a
+    /// bad path) say nothing about whether the host is up: an anonymous client must not be
+    /// able to shut a host off for everyone by asking it nonsense.
     pub fn is_connect_failure(&self) -> bool {
         match self {
             UpstreamError::Connect { .. } => true,
@@ -494,13 +504,14 @@ impl Upstream {
     }
 
     /// Run one attempt through the host's circuit breaker: refused at once while it is open,
-    /// and its outcome recorded.
+    /// and its outcome recorded. The breaker is keyed by scheme, host and port: an `http://`
+    /// URL pointed at an FTP port is another service than the `ftp://` one there.
     async fn guarded<T>(
         &self,
         url: &UpstreamUrl,
         attempt: impl Future<Output = Result<T, UpstreamError>>,
     ) -> Result<T, UpstreamError> {
-        let key = format!("{}:{}", url.host(), url.port());
+        let key = breaker_key(url);
         if let Err(open) = self.breaker.check(&key, Instant::now()) {
             return Err(UpstreamError::CircuitOpen {
                 host: key,
@@ -571,6 +582,14 @@ impl Upstream {
     }
 }
 
+/// The circuit breaker's key of a URL: `scheme://host:port`.
+fn breaker_key(url: &UpstreamUrl) -> String {
+    match url.ip_literal() {
+        Some(std::net::IpAddr::V6(ip)) => format!("{}://[{ip}]:{}", url.scheme(), url.port()),
+        _ => format!("{}://{}:{}", url.scheme(), url.host(), url.port()),
+    }
+}
+
 /// `Content-Range: bytes <start>-<end>/<total>` as (start, total).
 fn content_range(headers: &HeaderMap) -> Option<(u64, u64)> {
     let v = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
@@ -628,8 +647,15 @@ fn classify(url: &str, e: reqwest::Error) -> UpstreamError {
             url,
             message: error_chain(&e),
         }
-    } else if e.is_connect() || e.is_request() {
+    } else if e.is_connect() {
+        // The connector failed: TCP connect, DNS or the TLS handshake.
         UpstreamError::Connect {
+            url,
+            message: error_chain(&e),
+        }
+    } else if e.is_request() {
+        // Connected, then the request or its answer failed.
+        UpstreamError::Exchange {
             url,
             message: error_chain(&e),
         }
@@ -667,6 +693,65 @@ mod tests {
         assert!(host_matches(".gnu.org", "ftp.gnu.org"));
         assert!(host_matches(".gnu.org", "gnu.org"));
         assert!(!host_matches(".gnu.org", "evilgnu.org"));
+    }
+
+    #[test]
+    fn breaker_keys_name_the_scheme() {
+        let k = |u: &str| breaker_key(&UpstreamUrl::parse(u).unwrap());
+        assert_eq!(k("http://h/x"), "http://h:80");
+        assert_eq!(k("ftp://h/x"), "ftp://h:21");
+        assert_eq!(k("http://h:21/x"), "http://h:21");
+        assert_eq!(k("https://[::1]:8443/x"), "https://[::1]:8443");
+        assert_ne!(k("http://h:21/x"), k("ftp://h/x"));
+    }
+
+    #[test]
+    fn only_unreachable_hosts_are_connect_failures() {
+        let url = || "u".to_owned();
+        let message = || "m".to_owned();
+        assert!(
+            UpstreamError::Connect {
+                url: url(),
+                message: message()
+            }
+            .is_connect_failure()
+        );
+        for phase in ["while connecting", "while resolving the host"] {
+            assert!(UpstreamError::Timeout { url: url(), phase }.is_connect_failure());
+        }
+        for e in [
+            UpstreamError::Exchange {
+                url: url(),
+                message: message(),
+            },
+            UpstreamError::Protocol {
+                url: url(),
+                message: message(),
+            },
+            UpstreamError::Ftp {
+                url: url(),
+                code: 500,
+                message: message(),
+            },
+            UpstreamError::Timeout {
+                url: url(),
+                phase: "before sending headers",
+            },
+            UpstreamError::Status {
+                url: url(),
+                status: 503,
+            },
+        ] {
+            assert!(!e.is_connect_failure(), "{e}");
+        }
+        // A broken exchange is still worth a retry (a pooled connection closed by the server).
+        assert!(
+            UpstreamError::Exchange {
+                url: url(),
+                message: message()
+            }
+            .is_retryable()
+        );
     }
 
     #[test]

@@ -13,8 +13,10 @@ pub struct ForbiddenAddress {
 }
 
 /// True for addresses an open proxy must never connect to: loopback, private, link-local,
-/// shared (CGNAT), unique-local, multicast, unspecified, broadcast and reserved ranges, and
-/// IPv6 forms that embed such an IPv4 address (v4-mapped, v4-compatible, NAT64, 6to4).
+/// shared (CGNAT), benchmarking, unique-local, multicast, unspecified, broadcast and reserved
+/// ranges, prefixes that lead into a translator or tunnel whose far end we cannot check
+/// (local-use NAT64, IPv4-translated, Teredo, discard-only), and IPv6 forms that embed a
+/// forbidden IPv4 address (v4-mapped, v4-compatible, NAT64, 6to4).
 pub fn is_forbidden(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => forbidden_v4(v4),
@@ -33,6 +35,7 @@ fn forbidden_v4(ip: Ipv4Addr) -> bool {
         || a == 0 // "this network"
         || (a == 100 && (64..128).contains(&b)) // 100.64/10 shared address space
         || (a == 192 && b == 0 && ip.octets()[2] == 0) // 192.0.0/24 IETF protocol assignments
+        || (a == 198 && (b & 0xfe) == 18) // 198.18/15 benchmarking: lab networks, never public
         || a >= 240 // reserved
 }
 
@@ -45,9 +48,23 @@ fn forbidden_v6(ip: Ipv6Addr) -> bool {
     if seg[..6] == [0; 6] && !ip.is_unspecified() && !ip.is_loopback() {
         return forbidden_v4(Ipv4Addr::from(ip.to_bits() as u32));
     }
+    // ::ffff:0:a.b.c.d (RFC 2765 IPv4-translated, ::ffff:0:0:0/96): only a translator
+    // between us and the host decides where it leads.
+    if seg[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        return true;
+    }
     // 64:ff9b::/96 NAT64 embeds an IPv4 address in the last 32 bits.
     if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
         return forbidden_v4(Ipv4Addr::from(ip.to_bits() as u32));
+    }
+    // 64:ff9b:1::/48 local-use NAT64 (RFC 8215): a site's own translator, with any mapping.
+    if seg[..3] == [0x64, 0xff9b, 1] {
+        return true;
+    }
+    // 2001::/32 Teredo tunnels to an address hidden in the suffix; 2001:2::/48 is the IPv6
+    // benchmarking range (like 198.18/15); 100::/64 is discard-only.
+    if seg[..2] == [0x2001, 0] || seg[..3] == [0x2001, 2, 0] || seg[..4] == [0x100, 0, 0, 0] {
+        return true;
     }
     // 2002::/16 6to4 embeds one in bits 16..48.
     if seg[0] == 0x2002 {
@@ -129,6 +146,26 @@ mod tests {
             "::127.0.0.1",
             "64:ff9b::a9fe:a9fe",
             "2002:7f00:1::",
+            // issue 11, item 7
+            "198.18.0.1",
+            "198.19.255.254",
+            "::ffff:198.18.0.1",
+            "64:ff9b::c612:1",  // NAT64 of 198.18.0.1
+            "2002:c612:1::1",   // 6to4 of 198.18.0.1
+            "2002:c0a8:101::1", // 6to4 of 192.168.1.1
+            "2002:a00:1::",     // 6to4 of 10.0.0.1
+            "64:ff9b::a00:1",   // NAT64 of 10.0.0.1
+            "::ffff:10.0.0.1",  // mapped
+            "::ffff:0:a00:1",   // translated 10.0.0.1
+            "::ffff:0:7f00:1",  // translated 127.0.0.1
+            "::ffff:0:808:808", // translated, even of a public address
+            "64:ff9b:1::1",     // local-use NAT64
+            "64:ff9b:1:ffff::808:808",
+            "2001::1", // Teredo
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "100::1", // discard-only
+            "100::ffff:ffff:ffff:ffff",
+            "2001:2::1", // benchmarking
         ] {
             assert!(is_forbidden(ip(bad)), "{bad} must be forbidden");
         }
@@ -140,6 +177,13 @@ mod tests {
             "2001:4860:4860::8888",
             "::ffff:8.8.8.8",
             "2002:0808:0808::",
+            "198.17.255.255",
+            "198.20.0.1",
+            "64:ff9b::808:808", // NAT64 of a public address
+            "64:ff9b:2::1",
+            "2001:200::1", // 2001::/23 but neither Teredo nor benchmarking
+            "2a00:1450:4001::1",
+            "100:0:0:1::1", // just past 100::/64
         ] {
             assert!(!is_forbidden(ip(good)), "{good} must be allowed");
         }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod ftp;
+pub mod netns;
 pub mod s3;
 pub mod server;
 pub mod upstream;

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -122,16 +122,21 @@ impl Upstream {
             .expect("upstream: bind")
     }
 
-    /// Like [`Upstream::start`] on another local IPv4 address (e.g. a public-looking one
-    /// added to `lo`); fails if the address is not configured on this machine.
-    pub async fn start_on(ip: Ipv4Addr) -> std::io::Result<Upstream> {
-        Self::start_at(SocketAddrV4::new(ip, 0)).await
+    /// Like [`Upstream::start`] on another local address, v4 or v6 (e.g. a public-looking
+    /// one added to the `lo` of a test's network namespace, see `netns`); fails if the
+    /// address is not configured.
+    pub async fn start_on(ip: impl Into<IpAddr>) -> std::io::Result<Upstream> {
+        Self::start_at(SocketAddr::new(ip.into(), 0)).await
     }
 
     /// Like [`Upstream::start`] on a given address and port.
-    pub async fn start_at(addr: SocketAddrV4) -> std::io::Result<Upstream> {
-        let socket = TcpSocket::new_v4()?;
-        socket.bind(SocketAddr::V4(addr))?;
+    pub async fn start_at(addr: impl Into<SocketAddr>) -> std::io::Result<Upstream> {
+        let addr = addr.into();
+        let socket = match addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.bind(addr)?;
         // A large backlog: tests open hundreds of connections at once and a full accept queue
         // would show up as mysterious connect delays (SYN retransmits after 1 s).
         let listener = socket.listen(4096)?;
