@@ -10,18 +10,38 @@ cd "$(dirname "$0")/.."
 log() { printf '\n== %s\n' "$*" >&2; }
 
 # --- tools the tests drive for real --------------------------------------------------------
-apt_packages=()
-command -v curl >/dev/null || apt_packages+=(curl)
-command -v wget >/dev/null || apt_packages+=(wget)
-command -v ip >/dev/null || apt_packages+=(iproute2)            # network namespaces of the SSRF tests
-command -v openssl >/dev/null || apt_packages+=(openssl)        # a real TLS server (openssl s_server)
-command -v rpmbuild >/dev/null || apt_packages+=(rpm)
-[ -x /usr/sbin/nginx ] || apt_packages+=(nginx)   # the gateway tests run deploy/nginx.conf
-if ((${#apt_packages[@]})); then
-  log "installing ${apt_packages[*]}"
+# Debian (what CI runs) installs them with apt-get. dnf-based hosts (Fedora, openEuler) use
+# dnf, asked for the command's path so that it picks each distribution's own package.
+#   command (or path) to look for | Debian package | dnf argument
+tools=(
+  "curl curl /usr/bin/curl"
+  "wget wget /usr/bin/wget"
+  "ip iproute2 /usr/sbin/ip"                         # network namespaces of the SSRF tests
+  "openssl openssl /usr/bin/openssl"                 # a real TLS server (openssl s_server)
+  "rpmbuild rpm /usr/bin/rpmbuild"                   # and rpmspec
+  "/usr/sbin/nginx nginx /usr/sbin/nginx"            # the gateway tests run deploy/nginx.conf
+  "systemd-analyze systemd /usr/bin/systemd-analyze" # tests/deploy.rs: dist/upcache.service
+  "/usr/bin/promtool prometheus /usr/bin/promtool"   # tests/deploy.rs: deploy/prometheus.yml
+)
+missing=()
+for tool in "${tools[@]}"; do
+  read -r cmd deb dnf <<<"$tool"
+  command -v "$cmd" >/dev/null && continue
+  if command -v apt-get >/dev/null; then missing+=("$deb"); else missing+=("$dnf"); fi
+done
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+if ((${#missing[@]})); then
+  log "installing ${missing[*]}"
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+  if command -v apt-get >/dev/null; then
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  elif command -v dnf >/dev/null; then
+    $sudo dnf install -y -q "${missing[@]}"
+  else
+    echo "cannot install ${missing[*]}: neither apt-get nor dnf is here" >&2
+    exit 1
+  fi
 fi
 # The FTP tests run a real FTP server: pyftpdlib (tests/common/ftp_server.py).
 if ! python3 -c 'import pyftpdlib' 2>/dev/null; then
@@ -57,4 +77,14 @@ if [ $# -gt 0 ]; then
 else
   cargo nextest run --locked --profile ci
   cargo test --doc --locked --quiet
+fi
+
+if [ $# -eq 0 ]; then
+  # `cargo install --path .` works: a debug build (reusing target/) into a throw-away root.
+  log "cargo install --path ."
+  install_root=$(mktemp -d)
+  CARGO_TARGET_DIR="$PWD/target" cargo install --path . --locked --offline --debug --quiet \
+    --root "$install_root"
+  "$install_root/bin/upcache" --version
+  rm -rf "$install_root"
 fi

@@ -1,9 +1,11 @@
 //! Webhook alerts: a JSON POST per event kind and key, de-duplicated within
 //! `alerts.min_interval`, sent and retried by a background task that never blocks a request.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::num::NonZeroUsize;
 use std::time::{Duration, Instant, SystemTime};
 
+use lru::LruCache;
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -35,14 +37,22 @@ pub struct Alert {
 
 /// Alerts queued at most; more are dropped (and logged) rather than blocking anyone.
 const QUEUE: usize = 256;
-/// Distinct kind+key pairs remembered for de-duplication before old ones are forgotten.
-const REMEMBERED: usize = 10_000;
+/// Distinct kind+key pairs remembered for de-duplication; beyond it the least recently raised
+/// is forgotten (it may then alert again within `min_interval`, which a flood of distinct
+/// keys makes the lesser evil next to unbounded memory).
+pub const REMEMBERED: usize = 10_000;
 const ATTEMPTS: u32 = 4;
+/// Bytes one remembered kind+key takes: hash, time and the LRU's links.
+const ENTRY_BYTES: usize = 64;
 
 /// Sends alerts, if a webhook is configured.
 pub struct Alerter {
     tx: Option<mpsc::Sender<Alert>>,
-    last: Mutex<HashMap<(Kind, String), Instant>>,
+    /// When each kind+key was last raised, by a hash of kind+key: keys can be URLs of up to
+    /// 8 KiB, a hash is 8 bytes. The hasher is seeded per process, so nobody can choose keys
+    /// that collide (a collision would only suppress an alert for `min_interval`).
+    last: Mutex<LruCache<u64, Instant>>,
+    hasher: std::collections::hash_map::RandomState,
     min_interval: Duration,
     instance: String,
 }
@@ -57,7 +67,10 @@ impl Alerter {
         });
         Alerter {
             tx,
-            last: Mutex::new(HashMap::new()),
+            last: Mutex::new(LruCache::new(
+                NonZeroUsize::new(REMEMBERED).unwrap_or(NonZeroUsize::MIN),
+            )),
+            hasher: Default::default(),
             min_interval: cfg.min_interval,
             instance: instance.to_owned(),
         }
@@ -69,18 +82,15 @@ impl Alerter {
         {
             let mut last = self.last.lock();
             let now = Instant::now();
-            let k = (kind, key.to_owned());
+            let k = self.hasher.hash_one((kind, key));
             if last
-                .get(&k)
+                .peek(&k)
                 .is_some_and(|t| now.duration_since(*t) < self.min_interval)
             {
                 return;
             }
-            if last.len() >= REMEMBERED {
-                let min = self.min_interval;
-                last.retain(|_, t| now.duration_since(*t) < min);
-            }
-            last.insert(k, now);
+            // Bounded: a full cache forgets its least recently raised key.
+            last.put(k, now);
         }
         let alert = Alert {
             kind,
@@ -92,6 +102,22 @@ impl Alerter {
         if tx.try_send(alert).is_err() {
             warn!(?kind, key, "alert queue full; alert dropped");
         }
+    }
+}
+
+impl Alerter {
+    /// Kind+key pairs remembered for de-duplication now (at most [`REMEMBERED`]), and the
+    /// bytes they take (a fixed size each).
+    pub fn size(&self) -> (usize, usize) {
+        let n = self.last.lock().len();
+        (n, n * ENTRY_BYTES)
+    }
+
+    /// Lower the number of kind+key pairs remembered (tests exercise the bound with it).
+    pub fn set_remembered_max(&self, n: usize) {
+        self.last
+            .lock()
+            .resize(NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN));
     }
 }
 

@@ -1,17 +1,16 @@
 //! The service core: owns the index, store, upstream client, journal and flights, and decides
 //! for each request whether it is a hit, a checksum hit, a join or a new fill.
 
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use lru::LruCache;
 use parking_lot::Mutex;
 use tracing::{info, warn};
 
 use crate::alerts::{Alerter, Kind};
 use crate::audit::{Event, Journal, UpstreamInfo};
 use crate::auth::{Principal, Scope, Tokens};
+use crate::bounded::Recent;
 use crate::config::{Backend, Config, ServeMode};
 use crate::error::Error;
 use crate::fill::{self, Fill, FillError, Flight, Flights, Requester};
@@ -63,8 +62,10 @@ impl Actor {
 /// Admission control sweeps at most this often.
 const ROOM_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Negative-cache entries kept at most (bounded memory under URL scans).
-const NEGATIVE_ENTRIES: usize = 10_000;
+/// Negative-cache entries kept at most, and their bytes (URLs): bounded memory under URL scans
+/// however long the URLs are.
+pub const NEGATIVE_ENTRIES: usize = 10_000;
+pub const NEGATIVE_BYTES: usize = 4 << 20;
 
 /// The running service.
 pub struct App {
@@ -90,7 +91,8 @@ pub struct App {
     last_room_sweep: Mutex<Option<Instant>>,
     /// Where the online scrub continues (last blake3 checked).
     pub scrub_cursor: Mutex<Option<String>>,
-    negative: Mutex<LruCache<String, Instant>>,
+    /// URLs upstream recently answered 404/410 for, trusted for `cache.negative_ttl`.
+    pub negative: Recent,
     /// Where fills and other background work run (not tied to any HTTP worker).
     runtime: tokio::runtime::Handle,
     /// `backend = "s3" | "obs"`: the bucket (durable tier and shared index); `data_dir` is
@@ -213,9 +215,7 @@ impl App {
             sweep_lock: Mutex::new(()),
             scrub_cursor: Mutex::new(None),
             last_room_sweep: Mutex::new(None),
-            negative: Mutex::new(LruCache::new(
-                NonZeroUsize::new(NEGATIVE_ENTRIES).expect("non-zero"),
-            )),
+            negative: Recent::new(NEGATIVE_ENTRIES, NEGATIVE_BYTES),
             runtime,
             config: Arc::new(config),
         });
@@ -366,22 +366,13 @@ impl App {
     }
 
     fn recently_not_found(&self, url: &UpstreamUrl) -> bool {
-        let mut neg = self.negative.lock();
-        match neg.get(url.as_str()) {
-            Some(at) if at.elapsed() < self.config.cache.negative_ttl => true,
-            Some(_) => {
-                neg.pop(url.as_str());
-                false
-            }
-            None => false,
-        }
+        self.negative
+            .contains(url.as_str(), self.config.cache.negative_ttl)
     }
 
     fn remember_not_found(&self, url: &UpstreamUrl) {
         if !self.config.cache.negative_ttl.is_zero() {
-            self.negative
-                .lock()
-                .put(url.as_str().to_owned(), Instant::now());
+            self.negative.remember(url.as_str());
         }
     }
 

@@ -1,13 +1,12 @@
 //! The command line: `serve` runs the service; the client commands talk to a server over HTTP;
 //! `spec list` reads a spec without any network.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use sha2::{Digest, Sha256};
 use tracing::{error, info};
 
 use crate::app::App;
@@ -30,9 +29,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Serve {
-        /// TOML configuration file (default: built-in defaults; `$UPCACHE_CONFIG`).
-        #[arg(long, env = "UPCACHE_CONFIG")]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Listen address, overrides `server.listen`.
         #[arg(long)]
         listen: Option<String>,
@@ -48,7 +46,7 @@ pub enum Command {
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
         /// Give up when the server sends nothing for this long (e.g. "90s", "5m").
-        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "5m", value_parser = crate::config::parse_duration)]
         read_timeout: Duration,
         #[command(flatten)]
         server: ServerArg,
@@ -74,6 +72,7 @@ pub enum Command {
     },
     /// Upload a file (a tarball whose upstream URL is dead), optionally bound to a URL.
     Upload {
+        /// The file to upload; it is streamed, never read into memory whole.
         file: PathBuf,
         /// Upstream URL to bind to the file.
         #[arg(long)]
@@ -98,13 +97,13 @@ pub enum Command {
     },
     /// Offline: one sweeper pass over the data directory (the server must be stopped).
     Gc {
-        #[arg(long, env = "UPCACHE_CONFIG")]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Offline: re-hash every blob; corrupt ones are quarantined (exit 1 if any).
     Verify {
-        #[arg(long, env = "UPCACHE_CONFIG")]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Configuration commands.
     Config {
@@ -149,6 +148,7 @@ pub enum AuditCommand {
         /// Only events at or after this RFC 3339 time.
         #[arg(long)]
         since: Option<String>,
+        /// Output format: one JSON object per line, or CSV with a header row.
         #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "csv"])]
         format: String,
         #[command(flatten)]
@@ -156,6 +156,14 @@ pub enum AuditCommand {
         #[command(flatten)]
         token: TokenArg,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// TOML configuration file (`$UPCACHE_CONFIG`); without one, the built-in defaults.
+    /// `UPCACHE__<SECTION>__<KEY>` variables override either.
+    #[arg(long, env = "UPCACHE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -224,8 +232,8 @@ pub enum CaCommand {
 pub enum ConfigCommand {
     /// Validate the configuration and print the effective result.
     Check {
-        #[arg(long, env = "UPCACHE_CONFIG")]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
     },
 }
 
@@ -237,7 +245,7 @@ pub fn run(cli: Cli) -> ExitCode {
             listen,
             data_dir,
         } => {
-            let mut cfg = match load_config(config.as_deref()) {
+            let mut cfg = match load_config(config.config.as_deref()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -260,8 +268,13 @@ pub fn run(cli: Cli) -> ExitCode {
             output,
             read_timeout,
             server,
-        } => runtime().block_on(fetch(&server.server, &url, output.as_deref(), read_timeout)),
-        Command::Gc { config } => offline(config.as_deref(), |app| {
+        } => exit(runtime().block_on(crate::client::fetch(
+            &server.server,
+            &url,
+            output.as_deref(),
+            read_timeout,
+        ))),
+        Command::Gc { config } => offline(config.config.as_deref(), |app| {
             let report = crate::sweeper::run_once(app).map_err(|e| e.to_string())?;
             println!(
                 "{}",
@@ -269,7 +282,7 @@ pub fn run(cli: Cli) -> ExitCode {
             );
             Ok(ExitCode::SUCCESS)
         }),
-        Command::Verify { config } => offline(config.as_deref(), |app| {
+        Command::Verify { config } => offline(config.config.as_deref(), |app| {
             let (checked, corrupt) = crate::sweeper::verify_all(app).map_err(|e| e.to_string())?;
             println!(
                 "{}",
@@ -337,10 +350,10 @@ pub fn run(cli: Cli) -> ExitCode {
         ))),
         Command::Ca {
             command: CaCommand::New { out },
-        } => exit(ca_new(&out)),
+        } => ca_new(&out),
         Command::Config {
             command: ConfigCommand::Check { config },
-        } => match load_config(config.as_deref()) {
+        } => match load_config(config.config.as_deref()) {
             Ok(cfg) => {
                 print!("{}", cfg.to_toml_string());
                 eprintln!("configuration is valid");
@@ -389,7 +402,7 @@ fn offline(config: Option<&Path>, f: impl FnOnce(&App) -> Result<ExitCode, Strin
     let app = match App::open(cfg, rt.handle().clone()) {
         Ok(app) => app,
         Err(e) => {
-            eprintln!("upcache: {e}");
+            eprintln!("upcache: cannot open the data directory: {e}");
             return ExitCode::from(1);
         }
     };
@@ -407,7 +420,6 @@ fn offline(config: Option<&Path>, f: impl FnOnce(&App) -> Result<ExitCode, Strin
     code
 }
 
-/// Exit code of a client command; its error goes to stderr.
 /// A list of URLs, one per line; blank lines and `#` comments are skipped. `-` is stdin.
 fn read_url_list(path: &Path) -> Result<Vec<String>, String> {
     let text = if path == Path::new("-") {
@@ -427,12 +439,13 @@ fn read_url_list(path: &Path) -> Result<Vec<String>, String> {
     Ok(urls)
 }
 
-fn exit(result: Result<(), String>) -> ExitCode {
+/// Exit code of a client command; its error goes to stderr, once.
+fn exit(result: Result<(), crate::client::ClientError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(msg) => {
-            eprintln!("upcache: {msg}");
-            ExitCode::from(1)
+        Err(e) => {
+            eprintln!("upcache: {e}");
+            e.exit_code()
         }
     }
 }
@@ -458,9 +471,15 @@ fn token_new(name: &str, scopes: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `upcache ca new --out DIR`
-fn ca_new(out: &Path) -> Result<(), String> {
-    let (cert, key) = crate::intercept::ca::create(out).map_err(|e| e.to_string())?;
+/// `upcache ca new --out DIR`: exit 1 (nothing overwritten) if either file exists.
+fn ca_new(out: &Path) -> ExitCode {
+    let (cert, key) = match crate::intercept::ca::create(out) {
+        Ok(paths) => paths,
+        Err(e) => {
+            eprintln!("upcache: {e}");
+            return ExitCode::from(1);
+        }
+    };
     println!("wrote {} (install it on the clients)", cert.display());
     println!("wrote {} (mode 0600; keep it secret)", key.display());
     println!();
@@ -469,7 +488,7 @@ fn ca_new(out: &Path) -> Result<(), String> {
     println!("connect = \"intercept\"");
     println!("ca_cert = {}", toml_string(&cert.display().to_string()));
     println!("ca_key = {}", toml_string(&key.display().to_string()));
-    Ok(())
+    ExitCode::SUCCESS
 }
 
 fn toml_string(s: &str) -> String {
@@ -535,8 +554,8 @@ async fn serve(cfg: Config) -> ExitCode {
     let app = match App::open(cfg, tokio::runtime::Handle::current()) {
         Ok(app) => app,
         Err(e) => {
-            error!(error = %e, "cannot open the data directory");
-            eprintln!("upcache: {e}");
+            // Once, on stderr: a log line as well would say the same thing twice there.
+            eprintln!("upcache: cannot open the data directory: {e}");
             return ExitCode::from(1);
         }
     };
@@ -576,175 +595,6 @@ async fn shutdown_signal() {
     }
 }
 
-/// `upcache fetch`: download through the server into a file (atomically) or stdout.
-async fn fetch(server: &str, url: &str, output: Option<&Path>, read_timeout: Duration) -> ExitCode {
-    match fetch_inner(server, url, output, read_timeout).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(msg) => {
-            eprintln!("upcache fetch: {msg}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-async fn fetch_inner(
-    server: &str,
-    url: &str,
-    output: Option<&Path>,
-    read_timeout: Duration,
-) -> Result<(), String> {
-    let endpoint = format!(
-        "{}/fetch?url={}",
-        server.trim_end_matches('/'),
-        percent_encoding::utf8_percent_encode(url, percent_encoding::NON_ALPHANUMERIC)
-    );
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(10))
-        // A stalled server must not hang a build forever (silence, not total time: a 4 GiB
-        // tarball may take long).
-        .read_timeout(read_timeout)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let mut resp = client
-        .get(&endpoint)
-        .send()
-        .await
-        .map_err(|e| format!("cannot reach {server}: {e}"))?;
-    if !resp.status().is_success() {
-        let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
-        let msg = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["message"].as_str().map(str::to_owned))
-            .unwrap_or(body);
-        return Err(format!("{status}: {msg}"));
-    }
-    let expected_sha256 = resp
-        .headers()
-        .get("x-checksum-sha256")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let total = resp.content_length();
-    let to_stdout = output == Some(Path::new("-"));
-    let target: PathBuf = match output {
-        Some(p) => p.to_owned(),
-        None => {
-            let name = crate::url::UpstreamUrl::parse(url)
-                .map(|u| u.file_name())
-                .unwrap_or_default();
-            let name = sanitize_file_name(&name);
-            if name.is_empty() {
-                return Err(format!("{url} has no file name; give one with -o"));
-            }
-            PathBuf::from(name)
-        }
-    };
-    let bar = if std::io::stderr().is_terminal() && !to_stdout {
-        let bar = match total {
-            Some(n) => indicatif::ProgressBar::new(n),
-            None => indicatif::ProgressBar::new_spinner(),
-        };
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bytes}/{total_bytes} {wide_bar} {bytes_per_sec} {eta}",
-            )
-            .expect("valid template"),
-        );
-        Some(bar)
-    } else {
-        None
-    };
-    let mut hasher = Sha256::new();
-    let mut sink: Box<dyn Write> = if to_stdout {
-        Box::new(std::io::stdout().lock())
-    } else {
-        let part = part_path(&target);
-        Box::new(std::io::BufWriter::new(
-            std::fs::File::create(&part).map_err(|e| format!("{}: {e}", part.display()))?,
-        ))
-    };
-    let mut received = 0u64;
-    loop {
-        let chunk = resp.chunk().await;
-        match chunk {
-            Ok(Some(bytes)) => {
-                hasher.update(&bytes);
-                received += bytes.len() as u64;
-                if let Err(e) = sink.write_all(&bytes) {
-                    drop(sink);
-                    if !to_stdout {
-                        let _ = std::fs::remove_file(part_path(&target));
-                    }
-                    return Err(format!("cannot write the output: {e}"));
-                }
-                if let Some(bar) = &bar {
-                    bar.set_position(received);
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                drop(sink);
-                if !to_stdout {
-                    let _ = std::fs::remove_file(part_path(&target));
-                }
-                if e.is_timeout() {
-                    return Err(format!(
-                        "download stalled after {received} bytes: the server sent nothing for {}",
-                        humantime::format_duration(read_timeout)
-                    ));
-                }
-                return Err(format!("download broke after {received} bytes: {e}"));
-            }
-        }
-    }
-    let flushed = sink.flush();
-    drop(sink);
-    if let Err(e) = flushed {
-        if !to_stdout {
-            let _ = std::fs::remove_file(part_path(&target));
-        }
-        return Err(format!("cannot write the output: {e}"));
-    }
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    let got = hex::encode(hasher.finalize());
-    if let Some(want) = expected_sha256 {
-        if want != got {
-            let _ = std::fs::remove_file(part_path(&target));
-            return Err(format!(
-                "sha256 mismatch: server said {want}, received {got}"
-            ));
-        }
-    }
-    if !to_stdout {
-        std::fs::rename(part_path(&target), &target)
-            .map_err(|e| format!("{}: {e}", target.display()))?;
-        eprintln!("{}  {} bytes  sha256 {got}", target.display(), received);
-    }
-    Ok(())
-}
-
-fn part_path(target: &Path) -> PathBuf {
-    let mut p = target.as_os_str().to_owned();
-    p.push(".part");
-    PathBuf::from(p)
-}
-
-/// A file name from a URL must not walk out of the current directory.
-fn sanitize_file_name(name: &str) -> String {
-    let base = name.rsplit(['/', '\\']).next().unwrap_or("");
-    let cleaned: String = base
-        .chars()
-        .filter(|c| !c.is_control() && !crate::url::is_hidden_char(*c))
-        .collect();
-    match cleaned.as_str() {
-        "." | ".." => String::new(),
-        _ => cleaned,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -753,5 +603,33 @@ mod tests {
     fn command_line_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    /// Every command says what it does and every argument has help text, so that `--help`
+    /// never shows a bare `<FILE>` (commands added later are held to the same rule).
+    #[test]
+    fn every_command_and_argument_has_help() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if cmd.get_about().is_none() {
+                missing.push(format!("{path} (the command)"));
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                let help = arg.get_help().or(arg.get_long_help());
+                if help.is_none_or(|h| h.to_string().trim().is_empty()) {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "upcache", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
     }
 }

@@ -10,6 +10,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod env;
+mod human;
+
+use env::EnvSource;
+use human::{duration_serde, size_serde};
+pub use human::{parse_duration, parse_size};
+
 /// Environment variables `UPCACHE__<SECTION>__<KEY>` override the file; compared lowercased.
 const ENV_PREFIX: &str = "upcache__";
 /// Schemes the upstream clients can fetch.
@@ -33,9 +40,14 @@ pub enum ConfigError {
     /// The config file is not valid TOML.
     #[error("cannot parse config file {}: {message}", path.display())]
     Parse { path: PathBuf, message: String },
-    /// A key no setting has, usually a typo; `key` is the full dotted path.
-    #[error("unknown key \"{key}\" {origin}")]
-    UnknownKey { key: String, origin: Origin },
+    /// A key no setting has, usually a typo; `key` is the full dotted path, `suggestion`
+    /// the existing key closest to it.
+    #[error("unknown key \"{key}\" {origin}{}", did_you_mean(.key, .suggestion.as_deref(), .origin))]
+    UnknownKey {
+        key: String,
+        origin: Origin,
+        suggestion: Option<String>,
+    },
     /// A value of the wrong type or format, such as `retries = "many"` or `presign_ttl = "5x"`.
     #[error("invalid value for \"{key}\" {origin}: {message}")]
     Value {
@@ -62,6 +74,33 @@ pub enum Origin {
     Env(String),
     /// Neither; only the built-in defaults were involved.
     Defaults,
+}
+
+/// `; did you mean "server.listen"?` after an unknown `key`; when the key came from a
+/// variable, also the variable that would set the suggested key.
+fn did_you_mean(key: &str, suggestion: Option<&str>, origin: &Origin) -> String {
+    let Some(suggestion) = suggestion else {
+        return String::new();
+    };
+    let as_var = |key: &str| {
+        format!(
+            "{}{}",
+            ENV_PREFIX.to_uppercase(),
+            key.replace('.', "__").to_uppercase()
+        )
+    };
+    // UPCACHE__LOGGING__LEVEL: the key is "logging", the rest of the name stays.
+    let var = match origin {
+        Origin::Env(name) if !suggestion.contains('[') => name
+            .to_uppercase()
+            .strip_prefix(&as_var(key))
+            .map(|rest| format!(" ({}{rest})", as_var(suggestion))),
+        _ => None,
+    };
+    format!(
+        "; did you mean \"{suggestion}\"{}?",
+        var.unwrap_or_default()
+    )
 }
 
 impl fmt::Display for Origin {
@@ -749,216 +788,6 @@ fn check_absolute_url(key: &str, value: &str) -> Result<(), ConfigError> {
     check(ok, key, value, "expected an absolute url")
 }
 
-/// The `UPCACHE__<SECTION>__<KEY>` variables as a config source.
-///
-/// Each value is converted to the kind of the setting's default: a number, a boolean, or
-/// a comma-separated list that replaces the file's list as a whole. The config crate's own
-/// `Environment` guesses the kind from the value instead, which turns a string setting that
-/// looks like a number (`instance = "007"`) into `7`.
-#[derive(Debug, Clone)]
-struct EnvSource {
-    /// `(dotted key, variable name, value)`, such as `("server.listen", "UPCACHE__SERVER__LISTEN", ..)`.
-    vars: Vec<(String, String, String)>,
-    /// `Config::default()` as TOML: the kind of every setting.
-    defaults: toml::Table,
-}
-
-impl EnvSource {
-    fn new(env: impl IntoIterator<Item = (String, String)>) -> Self {
-        let vars = env
-            .into_iter()
-            .filter_map(|(name, value)| {
-                let key = name
-                    .to_lowercase()
-                    .strip_prefix(ENV_PREFIX)?
-                    .replace("__", ".");
-                Some((key, name, value))
-            })
-            .collect();
-        let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
-        Self { vars, defaults }
-    }
-
-    /// `raw` as the kind of the default at `key`. A value that does not parse as that kind
-    /// stays a string, for serde to report as a wrong type with the key and the variable.
-    fn typed(&self, key: &str, raw: &str) -> config::ValueKind {
-        let default = key
-            .split_once('.')
-            .and_then(|(section, key)| self.defaults.get(section)?.get(key));
-        let parsed = match default {
-            Some(toml::Value::Array(defaults)) => {
-                let items = raw.split(',').map(str::trim).filter(|s| !s.is_empty());
-                // Items of a list of numbers (`connect_ports`) are numbers.
-                let numbers = matches!(defaults.first(), Some(toml::Value::Integer(_)));
-                Some(
-                    items
-                        .map(|s| match s.parse::<i64>() {
-                            Ok(n) if numbers => config::Value::new(None, n),
-                            _ => config::Value::new(None, s),
-                        })
-                        .collect::<Vec<_>>()
-                        .into(),
-                )
-            }
-            Some(toml::Value::Integer(_)) => raw.parse::<i64>().ok().map(Into::into),
-            Some(toml::Value::Float(_)) => raw.parse::<f64>().ok().map(Into::into),
-            Some(toml::Value::Boolean(_)) => {
-                raw.to_lowercase().parse::<bool>().ok().map(Into::into)
-            }
-            _ => None,
-        };
-        parsed.unwrap_or_else(|| raw.into())
-    }
-
-    /// Turns a deserialization error into one naming the full key and where it was set.
-    fn describe(
-        &self,
-        error: serde_path_to_error::Error<serde_json::Error>,
-        merged: &serde_json::Value,
-        file: Option<&Path>,
-    ) -> ConfigError {
-        use serde_path_to_error::Segment;
-        let key = error.path().to_string();
-        let value = error
-            .path()
-            .iter()
-            .try_fold(merged, |value, segment| match segment {
-                Segment::Seq { index } => value.get(index),
-                Segment::Map { key } => value.get(key),
-                _ => None,
-            });
-        let mut message = error.into_inner().to_string();
-        // serde's wording for `deny_unknown_fields`; the path already ends with the key.
-        let unknown = message.starts_with("unknown field");
-        // serde names a value of the wrong type, but not one a type's parser rejected.
-        let raw = match value {
-            Some(serde_json::Value::String(s)) => Some(s.clone()),
-            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        };
-        if let Some(raw) = raw.filter(|raw| !message.contains(raw.as_str())) {
-            message = format!("{raw:?}: {message}");
-        }
-        // A key is related to a variable that sets it, a table above it or a value inside it.
-        let within = |outer: &str, inner: &str| {
-            inner
-                .strip_prefix(outer)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
-        };
-        let origin = match self
-            .vars
-            .iter()
-            .find(|(k, ..)| within(k, &key) || within(&key, k))
-        {
-            Some((_, name, _)) => Origin::Env(name.clone()),
-            None => file.map_or(Origin::Defaults, |path| Origin::File(path.into())),
-        };
-        if unknown {
-            ConfigError::UnknownKey { key, origin }
-        } else {
-            ConfigError::Value {
-                key,
-                origin,
-                message,
-            }
-        }
-    }
-}
-
-impl config::Source for EnvSource {
-    fn clone_into_box(&self) -> Box<dyn config::Source + Send + Sync> {
-        Box::new(self.clone())
-    }
-
-    fn collect(&self) -> Result<config::Map<String, config::Value>, config::ConfigError> {
-        let values = self
-            .vars
-            .iter()
-            .map(|(key, _, raw)| (key.clone(), config::Value::new(None, self.typed(key, raw))));
-        Ok(values.collect())
-    }
-}
-
-/// Accepts a human string (`"15m"`, `"20GiB"`) or, from TOML, a bare integer.
-struct HumanVisitor<T> {
-    /// What the value is, for messages: "duration", "size".
-    what: &'static str,
-    parse: fn(&str) -> Result<T, String>,
-    from_int: fn(u64) -> Result<T, String>,
-}
-
-impl<T> serde::de::Visitor<'_> for HumanVisitor<T> {
-    type Value = T;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "a {} string", self.what)
-    }
-
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
-        (self.parse)(v.trim()).map_err(|e| E::custom(format!("invalid {} {v:?}: {e}", self.what)))
-    }
-
-    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<T, E> {
-        (self.from_int)(v).map_err(|e| E::custom(format!("invalid {} {v}: {e}", self.what)))
-    }
-
-    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<T, E> {
-        match u64::try_from(v) {
-            Ok(v) => self.visit_u64(v),
-            Err(_) => Err(E::custom(format!("invalid {} {v}: negative", self.what))),
-        }
-    }
-}
-
-/// Serde for durations as humantime strings: `"90s"`, `"15m"`, `"1h"`, `"30d"`, `"500ms"`, `"0"`.
-mod duration_serde {
-    use std::time::Duration;
-
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_duration(*value))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        d.deserialize_any(super::HumanVisitor {
-            what: "duration",
-            parse: |s| humantime::parse_duration(s).map_err(|e| e.to_string()),
-            // A bare number has no obvious unit; only zero means the same in all of them.
-            from_int: |n| match n {
-                0 => Ok(Duration::ZERO),
-                _ => Err(format!("a unit is needed, such as \"{n}s\"")),
-            },
-        })
-    }
-}
-
-/// Serde for byte sizes: `"512MiB"`, `"20GiB"`, `"0"` or an integer number of bytes.
-mod size_serde {
-    use serde::{Deserializer, Serializer};
-
-    /// Largest binary unit that divides the size exactly, so the string parses back
-    /// to the same number: `"20GiB"`, `"1536KiB"`, `"1000"`.
-    pub fn serialize<S: Serializer>(value: &u64, s: S) -> Result<S::Ok, S::Error> {
-        let (mut n, mut unit) = (*value, "");
-        for next in ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"] {
-            if n == 0 || n % 1024 != 0 {
-                break;
-            }
-            (n, unit) = (n / 1024, next);
-        }
-        s.collect_str(&format_args!("{n}{unit}"))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        d.deserialize_any(super::HumanVisitor {
-            what: "size",
-            parse: |s| s.parse::<bytesize::ByteSize>().map(|b| b.as_u64()),
-            from_int: Ok,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1146,26 +975,31 @@ mod tests {
         let err = |toml, env: &Env| load(toml, env).unwrap_err();
         assert_eq!(
             err(Some("[server]\nlistn = \"x\""), &[]),
-            r#"unknown key "server.listn" in FILE"#
+            r#"unknown key "server.listn" in FILE; did you mean "server.listen"?"#
         );
         assert_eq!(
             err(Some("[servr]\nlisten = \"x\""), &[]),
-            r#"unknown key "servr" in FILE"#
+            r#"unknown key "servr" in FILE; did you mean "server"?"#
         );
         assert_eq!(
             err(
                 Some("[[upstream.mirrors]]\nprefix = \"http://a/\"\nalternates = []\nalt = 1"),
                 &[]
             ),
-            r#"unknown key "upstream.mirrors[0].alt" in FILE"#
+            r#"unknown key "upstream.mirrors[0].alt" in FILE; did you mean "upstream.mirrors[0].alternates"?"#
         );
         assert_eq!(
             err(Some(""), &[("UPCACHE__SERVER__LISTN", "x")]),
-            r#"unknown key "server.listn" (from UPCACHE__SERVER__LISTN)"#
+            r#"unknown key "server.listn" (from UPCACHE__SERVER__LISTN); did you mean "server.listen" (UPCACHE__SERVER__LISTEN)?"#
         );
         assert_eq!(
             err(None, &[("UPCACHE__LOGGING__LEVEL", "x")]),
-            r#"unknown key "logging" (from UPCACHE__LOGGING__LEVEL)"#
+            r#"unknown key "logging" (from UPCACHE__LOGGING__LEVEL); did you mean "log" (UPCACHE__LOG__LEVEL)?"#
+        );
+        // Nothing close: no guess.
+        assert_eq!(
+            err(Some("[cache]\nzzz = 1"), &[]),
+            r#"unknown key "cache.zzz" in FILE"#
         );
     }
 
@@ -1177,6 +1011,21 @@ mod tests {
                 "[storage]\npresign_ttl = \"5x\"",
                 &[],
                 r#"invalid value for "storage.presign_ttl" in FILE: invalid duration "5x": "#,
+            ),
+            (
+                "[cache]\nmax_size = \"MiB\"",
+                &[],
+                r#"invalid value for "cache.max_size" in FILE: invalid size "MiB": it does not start with a number; expected a number of bytes, or a number and a unit, such as "512MiB" or "20GiB""#,
+            ),
+            (
+                "",
+                &[("UPCACHE__CACHE__MAX_SIZE", "")],
+                r#"invalid value for "cache.max_size" (from UPCACHE__CACHE__MAX_SIZE): invalid size "": empty; expected a number of bytes"#,
+            ),
+            (
+                "",
+                &[("UPCACHE__UPSTREAM__READ_TIMEOUT", "")],
+                r#"invalid value for "upstream.read_timeout" (from UPCACHE__UPSTREAM__READ_TIMEOUT): invalid duration "": empty; expected a number and a unit, such as "500ms", "90s", "15m", "1h" or "30d""#,
             ),
             (
                 "[cache]\nmax_unused = 90",

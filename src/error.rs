@@ -50,6 +50,9 @@ pub enum Error {
     /// Request headers over 16 KiB in total (431).
     #[error("{0}")]
     HeadersTooLarge(String),
+    /// A request head that did not arrive in time (408).
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{0}")]
     UpstreamFailed(String),
     #[error("{0}")]

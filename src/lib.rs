@@ -12,6 +12,7 @@ pub mod alerts;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod bounded;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -4,7 +4,7 @@
 //! The rate limit is governor's GCRA token bucket; the concurrency count is a map of the
 //! clients that have requests in progress, each request holding a [`ClientPermit`] until its
 //! response body is finished or dropped. Both stay bounded under floods of distinct
-//! addresses (see [`MAX_CLIENTS`]).
+//! addresses (see [`MAX_CLIENTS`]). An IPv6 client is its /64 (see [`client_key`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -30,6 +30,27 @@ const PRUNE_EVERY: Duration = Duration::from_secs(10);
 /// The size of the rate state is checked once per this many requests (counting it visits
 /// every shard of the map).
 const SIZE_CHECK_EVERY: usize = 256;
+
+/// The key a client's limits are kept under: an IPv4 address as it is (an IPv4-mapped IPv6
+/// address as its IPv4), an IPv6 address as its /64. One host or LAN is routinely given a
+/// whole /64, so keying by full address would hand it 2^64 separate budgets.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    }
+}
+
+/// How a client key is named in messages: the address, or `prefix/64` for IPv6.
+pub fn describe_client(ip: IpAddr) -> String {
+    match client_key(ip) {
+        IpAddr::V6(prefix) => format!("{prefix}/64"),
+        v4 => v4.to_string(),
+    }
+}
 
 /// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,9 +150,10 @@ impl Limits {
         }
     }
 
-    /// Admit a request of `ip`, or say why not. The permit (if a concurrency limit is set)
-    /// must live until the response is complete.
+    /// Admit a request of `ip` (counted under [`client_key`]), or say why not. The permit
+    /// (if a concurrency limit is set) must live until the response is complete.
     pub fn admit(&self, ip: IpAddr) -> Result<Option<ClientPermit>, Rejection> {
+        let ip = client_key(ip);
         if let Some(rate) = &self.rate {
             rate.check(ip)?;
         }
@@ -163,9 +185,14 @@ impl Limits {
         }
     }
 
-    /// Requests of `ip` in progress (counted only with a concurrency limit).
+    /// Requests of `ip`'s client key in progress (counted only with a concurrency limit).
     pub fn active_requests(&self, ip: IpAddr) -> u32 {
-        self.active.map.lock().get(&ip).copied().unwrap_or(0)
+        self.active
+            .map
+            .lock()
+            .get(&client_key(ip))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Clients with requests in progress.
@@ -324,6 +351,28 @@ mod tests {
         assert!(e.retry_after_secs() >= 1);
         // Another client has its own bucket.
         assert!(l.admit(ip(2)).is_ok());
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64() {
+        let key = |s: &str| client_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(
+            describe_client("2001:db8::9".parse().unwrap()),
+            "2001:db8::/64"
+        );
+        // One bucket and one concurrency count for the whole /64.
+        let l = Limits::new(&cfg(0, 0, 1));
+        let _held = l.admit("2001:db8::1".parse().unwrap()).unwrap();
+        assert_eq!(
+            l.admit("2001:db8::2".parse().unwrap()).err(),
+            Some(Rejection::Concurrency { limit: 1 })
+        );
+        assert!(l.admit("2001:db8:0:1::1".parse().unwrap()).is_ok());
     }
 
     #[test]

@@ -106,6 +106,9 @@ pub struct Metrics {
     pub request_duration: Histogram,
     pub hits: Counter,
     pub misses: Counter,
+    /// Entries and bytes of the bounded in-memory state kept from requests, by `state`.
+    memory_entries: Family<Labels, Gauge>,
+    memory_bytes: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -133,6 +136,8 @@ impl Metrics {
             request_duration: Histogram::new(exponential_buckets(0.0005, 4.0, 10)),
             hits: Counter::default(),
             misses: Counter::default(),
+            memory_entries: Family::default(),
+            memory_bytes: Family::default(),
         };
         let family = Family::<Labels, Counter>::default();
         for form in Form::ALL {
@@ -210,7 +215,26 @@ impl Metrics {
             "Time to the end of the response body",
             m.request_duration.clone(),
         );
+        r.register(
+            "memory_entries",
+            "Entries of bounded in-memory state kept from requests, by state",
+            m.memory_entries.clone(),
+        );
+        r.register(
+            "memory_bytes",
+            "Bytes of bounded in-memory state kept from requests, by state",
+            m.memory_bytes.clone(),
+        );
         m
+    }
+
+    /// Record the size of one kind of bounded state (`targets`, `negative`, ...).
+    pub fn bounded_state(&self, state: &'static str, (entries, bytes): (usize, usize)) {
+        let labels = vec![("state", state)];
+        self.memory_entries
+            .get_or_create(&labels)
+            .set(entries as i64);
+        self.memory_bytes.get_or_create(&labels).set(bytes as i64);
     }
 
     /// Count one artifact request.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use crate::client::{ClientError, enc, server_error};
 use crate::spec::{self, Define, Entry, SourcesLine, Spec, Tag};
 use crate::store::{Algo, Digester, Digests};
 
@@ -233,12 +234,7 @@ async fn run_check(opts: &CheckOptions) -> Result<Report, String> {
         }
         None => Vec::new(),
     };
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(10))
-        .read_timeout(Duration::from_secs(120))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let client = crate::client::http(Duration::from_secs(120)).map_err(|e| e.to_string())?;
     let server = opts.server.trim_end_matches('/');
     let dir = opts.dir.as_deref();
     let in_sources = |file: &str| sources.iter().any(|s| s.file == file);
@@ -407,9 +403,9 @@ async fn fetch_and_lookup(
         .get(&endpoint)
         .send()
         .await
-        .map_err(|e| (Status::Error, format!("cannot reach {server}: {e}")))?;
+        .map_err(|e| (Status::Error, ClientError::http(server, &e).to_string()))?;
     if !resp.status().is_success() {
-        return Err((Status::Missing, error_message(resp).await));
+        return Err((Status::Missing, server_error(resp).await.to_string()));
     }
     let cache = resp
         .headers()
@@ -425,7 +421,10 @@ async fn fetch_and_lookup(
             Err(e) => {
                 return Err((
                     Status::Missing,
-                    format!("the download of {url} broke after {received} bytes: {e}"),
+                    format!(
+                        "the download of {url} broke after {received} bytes: {}",
+                        crate::client::cause(&e)
+                    ),
                 ));
             }
         }
@@ -469,28 +468,17 @@ async fn lookup(
         .get(&endpoint)
         .send()
         .await
-        .map_err(|e| format!("cannot reach {server}: {e}"))?;
+        .map_err(|e| ClientError::http(server, &e).to_string())?;
     if resp.status() == reqwest::StatusCode::NOT_FOUND {
         return Ok(None);
     }
     if !resp.status().is_success() {
-        return Err(format!("lookup failed: {}", error_message(resp).await));
+        return Err(format!("lookup failed: {}", server_error(resp).await));
     }
     resp.json::<Blob>()
         .await
         .map(Some)
         .map_err(|e| format!("lookup answer from {server} is not the lookup JSON: {e}"))
-}
-
-/// `<status>: <message>` from the server's JSON error body (or the raw body).
-async fn error_message(resp: reqwest::Response) -> String {
-    let status = resp.status();
-    let body = resp.text().await.unwrap_or_default();
-    let msg = serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["message"].as_str().map(str::to_owned))
-        .unwrap_or(body);
-    format!("{status}: {msg}")
 }
 
 /// Size and digests of `dir/file`, `None` when there is no such file.
@@ -521,10 +509,6 @@ async fn local_digests(dir: &Path, file: &str) -> Result<Option<(u64, Digests)>,
     })
     .await
     .map_err(|e| format!("hashing task failed: {e}"))?
-}
-
-fn enc(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 fn print_report(report: &Report) {

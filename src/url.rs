@@ -131,12 +131,11 @@ impl UpstreamUrl {
         let path = normalize_escapes(url.path());
         url.set_path(&path);
         // Only fails for URLs that cannot have userinfo, and http/https/ftp always can.
+        let no_userinfo = |()| UrlError::invalid(s, "cannot carry a user name or password");
         let user = normalize_escapes(url.username());
-        url.set_username(&user)
-            .expect("special urls take a username");
+        url.set_username(&user).map_err(no_userinfo)?;
         let password = url.password().map(normalize_escapes);
-        url.set_password(password.as_deref())
-            .expect("special urls take a password");
+        url.set_password(password.as_deref()).map_err(no_userinfo)?;
         // FTP sends the decoded path and userinfo as command arguments: a CR or LF would end
         // the command and start another one (command injection), a NUL would cut it short.
         // Such a URL names nothing an FTP server can serve.
@@ -425,8 +424,9 @@ fn normalize_escapes(s: &str) -> String {
             }
         }
     }
-    // Only whole escapes were replaced, by ASCII, so UTF-8 is preserved.
-    String::from_utf8(out).expect("utf-8 preserved")
+    // Only whole escapes were replaced, by ASCII, so UTF-8 is preserved (the lossy
+    // conversion never replaces anything; it only keeps this free of panics).
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Bounds what an error repeats of its input.

@@ -382,7 +382,12 @@ async fn prefetch_revalidate_command_reports_drift_and_exits_1() {
     assert!(stdout.starts_with("drift"), "{stdout}");
     assert!(stderr.contains("1 drifted"), "{stderr}");
 
+    // Without a token the command says how to give one, before asking the server (issue 16).
     let out = revalidate(None).await.unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("set UPCACHE_TOKEN or --token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

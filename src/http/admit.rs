@@ -1,6 +1,7 @@
 //! Admission of every request before routing: the HTTP hygiene limits that actix-http does
 //! not enforce itself (SPEC 5: a target over 8 KiB gets 414, headers over 16 KiB in total
-//! 431), then the per-client rate and concurrency limits (429 `rate_limited`).
+//! 431), then the per-client rate and concurrency limits (429 `rate_limited`). A request
+//! that starts a download lends its concurrency slot to that download until it ends.
 //!
 //! What actix-http already does, and tests check: a request with both `Content-Length` and
 //! `Transfer-Encoding`, or more than one `Content-Length`, gets 400 and the connection is
@@ -10,11 +11,14 @@
 //! connection is closed; heads over 128 KiB or with more than 96 headers get 431.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use actix_web::dev::ServiceRequest;
+use actix_web::{HttpMessage, HttpRequest};
 
 use crate::app::App;
 use crate::error::Error;
+use crate::fill::Fill;
 use crate::limits::{ClientPermit, Rejection};
 
 /// Longest request target accepted.
@@ -59,13 +63,15 @@ pub fn admit(
     };
     app.limits.admit(ip).map_err(|rejection| {
         app.metrics.rate_limited.inc();
+        let ip = crate::limits::describe_client(ip);
         let message = match rejection {
             Rejection::Rate { .. } => format!(
                 "too many requests from {ip} (limits.per_client_rps = {}, per_client_burst = {})",
                 app.config.limits.per_client_rps, app.config.limits.per_client_burst
             ),
             Rejection::Concurrency { limit } => format!(
-                "too many simultaneous requests from {ip} (limits.per_client_concurrency = {limit})"
+                "too many simultaneous requests and downloads started by {ip} \
+                 (limits.per_client_concurrency = {limit})"
             ),
             Rejection::TooManyClients => {
                 "too many clients have requests in progress; try again shortly".to_owned()
@@ -76,4 +82,34 @@ pub fn admit(
             retry_after_secs: rejection.retry_after_secs(),
         }
     })
+}
+
+/// An admitted request's concurrency slot, in the request's extensions: shared by its
+/// response body and, if the request started a download, by that download.
+#[derive(Clone)]
+pub struct RequestPermit {
+    /// Released when the last holder drops it.
+    _slot: Arc<ClientPermit>,
+}
+
+impl RequestPermit {
+    pub fn new(permit: ClientPermit) -> RequestPermit {
+        RequestPermit {
+            _slot: Arc::new(permit),
+        }
+    }
+}
+
+/// The request started `fill`: its client's concurrency slot stays taken until the fill
+/// ends, also after the response is over (the 302 of `miss = "redirect"`, a client that went
+/// away), so that no client keeps more than `per_client_concurrency` downloads (and temp
+/// files) going.
+pub fn hold_for_fill(req: &HttpRequest, app: &App, fill: Arc<Fill>) {
+    let Some(permit) = req.extensions().get::<RequestPermit>().cloned() else {
+        return;
+    };
+    app.runtime().spawn(async move {
+        fill.ended().await;
+        drop(permit);
+    });
 }

@@ -180,7 +180,7 @@ async fn upload(req: HttpRequest, mut body: web::Payload) -> Result<HttpResponse
     let mut body = super::ops::blob_json(&app, &meta)?;
     let base = match app.config.server.public_url.as_str() {
         // Not configured: the address this client reached us on.
-        "" => format!("http://{}", req.app_config().local_addr()),
+        "" => super::local_base(&req),
         configured => configured.trim_end_matches('/').to_owned(),
     };
     let name = filename

@@ -25,6 +25,7 @@ impl Error {
             // SPEC 4.5 has no codes of their own for these; the size code fits.
             Error::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "too_large"),
             Error::HeadersTooLarge(_) => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too_large"),
+            Error::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "bad_request"),
             Error::RangeNotSatisfiable { .. } => {
                 (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
             }

@@ -35,7 +35,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tracing::debug;
 
-use super::{AppParts, app_of, client_ip, tunnel};
+use super::server::AppParts;
+use super::{app_of, client_ip, tunnel};
 use crate::error::Error;
 
 /// Bytes buffered in the pipe between the CONNECT and the TLS endpoint, each way: enough

@@ -12,8 +12,9 @@ use crate::auth::Scope;
 use crate::error::Error;
 use crate::prefetch::{self, Kind, Submitter};
 
-/// Largest job body: 10 000 URLs of several hundred bytes each.
-const MAX_BODY: usize = 8 * 1024 * 1024;
+/// Largest job body: 10 000 URLs of a few hundred bytes each. What a job may keep in memory
+/// is bounded in `prefetch` (per job, per client and in total).
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let resource = |path: &str| {
@@ -37,8 +38,19 @@ fn parse(body: &[u8]) -> Result<Vec<String>, Error> {
         .map_err(|e| Error::BadRequest(format!("expected {{\"urls\": [\"...\"]}}: {e}")))
 }
 
-/// The request body, refused past [`MAX_BODY`] with a JSON error like every other.
-async fn read_body(mut payload: web::Payload) -> Result<Vec<u8>, Error> {
+/// The request body, refused past [`MAX_BODY`] with a JSON error like every other (at once
+/// when its declared length says so).
+async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<Vec<u8>, Error> {
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(Error::TooLarge(format!(
+            "job bodies are limited to {MAX_BODY} bytes"
+        )));
+    }
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| Error::BadRequest(format!("cannot read the body: {e}")))?;
@@ -58,9 +70,11 @@ async fn start(req: HttpRequest, payload: web::Payload, kind: Kind) -> Result<Ht
         Kind::Revalidate => Some(super::api::authorize(&req, &app, Scope::Admin)?.name),
         Kind::Prefetch => None,
     };
-    let urls = parse(&read_body(payload).await?)?;
+    let urls = parse(&read_body(&req, payload).await?)?;
+    let client = client_ip(&req);
     let who = Submitter {
-        client: client_ip(&req).map(|ip| ip.to_string()),
+        client: client.map(|ip| ip.to_string()),
+        key: client.map(crate::limits::client_key),
         actor,
     };
     let job = prefetch::submit(&app, kind, urls, who)?;

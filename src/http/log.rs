@@ -20,7 +20,6 @@ use bytes::Bytes;
 use super::sendfile::SentBytes;
 use crate::accesslog;
 use crate::app::App;
-use crate::limits::ClientPermit;
 use crate::metrics::{CacheResult, Form};
 
 /// What a handler tells the log about an artifact request.
@@ -55,7 +54,13 @@ pub async fn log_requests(
         None => Ok(None),
     };
     let (mut res, mut permit) = match admitted {
-        Ok(permit) => (next.call(req).await?, permit),
+        Ok(permit) => {
+            let permit = permit.map(super::admit::RequestPermit::new);
+            if let Some(p) = &permit {
+                req.extensions_mut().insert(p.clone());
+            }
+            (next.call(req).await?, permit)
+        }
         Err(e) => (req.error_response(e), None),
     };
     // An intercepted CONNECT: the requests inside hold slots of their own.
@@ -65,11 +70,18 @@ pub async fn log_requests(
         .contains::<super::intercept::InnerRequestsCounted>()
     {
         permit = None;
+        res.request()
+            .extensions_mut()
+            .remove::<super::admit::RequestPermit>();
     }
     if let Some(v) = served_by {
         res.headers_mut().insert(X_SERVED_BY.clone(), v);
     }
     let info = res.request().extensions_mut().remove::<ReqInfo>();
+    // The body holds the slot from here on (pooled requests must not keep it).
+    res.request()
+        .extensions_mut()
+        .remove::<super::admit::RequestPermit>();
     let sent = res.response().extensions().get::<SentBytes>().cloned();
     let cache = CacheResult::of(
         res.status().as_u16(),
@@ -116,8 +128,9 @@ struct LoggedBody {
     sent: Option<SentBytes>,
     finished: bool,
     line: Line,
-    /// The client's concurrency slot, released when the body is finished or dropped.
-    _permit: Option<ClientPermit>,
+    /// The client's concurrency slot, released when the body is finished or dropped (and
+    /// any download the request started has ended, see `admit::hold_for_fill`).
+    _permit: Option<super::admit::RequestPermit>,
 }
 
 impl MessageBody for LoggedBody {

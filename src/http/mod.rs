@@ -4,126 +4,41 @@
 mod admit;
 mod api;
 mod error;
+mod headcheck;
 pub mod intercept;
 mod jobs;
 mod log;
 mod ops;
 mod sendfile;
 mod serve;
+mod server;
+mod targets;
 mod tunnel;
 mod ui;
 
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use actix_web::dev::ServerHandle;
 use actix_web::http::Method;
-use actix_web::middleware::from_fn;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, guard, web};
-use tracing::info;
 
 use crate::app::{App, Resolution};
 use crate::config::MissMode;
 use crate::error::Error;
-use crate::index::UrlEntry;
 use crate::metrics::Form;
 use crate::store::{Algo, Expected};
 use crate::url::{UpstreamUrl, from_mirror_path};
 
 pub use log::ReqInfo;
 use serve::{Artifact, HitHead, url_file_name};
+pub use server::Server;
+use targets::{Parsed, TargetCache};
 
-/// A running HTTP server.
-pub struct Server {
-    pub addr: SocketAddr,
-    handle: ServerHandle,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Server {
-    /// Serve `app` on an already bound listener. Runs in the current tokio runtime; actix
-    /// starts its own worker threads.
-    pub fn start(app: Arc<App>, listener: TcpListener) -> std::io::Result<Server> {
-        let addr = listener.local_addr()?;
-        // proxy.connect = "intercept": a CA that cannot be used is a reason not to start.
-        let authority = crate::intercept::Authority::from_config(&app.config.proxy)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-        let parts = AppParts {
-            app: web::Data::from(app.clone()),
-            me: web::Data::new(SelfAuthority::new(addr, &app.config.public_url())),
-            targets: web::Data::new(TargetCache::new()),
-            served_by: web::Data::new(log::ServedBy(
-                actix_web::http::header::HeaderValue::from_str(&app.instance).unwrap_or_else(
-                    |_| actix_web::http::header::HeaderValue::from_static("upcache"),
-                ),
-            )),
-            authority,
-        };
-        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let server = actix_web::HttpServer::new(move || parts.build())
-            .workers(workers)
-            .tcp_nodelay(true)
-            // Body pieces are polled only once everything before them reached the socket: the
-            // invariant that lets hits bypass actix with sendfile (see sendfile.rs).
-            .h1_write_buffer_size(1)
-            .on_connect(sendfile::on_connect)
-            .disable_signals()
-            .listen(listener)?
-            .run();
-        let handle = server.handle();
-        let task = tokio::spawn(server);
-        info!(%addr, "listening");
-        Ok(Server { addr, handle, task })
-    }
-
-    /// Stop accepting, finish in-flight requests (briefly), and return.
-    pub async fn stop(self, graceful: bool) {
-        self.handle.stop(graceful).await;
-        let _ = self.task.await;
-    }
-
-    /// Wait until the server stops by itself (or is stopped through a handle).
-    pub async fn wait(self) -> std::io::Result<()> {
-        self.task.await.map_err(std::io::Error::other)?
-    }
-
-    pub fn handle(&self) -> ServerHandle {
-        self.handle.clone()
-    }
-}
-
-/// What every actix `App` of a server is built from: one per worker thread, and one more per
-/// worker for intercepted HTTPS connections (`intercept`), which must be served identically.
-#[derive(Clone)]
-pub(crate) struct AppParts {
-    app: web::Data<App>,
-    me: web::Data<SelfAuthority>,
-    targets: web::Data<TargetCache>,
-    served_by: web::Data<log::ServedBy>,
-    /// `proxy.connect = "intercept"`: the CA and its leaves.
-    authority: Option<Arc<crate::intercept::Authority>>,
-}
-
-impl AppParts {
-    fn build(
-        &self,
-    ) -> actix_web::App<
-        impl actix_web::dev::ServiceFactory<
-            actix_web::dev::ServiceRequest,
-            Config = (),
-            Response = actix_web::dev::ServiceResponse<actix_web::body::BoxBody>,
-            Error = actix_web::Error,
-            InitError = (),
-        > + use<>,
-    > {
-        actix_web::App::new()
-            .app_data(self.app.clone())
-            .app_data(self.me.clone())
-            .app_data(self.targets.clone())
-            .app_data(self.served_by.clone())
-            .app_data(web::Data::new(self.clone()))
-            .wrap(from_fn(log::log_requests))
-            .configure(routes)
+/// The address clients reached us on, for links when `server.public_url` is not set.
+pub(crate) fn local_base(req: &HttpRequest) -> String {
+    match req.app_data::<web::Data<SelfAuthority>>() {
+        Some(me) => format!("http://{}", me.addr),
+        None => String::new(),
     }
 }
 
@@ -193,13 +108,16 @@ fn routes(cfg: &mut web::ServiceConfig) {
             resource(&format!("/{scheme}/{{tail:.*}}")).route(get_or_head().to(mirror_form)),
         );
     }
-    for algo in ["md5", "sha256", "sha512", "blake3"] {
+    for algo in [Algo::Md5, Algo::Sha256, Algo::Sha512, Algo::Blake3] {
+        // The algorithm comes with the route, never from the raw path: the router matches
+        // `/by-%6Dd5/...` (an escaped unreserved character) here too.
+        let name = algo.name();
         cfg.service(
             web::resource([
-                format!("/by-{algo}/{{hex}}"),
-                format!("/by-{algo}/{{hex}}/{{name}}"),
+                format!("/by-{name}/{{hex}}"),
+                format!("/by-{name}/{{hex}}/{{name}}"),
             ])
-            .route(get_or_head().to(by_checksum))
+            .route(get_or_head().to(move |req: HttpRequest| by_checksum(req, algo)))
             .default_service(web::to(method_not_allowed)),
         );
     }
@@ -323,66 +241,9 @@ async fn fetch_form(req: HttpRequest) -> Result<HttpResponse, Error> {
         .find(|(k, _)| k == "url")
         .map(|(_, v)| v.as_str())
         .ok_or_else(|| Error::BadRequest("missing query parameter url".into()))?;
-    let target = Target::new(UpstreamUrl::parse(raw)?);
+    let target = Parsed::uncached(UpstreamUrl::parse(raw)?);
     let expected = expected_checksum(&req, &query)?;
     artifact(&req, Form::Fetch, target, expected).await
-}
-
-/// Normalized URLs of recently seen raw request targets. Normalization (IDNA, escapes, dot
-/// segments) is a pure function of the target and costs more than the rest of a hit's
-/// bookkeeping, while builds ask for the same targets over and over.
-struct TargetCache(parking_lot::Mutex<lru::LruCache<String, Arc<Target>>>);
-
-/// A request target's URL, and the prepared hit headers of the blob it was last bound to.
-struct Target {
-    url: UpstreamUrl,
-    head: parking_lot::Mutex<Option<(Arc<UrlEntry>, Arc<HitHead>)>>,
-}
-
-impl Target {
-    fn new(url: UpstreamUrl) -> Arc<Target> {
-        Arc::new(Target {
-            url,
-            head: parking_lot::Mutex::new(None),
-        })
-    }
-
-    /// The hit headers for `entry`, reused while the URL stays bound to the same entry.
-    fn hit_head(&self, entry: &Arc<UrlEntry>, make: impl FnOnce() -> HitHead) -> Arc<HitHead> {
-        let mut slot = self.head.lock();
-        match &*slot {
-            Some((e, h)) if Arc::ptr_eq(e, entry) => h.clone(),
-            _ => {
-                let h = Arc::new(make());
-                *slot = Some((entry.clone(), h.clone()));
-                h
-            }
-        }
-    }
-}
-
-impl TargetCache {
-    fn new() -> Self {
-        TargetCache(parking_lot::Mutex::new(lru::LruCache::new(
-            std::num::NonZeroUsize::new(16_384).expect("non-zero"),
-        )))
-    }
-}
-
-fn parse_cached(
-    req: &HttpRequest,
-    raw: &str,
-    parse: impl FnOnce(&str) -> Result<UpstreamUrl, crate::url::UrlError>,
-) -> Result<Arc<Target>, Error> {
-    let cache = req.app_data::<web::Data<TargetCache>>();
-    if let Some(target) = cache.and_then(|c| c.0.lock().get(raw).cloned()) {
-        return Ok(target);
-    }
-    let target = Target::new(parse(raw)?);
-    if let Some(c) = cache {
-        c.0.lock().put(raw.to_owned(), target.clone());
-    }
-    Ok(target)
 }
 
 async fn mirror_form(req: HttpRequest) -> Result<HttpResponse, Error> {
@@ -390,13 +251,13 @@ async fn mirror_form(req: HttpRequest) -> Result<HttpResponse, Error> {
         .uri()
         .path_and_query()
         .map_or(req.uri().path(), |pq| pq.as_str());
-    let target = parse_cached(&req, raw, from_mirror_path)?;
+    let target = TargetCache::parse(&req, raw, from_mirror_path)?;
     let expected = expected_checksum(&req, &[])?;
     artifact(&req, Form::Mirror, target, expected).await
 }
 
 async fn proxy_form(req: HttpRequest) -> Result<HttpResponse, Error> {
-    let target = parse_cached(&req, &req.uri().to_string(), UpstreamUrl::parse)?;
+    let target = TargetCache::parse(&req, &req.uri().to_string(), UpstreamUrl::parse)?;
     let expected = expected_checksum(&req, &[])?;
     artifact(&req, Form::Proxy, target, expected).await
 }
@@ -405,9 +266,10 @@ async fn proxy_form(req: HttpRequest) -> Result<HttpResponse, Error> {
 async fn artifact(
     req: &HttpRequest,
     form: Form,
-    target: Arc<Target>,
+    parsed: Parsed,
     expected: Option<Expected>,
 ) -> Result<HttpResponse, Error> {
+    let target = &parsed.target;
     let url = &target.url;
     req.extensions_mut().insert(ReqInfo {
         form,
@@ -426,8 +288,10 @@ async fn artifact(
         };
         HitHead::new(art, cache_control)
     };
-    // s3/obs: what another instance stored is a hit here too.
+    // s3/obs: what another instance stored is a hit here too. Policy first: a refused URL
+    // costs no lookup and leaves nothing remembered.
     if app.tier.is_some() {
+        app.upstream.policy().check_url(url)?;
         app.learn_url(url).await?;
         if let Some(exp) = &expected {
             app.learn_checksum(exp.algo, &exp.hex).await?;
@@ -440,6 +304,7 @@ async fn artifact(
             Resolution::Hit(entry) => {
                 let head = target.hit_head(&entry, || stored(&entry.blob, Some(&entry.record)));
                 if let Some(res) = serve_blob(req, &app, &head, &entry.blob).await? {
+                    parsed.hit(req);
                     return Ok(res);
                 }
             }
@@ -449,14 +314,20 @@ async fn artifact(
                 }
             }
             Resolution::NotStored => return head_miss(&app, url).await,
-            Resolution::Miss { .. } if app.config.upstream.miss == MissMode::Redirect => {
+            Resolution::Miss { fill, joined } if app.config.upstream.miss == MissMode::Redirect => {
+                if !joined {
+                    admit::hold_for_fill(req, &app, fill);
+                }
                 // The fill runs in the background; the client gets the bytes from upstream.
                 return Ok(HttpResponse::Found()
                     .insert_header(("Location", url.as_str()))
                     .insert_header(("X-Cache", "MISS"))
                     .finish());
             }
-            Resolution::Miss { fill, .. } => {
+            Resolution::Miss { fill, joined } => {
+                if !joined {
+                    admit::hold_for_fill(req, &app, fill.clone());
+                }
                 return serve::miss(req, &app, fill, expected, client).await;
             }
         }
@@ -527,14 +398,7 @@ async fn head_miss(app: &Arc<App>, url: &UpstreamUrl) -> Result<HttpResponse, Er
     })
 }
 
-async fn by_checksum(req: HttpRequest) -> Result<HttpResponse, Error> {
-    let algo_name = req
-        .path()
-        .trim_start_matches("/by-")
-        .split('/')
-        .next()
-        .unwrap_or_default();
-    let algo = Algo::from_name(algo_name).expect("routes exist only for known algorithms");
+async fn by_checksum(req: HttpRequest, algo: Algo) -> Result<HttpResponse, Error> {
     let hex = req.match_info().get("hex").unwrap_or_default();
     let name = req.match_info().get("name").map(str::to_owned);
     serve_checksum(&req, algo, hex, name).await
@@ -552,9 +416,12 @@ async fn lookaside(req: HttpRequest) -> Result<HttpResponse, Error> {
     };
     let n = segs.len();
     let (algo, hex, name) = match segs.as_slice() {
-        [.., algo, hex, name] if n >= 4 && Algo::from_name(algo).is_some() => {
-            (Algo::from_name(algo).unwrap(), *hex, *name)
-        }
+        [.., algo, hex, name] if n >= 4 => match Algo::from_name(algo) {
+            Some(algo) => (algo, *hex, *name),
+            // Not an algorithm: the older `<file>/<md5>/<file>` layout.
+            None if hex.len() == 32 => (Algo::Md5, *hex, *name),
+            None => return Err(bad()),
+        },
         [.., hex, name] if n >= 3 && hex.len() == 32 => (Algo::Md5, *hex, *name),
         _ => return Err(bad()),
     };

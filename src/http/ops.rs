@@ -44,12 +44,23 @@ async fn readyz(app: web::Data<App>) -> HttpResponse {
     }
 }
 
-async fn metrics(app: web::Data<App>) -> HttpResponse {
+async fn metrics(req: HttpRequest, app: web::Data<App>) -> HttpResponse {
     let stats = app.index.stats();
     app.metrics.store_bytes.set(stats.bytes as i64);
     if let Ok(du) = app.used() {
         app.metrics.disk_used_ratio.set(du.used_ratio());
     }
+    let m = &app.metrics;
+    if let Some(targets) = req.app_data::<web::Data<super::targets::TargetCache>>() {
+        m.bounded_state("targets", targets.size());
+    }
+    m.bounded_state("negative", app.negative.size());
+    if let Some(tier) = &app.tier {
+        m.bounded_state("absent", tier.bucket.absent.size());
+    }
+    m.bounded_state("alerts", app.alerts.size());
+    m.bounded_state("prefetch_jobs", app.jobs.retained());
+    m.bounded_state("index_urls", app.index.memory_size());
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(app.metrics.render())

@@ -87,6 +87,16 @@ impl HitHead {
             content,
         }
     }
+
+    /// Bytes held (for caches that keep heads: names, values and their bookkeeping).
+    pub fn bytes(&self) -> usize {
+        let headers = self.validators.iter().chain(&self.content);
+        self.blake3.len()
+            + self.last_modified.len()
+            + headers
+                .map(|(n, v)| n.as_str().len() + v.len() + 48)
+                .sum::<usize>()
+    }
 }
 
 static X_CACHE: HeaderName = HeaderName::from_static("x-cache");

@@ -6,17 +6,16 @@
 //! durable truth.
 
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use lru::LruCache;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
+use crate::bounded::BoundedLru;
 use crate::store::{Algo, Digests};
 
 /// Errors of the index.
@@ -107,6 +106,33 @@ pub struct UrlEntry {
     pub blob: BlobMeta,
 }
 
+impl UrlEntry {
+    /// Bytes held beyond the struct: its strings (URLs and upstream's header values can be
+    /// long), plus the blob's digests and content type.
+    fn bytes(&self) -> usize {
+        let r = &self.record;
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        let b = &self.blob;
+        r.url.len()
+            + r.blake3.len()
+            + r.final_url.len()
+            + r.instance.len()
+            + opt(&r.content_type)
+            + opt(&r.etag)
+            + opt(&r.last_modified)
+            + opt(&b.content_type)
+            + b.digests.md5.len()
+            + b.digests.sha256.len()
+            + b.digests.sha512.len()
+            + b.digests.blake3.len()
+            + std::mem::size_of::<UrlEntry>()
+    }
+}
+
+/// Bytes of URL entries kept in memory at most, whatever `cache.memory_entries` says: a URL
+/// and upstream's header values may be kilobytes long each.
+pub const MEMORY_BYTES: usize = 64 << 20;
+
 /// Totals for `/api/v1/stats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct IndexStats {
@@ -125,7 +151,7 @@ pub struct Index {
     sha512: sled::Tree,
     /// blake3 ++ url -> (), so a blob's URLs are one prefix scan.
     blob_urls: sled::Tree,
-    memory: Mutex<LruCache<String, Arc<UrlEntry>>>,
+    memory: Mutex<BoundedLru<Arc<UrlEntry>>>,
     /// Reads not yet written to sled: blake3 -> (count, last access). Batched so that a hit
     /// never costs an index write.
     access: Mutex<HashMap<String, (u64, i64)>>,
@@ -189,9 +215,7 @@ impl Index {
             sha512: tree("sha512/v1")?,
             blob_urls: tree("blob_urls/v1")?,
             db,
-            memory: Mutex::new(LruCache::new(
-                NonZeroUsize::new(memory_entries.max(1)).expect("max(1) is non-zero"),
-            )),
+            memory: Mutex::new(BoundedLru::new(memory_entries, MEMORY_BYTES)),
             access: Mutex::new(HashMap::new()),
             n_blobs: AtomicU64::new(0),
             n_bytes: AtomicU64::new(0),
@@ -219,6 +243,12 @@ impl Index {
         Ok(())
     }
 
+    /// Entries and bytes of the in-memory URL cache.
+    pub fn memory_size(&self) -> (usize, usize) {
+        let m = self.memory.lock();
+        (m.len(), m.bytes())
+    }
+
     /// The blob bound to a normalized URL.
     pub fn url(&self, url: &str) -> Result<Option<Arc<UrlEntry>>, IndexError> {
         if let Some(hit) = self.memory.lock().get(url) {
@@ -232,7 +262,8 @@ impl Index {
             return Ok(None);
         };
         let entry = Arc::new(UrlEntry { record, blob });
-        self.memory.lock().put(url.to_owned(), entry.clone());
+        let bytes = entry.bytes();
+        self.memory.lock().put(url.to_owned(), entry.clone(), bytes);
         Ok(Some(entry))
     }
 

@@ -16,16 +16,14 @@
 
 pub mod sync;
 
-use std::num::NonZeroUsize;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
-use lru::LruCache;
 use opendal::{ErrorKind, Operator};
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use crate::bounded::Recent;
 use crate::config::{Backend, StorageConfig};
 use crate::index::{BlobMeta, UrlRecord};
 use crate::store::Algo;
@@ -102,8 +100,10 @@ pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Small requests on a request's path (index lookups, probes) give up after this long.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Remembered "not in the bucket" answers at most (bounded memory under URL scans).
+/// Remembered "not in the bucket" answers at most, and their bytes (keys are URLs of up to
+/// 8 KiB): bounded memory under URL scans.
 const ABSENT_ENTRIES: usize = 100_000;
+const ABSENT_BYTES: usize = 16 << 20;
 
 /// The bucket, and what this instance remembers about it.
 pub struct Remote {
@@ -111,7 +111,7 @@ pub struct Remote {
     /// Where the bucket is, for messages.
     pub name: String,
     /// Lookups answered "not there": key -> when. Trusted for `cache.index_refresh`.
-    absent: Mutex<LruCache<String, Instant>>,
+    pub absent: Recent,
     refresh: Duration,
 }
 
@@ -185,35 +185,25 @@ impl Remote {
         Ok(Remote {
             op,
             name: format!("{backend} bucket {}{endpoint}", cfg.bucket),
-            absent: Mutex::new(LruCache::new(
-                NonZeroUsize::new(ABSENT_ENTRIES).expect("non-zero"),
-            )),
+            absent: Recent::new(ABSENT_ENTRIES, ABSENT_BYTES),
             refresh: index_refresh,
         })
     }
 
     /// Whether the bucket was recently found not to have `key` (a URL or `algo:hex`).
     pub fn recently_absent(&self, key: &str) -> bool {
-        let mut absent = self.absent.lock();
-        match absent.get(key) {
-            Some(at) if at.elapsed() < self.refresh => true,
-            Some(_) => {
-                absent.pop(key);
-                false
-            }
-            None => false,
-        }
+        self.absent.contains(key, self.refresh)
     }
 
     fn remember_absent(&self, key: &str) {
         if !self.refresh.is_zero() {
-            self.absent.lock().put(key.to_owned(), Instant::now());
+            self.absent.remember(key);
         }
     }
 
     /// Forget a "not there" answer (this instance just stored it).
     pub fn forget_absent(&self, key: &str) {
-        self.absent.lock().pop(key);
+        self.absent.forget(key);
     }
 
     /// The blob a URL is bound to in the shared index, with its metadata. `None`: not there

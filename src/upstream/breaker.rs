@@ -20,6 +20,10 @@ pub const COOLDOWN: Duration = Duration::from_secs(30);
 /// Hosts remembered at most; beyond it, hosts whose breaker is closed are forgotten first.
 const MAX_HOSTS: usize = 10_000;
 
+/// Longest key remembered: a DNS name (253) with a scheme and a port. A longer host name
+/// cannot resolve, so there is nothing to protect, and 10,000 keys of 8 KiB would be 80 MB.
+const MAX_KEY: usize = 300;
+
 /// Why a request was refused without trying.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Open {
@@ -83,6 +87,9 @@ impl Breaker {
 
     /// A connection to the host failed.
     pub fn failure(&self, key: &str, now: Instant) {
+        if key.len() > MAX_KEY {
+            return;
+        }
         let mut hosts = self.hosts.lock();
         if hosts.len() >= MAX_HOSTS && !hosts.contains_key(key) {
             hosts.retain(|_, st| st.open_until.is_some());
@@ -167,5 +174,17 @@ mod tests {
                 .is_err()
         );
         assert!(b.check("h:80", t1 + COOLDOWN).is_ok());
+    }
+
+    #[test]
+    fn host_names_too_long_to_resolve_are_not_remembered() {
+        let b = Breaker::default();
+        let t = Instant::now();
+        let long = format!("{}:80", "a".repeat(8000));
+        for _ in 0..THRESHOLD {
+            b.failure(&long, t);
+        }
+        assert!(b.check(&long, t).is_ok());
+        assert!(b.hosts.lock().is_empty());
     }
 }
