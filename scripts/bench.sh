@@ -16,6 +16,9 @@
 #      600 concurrent 10 MiB hits
 #   6. upcache alone: start-up reconciliation and sweeper passes (nothing to evict, then 10 %
 #      evicted) over an index of SWEEP_BLOBS blobs (default 100000), time and peak RSS
+#   7. upcache alone: time to first byte of a warm 100 KiB HIT fetched through https_proxy
+#      (proxy.connect = "intercept", after the TLS handshake) against the same HIT in plain
+#      proxy form (curl -x, after the TCP connect)
 # Every step is bounded in time; every process started here is stopped (by PID) on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,12 +74,42 @@ ORIGIN=http://127.0.0.1:$PO
 for _ in $(seq 1200); do grep -q "origin listening" "$WORK/origin.log" && break; sleep 0.1; done
 grep -q "origin listening" "$WORK/origin.log" || { echo "the origin did not start" >&2; exit 1; }
 
+# --- an HTTPS origin for step 7 (Python's http.server over TLS) ------------------------------------
+# Its certificate is signed by upcache's interception CA, which upcache also trusts for
+# upstream TLS (upstream.ca_file) and the clients trust for the intercepted connections.
+"$BIN/upcache" ca new --out "$WORK/ca" >/dev/null
+CA=$WORK/ca/ca.pem
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=127.0.0.1 \
+  -keyout "$WORK/origin-key.pem" -out "$WORK/origin.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$WORK/origin.ext"
+openssl x509 -req -in "$WORK/origin.csr" -CA "$CA" -CAkey "$WORK/ca/ca-key.pem" -CAcreateserial \
+  -days 2 -extfile "$WORK/origin.ext" -out "$WORK/origin-cert.pem" 2>/dev/null
+mkdir -p "$WORK/https-root/f"
+head -c 102400 /dev/urandom >"$WORK/https-root/f/100k.bin"
+PS=$(free_port)
+python3 - "$PS" "$WORK/https-root" "$WORK/origin-cert.pem" "$WORK/origin-key.pem" >"$WORK/https-origin.log" 2>&1 <<'PY' &
+import functools, http.server, ssl, sys
+port, root, cert, key = sys.argv[1:5]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=root)
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(port)), handler)
+server.socket = ctx.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+PY
+PIDS+=($!)
+HS=https://127.0.0.1:$PS
+
 # --- upcache -----------------------------------------------------------------------------------
 PU=$(free_port)
 log "starting upcache on $PU"
 # Per-client limits off: every benchmark client is 127.0.0.1, and nginx here has none either.
+# CONNECTs to the HTTPS origin are intercepted (step 7); nothing else uses CONNECT.
 UPCACHE__UPSTREAM__ALLOW_PRIVATE=true UPCACHE__LOG__LEVEL=info \
   UPCACHE__LIMITS__PER_CLIENT_RPS=0 UPCACHE__LIMITS__PER_CLIENT_CONCURRENCY=0 \
+  UPCACHE__PROXY__CONNECT=intercept UPCACHE__PROXY__CA_CERT="$CA" \
+  UPCACHE__PROXY__CA_KEY="$WORK/ca/ca-key.pem" UPCACHE__PROXY__CONNECT_PORTS="$PS" \
+  UPCACHE__UPSTREAM__CA_FILE="$CA" \
   "$BIN/upcache" serve --listen "127.0.0.1:$PU" --data-dir "$WORK/upcache-data" \
   >"$WORK/upcache.out" 2>"$WORK/upcache.log" &
 UPCACHE_PID=$!
@@ -271,6 +304,32 @@ for k in blobs startup_reconcile_s idle_pass_s idle_pass_peak_rss_mib evicting_p
   record "sweep_$k" "$(python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$sweep" "$k")"
 done
 
+# --- 7: intercepted HTTPS hit vs plain proxy-form hit (upcache only) ---------------------------
+log "7: HIT time to first byte, intercepted HTTPS vs proxy form"
+# curl through https_proxy, trusting the interception CA.
+proxied=(env https_proxy="http://127.0.0.1:$PU" no_proxy= NO_PROXY= curl -s --cacert "$CA")
+timeout 60 "${proxied[@]}" -o /dev/null "$HS/f/100k.bin"
+for _ in $(seq 600); do
+  timeout 30 "${proxied[@]}" -I "$HS/f/100k.bin" | grep -qi '^x-cache: HIT' && break
+  sleep 0.1
+done
+for s in intercept plain; do
+  vals=()
+  for _ in $(seq $((RUNS * 10))); do
+    # Request sent -> first byte: after the TLS handshake inside the tunnel, or after the
+    # TCP connect for the plain proxy form.
+    if [ $s = intercept ]; then
+      t=$(timeout 30 "${proxied[@]}" -o /dev/null -w '%{time_appconnect} %{time_starttransfer}' \
+        "$HS/f/100k.bin")
+    else
+      t=$(timeout 30 curl -s -o /dev/null -x "http://127.0.0.1:$PU" \
+        -w '%{time_connect} %{time_starttransfer}' "$ORIGIN/f/100k.bin")
+    fi
+    vals+=("$(python3 -c 'import sys; a, b = map(float, sys.argv[1:]); print((b - a) * 1000)' $t)")
+  done
+  record "hit_ttfb_$s" "$(median "${vals[@]}")"
+done
+
 # --- report ------------------------------------------------------------------------------------------
 mkdir -p "$(dirname "$OUT")"
 {
@@ -314,5 +373,10 @@ print("| --- | ---: | ---: |")
 print(f"| start-up reconciliation (index vs files) | {f('sweep_startup_reconcile_s'):.2f} | |")
 print(f"| sweeper pass, nothing to evict | {f('sweep_idle_pass_s'):.2f} | {r['sweep_idle_pass_peak_rss_mib']} |")
 print(f"| sweeper pass evicting {r['sweep_evicted']} blobs | {f('sweep_evicting_pass_s'):.2f} | {r['sweep_evicting_pass_peak_rss_mib']} |")
+ti, tp = f("hit_ttfb_intercept"), f("hit_ttfb_plain")
+print(f"\n7. upcache HIT, 100 KiB, time to first byte after the connection is set up (median of {int(runs) * 10}; goal: intercepted at most 5 ms more):\n")
+print("| intercepted HTTPS (after the TLS handshake) (ms) | plain proxy form (ms) | difference (ms) |")
+print("| ---: | ---: | ---: |")
+print(f"| {ti:.2f} | {tp:.2f} | {ti - tp:+.2f} |")
 PY
 cat "$OUT"

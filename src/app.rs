@@ -110,7 +110,7 @@ pub enum OpenError {
     #[error(transparent)]
     Journal(#[from] crate::audit::JournalError),
     #[error("cannot build the upstream client: {0}")]
-    Client(#[from] reqwest::Error),
+    Client(#[from] crate::upstream::roots::ClientError),
     #[error("{0}")]
     Unsupported(&'static str),
     #[error(transparent)]

@@ -110,6 +110,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Interception CA commands (`proxy.connect = "intercept"`).
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     /// RPM spec commands: list and check the Source/Patch entries of a spec.
     Spec {
         #[command(subcommand)]
@@ -210,6 +215,17 @@ pub struct DefineArg {
 
 fn parse_define(s: &str) -> Result<Define, String> {
     s.parse().map_err(|e: crate::spec::SpecError| e.to_string())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Make a new CA: DIR/ca.pem (install it on the clients) and DIR/ca-key.pem (mode 0600);
+    /// never overwrites.
+    New {
+        /// Directory to write the two files into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -332,6 +348,9 @@ pub fn run(cli: Cli) -> ExitCode {
             since.as_deref(),
             &format,
         ))),
+        Command::Ca {
+            command: CaCommand::New { out },
+        } => ca_new(&out),
         Command::Config {
             command: ConfigCommand::Check { config },
         } => match load_config(config.config.as_deref()) {
@@ -449,6 +468,26 @@ fn token_new(name: &str, scopes: &[String]) -> ExitCode {
     println!("sha256 = \"{sha256}\"");
     let scopes: Vec<String> = scopes.iter().map(|s| toml_string(s)).collect();
     println!("scopes = [{}]", scopes.join(", "));
+    ExitCode::SUCCESS
+}
+
+/// `upcache ca new --out DIR`: exit 1 (nothing overwritten) if either file exists.
+fn ca_new(out: &Path) -> ExitCode {
+    let (cert, key) = match crate::intercept::ca::create(out) {
+        Ok(paths) => paths,
+        Err(e) => {
+            eprintln!("upcache: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!("wrote {} (install it on the clients)", cert.display());
+    println!("wrote {} (mode 0600; keep it secret)", key.display());
+    println!();
+    println!("# add to the server configuration:");
+    println!("[proxy]");
+    println!("connect = \"intercept\"");
+    println!("ca_cert = {}", toml_string(&cert.display().to_string()));
+    println!("ca_key = {}", toml_string(&key.display().to_string()));
     ExitCode::SUCCESS
 }
 

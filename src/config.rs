@@ -274,6 +274,8 @@ pub struct UpstreamConfig {
     pub max_object_size: u64,
     /// Raw `User-Agent` template; use [`Config::user_agent`] for the header value.
     pub user_agent: String,
+    /// Extra PEM roots trusted for upstream TLS, besides the system's; empty: none.
+    pub ca_file: PathBuf,
     /// Alternate sources tried, in order, when the primary fails.
     pub mirrors: Vec<MirrorConfig>,
 }
@@ -311,8 +313,11 @@ pub struct LimitsConfig {
 pub enum ConnectMode {
     /// Refuse `CONNECT`.
     Deny,
-    /// Blind relay to port 443 only; nothing is cached.
+    /// Blind relay to a port of `connect_ports`; nothing is cached.
     Tunnel,
+    /// Terminate TLS with a leaf signed by `ca_cert` and serve the requests inside like the
+    /// proxy form (cached); hosts outside `intercept_hosts` are tunneled.
+    Intercept,
 }
 
 /// `[proxy]`
@@ -321,6 +326,15 @@ pub enum ConnectMode {
 pub struct ProxyConfig {
     /// What to do with `CONNECT` requests.
     pub connect: ConnectMode,
+    /// intercept: PEM CA certificate that clients trust (`upcache ca new`).
+    pub ca_cert: PathBuf,
+    /// intercept: its PEM private key; mode 0600 or stricter, else the server refuses to start.
+    pub ca_key: PathBuf,
+    /// intercept: empty = every host; else only these (".suffix" = the domain and its
+    /// subdomains); CONNECTs to other hosts are tunneled, never cached.
+    pub intercept_hosts: Vec<String>,
+    /// Ports a CONNECT may reach (tunnel and intercept); others get 403.
+    pub connect_ports: Vec<u16>,
 }
 
 /// `[auth]`
@@ -438,6 +452,7 @@ impl Default for UpstreamConfig {
             deny_content_types: strings(&["audio/", "video/"]),
             max_object_size: 20 << 30,
             user_agent: format!("upcache/{VERSION_PLACEHOLDER}"),
+            ca_file: PathBuf::new(),
             mirrors: Vec::new(),
         }
     }
@@ -459,6 +474,10 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         Self {
             connect: ConnectMode::Deny,
+            ca_cert: PathBuf::new(),
+            ca_key: PathBuf::new(),
+            intercept_hosts: Vec::new(),
+            connect_ports: vec![443],
         }
     }
 }
@@ -643,6 +662,7 @@ impl Config {
                 )?;
             }
         }
+        self.validate_proxy()?;
         check_http_url("alerts.webhook_url", &self.alerts.webhook_url)?;
         let level = &self.log.level;
         // EnvFilter takes a lone word as a target name, which would hide a typo like "warning".
@@ -656,6 +676,42 @@ impl Config {
             level,
             "expected trace, debug, info, warn, error, off or directives like \"info,upcache=debug\"",
         )?;
+        Ok(())
+    }
+
+    /// `[proxy]`: the ports and, for interception, the CA files (whose contents and mode are
+    /// checked when the server starts).
+    fn validate_proxy(&self) -> Result<(), ConfigError> {
+        let proxy = &self.proxy;
+        check(
+            !proxy.connect_ports.is_empty() && !proxy.connect_ports.contains(&0),
+            "proxy.connect_ports",
+            &proxy.connect_ports,
+            "expected a non-empty list of ports 1-65535, such as [443]",
+        )?;
+        for host in &proxy.intercept_hosts {
+            check(
+                !host.trim_start_matches('.').is_empty() && !host.contains(['/', ':', ' ']),
+                "proxy.intercept_hosts",
+                host,
+                "expected host names such as \"files.example.org\" or \".example.org\"",
+            )?;
+        }
+        if proxy.connect == ConnectMode::Intercept {
+            let advice = "required when proxy.connect is \"intercept\" (`upcache ca new --out DIR` makes one)";
+            check(
+                !proxy.ca_cert.as_os_str().is_empty(),
+                "proxy.ca_cert",
+                &proxy.ca_cert,
+                advice,
+            )?;
+            check(
+                !proxy.ca_key.as_os_str().is_empty(),
+                "proxy.ca_key",
+                &proxy.ca_key,
+                advice,
+            )?;
+        }
         Ok(())
     }
 
@@ -881,6 +937,26 @@ mod tests {
     }
 
     #[test]
+    fn proxy_interception_settings_load_from_file_and_env() {
+        let c = load(
+            Some(
+                "[proxy]\nconnect = \"intercept\"\nca_cert = \"/etc/upcache/ca.pem\"\n\
+                 ca_key = \"/etc/upcache/ca-key.pem\"\nintercept_hosts = [\".kernel.org\"]\n\
+                 [upstream]\nca_file = \"/etc/pki/corp.pem\"",
+            ),
+            &[("UPCACHE__PROXY__CONNECT_PORTS", "443, 8443")],
+        )
+        .unwrap();
+        assert_eq!(c.proxy.connect, ConnectMode::Intercept);
+        assert_eq!(c.proxy.ca_cert, Path::new("/etc/upcache/ca.pem"));
+        assert_eq!(c.proxy.ca_key, Path::new("/etc/upcache/ca-key.pem"));
+        assert_eq!(c.proxy.intercept_hosts, [".kernel.org"]);
+        assert_eq!(c.proxy.connect_ports, [443, 8443]);
+        assert_eq!(c.upstream.ca_file, Path::new("/etc/pki/corp.pem"));
+        assert_eq!(Config::default().proxy.connect_ports, [443]);
+    }
+
+    #[test]
     fn env_wins_over_file_and_replaces_lists() {
         let file = "[server]\nlisten = \"127.0.0.1:1\"\n[upstream]\nretries = 1\n\
                     allowed_schemes = [\"http\", \"https\", \"ftp\"]\n";
@@ -1084,6 +1160,41 @@ mod tests {
                 "invalid cache.memory_entries = 0: must be above 0",
             ),
             (
+                "[proxy]\nconnect = \"intercept\"",
+                &[],
+                r#"invalid proxy.ca_cert = "": required when proxy.connect is "intercept""#,
+            ),
+            (
+                "[proxy]\nconnect = \"intercept\"\nca_cert = \"ca.pem\"",
+                &[],
+                r#"invalid proxy.ca_key = "": required when proxy.connect is "intercept""#,
+            ),
+            (
+                "[proxy]\nconnect_ports = []",
+                &[],
+                "invalid proxy.connect_ports = []: expected a non-empty list",
+            ),
+            (
+                "",
+                &[("UPCACHE__PROXY__CONNECT_PORTS", "443,0")],
+                "invalid proxy.connect_ports = [443, 0]: ",
+            ),
+            (
+                "[proxy]\nconnect_ports = [70000]",
+                &[],
+                r#"invalid value for "proxy.connect_ports[0]" in FILE: "#,
+            ),
+            (
+                "[proxy]\nintercept_hosts = [\"https://example.org/\"]",
+                &[],
+                r#"invalid proxy.intercept_hosts = "https://example.org/": expected host names"#,
+            ),
+            (
+                "[proxy]\nconnect = \"bump\"",
+                &[],
+                r#"invalid value for "proxy.connect" in FILE: unknown variant `bump`"#,
+            ),
+            (
                 "[server\nlisten = 1",
                 &[],
                 "cannot parse config file FILE: ",
@@ -1193,6 +1304,14 @@ mod tests {
             sha256: "0".repeat(64),
             scopes: vec!["upload".into()],
         }];
+        c.upstream.ca_file = "/etc/pki/corp.pem".into();
+        c.proxy = ProxyConfig {
+            connect: ConnectMode::Intercept,
+            ca_cert: "/etc/upcache/ca.pem".into(),
+            ca_key: "/etc/upcache/ca-key.pem".into(),
+            intercept_hosts: vec![".kernel.org".into()],
+            connect_ports: vec![443, 8443],
+        };
         assert_eq!(schema_errors(&c.to_toml_string()), Vec::<String>::new());
     }
 
@@ -1207,6 +1326,9 @@ mod tests {
             "[upstream]\nallowed_schemes = [\"gopher\"]",
             "[upstream]\nretries = 1.5",
             "[log]\nformat = \"xml\"",
+            "[proxy]\nconnect = \"intercept\"",
+            "[proxy]\nconnect_ports = []",
+            "[proxy]\nconnect_ports = [0]",
         ] {
             assert!(!schema_errors(bad).is_empty(), "schema accepts {bad:?}");
             assert!(load(Some(bad), &[]).is_err(), "loading accepts {bad:?}");

@@ -20,6 +20,7 @@ pub mod error;
 pub mod fill;
 pub mod http;
 pub mod index;
+pub mod intercept;
 pub mod limits;
 pub mod metrics;
 pub mod prefetch;

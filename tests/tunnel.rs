@@ -13,7 +13,6 @@ use std::process::Command;
 
 use common::server::*;
 use common::upstream::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use upcache::config::ConnectMode;
 
 async fn tunnel_server(f: impl FnOnce(&mut upcache::Config)) -> TestServer {
@@ -55,26 +54,9 @@ fn rand_u32() -> u32 {
     h.finish() as u32
 }
 
-/// Send a raw CONNECT and return the status line.
+/// Send a raw CONNECT and return the status line and the whole answer.
 async fn connect_status(srv: &TestServer, target: &str) -> (String, String) {
-    let mut s = tokio::net::TcpStream::connect(srv.base.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 4096];
-    let mut n = 0;
-    // Read until the JSON error body has arrived (the server closes or sends it whole).
-    loop {
-        let m = s.read(&mut buf[n..]).await.unwrap();
-        n += m;
-        let text = String::from_utf8_lossy(&buf[..n]);
-        if m == 0 || (text.contains("\r\n\r\n") && text.trim_end().ends_with('}')) {
-            break;
-        }
-    }
-    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let text = srv.raw_connect(target).await;
     let status = text.lines().next().unwrap_or_default().to_owned();
     (status, text)
 }

@@ -42,11 +42,16 @@ impl EnvSource {
             .split_once('.')
             .and_then(|(section, key)| self.defaults.get(section)?.get(key));
         let parsed = match default {
-            Some(toml::Value::Array(_)) => {
+            Some(toml::Value::Array(defaults)) => {
                 let items = raw.split(',').map(str::trim).filter(|s| !s.is_empty());
+                // Items of a list of numbers (`proxy.connect_ports`) are numbers.
+                let numbers = matches!(defaults.first(), Some(toml::Value::Integer(_)));
                 Some(
                     items
-                        .map(|s| config::Value::new(None, s))
+                        .map(|s| match s.parse::<i64>() {
+                            Ok(n) if numbers => config::Value::new(None, n),
+                            _ => config::Value::new(None, s),
+                        })
                         .collect::<Vec<_>>()
                         .into(),
                 )

@@ -53,7 +53,7 @@ pub async fn log_requests(
         Some(app) => super::admit::admit(&req, app, client),
         None => Ok(None),
     };
-    let (mut res, permit) = match admitted {
+    let (mut res, mut permit) = match admitted {
         Ok(permit) => {
             let permit = permit.map(super::admit::RequestPermit::new);
             if let Some(p) = &permit {
@@ -63,6 +63,17 @@ pub async fn log_requests(
         }
         Err(e) => (req.error_response(e), None),
     };
+    // An intercepted CONNECT: the requests inside hold slots of their own.
+    if res
+        .response()
+        .extensions()
+        .contains::<super::intercept::InnerRequestsCounted>()
+    {
+        permit = None;
+        res.request()
+            .extensions_mut()
+            .remove::<super::admit::RequestPermit>();
+    }
     if let Some(v) = served_by {
         res.headers_mut().insert(X_SERVED_BY.clone(), v);
     }

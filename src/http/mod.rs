@@ -5,6 +5,7 @@ mod admit;
 mod api;
 mod error;
 mod headcheck;
+pub mod intercept;
 mod jobs;
 mod log;
 mod ops;
@@ -491,8 +492,12 @@ pub(crate) async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse,
 
 async fn fallback(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, Error> {
     if req.method() == Method::CONNECT {
-        if app_of(&req).config.proxy.connect == crate::config::ConnectMode::Tunnel {
-            return tunnel::connect(req, payload).await;
+        match app_of(&req).config.proxy.connect {
+            crate::config::ConnectMode::Tunnel => return tunnel::connect(req, payload).await,
+            crate::config::ConnectMode::Intercept => {
+                return intercept::connect(req, payload).await;
+            }
+            crate::config::ConnectMode::Deny => {}
         }
         return Err(Error::MethodNotAllowed(
             "CONNECT tunnels are disabled (proxy.connect = \"deny\"); request the mirror path \

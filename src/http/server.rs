@@ -19,6 +19,41 @@ use super::targets::TargetCache;
 use super::{SelfAuthority, log, routes, sendfile};
 use crate::app::App;
 
+/// What every actix `App` of a server is built from: one per worker thread, and one more per
+/// worker for intercepted HTTPS connections (`intercept`), which must be served identically.
+#[derive(Clone)]
+pub(crate) struct AppParts {
+    pub(super) app: web::Data<App>,
+    me: web::Data<SelfAuthority>,
+    targets: web::Data<TargetCache>,
+    served_by: web::Data<log::ServedBy>,
+    /// `proxy.connect = "intercept"`: the CA and its leaves.
+    pub(super) authority: Option<Arc<crate::intercept::Authority>>,
+}
+
+impl AppParts {
+    pub(super) fn build(
+        &self,
+    ) -> actix_web::App<
+        impl actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Response = actix_web::dev::ServiceResponse<actix_web::body::BoxBody>,
+            Error = actix_web::Error,
+            InitError = (),
+        > + use<>,
+    > {
+        actix_web::App::new()
+            .app_data(self.app.clone())
+            .app_data(self.me.clone())
+            .app_data(self.targets.clone())
+            .app_data(self.served_by.clone())
+            .app_data(web::Data::new(self.clone()))
+            .wrap(from_fn(log::log_requests))
+            .configure(routes)
+    }
+}
+
 /// Idle time allowed between requests on a kept-alive connection (actix-web's default).
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// Time allowed for a clean close once the server has decided to close (actix-web's default).
@@ -36,13 +71,20 @@ impl Server {
     /// starts its own worker threads.
     pub fn start(app: Arc<App>, listener: TcpListener) -> std::io::Result<Server> {
         let addr = listener.local_addr()?;
-        let data = web::Data::from(app.clone());
-        let me = web::Data::new(SelfAuthority::new(addr, &app.config.public_url()));
-        let targets = web::Data::new(TargetCache::new());
-        let served_by = web::Data::new(log::ServedBy(
-            actix_web::http::header::HeaderValue::from_str(&app.instance)
-                .unwrap_or_else(|_| actix_web::http::header::HeaderValue::from_static("upcache")),
-        ));
+        // proxy.connect = "intercept": a CA that cannot be used is a reason not to start.
+        let authority = crate::intercept::Authority::from_config(&app.config.proxy)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let parts = AppParts {
+            app: web::Data::from(app.clone()),
+            me: web::Data::new(SelfAuthority::new(addr, &app.config.public_url())),
+            targets: web::Data::new(TargetCache::new()),
+            served_by: web::Data::new(log::ServedBy(
+                actix_web::http::header::HeaderValue::from_str(&app.instance).unwrap_or_else(
+                    |_| actix_web::http::header::HeaderValue::from_static("upcache"),
+                ),
+            )),
+            authority,
+        };
         let check = Arc::new(HeadCheck {
             served_by: app.instance.clone(),
         });
@@ -51,13 +93,8 @@ impl Server {
             .workers(workers)
             .disable_signals()
             .listen("upcache", listener, move || {
-                let app = actix_web::App::new()
-                    .app_data(data.clone())
-                    .app_data(me.clone())
-                    .app_data(targets.clone())
-                    .app_data(served_by.clone())
-                    .wrap(from_fn(log::log_requests))
-                    .configure(routes)
+                let app = parts
+                    .build()
                     .into_factory()
                     .map_err(|e: actix_web::Error| e.error_response());
                 let http = HttpService::build()

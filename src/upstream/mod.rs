@@ -8,6 +8,7 @@
 pub mod breaker;
 pub mod ftp;
 pub mod mirrors;
+pub mod roots;
 pub mod ssrf;
 
 use std::sync::Arc;
@@ -244,7 +245,7 @@ impl Policy {
 }
 
 /// `allow_hosts` entry semantics: exact host, or with a leading "." the domain and its subdomains.
-fn host_matches(pattern: &str, host: &str) -> bool {
+pub(crate) fn host_matches(pattern: &str, host: &str) -> bool {
     match pattern.strip_prefix('.') {
         Some(domain) => {
             host == domain || host.strip_suffix(domain).is_some_and(|p| p.ends_with('.'))
@@ -387,7 +388,7 @@ pub struct Upstream {
 const MAX_REDIRECTS: usize = 10;
 
 impl Upstream {
-    pub fn new(cfg: &UpstreamConfig, user_agent: &str) -> Result<Upstream, reqwest::Error> {
+    pub fn new(cfg: &UpstreamConfig, user_agent: &str) -> Result<Upstream, roots::ClientError> {
         let policy = Arc::new(Policy::new(cfg));
         let hop_policy = policy.clone();
         let redirects = redirect::Policy::custom(move |attempt| {
@@ -412,7 +413,9 @@ impl Upstream {
             // An HTTP_PROXY in the environment must not loop requests back to us.
             .no_proxy()
             .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(30));
+            .pool_idle_timeout(Duration::from_secs(30))
+            // Added to the system's roots, never instead of verification.
+            .tls_certs_merge(roots::load(&cfg.ca_file)?);
         if !cfg.allow_private {
             builder = builder
                 .dns_resolver(Arc::new(ssrf::GuardedResolver) as Arc<dyn reqwest::dns::Resolve>);

@@ -7,4 +7,5 @@ pub mod ftp;
 pub mod netns;
 pub mod s3;
 pub mod server;
+pub mod tls;
 pub mod upstream;

@@ -138,6 +138,28 @@ impl TestServer {
             .unwrap()
     }
 
+    /// Send a raw `CONNECT target` and return the whole answer: the status line and headers,
+    /// and the JSON error body if it is one (read until it is complete or the server closes).
+    pub async fn raw_connect(&self, target: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.base.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut n = 0;
+        loop {
+            let m = s.read(&mut buf[n..]).await.unwrap();
+            n += m;
+            let text = String::from_utf8_lossy(&buf[..n]);
+            if m == 0 || (text.contains("\r\n\r\n") && text.trim_end().ends_with('}')) {
+                return text.into_owned();
+            }
+        }
+    }
+
     pub fn temp_files(&self) -> Vec<PathBuf> {
         list_files(&self.data_dir().join("tmp"))
     }
