@@ -536,16 +536,13 @@ async fn real_error_answers_are_documented() {
             .bearer_auth(UPLOAD_TOKEN)
             .body(body)
     };
-    let stored: Value = upload(
+    let first = upload(
         &format!("url={}", enc("http://127.0.0.1:1/a-1.0.tar.gz")),
         b"hello",
-    )
-    .send()
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    );
+    let first = first.send().await.unwrap();
+    assert_eq!(first.status(), 201, "the first upload is stored");
+    let stored: Value = first.json().await.unwrap();
     let blake3 = stored["blake3"]
         .as_str()
         .expect("the upload's blake3")
