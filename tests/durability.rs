@@ -697,7 +697,19 @@ async fn disk_full_fails_cleanly_and_readiness_recovers_by_itself() {
         other => panic!("unexpected status {other}"),
     }
     std::fs::remove_file(&filler).unwrap();
-    assert_eq!(srv.get(&srv.url("/readyz")).await.status(), 200);
+    // Ready again once the next probe (every second, src/readiness.rs) sees the space.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let s = srv.get(&srv.url("/readyz")).await.status();
+        if s == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {s} long after space returned"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     srv.app.flights.wait_idle().await;
     let (s, _, got) = srv
         .get_bytes(&srv.fetch_url(&up.url("/small.tar.gz")))
