@@ -18,9 +18,15 @@ const PARALLEL_FETCHES: usize = 4;
 /// byte a moment before the URL is bound in its index.
 const BIND_WAIT: Duration = Duration::from_secs(10);
 
-/// `upcache spec list`: the expanded entries as a table or JSON; no network.
-pub fn list(path: &Path, defines: &[Define], json: bool) -> ExitCode {
-    let spec = match read_spec(path, defines) {
+/// `upcache spec list`: the expanded entries as a table or JSON; no network. With `rpmspec`,
+/// rpm's own `rpmspec -P` expands the spec (running its shell and Lua code).
+pub fn list(path: &Path, defines: &[Define], json: bool, rpmspec: bool) -> ExitCode {
+    let spec = if rpmspec {
+        expand_with_rpmspec(path, defines)
+    } else {
+        read_spec(path, defines)
+    };
+    let spec = match spec {
         Ok(s) => s,
         Err(msg) => {
             eprintln!("upcache spec list: {msg}");
@@ -269,6 +275,42 @@ fn read_spec(path: &Path, defines: &[Define]) -> Result<Spec, String> {
         eprintln!("{}:{}: warning: {}", path.display(), w.line, w.message);
     }
     Ok(spec)
+}
+
+/// The entries as `rpmspec -P` expands them.
+fn expand_with_rpmspec(path: &Path, defines: &[Define]) -> Result<Spec, String> {
+    let mut cmd = std::process::Command::new("rpmspec");
+    cmd.arg("-P");
+    for d in defines {
+        let head = match &d.opts {
+            Some(opts) => format!("{}({opts})", d.name),
+            None => d.name.clone(),
+        };
+        cmd.arg("--define").arg(format!("{head} {}", d.body));
+    }
+    let out = cmd
+        .arg("--")
+        .arg(path)
+        .output()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                "--rpmspec needs rpmspec, which is not installed (it comes with rpm: \
+             apt-get install rpm, or dnf install rpm-build)"
+                    .to_owned()
+            }
+            _ => format!("cannot run rpmspec: {e}"),
+        })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "rpmspec -P {} failed: {}",
+            path.display(),
+            stderr.trim()
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    spec::parse_expanded(&text)
+        .map_err(|e| format!("{} (as rpmspec -P expands it): {e}", path.display()))
 }
 
 async fn check_entry(
