@@ -72,12 +72,13 @@ pub(super) fn lex(s: &str) -> Result<Vec<Token>> {
             '|' => {
                 end_word!();
                 if matches!(b.get(i + 1), Some(b'|' | b'&')) {
-                    return refuse(format!("{:?}", &s[i..i + 2]));
+                    return refuse(format!("{:?} lists", &s[i..i + 2]));
                 }
                 tokens.push(Token::Pipe);
                 i += 1;
             }
-            '&' => return refuse("\"&\" (&& lists and background jobs)"),
+            '&' if b.get(i + 1) == Some(&b'&') => return refuse("\"&&\" lists"),
+            '&' => return refuse("background jobs (\"&\")"),
             '(' | ')' => return refuse("subshells"),
             '<' => {
                 end_word!();
