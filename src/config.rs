@@ -43,6 +43,13 @@ pub enum ConfigError {
         origin: Origin,
         message: String,
     },
+    /// An `UPCACHE__...` variable whose name is not `UPCACHE__<SECTION>__<KEY>` (`UPCACHE__`,
+    /// `UPCACHE__SERVER__`, `UPCACHE__SERVER____LISTEN`, characters other than letters,
+    /// digits and `_`).
+    #[error(
+        "environment variable {name} names no setting: expected UPCACHE__<SECTION>__<KEY>, such as UPCACHE__SERVER__LISTEN"
+    )]
+    BadVariable { name: String },
     /// A well-formed value that breaks a rule, such as `low_watermark` above `high_watermark`.
     #[error("invalid {key} = {value}: {reason}")]
     Invalid {
@@ -462,14 +469,39 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let env = EnvSource::new(env);
+        let text = match file {
+            Some(path) => {
+                Some(
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                        path: path.into(),
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        Self::from_parts(text.as_deref().zip(file), env)
+    }
+
+    /// [`Config::load`] from the text of a config file (called `path` in messages) and the
+    /// environment as `(name, value)` pairs. Pure: reads nothing.
+    pub fn from_toml(
+        toml: &str,
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        Self::from_parts(Some((toml, path)), env)
+    }
+
+    fn from_parts(
+        toml: Option<(&str, &Path)>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let file = toml.map(|(_, path)| path);
+        let env = EnvSource::new(env)?;
         let mut builder = config::Config::builder();
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.into(),
-                source,
-            })?;
-            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+        if let Some((text, _)) = toml {
+            builder = builder.add_source(config::File::from_str(text, config::FileFormat::Toml));
         }
         // The merged tree goes through JSON because the config crate's own deserializer is
         // lenient: it would round `retries = 1.5` to 2 and read `"yes"` as 1. Only the file
@@ -708,19 +740,28 @@ struct EnvSource {
 }
 
 impl EnvSource {
-    fn new(env: impl IntoIterator<Item = (String, String)>) -> Self {
-        let vars = env
-            .into_iter()
-            .filter_map(|(name, value)| {
-                let key = name
-                    .to_lowercase()
-                    .strip_prefix(ENV_PREFIX)?
-                    .replace("__", ".");
-                Some((key, name, value))
-            })
-            .collect();
+    fn new(env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut vars = Vec::new();
+        for (name, value) in env {
+            let Some(key) = name
+                .to_lowercase()
+                .strip_prefix(ENV_PREFIX)
+                .map(str::to_owned)
+            else {
+                continue;
+            };
+            // The config crate reads `.`, `[n]` and empty segments as paths of its own; such a
+            // name must be reported as itself, not as a problem somewhere else.
+            let segments_ok = key.split("__").all(|s| {
+                !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            });
+            if !segments_ok {
+                return Err(ConfigError::BadVariable { name });
+            }
+            vars.push((key.replace("__", "."), name, value));
+        }
         let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
-        Self { vars, defaults }
+        Ok(Self { vars, defaults })
     }
 
     /// `raw` as the kind of the default at `key`. A value that does not parse as that kind
@@ -1086,6 +1127,30 @@ mod tests {
             err(None, &[("UPCACHE__LOGGING__LEVEL", "x")]),
             r#"unknown key "logging" (from UPCACHE__LOGGING__LEVEL)"#
         );
+    }
+
+    /// Found by the `config_load` fuzz target (fuzz/corpus/config_load/finding-*): a variable
+    /// named `UPCACHE__` was reported as the unknown key "".
+    #[test]
+    fn malformed_variable_names_are_named() {
+        for name in [
+            "UPCACHE__",
+            "UPCACHE__SERVER__",
+            "UPCACHE____SERVER",
+            "UPCACHE__SERVER____LISTEN",
+            "UPCACHE__SERVER__LIS.TEN",
+            "UPCACHE__SERVER__LISTEN[0]",
+            "UPCACHE__SERVER__LIS-TEN",
+        ] {
+            assert_eq!(
+                load(None, &[(name, "x")]).unwrap_err(),
+                format!(
+                    "environment variable {name} names no setting: expected \
+                     UPCACHE__<SECTION>__<KEY>, such as UPCACHE__SERVER__LISTEN"
+                ),
+                "{name}"
+            );
+        }
     }
 
     #[test]

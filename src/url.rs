@@ -314,11 +314,16 @@ pub fn from_mirror_path(raw: &str) -> Result<UpstreamUrl, UrlError> {
 /// `; filename*=UTF-8''<pct-encoded>` (RFC 6266) when the name is not plain ASCII.
 ///
 /// Sanitizing keeps only the part after the last '/' or '\\', drops control characters
-/// (CR and LF included) and surrounding whitespace, and escapes `"` and `\`; an empty name,
-/// "." or ".." becomes "download". The ASCII fallback replaces non-ASCII characters with '_'.
+/// (CR and LF included), Unicode bidi controls and line/paragraph separators (which make a
+/// name display as another) and surrounding whitespace, and escapes `"` and `\`; an empty
+/// name, "." or ".." becomes "download". The ASCII fallback replaces non-ASCII characters
+/// with '_'.
 pub fn content_disposition(file_name: &str) -> String {
     let base = file_name.rsplit(['/', '\\']).next().unwrap_or_default();
-    let cleaned: String = base.chars().filter(|c| !c.is_control()).collect();
+    let cleaned: String = base
+        .chars()
+        .filter(|&c| !c.is_control() && !is_bidi_or_separator(c))
+        .collect();
     let name = match cleaned.trim() {
         "" | "." | ".." => "download",
         name => name,
@@ -340,6 +345,62 @@ pub fn content_disposition(file_name: &str) -> String {
         header.extend(utf8_percent_encode(name, ATTR_CHAR));
     }
     header
+}
+
+/// The three request forms of SPEC 4.1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestForm {
+    /// `/fetch?url=<percent-encoded absolute URL>`.
+    Fetch,
+    /// `/<scheme>/<host[:port]>/<path>[?query]`.
+    Mirror,
+    /// An absolute URI as the request target (`GET http://host/path`, from proxies' clients).
+    Proxy,
+}
+
+/// The upstream URL a raw request target (`/fetch?url=...`, `/https/host/x`, `http://host/x`)
+/// names, and its form; `None` for a target in none of the three forms (the API, checksum
+/// paths, ...). The HTTP routes take the same steps on the same parts of the request.
+pub fn parse_request_target(target: &str) -> Option<(RequestForm, Result<UpstreamUrl, UrlError>)> {
+    if !target.starts_with('/') {
+        return split_scheme(target).map(|_| (RequestForm::Proxy, UpstreamUrl::parse(target)));
+    }
+    let path = target.split('?').next().unwrap_or_default();
+    if path == "/fetch" {
+        let query = target.split_once('?').map_or("", |(_, q)| q);
+        let url = query_pairs(query).into_iter().find(|(k, _)| k == "url");
+        let parsed = match url {
+            Some((_, url)) => UpstreamUrl::parse(&url),
+            None => Err(UrlError::invalid(target, "missing query parameter url")),
+        };
+        return Some((RequestForm::Fetch, parsed));
+    }
+    let scheme = path.strip_prefix('/')?.split('/').next()?;
+    let is_route = SCHEMES.contains(&scheme) && path.len() > scheme.len() + 1;
+    is_route.then(|| (RequestForm::Mirror, from_mirror_path(target)))
+}
+
+/// The `name=value` pairs of a query string, percent-decoded (lossy UTF-8). A `+` stays a
+/// plus: in a URL given as a parameter it is part of the URL, not a space.
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let dec = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (dec(k), dec(v))
+        })
+        .collect()
+}
+
+/// U+202A-U+202E, U+2066-U+2069 (bidi embeddings, overrides and isolates), U+2028, U+2029.
+fn is_bidi_or_separator(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
 }
 
 /// Splits off an RFC 3986 scheme (`ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) ":"`).
@@ -658,6 +719,40 @@ mod tests {
     }
 
     #[test]
+    fn request_targets_in_the_three_forms() {
+        let want = UpstreamUrl::parse("https://example.org/a/b.tgz?x=1").unwrap();
+        for (target, form) in [
+            (
+                "/fetch?url=https%3A%2F%2Fexample.org%2Fa%2Fb.tgz%3Fx%3D1",
+                RequestForm::Fetch,
+            ),
+            (
+                "/fetch?md5=00&url=https://example.org/a/b.tgz?x=1",
+                RequestForm::Fetch,
+            ),
+            ("/https/example.org/a/b.tgz?x=1", RequestForm::Mirror),
+            ("https://example.org/a/./b.tgz?x=1", RequestForm::Proxy),
+        ] {
+            assert_eq!(
+                parse_request_target(target),
+                Some((form, Ok(want.clone()))),
+                "{target}"
+            );
+        }
+        for other in ["/", "/api/v1/stats", "/by-md5/00", "/https", "*", ""] {
+            assert_eq!(parse_request_target(other), None, "{other}");
+        }
+        assert!(matches!(
+            parse_request_target("/fetch?md5=00"),
+            Some((RequestForm::Fetch, Err(UrlError::Invalid { .. })))
+        ));
+        assert_eq!(
+            query_pairs("a=1&&b=%2B+&c"),
+            [("a", "1"), ("b", "++"), ("c", "")].map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+    }
+
+    #[test]
     fn from_mirror_path_forms() {
         let m = |s| from_mirror_path(s).map(|u| u.to_string());
         assert_eq!(
@@ -765,6 +860,33 @@ mod tests {
         for (name, want) in cases {
             assert_eq!(content_disposition(name), want, "{name:?}");
         }
+    }
+
+    /// Found by the `content_disposition` fuzz target (fuzz/corpus/content_disposition/
+    /// seed-bidi): bidi controls survived into `filename*`, so `invoice\u{202e}gpj.exe`
+    /// displayed as `invoiceexe.jpg` (SPEC 10).
+    #[test]
+    fn content_disposition_drops_bidi_controls_and_separators() {
+        assert_eq!(
+            content_disposition("invoice\u{202e}gpj.exe"),
+            r#"attachment; filename="invoicegpj.exe""#
+        );
+        for c in ('\u{202a}'..='\u{202e}').chain('\u{2066}'..='\u{2069}') {
+            assert_eq!(
+                content_disposition(&format!("a{c}b.tgz")),
+                r#"attachment; filename="ab.tgz""#,
+                "U+{:04X}",
+                c as u32
+            );
+        }
+        assert_eq!(
+            content_disposition("a\u{2028}b\u{2029}ü"),
+            r#"attachment; filename="ab_"; filename*=UTF-8''ab%C3%BC"#
+        );
+        assert_eq!(
+            content_disposition("\u{2066}..\u{2069}"),
+            r#"attachment; filename="download""#
+        );
     }
 
     /// URLs built from parts that exercise the normalizer: case, ports, IP forms, escapes,
