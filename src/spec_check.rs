@@ -627,10 +627,12 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     for row in std::iter::once(&header).chain(rows) {
         let last = row.len() - 1;
         for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
-            if i == last {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}  "));
+            out.push_str(cell);
+            if i != last {
+                // Padded by hand: `format!("{cell:<w$}")` panics for widths beyond u16::MAX,
+                // and a spec can expand to a value that long.
+                let pad = w.saturating_sub(cell.chars().count()) + 2;
+                out.extend(std::iter::repeat_n(' ', pad));
             }
         }
         out.push('\n');
@@ -652,6 +654,14 @@ mod tests {
             ],
         );
         assert_eq!(t, "A    LONGER\nxyz  1\nq    22\n");
+    }
+
+    #[test]
+    fn table_takes_cells_wider_than_format_widths() {
+        // A spec can expand to a 1 MiB value; `{:<w$}` panics beyond u16::MAX.
+        let wide = "x".repeat(70_000);
+        let t = table(&["A", "B"], &[vec![wide.clone(), "1".into()]]);
+        assert_eq!(t, format!("A{}B\n{wide}  1\n", " ".repeat(70_001)));
     }
 
     #[test]

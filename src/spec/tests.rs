@@ -560,3 +560,72 @@ fn shell_and_lua_expansions_are_evaluated_without_running_anything() {
     );
     assert!(s.warnings.is_empty(), "{:?}", warnings(&s));
 }
+
+/// Found by the `spec_list` fuzz target (fuzz/corpus/spec_list/finding-*): a macro whose
+/// expansion uses itself twice, here through `%(...)`, recursed 64 levels deep in every branch
+/// (2^64 expansions) instead of stopping at the first too-deep level as rpm does.
+#[test]
+fn branching_recursion_stops_at_the_depth_limit() {
+    let s = spec("%define r %(echo %{r} %{r})\nSource0: x-%{r}\n");
+    assert_eq!(s.entries.len(), 1);
+    assert!(
+        warnings(&s)
+            .iter()
+            .any(|w| w.contains("too many levels of recursion")),
+        "{:?}",
+        warnings(&s)
+    );
+}
+
+#[test]
+fn exponential_definitions_stop_at_the_work_budget() {
+    let mut body: String = (1..=40)
+        .map(|i| format!("%define a{i} %{{a{}}}%{{a{}}}\n", i - 1, i - 1))
+        .collect();
+    body = format!("%define a0 x\n{body}Source0: y-%{{a40}}\nSource1: z-%{{a1}}\n");
+    let s = spec(&body);
+    let w = warnings(&s);
+    assert!(
+        w.iter()
+            .any(|w| w.starts_with("line 47: Source0: macro expansion stopped after")),
+        "{w:?}"
+    );
+    assert!(
+        w.iter()
+            .any(|w| w.starts_with("line 48: Source1: macro expansion stopped after")),
+        "a spent budget is reported where it stops an entry: {w:?}"
+    );
+    assert!(s.entries[0].value.len() <= super::macros::MAX_EXPANSION);
+}
+
+/// Found by the `spec_list` fuzz target (fuzz/corpus/spec_list/finding-one-step-past-the-limit):
+/// the size limit was checked between constructs, so the last one could go past it.
+#[test]
+fn expansions_never_exceed_the_size_limit() {
+    let s = spec("%define big %{rep x 1000000}\nSource0: %{big}%{big}%{big}\n");
+    // The limit applies to the expanded line, "Source0: " included.
+    assert_eq!(
+        s.entries[0].value.len(),
+        super::macros::MAX_EXPANSION - "Source0: ".len()
+    );
+    assert!(
+        warnings(&s)[0].contains("the expansion exceeds 1048576 bytes; stopped"),
+        "{:?}",
+        warnings(&s)
+    );
+}
+
+#[test]
+fn huge_repetitions_are_refused() {
+    let s = spec(
+        "Source0: a-%{rep x 999999999}\nSource1: b-%{lua: print(('x'):rep(60000):rep(60000))}\n",
+    );
+    assert_eq!(
+        list(&s),
+        pairs(&[
+            ("Source0", "a-%{rep x 999999999}"),
+            ("Source1", "b-%{lua: print(('x'):rep(60000):rep(60000))}")
+        ])
+    );
+    assert_eq!(s.warnings.len(), 2, "{:?}", warnings(&s));
+}

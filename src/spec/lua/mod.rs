@@ -28,7 +28,7 @@ fn refuse<T>(why: impl Into<String>) -> Result<T> {
 /// Longest string a script may build or print.
 const MAX_STRING: usize = 64 * 1024;
 /// Evaluation steps (expressions, statements, pattern-matching steps) a script may take.
-const MAX_STEPS: usize = 1_000_000;
+pub(crate) const MAX_STEPS: usize = 1_000_000;
 
 /// What a script may ask of rpm.
 pub(crate) trait Host {
@@ -38,8 +38,8 @@ pub(crate) trait Host {
     fn is_defined(&self, name: &str) -> bool;
 }
 
-/// Run `code`; what it printed.
-pub(crate) fn run(code: &str, host: &mut dyn Host) -> Result<String> {
+/// Run `code` within `budget` steps (what is left is written back); what it printed.
+pub(crate) fn run(code: &str, host: &mut dyn Host, budget: &mut usize) -> Result<String> {
     if !code.is_ascii() {
         return refuse("non-ASCII text");
     }
@@ -49,10 +49,11 @@ pub(crate) fn run(code: &str, host: &mut dyn Host) -> Result<String> {
         globals: HashMap::new(),
         scopes: vec![HashMap::new()],
         out: String::new(),
-        steps: MAX_STEPS,
+        steps: *budget,
     };
-    vm.block(&program)?;
-    Ok(vm.out)
+    let result = vm.block(&program);
+    *budget = vm.steps;
+    result.map(|()| vm.out)
 }
 
 /// A Lua value, as far as the subset has them.

@@ -98,7 +98,11 @@ impl Engine {
             "nil" | "trace" | "dump" | "dnl" => {}
             "lua" => {
                 // rpm hands the code to Lua as written (no macro expansion).
-                match lua::run(arg(), &mut LuaHost(self)) {
+                let allowed = self.allowance(lua::MAX_STEPS);
+                let mut left = allowed;
+                let result = lua::run(arg(), &mut LuaHost(self), &mut left);
+                self.charge(allowed - left);
+                match result {
                     Ok(printed) => out.push_str(&printed),
                     Err(why) => {
                         self.issue(Issue::NotEvaluated {
@@ -291,9 +295,12 @@ fn string_builtin(name: &str, arg: &str, words: bool) -> Result<String, String> 
                 return Err("missing the string".into());
             };
             if name == "rep" {
-                let n = num(1)?.ok_or("missing the count")?;
+                let n = num(1)?.ok_or("missing the count")?.max(0) as usize;
                 let sep = parts.get(2).copied().unwrap_or("");
-                return Ok(vec![*s; n.max(0) as usize].join(sep));
+                if (s.len() + sep.len()).saturating_mul(n) > super::MAX_EXPANSION {
+                    return Err(format!("more than {} bytes", super::MAX_EXPANSION));
+                }
+                return Ok(vec![*s; n].join(sep));
             }
             lua_sub(s, num(1)?.unwrap_or(1), num(2)?.unwrap_or(-1))
         }

@@ -24,6 +24,15 @@ use syntax::{define_body, getopt, looks_percent_encoded, scan_name, split_args};
 /// gives up at the same depth.
 const MAX_DEPTH: usize = 64;
 
+/// Work one spec may cost: macro expansions, plus the steps of the shell and Lua evaluators.
+/// The 3,797 specs of the rpmsphere corpus need at most 3,853; a definition that doubles at
+/// each level (or a recursion that branches) would need billions, so expansion stops there
+/// with an error, and reading a spec takes bounded time whatever it holds.
+const MAX_WORK: usize = 1_000_000;
+
+/// Longest text one expansion may produce, so reading a spec takes bounded memory.
+pub(crate) const MAX_EXPANSION: usize = 1 << 20;
+
 /// Brackets a `%{quote:...}` argument so that argument splitting keeps it in one piece; removed
 /// from the final output (rpm uses the same control character).
 const QUOTE: char = '\u{1f}';
@@ -110,6 +119,11 @@ pub(crate) struct Engine {
     level: usize,
     /// Depth of nested expansions, against runaway recursion.
     depth: usize,
+    /// Work left (see [`MAX_WORK`]).
+    work: usize,
+    /// Set when the current top-level expansion must stop: too deep a recursion (as rpm
+    /// stops), the work budget or the size limit exhausted.
+    stopped: bool,
     /// What went wrong since the caller last took them.
     pub(crate) issues: Vec<Issue>,
     /// Count of `%define`/`%global`/`%undefine` executed, so a caller can tell whether an
@@ -125,6 +139,8 @@ impl Engine {
             table: HashMap::new(),
             level: 0,
             depth: 0,
+            work: MAX_WORK,
+            stopped: false,
             issues: Vec::new(),
             definitions: 0,
         };
@@ -174,7 +190,22 @@ impl Engine {
     /// Expand `text` completely, as rpm expands a spec line.
     pub(crate) fn expand(&mut self, text: &str) -> String {
         let mut out = String::with_capacity(text.len());
+        // A recursion error stops one expansion (the rest of it stays as written); the next
+        // line starts afresh, unless the work budget of the whole spec is spent.
+        self.stopped = false;
+        if self.work == 0 {
+            self.issue(Self::out_of_work());
+            self.stopped = true;
+        }
         self.expand_into(text, &mut out);
+        if out.len() > MAX_EXPANSION {
+            // The limit is checked between constructs; the last one may have gone beyond it.
+            let mut end = MAX_EXPANSION;
+            while !out.is_char_boundary(end) {
+                end -= 1;
+            }
+            out.truncate(end);
+        }
         out.retain(|c| c != QUOTE);
         out
     }
@@ -204,8 +235,7 @@ impl Engine {
                 "too many levels of recursion in macro expansion (a macro defined in terms of itself?)"
                     .into(),
             ));
-            out.push_str(s);
-            return;
+            self.stopped = true;
         }
         self.depth += 1;
         let mut i = 0;
@@ -215,9 +245,42 @@ impl Engine {
                 break;
             };
             out.push_str(&s[i..i + off]);
+            if !self.stopped {
+                self.charge(1);
+                if out.len() > MAX_EXPANSION {
+                    self.issue(Issue::Error(format!(
+                        "the expansion exceeds {MAX_EXPANSION} bytes; stopped"
+                    )));
+                    self.stopped = true;
+                }
+            }
+            if self.stopped {
+                out.push_str(&s[i + off..]);
+                break;
+            }
             i = self.expand_at(s, i + off, out);
         }
         self.depth -= 1;
+    }
+
+    /// Spend `units` of the spec's work budget; stops expanding when it is gone.
+    fn charge(&mut self, units: usize) {
+        self.work = self.work.saturating_sub(units);
+        if self.work == 0 && !self.stopped {
+            self.issue(Self::out_of_work());
+            self.stopped = true;
+        }
+    }
+
+    fn out_of_work() -> Issue {
+        Issue::Error(format!(
+            "macro expansion stopped after {MAX_WORK} steps (a definition that grows exponentially?)"
+        ))
+    }
+
+    /// The budget an evaluator (shell, Lua) may use now, at most `cap` steps.
+    fn allowance(&self, cap: usize) -> usize {
+        self.work.min(cap)
     }
 
     fn expand_string(&mut self, s: &str) -> String {
@@ -271,7 +334,11 @@ impl Engine {
     /// takes it. What the evaluator refuses is left as written and reported with the reason.
     fn shell(&mut self, inner: &str, whole: &str, out: &mut String) {
         let command = self.expand_string(inner);
-        match shell::eval(&command) {
+        let allowed = self.allowance(shell::MAX_STEPS);
+        let mut left = allowed;
+        let result = shell::eval(&command, &mut left);
+        self.charge(allowed - left);
+        match result {
             Ok(stdout) => out.push_str(stdout.trim_end_matches(['\n', '\r'])),
             Err(why) => {
                 self.issue(Issue::NotEvaluated {

@@ -5,16 +5,16 @@ use super::{Result, refuse};
 /// Work allowed for one pattern operation, in character comparisons (roughly).
 const MAX_COST: usize = 20_000_000;
 
-/// Refuse an operation that would compare `pattern` against `positions` text positions too
-/// many times (a long variable and a long pattern).
-pub(super) fn check_cost(pattern: &[char], positions: usize) -> Result<()> {
+/// What comparing `pattern` at `positions` text positions costs; refused when it would cost
+/// too much (a long variable and a long pattern).
+pub(super) fn check_cost(pattern: &[char], positions: usize) -> Result<usize> {
     let cost = positions
         .saturating_mul(pattern.len().max(1))
         .saturating_mul(positions.max(1));
     if cost > MAX_COST {
         return refuse("a pattern operation on too long a text");
     }
-    Ok(())
+    Ok(cost)
 }
 
 /// Whether `pat` matches the whole of `s`. Backtracks only to the last `*`, so the cost is

@@ -25,6 +25,8 @@ use lex::{Part, Token, Word, lex};
 const MAX_OUTPUT: usize = 64 * 1024;
 /// Deepest nesting of command substitutions.
 const MAX_NESTING: usize = 8;
+/// Work one command may cost (bytes through commands, pattern-matching steps).
+pub(crate) const MAX_STEPS: usize = 4_000_000;
 
 /// Why a command was not evaluated, for the warning that names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,9 +44,16 @@ fn refuse<T>(why: impl Into<String>) -> Result<T> {
     Err(Refused(why.into()))
 }
 
-/// The standard output of `cmd`, as bash would produce it, or why it cannot be known.
-pub(crate) fn eval(cmd: &str) -> Result<String> {
-    Shell::default().run(cmd, 0)
+/// The standard output of `cmd`, as bash would produce it, or why it cannot be known; at
+/// most `budget` steps of work (what is left is written back).
+pub(crate) fn eval(cmd: &str, budget: &mut usize) -> Result<String> {
+    let mut shell = Shell {
+        vars: HashMap::new(),
+        steps: std::cell::Cell::new(*budget),
+    };
+    let result = shell.run(cmd, 0);
+    *budget = shell.steps.get();
+    result
 }
 
 /// One command of a pipeline.
@@ -56,13 +65,28 @@ struct Simple {
     quiet: bool,
 }
 
-#[derive(Default)]
 struct Shell {
     vars: HashMap<String, String>,
+    /// Work left; a cell so that expansions (`&self`) can spend it.
+    steps: std::cell::Cell<usize>,
 }
 
 impl Shell {
+    fn charge(&self, units: usize) -> Result<()> {
+        match self.steps.get().checked_sub(units) {
+            Some(left) => {
+                self.steps.set(left);
+                Ok(())
+            }
+            None => {
+                self.steps.set(0);
+                refuse("the command takes too long to evaluate")
+            }
+        }
+    }
+
     fn run(&mut self, cmd: &str, depth: usize) -> Result<String> {
+        self.charge(cmd.len() + 1)?;
         if depth > MAX_NESTING {
             return refuse("command substitutions nested too deeply");
         }
@@ -112,6 +136,7 @@ impl Shell {
         };
         let out = commands::run(name, args, &stdin)?;
         limit(&out)?;
+        self.charge(stdin.len() + out.len() + 1)?;
         Ok(if c.quiet { String::new() } else { out })
     }
 
@@ -202,8 +227,11 @@ impl Shell {
                 // it assigns is lost.
                 let mut sub = Shell {
                     vars: self.vars.clone(),
+                    steps: std::cell::Cell::new(self.steps.get()),
                 };
-                let mut out = sub.run(cmd, depth + 1)?;
+                let result = sub.run(cmd, depth + 1);
+                self.steps.set(sub.steps.get());
+                let mut out = result?;
                 while out.ends_with('\n') {
                     out.pop();
                 }
@@ -271,7 +299,7 @@ impl Shell {
         let v: Vec<char> = value.chars().collect();
         let cut = |from_start: bool, longest: bool, p: &str| -> Result<String> {
             let pat = pattern(p)?;
-            glob::check_cost(&pat, v.len())?;
+            self.charge(glob::check_cost(&pat, v.len())?)?;
             let n = v.len();
             let mut lens: Vec<usize> = (0..=n).collect();
             if longest {
@@ -310,7 +338,7 @@ impl Shell {
             };
             let (pat, rep) = spec.split_once('/').unwrap_or((spec, ""));
             let (pat, rep) = (pattern(pat)?, word(rep)?);
-            glob::check_cost(&pat, v.len() * v.len())?;
+            self.charge(glob::check_cost(&pat, v.len() * v.len())?)?;
             return Ok(glob::replace(&v, &pat, &rep, all, anchor));
         }
         match op {

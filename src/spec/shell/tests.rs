@@ -2,6 +2,11 @@
 
 use super::*;
 
+fn eval(cmd: &str) -> Result<String> {
+    let mut budget = MAX_STEPS;
+    super::eval(cmd, &mut budget)
+}
+
 fn ev(cmd: &str) -> String {
     eval(cmd).unwrap_or_else(|e| panic!("{cmd:?} refused: {e}"))
 }
