@@ -25,8 +25,9 @@ use lex::{Part, Token, Word, lex};
 const MAX_OUTPUT: usize = 64 * 1024;
 /// Deepest nesting of command substitutions.
 const MAX_NESTING: usize = 8;
-/// Work one command may cost (bytes through commands, pattern-matching steps).
-pub(crate) const MAX_STEPS: usize = 4_000_000;
+/// Work one command may cost (bytes through commands, pattern-matching steps): far below the
+/// work budget of a whole spec, so one runaway command does not spend it all.
+pub(crate) const MAX_STEPS: usize = 250_000;
 
 /// Why a command was not evaluated, for the warning that names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
