@@ -14,6 +14,7 @@
 mod expr;
 mod lua;
 mod macros;
+mod printf;
 mod reader;
 mod shell;
 mod sources;

@@ -2,6 +2,7 @@
 
 use super::pattern::{self, Capture};
 use super::{MAX_STRING, Result, Value, refuse};
+use crate::spec::printf::{self, Piece};
 
 /// The `string` functions the interpreter has.
 pub(super) const FUNCTIONS: &[&str] = &[
@@ -201,68 +202,37 @@ fn gsub(s: &str, pat: &str, rep: &Value, max: &Value, steps: &mut usize) -> Resu
     Ok(vec![Value::Str(out), Value::Int(count as i64)])
 }
 
-/// `string.format` with `%s %d %i %x %X %o %c %f %g %e %%`, flags, width and precision.
+/// `string.format` with `%s %d %i %x %X %o %c %f %%`, flags, width and precision.
 fn format(fmt: &str, args: &[Value]) -> Result<String> {
+    let pieces = printf::parse(fmt, 99).or_else(|e| refuse(format!("string.format: {e}")))?;
     let mut out = String::new();
     let mut next = args.iter();
-    let mut chars = fmt.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        if chars.peek() == Some(&'%') {
-            chars.next();
-            out.push('%');
-            continue;
-        }
-        let mut spec = String::new();
-        while let Some(&f) = chars.peek().filter(|f| "-+ #0123456789.".contains(**f)) {
-            spec.push(f);
-            chars.next();
-        }
-        let Some(conv) = chars.next() else {
-            return refuse("string.format: a format ending in %");
-        };
-        let left = spec.starts_with('-');
-        let zero = spec.trim_start_matches('-').starts_with('0');
-        let (width, precision) = match spec
-            .trim_start_matches(['-', '+', ' ', '#', '0'])
-            .split_once('.')
-        {
-            Some((w, p)) => (w.to_owned(), Some(p.parse::<usize>().unwrap_or(0))),
-            None => (
-                spec.trim_start_matches(['-', '+', ' ', '#', '0'])
-                    .to_owned(),
-                None,
-            ),
-        };
-        let width: usize = if width.is_empty() {
-            0
-        } else {
-            match width.parse() {
-                Ok(w) if w <= 99 => w,
-                _ => return refuse("string.format: invalid conversion"),
+    for piece in pieces {
+        let c = match piece {
+            Piece::Text(t) => {
+                out.push_str(&t);
+                continue;
             }
+            Piece::Conv(c) => c,
         };
-        if precision.is_some_and(|p| p > 99) || spec.contains(['+', ' ', '#']) {
-            return refuse(format!("string.format: %{spec}{conv}"));
+        if c.flags.contains(['+', ' ', '#']) {
+            return refuse(format!("string.format: %{}{}", c.flags, c.conv));
         }
         let Some(v) = next.next() else {
-            return refuse(format!("string.format: no value for %{conv}"));
+            return refuse(format!("string.format: no value for %{}", c.conv));
         };
-        let body = match conv {
+        let body = match c.conv {
             's' => {
                 let s = v.show();
-                match precision {
+                match c.precision {
                     Some(p) => s.chars().take(p).collect(),
                     None => s,
                 }
             }
-            'd' | 'i' => v.as_int("string.format")?.to_string(),
-            'x' => format!("{:x}", v.as_int("string.format")?),
-            'X' => format!("{:X}", v.as_int("string.format")?),
-            'o' => format!("{:o}", v.as_int("string.format")?),
+            'd' | 'i' | 'x' | 'X' | 'o' => match c.integer(v.as_int("string.format")?) {
+                Some(body) => body,
+                None => return refuse(format!("string.format: %{} of a negative number", c.conv)),
+            },
             'c' => {
                 let n = v.as_int("string.format")?;
                 match u8::try_from(n) {
@@ -276,26 +246,11 @@ fn format(fmt: &str, args: &[Value]) -> Result<String> {
                     Value::Float(f) => f,
                     _ => unreachable!("as_number gives numbers"),
                 };
-                format!("{:.*}", precision.unwrap_or(6), f)
+                format!("{:.*}", c.precision.unwrap_or(6), f)
             }
-            _ => return refuse(format!("string.format: %{conv}")),
+            other => return refuse(format!("string.format: %{other}")),
         };
-        let pad = width.saturating_sub(body.len());
-        if left {
-            out.push_str(&body);
-            out.push_str(&" ".repeat(pad));
-        } else if zero && conv != 's' {
-            let (sign, digits) = match body.strip_prefix('-') {
-                Some(d) => ("-", d),
-                None => ("", body.as_str()),
-            };
-            out.push_str(sign);
-            out.push_str(&"0".repeat(pad));
-            out.push_str(digits);
-        } else {
-            out.push_str(&" ".repeat(pad));
-            out.push_str(&body);
-        }
+        out.push_str(&c.pad(&body));
         if out.len() > MAX_STRING {
             return refuse(format!("a string longer than {MAX_STRING} bytes"));
         }

@@ -2,6 +2,7 @@
 //! options specs use; any other option or a file operand is refused.
 
 use super::{MAX_OUTPUT, Result, refuse, sed};
+use crate::spec::printf::{self, Piece};
 
 /// Run `name args` with `stdin`; its standard output.
 pub(super) fn run(name: &str, args: &[String], stdin: &str) -> Result<String> {
@@ -103,51 +104,17 @@ fn printf(args: &[String]) -> Result<String> {
         return refuse(format!("printf {format}"));
     }
     let (format, _) = backslash_escapes(format, false);
+    let pieces = printf::parse(&format, 4096).or_else(|e| refuse(format!("printf: {e}")))?;
     let mut out = String::new();
     loop {
         let before = rest.len();
-        let mut chars = format.chars().peekable();
-        while let Some(c) = chars.next() {
-            if c != '%' {
-                out.push(c);
-                continue;
-            }
-            if chars.peek() == Some(&'%') {
-                chars.next();
-                out.push('%');
-                continue;
-            }
-            let mut flags = String::new();
-            while let Some(&f) = chars.peek().filter(|f| "-+ 0#".contains(**f)) {
-                flags.push(f);
-                chars.next();
-            }
-            let number = |chars: &mut std::iter::Peekable<std::str::Chars>| {
-                let mut n = String::new();
-                while let Some(&d) = chars.peek().filter(|d| d.is_ascii_digit()) {
-                    n.push(d);
-                    chars.next();
+        for piece in &pieces {
+            let c = match piece {
+                Piece::Text(t) => {
+                    out.push_str(t);
+                    continue;
                 }
-                n
-            };
-            let width = number(&mut chars);
-            let precision = if chars.peek() == Some(&'.') {
-                chars.next();
-                Some(number(&mut chars))
-            } else {
-                None
-            };
-            let parse = |n: &str| -> Result<usize> {
-                match n.parse::<usize>() {
-                    Ok(v) if v <= 4096 => Ok(v),
-                    Ok(_) => refuse("a printf width above 4096"),
-                    Err(_) => Ok(0),
-                }
-            };
-            let width = parse(&width)?;
-            let precision = precision.as_deref().map(parse).transpose()?;
-            let Some(conv) = chars.next() else {
-                return refuse("a printf format ending in %");
+                Piece::Conv(c) => c,
             };
             let arg = match rest.split_first() {
                 Some((a, r)) => {
@@ -156,10 +123,10 @@ fn printf(args: &[String]) -> Result<String> {
                 }
                 None => None,
             };
-            let body = match conv {
+            let body = match c.conv {
                 's' => {
                     let s = arg.unwrap_or("");
-                    match precision {
+                    match c.precision {
                         Some(p) => s.chars().take(p).collect(),
                         None => s.to_owned(),
                     }
@@ -169,45 +136,16 @@ fn printf(args: &[String]) -> Result<String> {
                     .map_or(String::new(), String::from),
                 'd' | 'i' | 'u' | 'x' | 'X' | 'o' => {
                     let a = arg.unwrap_or("0").trim();
-                    let Ok(n) = a.parse::<i64>() else {
-                        return refuse(format!("printf %{conv} of {a:?}"));
-                    };
-                    let digits = match conv {
-                        'x' => format!("{:x}", n),
-                        'X' => format!("{:X}", n),
-                        'o' => format!("{:o}", n),
-                        _ => n.unsigned_abs().to_string(),
-                    };
-                    if !matches!(conv, 'd' | 'i') && n < 0 || flags.contains(['+', ' ', '#']) {
-                        return refuse(format!("printf %{flags}{conv} of {a:?}"));
-                    }
-                    let digits = match precision {
-                        Some(p) if digits.len() < p => "0".repeat(p - digits.len()) + &digits,
-                        _ => digits,
-                    };
-                    let sign = if n < 0 && matches!(conv, 'd' | 'i') {
-                        "-"
-                    } else {
-                        ""
-                    };
-                    if flags.contains('0') && !flags.contains('-') && precision.is_none() {
-                        let pad = width.saturating_sub(sign.len() + digits.len());
-                        format!("{sign}{}{digits}", "0".repeat(pad))
-                    } else {
-                        format!("{sign}{digits}")
+                    let n = a.parse::<i64>().ok();
+                    match n.and_then(|n| c.integer(n)) {
+                        Some(body) if !c.flags.contains(['+', ' ', '#']) => body,
+                        _ => return refuse(format!("printf %{}{} of {a:?}", c.flags, c.conv)),
                     }
                 }
                 'b' => backslash_escapes(arg.unwrap_or(""), true).0,
-                _ => return refuse(format!("printf %{conv}")),
+                other => return refuse(format!("printf %{other}")),
             };
-            let pad = " ".repeat(width.saturating_sub(body.chars().count()));
-            if flags.contains('-') {
-                out.push_str(&body);
-                out.push_str(&pad);
-            } else {
-                out.push_str(&pad);
-                out.push_str(&body);
-            }
+            out.push_str(&c.pad(&body));
             if out.len() > MAX_OUTPUT {
                 return refuse(format!("the output exceeds {MAX_OUTPUT} bytes"));
             }

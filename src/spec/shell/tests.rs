@@ -162,7 +162,7 @@ fn refusals_name_the_reason() {
         ("; echo x", "without a command"),
         ("x=1 echo $x", "assignments before a command"),
         ("eval echo x", "\"eval\" is not a command"),
-        ("printf '%1000000d' 1", "width above 4096"),
+        ("printf '%1000000d' 1", "a width or precision above 4096"),
     ] {
         let why = refused(cmd);
         assert!(why.contains(reason), "{cmd:?}: {why:?} lacks {reason:?}");
