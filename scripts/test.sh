@@ -2,7 +2,7 @@
 # The whole test suite, on a fresh machine: installs what the tests need when it is missing,
 # builds once, and runs every test (unit, integration, the real binary, real clients).
 #
-#   scripts/test.sh            # everything
+#   scripts/test.sh            # everything, ending with a 20 s fuzzing smoke run per target
 #   scripts/test.sh <filter>   # only tests matching a nextest filter expression, e.g. 'test(hit)'
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -77,6 +77,11 @@ if [ $# -gt 0 ]; then
 else
   cargo nextest run --locked --profile ci
   cargo test --doc --locked --quiet
+  # Every fuzz target for a short smoke run, from its committed seeds (FUZZ_SECONDS=0 skips).
+  if [ "${FUZZ_SECONDS:-20}" != 0 ]; then
+    log "fuzzing: scripts/fuzz.sh ${FUZZ_SECONDS:-20}"
+    scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+  fi
 fi
 
 if [ $# -eq 0 ]; then

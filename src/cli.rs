@@ -182,6 +182,10 @@ pub enum SpecCommand {
         /// Print JSON: [{"tag","number","value","url","file"}].
         #[arg(long)]
         json: bool,
+        /// Let rpm expand the spec (`rpmspec -P`, when installed). rpm runs the spec's
+        /// %(...) shell commands and Lua code: use it only on specs you trust.
+        #[arg(long)]
+        rpmspec: bool,
         #[command(flatten)]
         defines: DefineArg,
     },
@@ -366,9 +370,10 @@ pub fn run(cli: Cli) -> ExitCode {
                 SpecCommand::List {
                     specfile,
                     json,
+                    rpmspec,
                     defines,
                 },
-        } => spec_check::list(&specfile, &defines.define, json),
+        } => spec_check::list(&specfile, &defines.define, json, rpmspec),
         Command::Spec {
             command:
                 SpecCommand::Check {

@@ -55,6 +55,13 @@ pub enum ConfigError {
         origin: Origin,
         message: String,
     },
+    /// An `UPCACHE__...` variable whose name is not `UPCACHE__<SECTION>__<KEY>` (`UPCACHE__`,
+    /// `UPCACHE__SERVER__`, `UPCACHE__SERVER____LISTEN`, characters other than letters,
+    /// digits and `_`).
+    #[error(
+        "environment variable {name} names no setting: expected UPCACHE__<SECTION>__<KEY>, such as UPCACHE__SERVER__LISTEN"
+    )]
+    BadVariable { name: String },
     /// A well-formed value that breaks a rule, such as `low_watermark` above `high_watermark`.
     #[error("invalid {key} = {value}: {reason}")]
     Invalid {
@@ -520,14 +527,39 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let env = EnvSource::new(env);
+        let text = match file {
+            Some(path) => {
+                Some(
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                        path: path.into(),
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        Self::from_parts(text.as_deref().zip(file), env)
+    }
+
+    /// [`Config::load`] from the text of a config file (called `path` in messages) and the
+    /// environment as `(name, value)` pairs. Pure: reads nothing.
+    pub fn from_toml(
+        toml: &str,
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        Self::from_parts(Some((toml, path)), env)
+    }
+
+    fn from_parts(
+        toml: Option<(&str, &Path)>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let file = toml.map(|(_, path)| path);
+        let env = EnvSource::new(env)?;
         let mut builder = config::Config::builder();
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.into(),
-                source,
-            })?;
-            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+        if let Some((text, _)) = toml {
+            builder = builder.add_source(config::File::from_str(text, config::FileFormat::Toml));
         }
         // The merged tree goes through JSON because the config crate's own deserializer is
         // lenient: it would round `retries = 1.5` to 2 and read `"yes"` as 1. Only the file
@@ -1001,6 +1033,30 @@ mod tests {
             err(Some("[cache]\nzzz = 1"), &[]),
             r#"unknown key "cache.zzz" in FILE"#
         );
+    }
+
+    /// Found by the `config_load` fuzz target (fuzz/corpus/config_load/finding-*): a variable
+    /// named `UPCACHE__` was reported as the unknown key "".
+    #[test]
+    fn malformed_variable_names_are_named() {
+        for name in [
+            "UPCACHE__",
+            "UPCACHE__SERVER__",
+            "UPCACHE____SERVER",
+            "UPCACHE__SERVER____LISTEN",
+            "UPCACHE__SERVER__LIS.TEN",
+            "UPCACHE__SERVER__LISTEN[0]",
+            "UPCACHE__SERVER__LIS-TEN",
+        ] {
+            assert_eq!(
+                load(None, &[(name, "x")]).unwrap_err(),
+                format!(
+                    "environment variable {name} names no setting: expected \
+                     UPCACHE__<SECTION>__<KEY>, such as UPCACHE__SERVER__LISTEN"
+                ),
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -19,9 +19,15 @@ const PARALLEL_FETCHES: usize = 4;
 /// byte a moment before the URL is bound in its index.
 const BIND_WAIT: Duration = Duration::from_secs(10);
 
-/// `upcache spec list`: the expanded entries as a table or JSON; no network.
-pub fn list(path: &Path, defines: &[Define], json: bool) -> ExitCode {
-    let spec = match read_spec(path, defines) {
+/// `upcache spec list`: the expanded entries as a table or JSON; no network. With `rpmspec`,
+/// rpm's own `rpmspec -P` expands the spec (running its shell and Lua code).
+pub fn list(path: &Path, defines: &[Define], json: bool, rpmspec: bool) -> ExitCode {
+    let spec = if rpmspec {
+        expand_with_rpmspec(path, defines)
+    } else {
+        read_spec(path, defines)
+    };
+    let spec = match spec {
         Ok(s) => s,
         Err(msg) => {
             eprintln!("upcache spec list: {msg}");
@@ -265,6 +271,42 @@ fn read_spec(path: &Path, defines: &[Define]) -> Result<Spec, String> {
         eprintln!("{}:{}: warning: {}", path.display(), w.line, w.message);
     }
     Ok(spec)
+}
+
+/// The entries as `rpmspec -P` expands them.
+fn expand_with_rpmspec(path: &Path, defines: &[Define]) -> Result<Spec, String> {
+    let mut cmd = std::process::Command::new("rpmspec");
+    cmd.arg("-P");
+    for d in defines {
+        let head = match &d.opts {
+            Some(opts) => format!("{}({opts})", d.name),
+            None => d.name.clone(),
+        };
+        cmd.arg("--define").arg(format!("{head} {}", d.body));
+    }
+    let out = cmd
+        .arg("--")
+        .arg(path)
+        .output()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                "--rpmspec needs rpmspec, which is not installed (it comes with rpm: \
+             apt-get install rpm, or dnf install rpm-build)"
+                    .to_owned()
+            }
+            _ => format!("cannot run rpmspec: {e}"),
+        })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "rpmspec -P {} failed: {}",
+            path.display(),
+            stderr.trim()
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    spec::parse_expanded(&text)
+        .map_err(|e| format!("{} (as rpmspec -P expands it): {e}", path.display()))
 }
 
 async fn check_entry(
@@ -569,10 +611,12 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     for row in std::iter::once(&header).chain(rows) {
         let last = row.len() - 1;
         for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
-            if i == last {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}  "));
+            out.push_str(cell);
+            if i != last {
+                // Padded by hand: `format!("{cell:<w$}")` panics for widths beyond u16::MAX,
+                // and a spec can expand to a value that long.
+                let pad = w.saturating_sub(cell.chars().count()) + 2;
+                out.extend(std::iter::repeat_n(' ', pad));
             }
         }
         out.push('\n');
@@ -594,6 +638,14 @@ mod tests {
             ],
         );
         assert_eq!(t, "A    LONGER\nxyz  1\nq    22\n");
+    }
+
+    #[test]
+    fn table_takes_cells_wider_than_format_widths() {
+        // A spec can expand to a 1 MiB value; `{:<w$}` panics beyond u16::MAX.
+        let wide = "x".repeat(70_000);
+        let t = table(&["A", "B"], &[vec![wide.clone(), "1".into()]]);
+        assert_eq!(t, format!("A{}B\n{wide}  1\n", " ".repeat(70_001)));
     }
 
     #[test]

@@ -382,6 +382,57 @@ pub fn is_hidden_char(c: char) -> bool {
     )
 }
 
+/// The three request forms of SPEC 4.1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestForm {
+    /// `/fetch?url=<percent-encoded absolute URL>`.
+    Fetch,
+    /// `/<scheme>/<host[:port]>/<path>[?query]`.
+    Mirror,
+    /// An absolute URI as the request target (`GET http://host/path`, from proxies' clients).
+    Proxy,
+}
+
+/// The upstream URL a raw request target (`/fetch?url=...`, `/https/host/x`, `http://host/x`)
+/// names, and its form; `None` for a target in none of the three forms (the API, checksum
+/// paths, ...). The HTTP routes take the same steps on the same parts of the request.
+pub fn parse_request_target(target: &str) -> Option<(RequestForm, Result<UpstreamUrl, UrlError>)> {
+    if !target.starts_with('/') {
+        return split_scheme(target).map(|_| (RequestForm::Proxy, UpstreamUrl::parse(target)));
+    }
+    let path = target.split('?').next().unwrap_or_default();
+    if path == "/fetch" {
+        let query = target.split_once('?').map_or("", |(_, q)| q);
+        let url = query_pairs(query).into_iter().find(|(k, _)| k == "url");
+        let parsed = match url {
+            Some((_, url)) => UpstreamUrl::parse(&url),
+            None => Err(UrlError::invalid(target, "missing query parameter url")),
+        };
+        return Some((RequestForm::Fetch, parsed));
+    }
+    let scheme = path.strip_prefix('/')?.split('/').next()?;
+    let is_route = SCHEMES.contains(&scheme) && path.len() > scheme.len() + 1;
+    is_route.then(|| (RequestForm::Mirror, from_mirror_path(target)))
+}
+
+/// The `name=value` pairs of a query string, percent-decoded (lossy UTF-8). A `+` stays a
+/// plus: in a URL given as a parameter it is part of the URL, not a space.
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let dec = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (dec(k), dec(v))
+        })
+        .collect()
+}
+
 /// Splits off an RFC 3986 scheme (`ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) ":"`).
 fn split_scheme(s: &str) -> Option<(&str, &str)> {
     let (scheme, rest) = s.split_once(':')?;
@@ -719,6 +770,40 @@ mod tests {
     }
 
     #[test]
+    fn request_targets_in_the_three_forms() {
+        let want = UpstreamUrl::parse("https://example.org/a/b.tgz?x=1").unwrap();
+        for (target, form) in [
+            (
+                "/fetch?url=https%3A%2F%2Fexample.org%2Fa%2Fb.tgz%3Fx%3D1",
+                RequestForm::Fetch,
+            ),
+            (
+                "/fetch?md5=00&url=https://example.org/a/b.tgz?x=1",
+                RequestForm::Fetch,
+            ),
+            ("/https/example.org/a/b.tgz?x=1", RequestForm::Mirror),
+            ("https://example.org/a/./b.tgz?x=1", RequestForm::Proxy),
+        ] {
+            assert_eq!(
+                parse_request_target(target),
+                Some((form, Ok(want.clone()))),
+                "{target}"
+            );
+        }
+        for other in ["/", "/api/v1/stats", "/by-md5/00", "/https", "*", ""] {
+            assert_eq!(parse_request_target(other), None, "{other}");
+        }
+        assert!(matches!(
+            parse_request_target("/fetch?md5=00"),
+            Some((RequestForm::Fetch, Err(UrlError::Invalid { .. })))
+        ));
+        assert_eq!(
+            query_pairs("a=1&&b=%2B+&c"),
+            [("a", "1"), ("b", "++"), ("c", "")].map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+    }
+
+    #[test]
     fn from_mirror_path_forms() {
         let m = |s| from_mirror_path(s).map(|u| u.to_string());
         assert_eq!(
@@ -844,6 +929,33 @@ mod tests {
         for (name, want) in cases {
             assert_eq!(content_disposition(name), want, "{name:?}");
         }
+    }
+
+    /// Found by the `content_disposition` fuzz target (fuzz/corpus/content_disposition/
+    /// seed-bidi): bidi controls survived into `filename*`, so `invoice\u{202e}gpj.exe`
+    /// displayed as `invoiceexe.jpg` (SPEC 10).
+    #[test]
+    fn content_disposition_drops_bidi_controls_and_separators() {
+        assert_eq!(
+            content_disposition("invoice\u{202e}gpj.exe"),
+            r#"attachment; filename="invoicegpj.exe""#
+        );
+        for c in ('\u{202a}'..='\u{202e}').chain('\u{2066}'..='\u{2069}') {
+            assert_eq!(
+                content_disposition(&format!("a{c}b.tgz")),
+                r#"attachment; filename="ab.tgz""#,
+                "U+{:04X}",
+                c as u32
+            );
+        }
+        assert_eq!(
+            content_disposition("a\u{2028}b\u{2029}ü"),
+            r#"attachment; filename="ab_"; filename*=UTF-8''ab%C3%BC"#
+        );
+        assert_eq!(
+            content_disposition("\u{2066}..\u{2069}"),
+            r#"attachment; filename="download""#
+        );
     }
 
     /// URLs built from parts that exercise the normalizer: case, ports, IP forms, escapes,

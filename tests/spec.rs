@@ -274,6 +274,66 @@ fn spec_list_agrees_with_rpmspec_on_every_fixture() {
 }
 
 #[test]
+fn rpmspec_flag_lets_rpm_expand_the_spec() {
+    require_rpmspec();
+    let run = |spec: &Path, extra: &[&str], path: Option<&str>| {
+        let mut cmd = upcache();
+        cmd.args(["spec", "list", "--json"]).args(extra).arg(spec);
+        if let Some(p) = path {
+            cmd.env("PATH", p);
+        }
+        cmd.output().unwrap()
+    };
+    let json = |out: &Output| -> Value {
+        assert!(out.status.success(), "{}", text(out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // The same answer as the built-in expansion on every fixture and flavour.
+    for spec in fixtures() {
+        for defines in FLAVOURS {
+            let defs = define_args(defines);
+            let mut with: Vec<&str> = defs.iter().map(String::as_str).collect();
+            let ours = json(&run(&spec, &with, None));
+            with.push("--rpmspec");
+            let rpms = json(&run(&spec, &with, None));
+            assert_eq!(ours, rpms, "{} with {defines:?}", spec.display());
+        }
+    }
+    // What the built-in evaluator refuses, rpm runs when asked to.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("arith.spec");
+    std::fs::write(
+        &spec,
+        "Name: a\nVersion: 1\nRelease: 1\nSummary: s\nLicense: MIT\n\
+         Source0: https://example.org/a-%(echo $((1 + 2))).tgz\n%description\nd\n",
+    )
+    .unwrap();
+    let out = run(&spec, &[], None);
+    assert_eq!(
+        json(&out)[0]["value"],
+        "https://example.org/a-%(echo $((1 + 2))).tgz"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "shell expansion %(echo $((1 + 2))) is left unexpanded: arithmetic expansion (upcache never runs a shell)"
+        ),
+        "{}",
+        text(&out)
+    );
+    let out = run(&spec, &["--rpmspec"], None);
+    assert_eq!(json(&out)[0]["value"], "https://example.org/a-3.tgz");
+    // Without rpmspec: a clear error, exit 1.
+    let out = run(&spec, &["--rpmspec"], Some(dir.path().to_str().unwrap()));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--rpmspec needs rpmspec, which is not installed"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
 fn flavours_choose_different_sources() {
     // The comparison above is only as good as the branches it exercises.
     let spec = Path::new(FIXTURES).join("conditional-sources.spec");
@@ -300,7 +360,7 @@ fn spec_list_table_warnings_and_exit_codes() {
         &spec,
         "Name: w\nVersion: 1\nRelease: 1\nSummary: s\nLicense: MIT\n\
          Source0: https://example.org/%{name}-%{version}.tgz\n\
-         Source1: https://example.org/%{nosuch}/%{lua: print('x')}.tgz\nPatch0: local.patch\n",
+         Source1: https://example.org/%{nosuch}/%{lua: os.exit(1)}.tgz\nPatch0: local.patch\n",
     )
     .unwrap();
     let out = upcache()
@@ -334,7 +394,9 @@ fn spec_list_table_warnings_and_exit_codes() {
         "{stderr}"
     );
     assert!(
-        stderr.contains(":7: warning: Source1: Lua macro %{lua: print('x')} is not supported"),
+        stderr.contains(
+            ":7: warning: Source1: Lua macro %{lua: os.exit(1)} is left unexpanded: \"os\" is not available"
+        ),
         "{stderr}"
     );
 

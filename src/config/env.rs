@@ -20,19 +20,30 @@ pub(super) struct EnvSource {
 }
 
 impl EnvSource {
-    pub(super) fn new(env: impl IntoIterator<Item = (String, String)>) -> Self {
-        let vars = env
-            .into_iter()
-            .filter_map(|(name, value)| {
-                let key = name
-                    .to_lowercase()
-                    .strip_prefix(ENV_PREFIX)?
-                    .replace("__", ".");
-                Some((key, name, value))
-            })
-            .collect();
+    pub(super) fn new(
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut vars = Vec::new();
+        for (name, value) in env {
+            let Some(key) = name
+                .to_lowercase()
+                .strip_prefix(ENV_PREFIX)
+                .map(str::to_owned)
+            else {
+                continue;
+            };
+            // The config crate reads `.`, `[n]` and empty segments as paths of its own; such a
+            // name must be reported as itself, not as a problem somewhere else.
+            let segments_ok = key.split("__").all(|s| {
+                !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            });
+            if !segments_ok {
+                return Err(ConfigError::BadVariable { name });
+            }
+            vars.push((key.replace("__", "."), name, value));
+        }
         let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
-        Self { vars, defaults }
+        Ok(Self { vars, defaults })
     }
 
     /// `raw` as the kind of the default at `key`. A value that does not parse as that kind

@@ -3,6 +3,7 @@
 
 mod admit;
 mod api;
+pub mod checksum;
 mod error;
 mod headcheck;
 pub mod intercept;
@@ -31,6 +32,7 @@ use crate::url::{UpstreamUrl, from_mirror_path};
 
 pub use log::ReqInfo;
 use serve::{Artifact, HitHead, url_file_name};
+pub use serve::{Conditionals, HitOutcome, hit_outcome};
 pub use server::Server;
 use targets::{Parsed, TargetCache};
 
@@ -117,11 +119,11 @@ fn routes(cfg: &mut web::ServiceConfig) {
                 format!("/by-{name}/{{hex}}"),
                 format!("/by-{name}/{{hex}}/{{name}}"),
             ])
-            .route(get_or_head().to(move |req: HttpRequest| by_checksum(req, algo)))
+            .route(get_or_head().to(checksum_route))
             .default_service(web::to(method_not_allowed)),
         );
     }
-    cfg.service(resource("/repo/pkgs/{tail:.*}").route(get_or_head().to(lookaside)));
+    cfg.service(resource("/repo/pkgs/{tail:.*}").route(get_or_head().to(checksum_route)));
     ops::routes(cfg);
     api::routes(cfg);
     jobs::routes(cfg);
@@ -218,20 +220,7 @@ fn expected_checksum(
 }
 
 pub(crate) fn query_pairs(req: &HttpRequest) -> Vec<(String, String)> {
-    // Percent-decoding only: '+' in a URL is a plus, not a space.
-    req.query_string()
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            let dec = |s: &str| {
-                percent_encoding::percent_decode_str(s)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            };
-            (dec(k), dec(v))
-        })
-        .collect()
+    crate::url::query_pairs(req.query_string())
 }
 
 async fn fetch_form(req: HttpRequest) -> Result<HttpResponse, Error> {
@@ -398,37 +387,13 @@ async fn head_miss(app: &Arc<App>, url: &UpstreamUrl) -> Result<HttpResponse, Er
     })
 }
 
-async fn by_checksum(req: HttpRequest, algo: Algo) -> Result<HttpResponse, Error> {
-    let hex = req.match_info().get("hex").unwrap_or_default();
-    let name = req.match_info().get("name").map(str::to_owned);
-    serve_checksum(&req, algo, hex, name).await
-}
-
-/// dist-git lookaside: `.../<filename>/<algo>/<hex>/<filename>`, or the older
-/// `.../<filename>/<md5>/<filename>`.
-async fn lookaside(req: HttpRequest) -> Result<HttpResponse, Error> {
-    let tail = req.match_info().get("tail").unwrap_or_default().to_owned();
-    let segs: Vec<&str> = tail.split('/').filter(|s| !s.is_empty()).collect();
-    let bad = || {
-        Error::BadRequest(format!(
-            "lookaside path /repo/pkgs/{tail} is not <name>/<file>/<md5|sha256|sha512>/<hex>/<file>"
-        ))
-    };
-    let n = segs.len();
-    let (algo, hex, name) = match segs.as_slice() {
-        [.., algo, hex, name] if n >= 4 => match Algo::from_name(algo) {
-            Some(algo) => (algo, *hex, *name),
-            // Not an algorithm: the older `<file>/<md5>/<file>` layout.
-            None if hex.len() == 32 => (Algo::Md5, *hex, *name),
-            None => return Err(bad()),
-        },
-        [.., hex, name] if n >= 3 && hex.len() == 32 => (Algo::Md5, *hex, *name),
-        _ => return Err(bad()),
-    };
-    let name = percent_encoding::percent_decode_str(name)
-        .decode_utf8_lossy()
-        .into_owned();
-    serve_checksum(&req, algo, hex, Some(name)).await
+/// `/by-<algo>/...` and `/repo/pkgs/...`, parsed by [`checksum::parse`] from the path the
+/// router matched.
+async fn checksum_route(req: HttpRequest) -> Result<HttpResponse, Error> {
+    let path = req.match_info().as_str().to_owned();
+    let asked = checksum::parse(&path)
+        .ok_or_else(|| Error::NotFound(format!("no checksum route for {path}")))??;
+    serve_checksum(&req, asked.algo, &asked.hex, asked.name).await
 }
 
 async fn serve_checksum(

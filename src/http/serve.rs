@@ -124,22 +124,25 @@ pub fn prepare(req: &HttpRequest, app: &App, head: &HitHead) -> Result<Prepared,
     for (name, value) in &head.validators {
         res.insert_header((name.clone(), value.clone()));
     }
-    if let Some(inm) = header_str(req, header::IF_NONE_MATCH) {
-        if etag_list_matches(inm, b3) {
+    let size = head.size;
+    let outcome = hit_outcome(
+        &Conditionals {
+            range: header_str(req, header::RANGE),
+            if_range: header_str(req, header::IF_RANGE),
+            if_none_match: header_str(req, header::IF_NONE_MATCH),
+        },
+        b3,
+        &head.last_modified,
+        size,
+    );
+    let (start, end) = match outcome {
+        HitOutcome::NotModified => {
             res.status(StatusCode::NOT_MODIFIED);
             return Ok(Prepared::Done(res.finish()));
         }
-    }
-
-    let size = head.size;
-    let range = match header_str(req, header::RANGE) {
-        Some(r) if if_range_allows(req, b3, &head.last_modified) => parse_range(r, size),
-        _ => RangeSpec::Full,
-    };
-    let (start, end) = match range {
-        RangeSpec::Full => (0, size),
-        RangeSpec::Part(s, e) => (s, e),
-        RangeSpec::Unsatisfiable(r) => {
+        HitOutcome::Full => (0, size),
+        HitOutcome::Partial(s, e) => (s, e),
+        HitOutcome::Unsatisfiable(r) => {
             return Err(Error::RangeNotSatisfiable {
                 range: r.to_owned(),
                 size,
@@ -152,7 +155,7 @@ pub fn prepare(req: &HttpRequest, app: &App, head: &HitHead) -> Result<Prepared,
     for (name, value) in &head.content {
         res.insert_header((name.clone(), value.clone()));
     }
-    if let RangeSpec::Part(..) = range {
+    if let HitOutcome::Partial(..) = outcome {
         res.status(StatusCode::PARTIAL_CONTENT).insert_header((
             header::CONTENT_RANGE,
             format!("bytes {start}-{}/{size}", end - 1),
@@ -446,12 +449,59 @@ fn etag_list_matches(value: &str, b3: &str) -> bool {
 }
 
 /// `If-Range`: the range applies only if the validator still matches (strong comparison).
-fn if_range_allows(req: &HttpRequest, b3: &str, last_modified: &str) -> bool {
-    match header_str(req, header::IF_RANGE) {
+fn if_range_allows(if_range: Option<&str>, b3: &str, last_modified: &str) -> bool {
+    match if_range {
         None => true,
         Some(v) if v.starts_with('"') => v.trim_matches('"') == b3,
         Some(v) if v.starts_with("W/") => false,
         Some(v) => v == last_modified,
+    }
+}
+
+/// The conditional and range headers of a request, as far as a HIT looks at them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Conditionals<'a> {
+    pub range: Option<&'a str>,
+    pub if_range: Option<&'a str>,
+    pub if_none_match: Option<&'a str>,
+}
+
+/// What a HIT answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HitOutcome<'a> {
+    /// 304: `If-None-Match` names the blob.
+    NotModified,
+    /// 200 with the whole blob.
+    Full,
+    /// 206 with bytes `[start, end)`.
+    Partial(u64, u64),
+    /// 416: the range (quoted here) starts beyond the blob.
+    Unsatisfiable(&'a str),
+}
+
+/// How a HIT on a blob of `size` bytes (ETag `"<blake3>"`, `Last-Modified` as given) answers
+/// `headers`: `If-None-Match` first, then `Range` unless `If-Range` no longer matches. Pure;
+/// a `Partial` range is never empty and never ends beyond `size`.
+pub fn hit_outcome<'a>(
+    headers: &Conditionals<'a>,
+    blake3: &str,
+    last_modified: &str,
+    size: u64,
+) -> HitOutcome<'a> {
+    if headers
+        .if_none_match
+        .is_some_and(|inm| etag_list_matches(inm, blake3))
+    {
+        return HitOutcome::NotModified;
+    }
+    let range = match headers.range {
+        Some(r) if if_range_allows(headers.if_range, blake3, last_modified) => parse_range(r, size),
+        _ => RangeSpec::Full,
+    };
+    match range {
+        RangeSpec::Full => HitOutcome::Full,
+        RangeSpec::Part(s, e) => HitOutcome::Partial(s, e),
+        RangeSpec::Unsatisfiable(r) => HitOutcome::Unsatisfiable(r),
     }
 }
 
@@ -537,6 +587,37 @@ mod tests {
         assert_eq!(parse_range("items=0-1", 100), Full);
         assert_eq!(parse_range("bytes=5-1", 100), Full);
         assert_eq!(parse_range("bytes=x-1", 100), Full);
+    }
+
+    #[test]
+    fn hit_outcomes() {
+        use HitOutcome::*;
+        let h = |range, if_range, if_none_match| Conditionals {
+            range,
+            if_range,
+            if_none_match,
+        };
+        let lm = "Tue, 01 Dec 2026 10:00:00 GMT";
+        let o = |c: Conditionals<'static>| hit_outcome(&c, "abc", lm, 100);
+        assert_eq!(o(h(None, None, None)), Full);
+        assert_eq!(o(h(Some("bytes=0-9"), None, None)), Partial(0, 10));
+        assert_eq!(o(h(Some("bytes=0-9"), None, Some("\"abc\""))), NotModified);
+        assert_eq!(
+            o(h(Some("bytes=0-9"), Some("\"abc\""), None)),
+            Partial(0, 10)
+        );
+        assert_eq!(o(h(Some("bytes=0-9"), Some("\"old\""), None)), Full);
+        assert_eq!(o(h(Some("bytes=0-9"), Some("W/\"abc\""), None)), Full);
+        assert_eq!(o(h(Some("bytes=0-9"), Some(lm), None)), Partial(0, 10));
+        assert_eq!(
+            o(h(Some("bytes=200-"), None, None)),
+            Unsatisfiable("bytes=200-")
+        );
+        assert_eq!(o(h(None, None, Some("\"other\""))), Full);
+        assert_eq!(
+            hit_outcome(&h(Some("bytes=0-0"), None, None), "abc", lm, 0),
+            Unsatisfiable("bytes=0-0")
+        );
     }
 
     #[test]

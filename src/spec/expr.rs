@@ -88,6 +88,8 @@ pub(crate) fn eval(
         s: text,
         pos: 0,
         macros: expand.is_some(),
+        nodes: 0,
+        depth: 0,
     };
     let node = p.ternary()?;
     p.skip_ws();
@@ -102,15 +104,46 @@ pub(crate) fn eval(
     evaluate(&node, expand)
 }
 
+/// Terms and operators one expression may hold, and how deeply parentheses and unary
+/// operators may nest: real conditions have a few dozen, and the parser and the evaluator
+/// recurse over the tree, so a hostile one must not overflow the stack.
+const MAX_NODES: usize = 1000;
+const MAX_NESTING: usize = 200;
+
 struct Parser<'a> {
     s: &'a str,
     pos: usize,
     macros: bool,
+    nodes: usize,
+    depth: usize,
 }
 
 impl Parser<'_> {
     fn error(&self, what: &str) -> String {
-        format!("{what} at offset {} in {:?}", self.pos, self.s)
+        // A hostile expression can be long; the message quotes its start.
+        const SHOWN: usize = 100;
+        match self.s.char_indices().nth(SHOWN) {
+            Some((end, _)) => format!("{what} at offset {} in {:?}...", self.pos, &self.s[..end]),
+            None => format!("{what} at offset {} in {:?}", self.pos, self.s),
+        }
+    }
+
+    /// Count one more node of the tree.
+    fn node(&mut self) -> Result<(), String> {
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            return Err(self.error(&format!("more than {MAX_NODES} terms and operators")));
+        }
+        Ok(())
+    }
+
+    /// Enter one more level of nesting (`(`, `!`, `-`).
+    fn nest(&mut self) -> Result<(), String> {
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            return Err(self.error(&format!("nested more than {MAX_NESTING} levels deep")));
+        }
+        Ok(())
     }
 
     fn skip_ws(&mut self) {
@@ -135,6 +168,8 @@ impl Parser<'_> {
         self.skip_ws();
         if self.s[self.pos..].starts_with('?') {
             self.pos += 1;
+            self.node()?;
+            self.nest()?;
             let yes = self.ternary()?;
             self.skip_ws();
             if !self.s[self.pos..].starts_with(':') {
@@ -142,6 +177,7 @@ impl Parser<'_> {
             }
             self.pos += 1;
             let no = self.ternary()?;
+            self.depth -= 1;
             return Ok(Node::Ternary(Box::new(cond), Box::new(yes), Box::new(no)));
         }
         Ok(cond)
@@ -168,6 +204,7 @@ impl Parser<'_> {
         }
         let mut left = self.binary(level + 1)?;
         while let Some(op) = self.peek_op(LEVELS[level]) {
+            self.node()?;
             let right = self.binary(level + 1)?;
             left = Node::Binary(op, Box::new(left), Box::new(right));
         }
@@ -178,18 +215,21 @@ impl Parser<'_> {
         self.skip_ws();
         let rest = &self.s[self.pos..];
         // `!=` is never unary; `!` followed by `=` cannot start a term anyway.
-        if rest.starts_with('!') {
-            self.pos += 1;
-            return Ok(Node::Unary(Op::Not, Box::new(self.unary()?)));
-        }
-        if rest.starts_with('-') {
-            self.pos += 1;
-            return Ok(Node::Unary(Op::Neg, Box::new(self.unary()?)));
-        }
-        self.primary()
+        let op = match rest.chars().next() {
+            Some('!') => Op::Not,
+            Some('-') => Op::Neg,
+            _ => return self.primary(),
+        };
+        self.pos += 1;
+        self.node()?;
+        self.nest()?;
+        let operand = self.unary()?;
+        self.depth -= 1;
+        Ok(Node::Unary(op, Box::new(operand)))
     }
 
     fn primary(&mut self) -> Result<Node, String> {
+        self.node()?;
         self.skip_ws();
         let rest = &self.s[self.pos..];
         let Some(c) = rest.chars().next() else {
@@ -198,7 +238,9 @@ impl Parser<'_> {
         match c {
             '(' => {
                 self.pos += 1;
+                self.nest()?;
                 let inner = self.ternary()?;
+                self.depth -= 1;
                 self.skip_ws();
                 if !self.s[self.pos..].starts_with(')') {
                     return Err(self.error("unmatched ("));
@@ -526,6 +568,36 @@ mod tests {
         assert_eq!(ev("!\"\"").unwrap(), "1");
         assert_eq!(ev("0 ? 1 : 2").unwrap(), "2");
         assert_eq!(ev("\"x\" ? 1 : 2").unwrap(), "1");
+    }
+
+    /// Found probing what the `spec_list` fuzz target reaches: 100,000 nested parentheses
+    /// (or `!`, or a chain of that many terms) overflowed the stack of the recursive parser
+    /// and evaluator (fuzz/corpus/spec_list/finding-deep-expression).
+    #[test]
+    fn deep_or_long_expressions_are_refused_not_a_stack_overflow() {
+        let n = 100_000;
+        let deep = format!("{}1{}", "(".repeat(n), ")".repeat(n));
+        assert!(
+            ev(&deep)
+                .unwrap_err()
+                .starts_with("nested more than 200 levels deep")
+        );
+        assert!(
+            ev(&format!("{}1", "!".repeat(n)))
+                .unwrap_err()
+                .contains("nested more than")
+        );
+        let long = vec!["1"; n].join(" + ");
+        let err = ev(&long).unwrap_err();
+        assert!(
+            err.starts_with("more than 1000 terms and operators"),
+            "{err}"
+        );
+        assert!(err.len() < 200, "the message quotes only the start: {err}");
+        assert_eq!(
+            ev(&format!("{}1{}", "(".repeat(150), ")".repeat(150))).unwrap(),
+            "1"
+        );
     }
 
     #[test]

@@ -5,16 +5,33 @@
 //! bodies once at definition; the result of an expansion is not rescanned; undefined macros are
 //! left as written. Parametric macros get GNU-getopt option processing and their arguments as
 //! `%1`, `%*`, `%#`, `%{-f}`, ... which disappear when the call returns, together with every
-//! `%define` made inside it. Constructs that need a Lua interpreter, a shell or the file system
-//! are left as written and reported as [`Issue::Unsupported`].
+//! `%define` made inside it. `%(...)` and `%{lua:...}` go to small built-in evaluators of the
+//! pure shell and Lua idioms specs use (`shell`, `lua`); what they refuse, and constructs that
+//! need the file system or the environment, are left as written and reported
+//! ([`Issue::NotEvaluated`], [`Issue::Unsupported`]). Nothing is ever run.
 
 use std::collections::HashMap;
 
-use super::expr;
+mod builtins;
+mod syntax;
+
+use super::{expr, shell};
+use builtins::{SHELL, is_builtin};
+pub(crate) use syntax::find_close;
+use syntax::{define_body, getopt, looks_percent_encoded, scan_name, split_args};
 
 /// Deepest nesting of macro expansions; beyond it a definition is taken to be recursive. rpm
 /// gives up at the same depth.
 const MAX_DEPTH: usize = 64;
+
+/// Work one spec may cost: macro expansions, plus the steps of the shell and Lua evaluators.
+/// The 3,797 specs of the rpmsphere corpus need at most 3,853; a definition that doubles at
+/// each level (or a recursion that branches) would need billions, so expansion stops there
+/// with an error, and reading a spec takes bounded time whatever it holds.
+const MAX_WORK: usize = 1_000_000;
+
+/// Longest text one expansion may produce, so reading a spec takes bounded memory.
+pub(crate) const MAX_EXPANSION: usize = 1 << 20;
 
 /// Brackets a `%{quote:...}` argument so that argument splitting keeps it in one piece; removed
 /// from the final output (rpm uses the same control character).
@@ -31,6 +48,12 @@ pub(crate) enum Issue {
     Error(String),
     /// A `%{warn:...}` message from the spec.
     Warn(String),
+    /// A `%(...)` or `%{lua:...}` the built-in evaluators refused, left as written.
+    NotEvaluated {
+        what: &'static str,
+        text: String,
+        why: String,
+    },
 }
 
 impl std::fmt::Display for Issue {
@@ -46,6 +69,14 @@ impl std::fmt::Display for Issue {
             }
             Issue::Error(msg) => f.write_str(msg),
             Issue::Warn(msg) => write!(f, "the spec warns: {msg}"),
+            Issue::NotEvaluated { what, text, why } => {
+                let runs = if *what == SHELL { "a shell" } else { "Lua" };
+                write!(
+                    f,
+                    "{what} {} is left unexpanded: {why} (upcache never runs {runs})",
+                    shorten(text)
+                )
+            }
         }
     }
 }
@@ -71,63 +102,6 @@ struct Def {
     literal: bool,
 }
 
-/// Builtins that need something we do not have (Lua, a shell, files, the environment).
-const UNSUPPORTED_BUILTINS: &[(&str, &str)] = &[
-    ("lua", "Lua macro"),
-    ("load", "macro file loading"),
-    ("getenv", "environment lookup"),
-    ("exists", "file test"),
-    ("uncompress", "file inspection"),
-    ("getncpus", "CPU count"),
-    ("getconfdir", "rpm configuration lookup"),
-    ("rpmversion", "rpm version lookup"),
-    ("gsub", "Lua pattern substitution"),
-    ("match", "Lua pattern matching"),
-    ("find", "Lua pattern search"),
-    ("format", "Lua string formatting"),
-];
-
-/// Builtins we evaluate.
-const BUILTINS: &[&str] = &[
-    "define",
-    "global",
-    "undefine",
-    "dnl",
-    "nil",
-    "expand",
-    "expr",
-    "basename",
-    "dirname",
-    "suffix",
-    "url2path",
-    "u2p",
-    "shrink",
-    "quote",
-    "shescape",
-    "S",
-    "P",
-    "macrobody",
-    "echo",
-    "warn",
-    "error",
-    "verbose",
-    "trace",
-    "dump",
-    "defined",
-    "undefined",
-    "with",
-    "without",
-    "bcond",
-    "bcond_with",
-    "bcond_without",
-    "upper",
-    "lower",
-    "len",
-    "sub",
-    "rep",
-    "reverse",
-];
-
 /// How a macro was invoked: what follows its name decides where its arguments come from.
 enum Args<'a> {
     /// `%{name}`, or a bare `%name` of a simple macro.
@@ -145,6 +119,11 @@ pub(crate) struct Engine {
     level: usize,
     /// Depth of nested expansions, against runaway recursion.
     depth: usize,
+    /// Work left (see [`MAX_WORK`]).
+    work: usize,
+    /// Set when the current top-level expansion must stop: too deep a recursion (as rpm
+    /// stops), the work budget or the size limit exhausted.
+    stopped: bool,
     /// What went wrong since the caller last took them.
     pub(crate) issues: Vec<Issue>,
     /// Count of `%define`/`%global`/`%undefine` executed, so a caller can tell whether an
@@ -160,6 +139,8 @@ impl Engine {
             table: HashMap::new(),
             level: 0,
             depth: 0,
+            work: MAX_WORK,
+            stopped: false,
             issues: Vec::new(),
             definitions: 0,
         };
@@ -209,7 +190,22 @@ impl Engine {
     /// Expand `text` completely, as rpm expands a spec line.
     pub(crate) fn expand(&mut self, text: &str) -> String {
         let mut out = String::with_capacity(text.len());
+        // A recursion error stops one expansion (the rest of it stays as written); the next
+        // line starts afresh, unless the work budget of the whole spec is spent.
+        self.stopped = false;
+        if self.work == 0 {
+            self.issue(Self::out_of_work());
+            self.stopped = true;
+        }
         self.expand_into(text, &mut out);
+        if out.len() > MAX_EXPANSION {
+            // The limit is checked between constructs; the last one may have gone beyond it.
+            let mut end = MAX_EXPANSION;
+            while !out.is_char_boundary(end) {
+                end -= 1;
+            }
+            out.truncate(end);
+        }
         out.retain(|c| c != QUOTE);
         out
     }
@@ -239,8 +235,7 @@ impl Engine {
                 "too many levels of recursion in macro expansion (a macro defined in terms of itself?)"
                     .into(),
             ));
-            out.push_str(s);
-            return;
+            self.stopped = true;
         }
         self.depth += 1;
         let mut i = 0;
@@ -250,9 +245,42 @@ impl Engine {
                 break;
             };
             out.push_str(&s[i..i + off]);
+            if !self.stopped {
+                self.charge(1);
+                if out.len() > MAX_EXPANSION {
+                    self.issue(Issue::Error(format!(
+                        "the expansion exceeds {MAX_EXPANSION} bytes; stopped"
+                    )));
+                    self.stopped = true;
+                }
+            }
+            if self.stopped {
+                out.push_str(&s[i + off..]);
+                break;
+            }
             i = self.expand_at(s, i + off, out);
         }
         self.depth -= 1;
+    }
+
+    /// Spend `units` of the spec's work budget; stops expanding when it is gone.
+    fn charge(&mut self, units: usize) {
+        self.work = self.work.saturating_sub(units);
+        if self.work == 0 && !self.stopped {
+            self.issue(Self::out_of_work());
+            self.stopped = true;
+        }
+    }
+
+    fn out_of_work() -> Issue {
+        Issue::Error(format!(
+            "macro expansion stopped after {MAX_WORK} steps (a definition that grows exponentially?)"
+        ))
+    }
+
+    /// The budget an evaluator (shell, Lua) may use now, at most `cap` steps.
+    fn allowance(&self, cap: usize) -> usize {
+        self.work.min(cap)
     }
 
     fn expand_string(&mut self, s: &str) -> String {
@@ -292,18 +320,34 @@ impl Engine {
                 let inner = &s[p + 2..close];
                 match next {
                     b'{' => self.braced(inner, whole, out),
-                    b'(' => {
-                        self.issue(Issue::Unsupported {
-                            text: whole.to_owned(),
-                            what: "shell expansion",
-                        });
-                        out.push_str(whole);
-                    }
+                    b'(' => self.shell(inner, whole, out),
                     _ => self.expression(inner, whole, out),
                 }
                 close + 1
             }
             _ => self.bare(s, p, out),
+        }
+    }
+
+    /// `%(command)`: the command is expanded, then evaluated by the built-in evaluator of
+    /// pure shell idioms (never by a shell); its output without trailing newlines, as rpm
+    /// takes it. What the evaluator refuses is left as written and reported with the reason.
+    fn shell(&mut self, inner: &str, whole: &str, out: &mut String) {
+        let command = self.expand_string(inner);
+        let allowed = self.allowance(shell::MAX_STEPS);
+        let mut left = allowed;
+        let result = shell::eval(&command, &mut left);
+        self.charge(allowed - left);
+        match result {
+            Ok(stdout) => out.push_str(stdout.trim_end_matches(['\n', '\r'])),
+            Err(why) => {
+                self.issue(Issue::NotEvaluated {
+                    what: SHELL,
+                    text: whole.to_owned(),
+                    why: why.to_string(),
+                });
+                out.push_str(whole);
+            }
         }
     }
 
@@ -355,7 +399,7 @@ impl Engine {
             return name_end;
         }
         match name {
-            "define" | "global" => return self.define(s, name_end, name == "global"),
+            "define" | "global" => return self.define(s, name_end, name == "global", true),
             "undefine" => return self.undefine(s, name_end),
             "dnl" => {
                 return s[name_end..]
@@ -399,18 +443,14 @@ impl Engine {
             j += 1;
         }
         let name_start = j;
-        let name_end = scan_name(inner, j);
+        // rpm's name in braces runs to the first space or colon, whatever it holds.
+        let name_end = inner[j..].find([' ', ':']).map_or(inner.len(), |k| j + k);
         let name = &inner[name_start..name_end];
         let rest = &inner[name_end..];
-        let args = match rest.chars().next() {
-            None => Args::None,
-            Some(':') => Args::Colon(&rest[1..]),
-            Some(c) if c.is_whitespace() => Args::Words(rest.trim()),
-            Some(_) => {
-                self.issue(Issue::Error(format!("invalid macro syntax {whole}")));
-                out.push_str(whole);
-                return;
-            }
+        let args = match rest.strip_prefix(':') {
+            Some(arg) => Args::Colon(arg),
+            None if rest.is_empty() => Args::None,
+            None => Args::Words(rest.trim()),
         };
         if name.is_empty() {
             self.issue(Issue::Error(format!("invalid macro syntax {whole}")));
@@ -428,6 +468,15 @@ impl Engine {
             } else if defined && !negate {
                 self.invoke(name, whole, Args::None, out);
             }
+            return;
+        }
+        if !matches!(args, Args::None) && !self.is_defined(name) {
+            // rpm keeps an undefined macro but expands its arguments: `%{pypi_source %{name}}`.
+            self.issue(Issue::Undefined(whole.to_owned()));
+            out.push_str("%{");
+            out.push_str(&inner[..name_end]);
+            self.expand_into(rest, out);
+            out.push('}');
             return;
         }
         self.invoke(name, whole, args, out);
@@ -507,7 +556,9 @@ impl Engine {
 
     /// `%define`/`%global` at `start` (just after the keyword) up to the end of its line;
     /// returns where scanning resumes.
-    fn define(&mut self, s: &str, start: usize, global: bool) -> usize {
+    /// `line` is the `%define name body` form, whose body ends with the line; the
+    /// `%{define:name body}` form takes the whole text as it is.
+    fn define(&mut self, s: &str, start: usize, global: bool, line: bool) -> usize {
         let keyword = if global { "%global" } else { "%define" };
         let b = s.as_bytes();
         let mut i = start;
@@ -538,7 +589,25 @@ impl Engine {
         while i < b.len() && (b[i] == b' ' || b[i] == b'\t') {
             i += 1;
         }
-        let (body, end) = define_body(s, i);
+        let (body, end) = if !line {
+            (s[i..].to_owned(), s.len())
+        } else if s[i..].starts_with('{') {
+            // rpm's "silent {...} grouping": the body is what the braces hold, and the line
+            // goes on after them.
+            match find_close(s, i, b'{', b'}') {
+                Some(close) => {
+                    let after = &s[close + 1..];
+                    let skip = after.len() - after.trim_start_matches(['\n', '\r']).len();
+                    (s[i + 1..close].to_owned(), close + 1 + skip)
+                }
+                None => {
+                    self.issue(Issue::Error(format!("{keyword} {name}: unterminated body")));
+                    return s.len();
+                }
+            }
+        } else {
+            define_body(s, i)
+        };
         self.definitions += 1;
         let valid = name
             .bytes()
@@ -592,414 +661,6 @@ impl Engine {
         }
         i
     }
-
-    fn builtin(&mut self, name: &str, whole: &str, args: Args, out: &mut String) {
-        if let Some((_, what)) = UNSUPPORTED_BUILTINS.iter().find(|(n, _)| *n == name) {
-            self.issue(Issue::Unsupported {
-                text: whole.to_owned(),
-                what,
-            });
-            out.push_str(whole);
-            return;
-        }
-        let raw = match args {
-            Args::None => None,
-            Args::Colon(a) | Args::Words(a) => Some(a),
-        };
-        let arg = || raw.unwrap_or("");
-        match name {
-            "nil" | "trace" | "dump" | "dnl" => {}
-            "echo" => {
-                // rpm prints to stdout and expands to nothing; only the side effects matter.
-                self.expand_string(arg());
-            }
-            "warn" => {
-                let msg = self.expand_string(arg());
-                self.issue(Issue::Warn(msg));
-            }
-            "error" => {
-                let msg = self.expand_string(arg());
-                self.issue(Issue::Error(format!("the spec raises an error: {msg}")));
-            }
-            "verbose" => {
-                if raw.is_none() {
-                    out.push('0');
-                }
-            }
-            "define" | "global" => {
-                // `%{define:name body}`: the same as the line form.
-                let text = arg().to_owned();
-                self.define(&text, 0, name == "global");
-            }
-            "undefine" => {
-                let text = self.expand_string(arg());
-                self.undefine(&text, 0);
-            }
-            "expand" => {
-                let once = self.expand_string(arg());
-                self.expand_into(&once, out);
-            }
-            "expr" => {
-                let text = self.expand_string(arg());
-                match expr::eval(&text, None) {
-                    Ok(v) => out.push_str(&v.to_string()),
-                    Err(e) => self.issue(Issue::Error(format!("cannot evaluate {whole}: {e}"))),
-                }
-            }
-            "quote" => {
-                let a = self.expand_string(arg());
-                out.push(QUOTE);
-                out.push_str(&a);
-                out.push(QUOTE);
-            }
-            "S" | "P" => {
-                let n = self.expand_string(arg());
-                let kind = if name == "S" { "SOURCE" } else { "PATCH" };
-                let reference = format!("%{kind}{}", n.trim());
-                self.expand_into(&reference, out);
-            }
-            "macrobody" => {
-                let n = self.expand_string(arg());
-                match self.top(n.trim()) {
-                    Some(d) => out.push_str(&d.body.clone()),
-                    None => self.issue(Issue::Error(format!(
-                        "{whole}: no such macro {:?}",
-                        n.trim()
-                    ))),
-                }
-            }
-            "defined" | "undefined" => {
-                let n = self.expand_string(arg());
-                let defined = self.is_defined(n.trim());
-                out.push(if defined == (name == "defined") {
-                    '1'
-                } else {
-                    '0'
-                });
-            }
-            "with" | "without" => {
-                let n = self.expand_string(arg());
-                let on = self.is_defined(&format!("with_{}", n.trim()));
-                out.push(if on == (name == "with") { '1' } else { '0' });
-            }
-            "bcond" | "bcond_with" | "bcond_without" => self.bcond(name, whole, arg()),
-            _ => {
-                let a = self.expand_string(arg());
-                match string_builtin(name, &a, matches!(args, Args::Words(_))) {
-                    Ok(v) => out.push_str(&v),
-                    Err(e) => {
-                        self.issue(Issue::Error(format!("{whole}: {e}")));
-                        out.push_str(whole);
-                    }
-                }
-            }
-        }
-    }
-
-    /// `%bcond NAME DEFAULT`, `%bcond_with NAME`, `%bcond_without NAME`: define `with_NAME`
-    /// unless `--with`/`--without` (`_with_NAME`/`_without_NAME`) says otherwise.
-    fn bcond(&mut self, name: &str, whole: &str, raw: &str) {
-        let words = split_args(&self.expand_string(raw));
-        let Some(option) = words.first() else {
-            self.issue(Issue::Error(format!("{whole}: missing the option name")));
-            return;
-        };
-        let default_on = match name {
-            "bcond_with" => false,
-            "bcond_without" => true,
-            _ => match words.get(1).map(|d| expr::eval(d, None)) {
-                Some(Ok(v)) => v.to_string() != "0" && !v.to_string().is_empty(),
-                Some(Err(e)) => {
-                    self.issue(Issue::Error(format!("{whole}: bad default: {e}")));
-                    return;
-                }
-                None => {
-                    self.issue(Issue::Error(format!("{whole}: missing the default")));
-                    return;
-                }
-            },
-        };
-        let on = if default_on {
-            !self.is_defined(&format!("_without_{option}"))
-        } else {
-            self.is_defined(&format!("_with_{option}"))
-        };
-        if on {
-            self.definitions += 1;
-            self.table
-                .entry(format!("with_{option}"))
-                .or_default()
-                .push(Def {
-                    body: "1".into(),
-                    opts: None,
-                    level: 0,
-                    literal: false,
-                });
-        }
-    }
-}
-
-fn is_builtin(name: &str) -> bool {
-    BUILTINS.contains(&name) || UNSUPPORTED_BUILTINS.iter().any(|(n, _)| *n == name)
-}
-
-/// End of a macro name starting at `j`: `[-]name`, `-f*`, or the specials `*`, `**`, `#`.
-fn scan_name(s: &str, j: usize) -> usize {
-    let b = s.as_bytes();
-    let mut i = j;
-    match b.get(i) {
-        Some(b'*') => {
-            i += 1;
-            if b.get(i) == Some(&b'*') {
-                i += 1;
-            }
-            return i;
-        }
-        Some(b'#') => return i + 1,
-        Some(b'-') => i += 1,
-        _ => {}
-    }
-    let flag = i > j;
-    let start = i;
-    while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
-        i += 1;
-    }
-    if flag && i > start && b.get(i) == Some(&b'*') {
-        i += 1;
-    }
-    if flag && i == start {
-        return j;
-    }
-    i
-}
-
-/// `%2B`, `%E5`: two uppercase hex digits after `%` that are not a defined macro are
-/// percent-encoding. Lowercase ones are not assumed, so an undefined `%dev_url` is reported.
-fn looks_percent_encoded(name: &str) -> bool {
-    let hex = |c: &u8| c.is_ascii_digit() || (b'A'..=b'F').contains(c);
-    let b = name.as_bytes();
-    b.len() >= 2 && hex(&b[0]) && hex(&b[1])
-}
-
-/// Index of the bracket closing the one at `open` (rpm's `matchchar`: nesting counts every
-/// `pl`, a backslash escapes the next character).
-pub(crate) fn find_close(s: &str, open: usize, pl: u8, pr: u8) -> Option<usize> {
-    let b = s.as_bytes();
-    let mut level = 0usize;
-    let mut i = open;
-    while i < b.len() {
-        let c = b[i];
-        if c == b'\\' {
-            i += 2;
-            continue;
-        }
-        if c == pr {
-            level -= 1;
-            if level == 0 {
-                return Some(i);
-            }
-        } else if c == pl {
-            level += 1;
-        }
-        i += 1;
-    }
-    None
-}
-
-/// The body of a `%define` starting at `i`: to the end of the line, continued over
-/// backslash-newlines (the backslash is dropped, the newline kept) and over newlines inside
-/// `%{...}` or `%(...)`. Returns the body and the index after its terminating newline.
-fn define_body(s: &str, start: usize) -> (String, usize) {
-    let b = s.as_bytes();
-    let mut body = String::new();
-    let (mut braces, mut parens) = (0usize, 0usize);
-    let mut i = start;
-    let mut copied = start;
-    while i < b.len() {
-        match b[i] {
-            b'\\' if b.get(i + 1) == Some(&b'\n') => {
-                body.push_str(&s[copied..i]);
-                body.push('\n');
-                i += 2;
-                copied = i;
-                continue;
-            }
-            b'\\' => {
-                i += 2;
-                continue;
-            }
-            b'%' => match b.get(i + 1) {
-                Some(b'{') => {
-                    braces += 1;
-                    i += 2;
-                    continue;
-                }
-                Some(b'(') => {
-                    parens += 1;
-                    i += 2;
-                    continue;
-                }
-                Some(b'%') => {
-                    i += 2;
-                    continue;
-                }
-                _ => {}
-            },
-            b'{' if braces > 0 => braces += 1,
-            b'}' if braces > 0 => braces -= 1,
-            b'(' if parens > 0 => parens += 1,
-            b')' if parens > 0 => parens -= 1,
-            b'\n' if braces == 0 && parens == 0 => {
-                body.push_str(&s[copied..i]);
-                return (body, i + 1);
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    body.push_str(&s[copied.min(s.len())..]);
-    (body, s.len())
-}
-
-/// Split macro arguments on whitespace, keeping `%{quote:...}` regions whole.
-fn split_args(s: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let (mut in_word, mut quoted) = (false, false);
-    for c in s.chars() {
-        if c == QUOTE {
-            quoted = !quoted;
-            in_word = true;
-        } else if c.is_whitespace() && !quoted {
-            if in_word {
-                words.push(std::mem::take(&mut cur));
-                in_word = false;
-            }
-        } else {
-            cur.push(c);
-            in_word = true;
-        }
-    }
-    if in_word {
-        words.push(cur);
-    }
-    words
-}
-
-/// GNU getopt with permutation, as rpm uses for parametric macros: `opts` is `"-"` (no option
-/// processing) or option letters, each followed by `:` when it takes a value.
-type Parsed = (Vec<(char, Option<String>)>, Vec<String>);
-fn getopt(opts: &str, args: &[String]) -> Result<Parsed, String> {
-    let mut flags = Vec::new();
-    let mut positional = Vec::new();
-    if opts == "-" {
-        return Ok((flags, args.to_vec()));
-    }
-    let mut i = 0;
-    while i < args.len() {
-        let a = &args[i];
-        if a == "--" {
-            positional.extend(args[i + 1..].iter().cloned());
-            break;
-        }
-        match a.strip_prefix('-') {
-            Some(letters) if !letters.is_empty() => {
-                for (k, c) in letters.char_indices() {
-                    let Some(pos) = opts.find(c).filter(|_| c != ':') else {
-                        return Err(format!("unknown option -{c}"));
-                    };
-                    if opts[pos + c.len_utf8()..].starts_with(':') {
-                        let attached = &letters[k + c.len_utf8()..];
-                        let value = if !attached.is_empty() {
-                            attached.to_owned()
-                        } else {
-                            i += 1;
-                            args.get(i)
-                                .cloned()
-                                .ok_or_else(|| format!("option -{c} requires a value"))?
-                        };
-                        flags.push((c, Some(value)));
-                        break;
-                    }
-                    flags.push((c, None));
-                }
-            }
-            _ => positional.push(a.clone()),
-        }
-        i += 1;
-    }
-    Ok((flags, positional))
-}
-
-/// The string builtins of newer rpm (`%{upper:...}`, `%{sub s i j}`, ...), Lua semantics.
-fn string_builtin(name: &str, arg: &str, words: bool) -> Result<String, String> {
-    let chars: Vec<char> = arg.chars().collect();
-    Ok(match name {
-        "basename" => arg.rsplit('/').next().unwrap_or("").to_owned(),
-        "dirname" => match arg.rfind('/') {
-            Some(i) => arg[..i].to_owned(),
-            None => arg.to_owned(),
-        },
-        "suffix" => match arg.rfind('.') {
-            Some(i) => arg[i + 1..].to_owned(),
-            None => String::new(),
-        },
-        "url2path" | "u2p" => match arg.find("://") {
-            Some(i) => {
-                let after = &arg[i + 3..];
-                after
-                    .find('/')
-                    .map_or(String::new(), |j| after[j..].to_owned())
-            }
-            None => arg.to_owned(),
-        },
-        "shrink" => arg.split_whitespace().collect::<Vec<_>>().join(" "),
-        "shescape" => format!("'{}'", arg.replace('\'', "'\\''")),
-        "upper" => arg.to_ascii_uppercase(),
-        "lower" => arg.to_ascii_lowercase(),
-        "len" => arg.len().to_string(),
-        "reverse" => chars.iter().rev().collect(),
-        "sub" | "rep" => {
-            let parts: Vec<&str> = if words {
-                arg.split_whitespace().collect()
-            } else {
-                vec![arg]
-            };
-            let num = |i: usize| -> Result<Option<i64>, String> {
-                parts
-                    .get(i)
-                    .map(|p| {
-                        p.parse::<i64>()
-                            .map_err(|_| format!("{p:?} is not a number"))
-                    })
-                    .transpose()
-            };
-            let Some(s) = parts.first() else {
-                return Err("missing the string".into());
-            };
-            if name == "rep" {
-                let n = num(1)?.ok_or("missing the count")?;
-                let sep = parts.get(2).copied().unwrap_or("");
-                return Ok(vec![*s; n.max(0) as usize].join(sep));
-            }
-            lua_sub(s, num(1)?.unwrap_or(1), num(2)?.unwrap_or(-1))
-        }
-        _ => unreachable!("{name} is not a string builtin"),
-    })
-}
-
-/// Lua's `string.sub`: 1-based, inclusive, negative positions count from the end.
-fn lua_sub(s: &str, i: i64, j: i64) -> String {
-    let len = s.chars().count() as i64;
-    let norm = |p: i64| if p < 0 { (len + p + 1).max(0) } else { p };
-    let (start, end) = (norm(i).max(1), norm(j).min(len));
-    if start > end {
-        return String::new();
-    }
-    s.chars()
-        .skip((start - 1) as usize)
-        .take((end - start + 1) as usize)
-        .collect()
 }
 
 /// The host's architecture as rpm names it; `%ifarch` compares against `%{_target_cpu}`,
@@ -1017,6 +678,7 @@ fn host_arch() -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use super::builtins::lua_sub;
     use super::*;
 
     fn engine(defs: &[(&str, &str)]) -> Engine {
@@ -1322,16 +984,16 @@ mod tests {
     #[test]
     fn unsupported_constructs_are_reported_and_kept() {
         let mut e = engine(&[]);
-        assert_eq!(x(&mut e, "a%(echo hi)b"), "a%(echo hi)b");
-        assert_eq!(x(&mut e, "%{lua: print(1)}"), "%{lua: print(1)}");
+        assert_eq!(x(&mut e, "a%(uname -r)b"), "a%(uname -r)b");
+        assert_eq!(x(&mut e, "%{lua: os.exit(1)}"), "%{lua: os.exit(1)}");
         assert_eq!(x(&mut e, "%{getenv:HOME}"), "%{getenv:HOME}");
         assert_eq!(x(&mut e, "%{gsub abc b X}"), "%{gsub abc b X}");
         let msgs: Vec<String> = e.issues.iter().map(|i| i.to_string()).collect();
         assert_eq!(
             msgs,
             vec![
-                "shell expansion %(echo hi) is not supported; left unexpanded",
-                "Lua macro %{lua: print(1)} is not supported; left unexpanded",
+                "shell expansion %(uname -r) is left unexpanded: \"uname\" is not a command upcache evaluates (upcache never runs a shell)",
+                "Lua macro %{lua: os.exit(1)} is left unexpanded: \"os\" is not available (upcache never runs Lua)",
                 "environment lookup %{getenv:HOME} is not supported; left unexpanded",
                 "Lua pattern substitution %{gsub abc b X} is not supported; left unexpanded",
             ]
@@ -1355,8 +1017,12 @@ mod tests {
         assert_eq!(x(&mut e, "%{foo"), "%{foo");
         assert!(e.issues[0].to_string().contains("unterminated %{"));
         e.issues.clear();
-        assert_eq!(x(&mut e, "%{foo'}"), "%{foo'}");
+        assert_eq!(x(&mut e, "%{}"), "%{}");
         assert!(e.issues[0].to_string().contains("invalid macro syntax"));
+        e.issues.clear();
+        // rpm takes everything up to a space or colon as the name.
+        assert_eq!(x(&mut e, "%{foo'}"), "%{foo'}");
+        assert_eq!(e.issues, vec![Issue::Undefined("%{foo'}".into())]);
         e.issues.clear();
         x(&mut e, "%{error:boom}%{warn:careful}");
         assert_eq!(
