@@ -11,13 +11,14 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use reqwest::Method;
 use serde_json::{Value, json};
 use upcache::config::TokenConfig;
 
 use common::server::{TestServer, client, enc};
+use common::source::rust_files;
 use common::upstream::{Route, Upstream, random_bytes};
 
 const METHODS: [&str; 8] = [
@@ -103,20 +104,9 @@ impl Doc {
 
     /// A validator for the schema at `pointer` (a JSON pointer into the document).
     fn validator(&self, pointer: &str) -> Result<jsonschema::Validator, String> {
-        // A JSON pointer in a URI fragment: braces of path templates must be escaped.
-        const FRAGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
-            .add(b' ')
-            .add(b'"')
-            .add(b'%')
-            .add(b'<')
-            .add(b'>')
-            .add(b'\\')
-            .add(b'^')
-            .add(b'`')
-            .add(b'{')
-            .add(b'|')
-            .add(b'}');
-        let pointer = percent_encoding::utf8_percent_encode(pointer, FRAGMENT);
+        // The pointer goes into a URI fragment, which cannot hold the braces of the path
+        // templates (the only such characters in the document's keys).
+        let pointer = pointer.replace('{', "%7B").replace('}', "%7D");
         jsonschema::options()
             .with_draft(jsonschema::Draft::Draft202012)
             .with_registry(&self.registry)
@@ -342,21 +332,6 @@ struct Routed {
     pattern: String,
     methods: BTreeSet<String>,
     file: String,
-}
-
-/// Every `.rs` file under `dir`.
-fn rust_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(rust_files(&path));
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            files.push(path);
-        }
-    }
-    files.sort();
-    files
 }
 
 /// The text of the balanced parentheses that open at `text[open]`.
@@ -883,6 +858,7 @@ impl Cases {
 /// An upstream with a few files, and a server that has downloaded `/pub/a-1.0.tar.gz`
 /// (a miss, checked) and holds an admin and an upload token.
 struct Setup {
+    client: reqwest::Client,
     up: Upstream,
     server: TestServer,
     admin: String,
@@ -892,7 +868,8 @@ struct Setup {
     digests: BTreeMap<&'static str, String>,
 }
 
-async fn setup(cases: &mut Cases) -> Setup {
+async fn setup() -> (Cases, Setup) {
+    let mut cases = Cases::new();
     let up = Upstream::start().await;
     up.route("/pub/a-1.0.tar.gz", Route::ok(random_bytes(20_000, 16)));
     up.route("/pub/b-1.0.tar.gz", Route::ok(random_bytes(3_000, 17)));
@@ -928,26 +905,33 @@ async fn setup(cases: &mut Cases) -> Setup {
             )
         })
         .collect();
-    Setup {
+    let setup = Setup {
+        client: client(),
         up,
         server,
         admin,
         uploader,
         a_url,
         digests,
+    };
+    (cases, setup)
+}
+
+impl Setup {
+    /// A GET of `path` on the server.
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(self.server.url(path))
     }
 }
 
 /// Hits and misses in every request form, ranges, conditionals and artifact errors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn artifact_answers_validate_against_the_document() {
-    let mut cases = Cases::new();
-    let s = setup(&mut cases).await;
-    let (c, server, d) = (client(), &s.server, &s.digests);
-    let get = |path: &str| c.get(server.url(path));
+    let (mut cases, s) = setup().await;
+    let (c, server, d) = (&s.client, &s.server, &s.digests);
     let fetch_a = format!("/fetch?url={}", enc(&s.a_url));
 
-    let hit = cases.add("a hit", "GET /fetch", 200, get(&fetch_a)).await;
+    let hit = cases.add("a hit", "GET /fetch", 200, s.get(&fetch_a)).await;
     assert!(hit.headers.contains_key("etag"), "a hit has its ETag");
     cases
         .add(
@@ -957,16 +941,16 @@ async fn artifact_answers_validate_against_the_document() {
             c.head(server.url(&fetch_a)),
         )
         .await;
-    let range = get(&fetch_a).header("Range", "bytes=0-9");
+    let range = s.get(&fetch_a).header("Range", "bytes=0-9");
     cases
         .add("a range of a hit", "GET /fetch", 206, range)
         .await;
-    let past = get(&fetch_a).header("Range", "bytes=999999-");
+    let past = s.get(&fetch_a).header("Range", "bytes=999999-");
     cases
         .add("a range past the end", "GET /fetch", 416, past)
         .await;
     let etag = format!("\"{}\"", d["blake3"]);
-    let inm = get(&fetch_a).header("If-None-Match", &etag);
+    let inm = s.get(&fetch_a).header("If-None-Match", &etag);
     cases
         .add("a matching If-None-Match", "GET /fetch", 304, inm)
         .await;
@@ -1002,9 +986,9 @@ async fn artifact_answers_validate_against_the_document() {
         )
         .await;
     cases
-        .add("not a URL", "GET /fetch", 400, get("/fetch?url=nope"))
+        .add("not a URL", "GET /fetch", 400, s.get("/fetch?url=nope"))
         .await;
-    let wrong = get(&format!("{fetch_a}&md5={}", "0".repeat(32)));
+    let wrong = s.get(&format!("{fetch_a}&md5={}", "0".repeat(32)));
     cases
         .add(
             "an expected md5 that does not match",
@@ -1014,9 +998,9 @@ async fn artifact_answers_validate_against_the_document() {
         )
         .await;
 
-    let by_md5 = get(&format!("/by-md5/{}", d["md5"]));
+    let by_md5 = s.get(&format!("/by-md5/{}", d["md5"]));
     cases.add("by md5", "GET /by-md5/{hex}", 200, by_md5).await;
-    let named = get(&format!("/by-sha256/{}/a.tar.gz", d["sha256"]));
+    let named = s.get(&format!("/by-sha256/{}/a.tar.gz", d["sha256"]));
     cases
         .add(
             "by sha256, named",
@@ -1029,11 +1013,13 @@ async fn artifact_answers_validate_against_the_document() {
     cases
         .add("HEAD by sha512", "HEAD /by-sha512/{hex}", 200, head)
         .await;
-    let cond = get(&format!("/by-blake3/{}", d["blake3"])).header("If-None-Match", &etag);
+    let cond = s
+        .get(&format!("/by-blake3/{}", d["blake3"]))
+        .header("If-None-Match", &etag);
     cases
         .add("by blake3, not modified", "GET /by-blake3/{hex}", 304, cond)
         .await;
-    let unknown = get(&format!("/by-md5/{}", "0".repeat(32)));
+    let unknown = s.get(&format!("/by-md5/{}", "0".repeat(32)));
     cases
         .add("by an unknown md5", "GET /by-md5/{hex}", 404, unknown)
         .await;
@@ -1042,7 +1028,7 @@ async fn artifact_answers_validate_against_the_document() {
             "by a malformed md5",
             "GET /by-md5/{hex}",
             400,
-            get("/by-md5/xyz"),
+            s.get("/by-md5/xyz"),
         )
         .await;
     for (what, op, path) in [
@@ -1068,7 +1054,7 @@ async fn artifact_answers_validate_against_the_document() {
             format!("/repo/pkgs/a/a-1.0.tar.gz/{}/a-1.0.tar.gz", d["md5"]),
         ),
     ] {
-        cases.add(what, op, 200, get(&path)).await;
+        cases.add(what, op, 200, s.get(&path)).await;
     }
     cases.assert_described();
 }
@@ -1077,22 +1063,20 @@ async fn artifact_answers_validate_against_the_document() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_api_answers_validate_against_the_document() {
     use upcache::prefetch::Kind;
-    let mut cases = Cases::new();
-    let s = setup(&mut cases).await;
-    let (c, server, d) = (client(), &s.server, &s.digests);
-    let get = |path: &str| c.get(server.url(path));
+    let (mut cases, s) = setup().await;
+    let (c, server, d) = (&s.client, &s.server, &s.digests);
     let as_admin =
         |method: Method, path: &str| c.request(method, server.url(path)).bearer_auth(&s.admin);
 
-    let lookup = get(&format!("/api/v1/lookup?url={}", enc(&s.a_url)));
+    let lookup = s.get(&format!("/api/v1/lookup?url={}", enc(&s.a_url)));
     cases
         .add("lookup by url", "GET /api/v1/lookup", 200, lookup)
         .await;
-    let lookup = get(&format!("/api/v1/lookup?sha512={}", d["sha512"]));
+    let lookup = s.get(&format!("/api/v1/lookup?sha512={}", d["sha512"]));
     cases
         .add("lookup by sha512", "GET /api/v1/lookup", 200, lookup)
         .await;
-    let lookup = get(&format!("/api/v1/lookup?md5={}", "1".repeat(32)));
+    let lookup = s.get(&format!("/api/v1/lookup?md5={}", "1".repeat(32)));
     cases
         .add("lookup of nothing", "GET /api/v1/lookup", 404, lookup)
         .await;
@@ -1101,7 +1085,7 @@ async fn json_api_answers_validate_against_the_document() {
             "lookup without a key",
             "GET /api/v1/lookup",
             400,
-            get("/api/v1/lookup"),
+            s.get("/api/v1/lookup"),
         )
         .await;
 
@@ -1198,7 +1182,7 @@ async fn json_api_answers_validate_against_the_document() {
         .await;
 
     cases
-        .add("stats", "GET /api/v1/stats", 200, get("/api/v1/stats"))
+        .add("stats", "GET /api/v1/stats", 200, s.get("/api/v1/stats"))
         .await;
     let sweep = as_admin(Method::POST, "/api/v1/sweep");
     cases.add("a sweep", "POST /api/v1/sweep", 200, sweep).await;
@@ -1268,12 +1252,10 @@ async fn json_api_answers_validate_against_the_document() {
 /// This document, health, readiness, metrics, the pages, and a 429.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operations_and_page_answers_validate_against_the_document() {
-    let mut cases = Cases::new();
-    let s = setup(&mut cases).await;
-    let (c, server, d) = (client(), &s.server, &s.digests);
-    let get = |path: &str| c.get(server.url(path));
+    let (mut cases, s) = setup().await;
+    let (c, d) = (&s.client, &s.digests);
 
-    let served = get("/api/v1/openapi.json");
+    let served = s.get("/api/v1/openapi.json");
     let served = cases
         .add("the document", "GET /api/v1/openapi.json", 200, served)
         .await;
@@ -1282,21 +1264,21 @@ async fn operations_and_page_answers_validate_against_the_document() {
         read_bytes("schema/openapi.json"),
         "the document as committed"
     );
-    let schema = get("/api/v1/audit-event.schema.json");
+    let schema = s.get("/api/v1/audit-event.schema.json");
     let op = "GET /api/v1/audit-event.schema.json";
     let schema = cases.add("the audit-event schema", op, 200, schema).await;
     assert_eq!(schema.body, read_bytes("schema/audit-event.schema.json"));
     cases
-        .add("health", "GET /healthz", 200, get("/healthz"))
+        .add("health", "GET /healthz", 200, s.get("/healthz"))
         .await;
     cases
-        .add("readiness", "GET /readyz", 200, get("/readyz"))
+        .add("readiness", "GET /readyz", 200, s.get("/readyz"))
         .await;
     cases
-        .add("metrics", "GET /metrics", 200, get("/metrics"))
+        .add("metrics", "GET /metrics", 200, s.get("/metrics"))
         .await;
-    cases.add("the status page", "GET /", 200, get("/")).await;
-    let search = get(&format!("/ui/search?q={}", d["md5"]));
+    cases.add("the status page", "GET /", 200, s.get("/")).await;
+    let search = s.get(&format!("/ui/search?q={}", d["md5"]));
     cases
         .add("a search that finds", "GET /ui/search", 303, search)
         .await;
@@ -1305,14 +1287,14 @@ async fn operations_and_page_answers_validate_against_the_document() {
             "a search that does not",
             "GET /ui/search",
             404,
-            get("/ui/search?q=no"),
+            s.get("/ui/search?q=no"),
         )
         .await;
-    let page = get(&format!("/ui/blob/{}", d["blake3"]));
+    let page = s.get(&format!("/ui/blob/{}", d["blake3"]));
     cases
         .add("a blob's page", "GET /ui/blob/{blake3}", 200, page)
         .await;
-    let page = get(&format!("/ui/blob/{}", "0".repeat(64)));
+    let page = s.get(&format!("/ui/blob/{}", "0".repeat(64)));
     cases
         .add("an unknown blob's page", "GET /ui/blob/{blake3}", 404, page)
         .await;
@@ -1321,7 +1303,7 @@ async fn operations_and_page_answers_validate_against_the_document() {
             "the style sheet",
             "GET /ui/style.css",
             200,
-            get("/ui/style.css"),
+            s.get("/ui/style.css"),
         )
         .await;
 
