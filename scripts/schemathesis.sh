@@ -62,16 +62,19 @@ sha256 = "$token_sha256"
 scopes = ["admin"]
 EOF
 
+# The server prints its address once it listens: read it from a pipe as it comes.
+mkfifo "$dir/stdout"
 RUST_LOG=warn "$binary" serve --config "$dir/upcache.toml" >"$dir/stdout" 2>"$dir/server.log" &
 server=$!
-# The server prints its address once it listens.
+exec 3<"$dir/stdout"
 base=""
-for _ in $(seq 1 300); do
-  base=$(sed -n 's/^upcache listening on //p' "$dir/stdout" | head -n1)
-  [ -n "$base" ] && break
-  kill -0 "$server" 2>/dev/null || { cat "$dir/server.log" >&2; exit 1; }
-  sleep 0.1
+while IFS= read -r -t 60 line <&3; do
+  case $line in
+    "upcache listening on "*) base=${line#upcache listening on }; break ;;
+  esac
 done
+# Keep draining what else it prints, so that it never blocks on a full pipe.
+cat <&3 >/dev/null &
 [ -n "$base" ] || { echo "upcache did not start listening" >&2; cat "$dir/server.log" >&2; exit 1; }
 
 # The document's examples are the checksums of "hello" and the URL below: with that stored,
