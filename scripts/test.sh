@@ -56,6 +56,13 @@ if ! python3 -c 'import moto.server, boto3, flask' 2>/dev/null; then
   python3 -m pip install --quiet 'moto[server]' 2>/dev/null ||
     python3 -m pip install --quiet --break-system-packages 'moto[server]'
 fi
+# scripts/schemathesis.sh validates the OpenAPI document with openapi-spec-validator and fuzzes
+# a live server with schemathesis.
+if ! python3 -c 'import schemathesis, openapi_spec_validator' 2>/dev/null; then
+  log "installing schemathesis"
+  python3 -m pip install --quiet schemathesis openapi-spec-validator 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages schemathesis openapi-spec-validator
+fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install cargo-nextest --locked
@@ -92,4 +99,8 @@ if [ $# -eq 0 ]; then
     --root "$install_root"
   "$install_root/bin/upcache" --version
   rm -rf "$install_root"
+
+  # The binary the tests above built, fuzzed from its own OpenAPI document: no 5xx.
+  log "schemathesis"
+  scripts/schemathesis.sh target/debug/upcache
 fi

@@ -17,6 +17,7 @@ use upcache::Config;
 use upcache::config::TokenConfig;
 
 use common::server::{TestServer, client, enc};
+use common::source::rust_files;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -378,21 +379,6 @@ const STATUS_CODES: [(&str, u16); 22] = [
     ("SERVICE_UNAVAILABLE", 503),
     ("GATEWAY_TIMEOUT", 504),
 ];
-
-/// Every `.rs` file under `dir`.
-fn rust_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(rust_files(&path));
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            files.push(path);
-        }
-    }
-    files.sort();
-    files
-}
 
 /// A run of `[a-z_]` at the start of `s`, if the run is then closed by a quote.
 fn quoted_code(s: &str) -> Option<&str> {

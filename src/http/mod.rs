@@ -9,6 +9,7 @@ mod headcheck;
 pub mod intercept;
 mod jobs;
 mod log;
+mod openapi;
 mod ops;
 mod sendfile;
 mod serve;
@@ -125,6 +126,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
     }
     cfg.service(resource("/repo/pkgs/{tail:.*}").route(get_or_head().to(checksum_route)));
     ops::routes(cfg);
+    openapi::routes(cfg);
     api::routes(cfg);
     jobs::routes(cfg);
     ui::routes(cfg);

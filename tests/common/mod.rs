@@ -7,5 +7,6 @@ pub mod ftp;
 pub mod netns;
 pub mod s3;
 pub mod server;
+pub mod source;
 pub mod tls;
 pub mod upstream;
