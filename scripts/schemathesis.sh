@@ -13,6 +13,7 @@
 # all (default 120).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo=$PWD
 
 binary=${1:-target/debug/upcache}
 shift || true
@@ -87,7 +88,8 @@ status=0
 cd "$dir"
 # Loopback only: no proxy from the environment may carry these requests anywhere else.
 env -u http_proxy -u https_proxy -u HTTP_PROXY -u HTTPS_PROXY -u ALL_PROXY -u all_proxy \
-  NO_PROXY='*' timeout 300 python3 -m schemathesis.cli run "$base/api/v1/openapi.json" \
+  NO_PROXY='*' PYTHONPATH="$repo/scripts" SCHEMATHESIS_HOOKS=schemathesis_hooks \
+  timeout 300 python3 -m schemathesis.cli run "$base/api/v1/openapi.json" \
   --url "$base" \
   --checks not_a_server_error \
   --header "Authorization: Bearer $token" \
