@@ -48,6 +48,17 @@ if ((${#need[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# Pinned layout: the clients (curl, wrk, bench_client) and the origin on CPU 0, the server under
+# test on CPU 1, each server with one worker, so that neither server competes with the load
+# generator for a core and the two are compared on equal terms. NO_PIN=1, or fewer than two
+# CPUs, runs everything unpinned (servers with a worker per CPU).
+if [ -z "${NO_PIN:-}" ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+  CLIENT=(taskset -c 0) SERVER=(taskset -c 1) NGINX_WORKERS=1 WRK_THREADS=1
+  LAYOUT="pinned: clients and origin on CPU 0, the server under test on CPU 1, one worker each"
+else
+  CLIENT=() SERVER=() NGINX_WORKERS=auto WRK_THREADS=2
+  LAYOUT="unpinned: clients and servers share every CPU"
+fi
 log "building (release)"
 timeout 1800 cargo build --release --locked --bin upcache --example bench_origin --example bench_client --example bench_sweep
 BIN=target/release
@@ -67,7 +78,7 @@ for r in $(seq "$RUNS"); do
   for s in upcache nginx; do origin_args+=(--slow "/s/stampede-$s-$r.bin=$((10 * MIB))"); done
 done
 log "starting the origin on $PO"
-"$BIN/examples/bench_origin" "${origin_args[@]}" >"$WORK/origin.log" 2>&1 &
+"${CLIENT[@]}" "$BIN/examples/bench_origin" "${origin_args[@]}" >"$WORK/origin.log" 2>&1 &
 PIDS+=($!)
 ORIGIN=http://127.0.0.1:$PO
 # The origin prints its address once every file is generated and routed.
@@ -110,7 +121,7 @@ UPCACHE__UPSTREAM__ALLOW_PRIVATE=true UPCACHE__LOG__LEVEL=info \
   UPCACHE__PROXY__CONNECT=intercept UPCACHE__PROXY__CA_CERT="$CA" \
   UPCACHE__PROXY__CA_KEY="$WORK/ca/ca-key.pem" UPCACHE__PROXY__CONNECT_PORTS="$PS" \
   UPCACHE__UPSTREAM__CA_FILE="$CA" \
-  "$BIN/upcache" serve --listen "127.0.0.1:$PU" --data-dir "$WORK/upcache-data" \
+  "${SERVER[@]}" "$BIN/upcache" serve --listen "127.0.0.1:$PU" --data-dir "$WORK/upcache-data" \
   >"$WORK/upcache.out" 2>"$WORK/upcache.log" &
 UPCACHE_PID=$!
 PIDS+=($UPCACHE_PID)
@@ -124,7 +135,7 @@ user_line=""
 [ "$(id -u)" = 0 ] && user_line="user root;"
 cat >"$WORK/nginx.conf" <<EOF
 $user_line
-worker_processes auto;
+worker_processes $NGINX_WORKERS;
 worker_rlimit_nofile 65536;
 pid $WORK/nginx.pid;
 error_log $WORK/nginx-error.log warn;
@@ -162,7 +173,7 @@ http {
 }
 EOF
 log "starting nginx on $PN"
-nginx -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' >"$WORK/nginx.out" 2>&1 &
+"${SERVER[@]}" nginx -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' >"$WORK/nginx.out" 2>&1 &
 NGINX_PID=$!
 PIDS+=($NGINX_PID)
 NG=http://127.0.0.1:$PN
@@ -209,7 +220,7 @@ for s in upcache nginx; do
   base=$UP; [ $s = nginx ] && base=$NG
   vals=()
   for _ in $(seq "$RUNS"); do
-    vals+=("$(timeout 300 curl -s -o /dev/null -w '%{speed_download}' "$base/f/1g.bin")")
+    vals+=("$(timeout 300 "${CLIENT[@]}" curl -s -o /dev/null -w '%{speed_download}' "$base/f/1g.bin")")
   done
   record "tput_$s" "$(python3 -c "print(round($(median "${vals[@]}")/1e6, 1))")"
 done
@@ -228,24 +239,37 @@ errs=re.search(r"Non-2xx or 3xx responses: (\d+)",t)
 sock=re.search(r"Socket errors: (.*)",t)
 print(rps, lat["50"], lat["99"], errs.group(1) if errs else 0, "|", sock.group(1) if sock else "none")'
 }
+# Medians of RUNS runs, the two servers alternating (upcache first in odd runs, nginx first in
+# even ones), so that a slow phase of the machine does not favour one of them.
 for f in 1k 100k; do
   for c in 64 600; do
-    for s in upcache nginx; do
-      base=$UP; pid=$UPCACHE_PID
-      [ $s = nginx ] && base=$NG && pid=$NGINX_PID
-      rps=() p50=() p99=()
-      reset_peak "$pid"
-      for _ in $(seq "$RUNS"); do
-        out=$(timeout $((DURATION + 30)) wrk -t2 -c"$c" -d"${DURATION}s" --timeout 10s --latency "$base/f/$f.bin" | parse_wrk)
+    declare -A RPS=() P50=() P99=()
+    reset_peak "$UPCACHE_PID"
+    reset_peak "$NGINX_PID"
+    for r in $(seq "$RUNS"); do
+      order=(upcache nginx)
+      [ $((r % 2)) = 0 ] && order=(nginx upcache)
+      for s in "${order[@]}"; do
+        base=$UP
+        [ $s = nginx ] && base=$NG
+        out=$(timeout $((DURATION + 30)) "${CLIENT[@]}" wrk -t"$WRK_THREADS" -c"$c" -d"${DURATION}s" --timeout 10s --latency "$base/f/$f.bin" | parse_wrk)
         read -r a b d non2xx _ sock <<<"$out"
         [ "$non2xx" = 0 ] || { echo "wrk saw $non2xx non-2xx responses from $s" >&2; exit 1; }
-        rps+=("$a"); p50+=("$b"); p99+=("$d")
+        RPS[$s]+=" $a" P50[$s]+=" $b" P99[$s]+=" $d"
       done
-      record "rps_${s}_${f}_$c" "$(median "${rps[@]}")"
-      record "p50_${s}_${f}_$c" "$(median "${p50[@]}")"
-      record "p99_${s}_${f}_$c" "$(median "${p99[@]}")"
+    done
+    for s in upcache nginx; do
+      pid=$UPCACHE_PID
+      [ $s = nginx ] && pid=$NGINX_PID
+      # shellcheck disable=SC2086 # the lists are space-separated numbers
+      record "rps_${s}_${f}_$c" "$(median ${RPS[$s]})"
+      # shellcheck disable=SC2086
+      record "p50_${s}_${f}_$c" "$(median ${P50[$s]})"
+      # shellcheck disable=SC2086
+      record "p99_${s}_${f}_$c" "$(median ${P99[$s]})"
       [ "$c" = 600 ] && record "rss_wrk_${s}_${f}" "$(peak_rss_kib "$pid")"
     done
+    unset RPS P50 P99
   done
 done
 
@@ -259,7 +283,7 @@ for s in direct upcache nginx; do
       upcache) url="$UP/s/miss-upcache-$r.bin" ;;
       nginx) url="$NG/s/miss-nginx-$r.bin" ;;
     esac
-    read -r a b < <(timeout 120 curl -s -o /dev/null -w '%{time_starttransfer} %{time_total}\n' "$url")
+    read -r a b < <(timeout 120 "${CLIENT[@]}" curl -s -o /dev/null -w '%{time_starttransfer} %{time_total}\n' "$url")
     ttfb+=("$(python3 -c "print($a*1000)")"); total+=("$(python3 -c "print($b*1000)")")
   done
   record "miss_ttfb_$s" "$(median "${ttfb[@]}")"
@@ -275,7 +299,7 @@ for s in upcache nginx; do
   reset_peak "$pid"
   for r in $(seq "$RUNS"); do
     path=/s/stampede-$s-$r.bin
-    out=$(timeout 300 "$BIN/examples/bench_client" --url "$base$path" --concurrency 600 --expect-size $((10 * MIB)))
+    out=$(timeout 300 "${CLIENT[@]}" "$BIN/examples/bench_client" --url "$base$path" --concurrency 600 --expect-size $((10 * MIB)))
     walls+=("$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['wall_ms'])" "$out")")
     sleep 0.2 # the origin writes its counts every 50 ms
     origin+=("$(origin_hits "$path")")
@@ -291,7 +315,7 @@ for s in upcache nginx; do
   base=$UP; pid=$UPCACHE_PID
   [ $s = nginx ] && base=$NG && pid=$NGINX_PID
   reset_peak "$pid"
-  out=$(timeout 300 "$BIN/examples/bench_client" --url "$base/f/10m.bin" --concurrency 600 --expect-size $((10 * MIB)))
+  out=$(timeout 300 "${CLIENT[@]}" "$BIN/examples/bench_client" --url "$base/f/10m.bin" --concurrency 600 --expect-size $((10 * MIB)))
   record "hits600_wall_$s" "$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['wall_ms'])" "$out")"
   record "rss_hits600_$s" "$(peak_rss_kib "$pid")"
 done
@@ -335,7 +359,7 @@ mkdir -p "$(dirname "$OUT")"
 {
   for k in "${!R[@]}"; do echo "$k=${R[$k]}"; done
 } >"$WORK/results.env"
-python3 - "$WORK/results.env" "$RUNS" "$DURATION" >"$OUT" <<'PY'
+python3 - "$WORK/results.env" "$RUNS" "$DURATION" "$LAYOUT" "$WRK_THREADS" >"$OUT" <<'PY'
 import sys, os, platform, subprocess
 r = dict(l.strip().split("=", 1) for l in open(sys.argv[1]) if "=" in l)
 runs, dur = sys.argv[2], sys.argv[3]
@@ -346,7 +370,8 @@ mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 nginx_v = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
 print(f"Machine: {os.cpu_count()} CPUs ({cpu}), {mem:.1f} GiB RAM, {platform.platform()}; {nginx_v}")
-print(f"Medians of {runs} runs; wrk runs {dur}s each with 2 threads. Ratios are upcache / nginx.\n")
+print(f"Layout: {sys.argv[4]}.")
+print(f"Medians of {runs} runs, the servers alternating; wrk runs {dur}s each with {sys.argv[5]} thread(s). Ratios are upcache / nginx.\n")
 print("| measurement | upcache | nginx | ratio |")
 print("| --- | ---: | ---: | ---: |")
 print(f"| 1. HIT throughput, 1 GiB, 1 client (MB/s) | {r['tput_upcache']} | {r['tput_nginx']} | {ratio('tput_upcache', 'tput_nginx')} |")
