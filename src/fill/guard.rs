@@ -84,6 +84,7 @@ impl PanicHook {
     }
 
     /// Panic if armed and `written` has reached the mark; disarms itself first (one fill).
+    #[cfg(debug_assertions)]
     pub(super) fn check(&self, url: &crate::url::UpstreamUrl, written: u64) {
         let armed = self.0.load(Ordering::SeqCst);
         if armed != 0
