@@ -312,6 +312,8 @@ pub struct LimitsConfig {
     /// Largest upload accepted, in bytes.
     #[serde(with = "size_serde")]
     pub max_upload_size: u64,
+    /// CIDRs of clients without per-client limits (build hosts, a farm's NAT gateways).
+    pub exempt: Vec<ipnet::IpNet>,
 }
 
 /// What to do with `CONNECT` requests.
@@ -473,6 +475,7 @@ impl Default for LimitsConfig {
             per_client_concurrency: 32,
             upstream_concurrency: 64,
             max_upload_size: 20 << 30,
+            exempt: Vec::new(),
         }
     }
 }

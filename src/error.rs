@@ -38,11 +38,13 @@ pub enum Error {
     /// Content did not match an expected checksum; `upload` decides 422 vs 502.
     #[error("{message}")]
     IntegrityMismatch { message: String, upload: bool },
-    /// Over a per-client limit; `Retry-After: retry_after_secs`.
+    /// Over a limit; `Retry-After: retry_after_secs`. `limit` names it in the body: its
+    /// configuration key (`limits.per_client_rps`), or a built-in bound's name.
     #[error("{message}")]
     RateLimited {
         message: String,
         retry_after_secs: u64,
+        limit: &'static str,
     },
     /// Request target over 8 KiB (414).
     #[error("{0}")]

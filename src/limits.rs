@@ -4,7 +4,8 @@
 //! The rate limit is governor's GCRA token bucket; the concurrency count is a map of the
 //! clients that have requests in progress, each request holding a [`ClientPermit`] until its
 //! response body is finished or dropped. Both stay bounded under floods of distinct
-//! addresses (see [`MAX_CLIENTS`]). An IPv6 client is its /64 (see [`client_key`]).
+//! addresses (see [`MAX_CLIENTS`]). An IPv6 client is its /64 (see [`client_key`]). Clients
+//! in `limits.exempt` have neither limit.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -64,6 +65,15 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// The limit that was hit, named by its configuration key (the 429 body's `limit`).
+    pub fn limit(&self) -> &'static str {
+        match self {
+            Rejection::Rate { .. } => "limits.per_client_rps",
+            Rejection::Concurrency { .. } => "limits.per_client_concurrency",
+            Rejection::TooManyClients => "clients_in_progress",
+        }
+    }
+
     /// `Retry-After` in whole seconds, at least 1.
     pub fn retry_after_secs(&self) -> u64 {
         match self {
@@ -75,6 +85,8 @@ impl Rejection {
 
 /// Per-client and upstream limits of one instance.
 pub struct Limits {
+    /// `limits.exempt`: clients that are never limited.
+    exempt: Vec<ipnet::IpNet>,
     rate: Option<RateState>,
     concurrency: u32,
     active: Arc<Active>,
@@ -137,6 +149,7 @@ impl Limits {
             }
         });
         Limits {
+            exempt: cfg.exempt.clone(),
             rate,
             concurrency: cfg.per_client_concurrency,
             active: Arc::new(Active {
@@ -150,9 +163,19 @@ impl Limits {
         }
     }
 
+    /// Whether `ip` is in `limits.exempt` (an IPv4-mapped IPv6 address as its IPv4).
+    pub fn is_exempt(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.exempt.iter().any(|net| net.contains(&ip))
+    }
+
     /// Admit a request of `ip` (counted under [`client_key`]), or say why not. The permit
-    /// (if a concurrency limit is set) must live until the response is complete.
+    /// (if a concurrency limit is set) must live until the response is complete. A client in
+    /// `limits.exempt` is admitted without a permit and leaves no state.
     pub fn admit(&self, ip: IpAddr) -> Result<Option<ClientPermit>, Rejection> {
+        if self.is_exempt(ip) {
+            return Ok(None);
+        }
         let ip = client_key(ip);
         if let Some(rate) = &self.rate {
             rate.check(ip)?;
@@ -348,6 +371,7 @@ mod tests {
             .err()
             .expect("fourth request is over the burst");
         assert!(matches!(e, Rejection::Rate { .. }), "{e:?}");
+        assert_eq!(e.limit(), "limits.per_client_rps");
         assert!(e.retry_after_secs() >= 1);
         // Another client has its own bucket.
         assert!(l.admit(ip(2)).is_ok());
@@ -373,6 +397,31 @@ mod tests {
             Some(Rejection::Concurrency { limit: 1 })
         );
         assert!(l.admit("2001:db8:0:1::1".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn exempt_clients_have_neither_limit() {
+        let mut c = cfg(1, 2, 1);
+        c.exempt = vec![
+            "10.0.0.0/30".parse().unwrap(),
+            "2001:db8:5::/48".parse().unwrap(),
+        ];
+        let l = Limits::new(&c);
+        let mut held = Vec::new();
+        for _ in 0..1000 {
+            // ip(1) and ip(3) are in 10.0.0.0/30, ip(4) is not; a mapped address counts too.
+            for addr in [ip(1), ip(3), "::ffff:10.0.0.2".parse().unwrap()] {
+                held.push(l.admit(addr).expect("exempt"));
+            }
+            held.push(l.admit("2001:db8:5:7::1".parse().unwrap()).unwrap());
+        }
+        assert!(held.iter().all(Option::is_none), "no permits, no state");
+        assert_eq!((l.active_clients(), l.rate_clients()), (0, 0));
+        let _one = l.admit(ip(4)).unwrap();
+        let e = l.admit(ip(4)).err().expect("ip(4) is limited");
+        assert_eq!(e.limit(), "limits.per_client_concurrency");
+        assert!(l.admit("2001:db8:6::1".parse().unwrap()).is_ok());
+        assert!(!l.is_exempt(ip(4)));
     }
 
     #[test]

@@ -1,5 +1,12 @@
 //! Prometheus metrics (`/metrics`) and the counters `/api/v1/stats` reports.
+//!
+//! The registry is encoded as OpenMetrics by prometheus-client; [`Exposition::Prometheus`]
+//! rewrites that into the Prometheus text format 0.0.4 (what `promtool check metrics` and
+//! scrapers that do not ask for OpenMetrics read): counter families named with their
+//! `_total`, the info family as a gauge, no `# UNIT` or `# EOF` lines.
 
+use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
@@ -7,6 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 /// How a request named what it wanted.
@@ -87,6 +95,53 @@ impl Form {
 
 type Labels = Vec<(&'static str, &'static str)>;
 
+/// The `class` label of `upcache_http_requests_total`, by the status's first digit.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Which text format `/metrics` answers in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposition {
+    /// OpenMetrics 1.0.0, for clients whose `Accept` asks for it.
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4, the default.
+    Prometheus,
+}
+
+impl Exposition {
+    /// The format an `Accept` header asks for: OpenMetrics when it names
+    /// `application/openmetrics-text` with a quality above 0 and not below that of
+    /// `text/plain` (or `text/*`, `*/*`), else the Prometheus text format.
+    pub fn negotiate(accept: &str) -> Exposition {
+        let (mut openmetrics, mut text) = (0.0f32, 0.0f32);
+        for range in accept.split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .map_or(1.0, |(_, v)| v.trim().parse::<f32>().unwrap_or(0.0));
+            match media.as_str() {
+                "application/openmetrics-text" => openmetrics = openmetrics.max(q),
+                "text/plain" | "text/*" | "*/*" => text = text.max(q),
+                _ => {}
+            }
+        }
+        if openmetrics > 0.0 && openmetrics >= text {
+            Exposition::OpenMetrics
+        } else {
+            Exposition::Prometheus
+        }
+    }
+
+    /// The `Content-Type` of the answer.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Exposition::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Exposition::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
 /// Every metric the service exports.
 pub struct Metrics {
     registry: Registry,
@@ -102,6 +157,14 @@ pub struct Metrics {
     pub store_bytes: Gauge,
     pub disk_used_ratio: Gauge<f64, AtomicU64>,
     pub rate_limited: Counter,
+    /// Responses by status class, indexed like [`STATUS_CLASSES`].
+    http_requests: Vec<Counter>,
+    /// 1 while `/readyz` would answer 200 (the last probes), else 0.
+    pub ready: Gauge,
+    pub disk_used_bytes: Gauge,
+    pub disk_total_bytes: Gauge,
+    pub high_watermark: Gauge<f64, AtomicU64>,
+    pub low_watermark: Gauge<f64, AtomicU64>,
     pub upstream_waiting: Gauge,
     pub request_duration: Histogram,
     pub hits: Counter,
@@ -132,6 +195,12 @@ impl Metrics {
             store_bytes: Gauge::default(),
             disk_used_ratio: Gauge::default(),
             rate_limited: Counter::default(),
+            http_requests: Vec::new(),
+            ready: Gauge::default(),
+            disk_used_bytes: Gauge::default(),
+            disk_total_bytes: Gauge::default(),
+            high_watermark: Gauge::default(),
+            low_watermark: Gauge::default(),
             upstream_waiting: Gauge::default(),
             request_duration: Histogram::new(exponential_buckets(0.0005, 4.0, 10)),
             hits: Counter::default(),
@@ -149,7 +218,47 @@ impl Metrics {
                 );
             }
         }
+        let classes = Family::<Labels, Counter>::default();
+        for class in STATUS_CLASSES {
+            m.http_requests
+                .push(classes.get_or_create(&vec![("class", class)]).clone());
+        }
         let r = &mut m.registry;
+        r.register(
+            "build",
+            "The running version, as a label; the value is 1",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        r.register(
+            "http_requests",
+            "Responses by status class (1xx to 5xx), all endpoints",
+            classes,
+        );
+        r.register(
+            "ready",
+            "1 while the instance is ready (GET /readyz would answer 200), else 0",
+            m.ready.clone(),
+        );
+        r.register(
+            "disk_used_bytes",
+            "Used bytes of the cache (of max_size, or of the volume holding data_dir)",
+            m.disk_used_bytes.clone(),
+        );
+        r.register(
+            "disk_total_bytes",
+            "Size of the cache in bytes (max_size, or the volume holding data_dir)",
+            m.disk_total_bytes.clone(),
+        );
+        r.register(
+            "disk_high_watermark_ratio",
+            "cache.high_watermark: used ratio above which the sweeper evicts",
+            m.high_watermark.clone(),
+        );
+        r.register(
+            "disk_low_watermark_ratio",
+            "cache.low_watermark: used ratio the sweeper evicts down to",
+            m.low_watermark.clone(),
+        );
         r.register(
             "requests",
             "Artifact requests by form and result (hit, miss, bypass, error, other)",
@@ -237,6 +346,16 @@ impl Metrics {
         self.memory_bytes.get_or_create(&labels).set(bytes as i64);
     }
 
+    /// Count one response by its status class.
+    pub fn http_status(&self, status: u16) {
+        if let Some(c) = (status / 100)
+            .checked_sub(1)
+            .and_then(|i| self.http_requests.get(i as usize))
+        {
+            c.inc();
+        }
+    }
+
     /// Count one artifact request.
     pub fn request(&self, form: Form, result: CacheResult) {
         let i = Form::ALL.iter().position(|f| *f == form).expect("listed") * CacheResult::ALL.len()
@@ -256,10 +375,123 @@ impl Metrics {
         }
     }
 
-    /// The registry in the text exposition format.
-    pub fn render(&self) -> String {
+    /// The registry in the text exposition format `format`.
+    pub fn render(&self, format: Exposition) -> String {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
-        out
+        match format {
+            Exposition::OpenMetrics => out,
+            Exposition::Prometheus => prometheus_text(&out),
+        }
+    }
+}
+
+/// An OpenMetrics exposition (as prometheus-client writes it: no exemplars, no `_created`)
+/// in the Prometheus text format 0.0.4: there a family is named like its samples, so a
+/// counter family `x` becomes `x_total` and an info family `x` a gauge `x_info`; 0.0.4 has no
+/// `# UNIT` and no `# EOF`.
+fn prometheus_text(openmetrics: &str) -> String {
+    let renamed: HashMap<&str, (&str, &str)> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split_once(' '))
+        .filter_map(|(name, kind)| match kind {
+            "counter" => Some((name, ("_total", "counter"))),
+            "info" => Some((name, ("_info", "gauge"))),
+            "unknown" => Some((name, ("", "untyped"))),
+            _ => None,
+        })
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let descriptor = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?.split_once(' ')?)));
+        match descriptor {
+            Some((p, (name, rest))) if renamed.contains_key(name) => {
+                let (suffix, kind) = renamed[name];
+                let rest = if p == "# TYPE " { kind } else { rest };
+                let _ = writeln!(out, "{p}{name}{suffix} {rest}");
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_negotiation() {
+        use Exposition::*;
+        for (accept, want) in [
+            ("", Prometheus),
+            ("*/*", Prometheus),
+            ("text/plain; version=0.0.4", Prometheus),
+            ("application/json", Prometheus),
+            ("application/openmetrics-text", OpenMetrics),
+            ("Application/OpenMetrics-Text; version=1.0.0", OpenMetrics),
+            // What Prometheus sends.
+            (
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+                 version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+                OpenMetrics,
+            ),
+            ("application/openmetrics-text;q=0.2, text/plain", Prometheus),
+            ("application/openmetrics-text;q=0", Prometheus),
+            (
+                "text/plain;q=0.5, application/openmetrics-text;q=0.5",
+                OpenMetrics,
+            ),
+        ] {
+            assert_eq!(Exposition::negotiate(accept), want, "{accept:?}");
+        }
+    }
+
+    #[test]
+    fn prometheus_text_renames_counter_and_info_families() {
+        let m = Metrics::new();
+        m.http_status(204);
+        m.http_status(99);
+        m.http_status(600);
+        let om = m.render(Exposition::OpenMetrics);
+        assert!(om.ends_with("# EOF\n"), "{om}");
+        assert!(
+            om.contains("# TYPE upcache_http_requests counter\n"),
+            "{om}"
+        );
+        assert!(om.contains("# TYPE upcache_build info\n"), "{om}");
+        let text = m.render(Exposition::Prometheus);
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(
+            text.contains(
+                "# HELP upcache_http_requests_total Responses by status class (1xx to 5xx), \
+                 all endpoints.\n# TYPE upcache_http_requests_total counter\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("upcache_http_requests_total{class=\"2xx\"} 1\n"));
+        assert!(text.contains("upcache_http_requests_total{class=\"5xx\"} 0\n"));
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(text.contains(&format!(
+            "# TYPE upcache_build_info gauge\nupcache_build_info{{version=\"{version}\"}} 1\n"
+        )));
+        assert!(text.contains("# TYPE upcache_ready gauge\n"));
+        assert!(text.contains("# TYPE upcache_request_duration_seconds histogram\n"));
+        // Everything but the descriptors and the end marker is the same.
+        let samples = |s: &str| -> Vec<String> {
+            s.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(samples(&om), samples(&text));
     }
 }

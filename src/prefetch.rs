@@ -388,9 +388,10 @@ impl Jobs {
             }
         }
         let cost = job.bytes();
-        let limited = |message: String| Error::RateLimited {
+        let limited = |limit: &'static str, message: String| Error::RateLimited {
             message,
             retry_after_secs: 10,
+            limit,
         };
         if let Some(key) = job.client {
             let mine = |j: &Job| j.client == Some(key);
@@ -405,18 +406,24 @@ impl Jobs {
                 }
                 if !free_one(&mut jobs, mine, over_count) {
                     let who = crate::limits::describe_client(key);
-                    return Err(limited(if over_count {
-                        format!(
-                            "{who} has {n} prefetch jobs running, the most one client may have \
-                             ({MAX_CLIENT_JOBS}); try again when one has finished"
+                    return Err(if over_count {
+                        limited(
+                            "prefetch_jobs_per_client",
+                            format!(
+                                "{who} has {n} prefetch jobs running, the most one client may \
+                                 have ({MAX_CLIENT_JOBS}); try again when one has finished"
+                            ),
                         )
                     } else {
-                        format!(
-                            "the prefetch jobs of {who} hold {bytes} bytes and this one needs \
-                             {cost}, over the {MAX_CLIENT_BYTES} bytes one client may have \
-                             retained; try again when they have finished"
+                        limited(
+                            "prefetch_bytes_per_client",
+                            format!(
+                                "the prefetch jobs of {who} hold {bytes} bytes and this one \
+                                 needs {cost}, over the {MAX_CLIENT_BYTES} bytes one client may \
+                                 have retained; try again when they have finished"
+                            ),
                         )
-                    }));
+                    });
                 }
             }
         }
@@ -427,18 +434,24 @@ impl Jobs {
                 break;
             }
             if !free_one(&mut jobs, |_| true, over_count) {
-                return Err(limited(if over_count {
-                    format!(
-                        "{MAX_JOBS} prefetch or revalidation jobs are running, the most \
+                return Err(if over_count {
+                    limited(
+                        "prefetch_jobs",
+                        format!(
+                            "{MAX_JOBS} prefetch or revalidation jobs are running, the most \
                              retained at once; try again later"
+                        ),
                     )
                 } else {
-                    format!(
-                        "running prefetch and revalidation jobs hold {bytes} bytes and this \
-                         one needs {cost}, over the {MAX_RETAINED_BYTES} bytes retained at \
-                         most; try again later"
+                    limited(
+                        "prefetch_bytes",
+                        format!(
+                            "running prefetch and revalidation jobs hold {bytes} bytes and this \
+                             one needs {cost}, over the {MAX_RETAINED_BYTES} bytes retained at \
+                             most; try again later"
+                        ),
                     )
-                }));
+                });
             }
         }
         jobs.insert(job.id.clone(), job);

@@ -382,6 +382,53 @@ fn trusted_proxies_follow_the_backend_network() {
     }
 }
 
+/// The CIDRs exempted from the gateway's per-IP limits: the `CIDR 0;` entries of the geo
+/// block that sets `$upcache_limited` in `conf`.
+fn gateway_exempt(conf: &str) -> BTreeSet<ipnet::IpNet> {
+    let block = conf
+        .split_once("geo $upcache_limited {")
+        .expect("deploy/nginx.conf has the geo block")
+        .1;
+    let block = &block[..block.find('}').expect("the geo block ends")];
+    block
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| {
+            let (key, value) = l.trim_end_matches(';').split_once(char::is_whitespace)?;
+            match (key, value.trim()) {
+                ("default", "1") => None,
+                (cidr, "0") => Some(cidr.parse().unwrap_or_else(|e| panic!("{l}: {e}"))),
+                _ => panic!("geo $upcache_limited: unexpected entry {l:?}"),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn the_gateway_exempts_the_same_clients_as_the_instances() {
+    let exempt = gateway_exempt(NGINX_CONF);
+    for (name, s) in upcache_services(&compose()) {
+        let cfg = upcache::Config::load_from(None, instance_env(s)).unwrap();
+        let instance: BTreeSet<ipnet::IpNet> = cfg.limits.exempt.iter().copied().collect();
+        assert_eq!(
+            instance, exempt,
+            "{name}: UPCACHE__LIMITS__EXEMPT and the geo block of deploy/nginx.conf must list \
+             the same CIDRs"
+        );
+    }
+    // The parser sees entries (what the gateway test adds) and ignores comments.
+    let conf = NGINX_CONF.replacen(
+        "default 1;",
+        "default 1;\n        10.20.0.0/16 0;  # farm\n        # 10.9.0.0/16 0;",
+        1,
+    );
+    assert_eq!(
+        gateway_exempt(&conf),
+        BTreeSet::from(["10.20.0.0/16".parse().unwrap()])
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_work_out_of_the_box_with_the_documented_token() {
     use common::server::TestServer;

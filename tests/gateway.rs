@@ -1,7 +1,8 @@
 //! The production gateway for real: Debian's nginx running `deploy/nginx.conf` (listen port,
 //! instance addresses and file paths templated) in front of three `upcache serve` processes
 //! and a scripted origin, all on loopback. Needs root (nginx's temp paths, tmpfs mounts) and
-//! /usr/sbin/nginx; `scripts/test.sh` installs it.
+//! /usr/sbin/nginx; `scripts/test.sh` installs it. The build host exempted from per-client
+//! limits (nginx's geo block, `limits.exempt`) is 127.0.0.2; other clients are 127.0.0.1.
 
 mod common;
 
@@ -17,6 +18,8 @@ use futures::StreamExt;
 
 const NGINX: &str = "/usr/sbin/nginx";
 const CONF: &str = include_str!("../deploy/nginx.conf");
+/// The build host exempted from per-client limits: another loopback address of this host.
+const BUILD_HOST: &str = "127.0.0.2";
 
 /// nginx on a config generated from `deploy/nginx.conf`.
 struct Nginx {
@@ -131,6 +134,11 @@ fn render(dir: &Path, port: u16, backends: &[String]) -> String {
         ),
     );
     replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
+    // The exempt build host of these tests, as an operator lists one.
+    replace(
+        "default 1;",
+        &format!("default 1;\n        {BUILD_HOST}/32 0;"),
+    );
     for (i, backend) in backends.iter().enumerate() {
         replace(
             &format!("server upcache-{}:8080 ", i + 1),
@@ -327,10 +335,19 @@ async fn over_limit_clients_get_429_from_nginx() {
         let first = s.next().await.unwrap().unwrap().len();
         held.push((first, s));
     }
-    // ... and the 33rd is refused by nginx itself (no instance answered it).
+    // ... and the 33rd is refused by nginx itself (no instance answered it), in JSON that
+    // names the limit.
     let r = c.get(&url).send().await.unwrap();
-    assert_eq!(r.status(), 429);
-    assert_eq!(served_by(&r), "", "answered by nginx");
+    assert_gateway_refused(r, "limit_conn upcache_conn").await;
+    // The exempt build host is not counted: 40 more downloads at once.
+    let build_host = from(BUILD_HOST);
+    for _ in 0..40 {
+        let r = build_host.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let mut s = r.bytes_stream();
+        let first = s.next().await.unwrap().unwrap().len();
+        held.push((first, s));
+    }
     gate.open();
     for (first, mut s) in held {
         let mut n = first;
@@ -355,7 +372,96 @@ async fn over_limit_clients_get_429_from_nginx() {
     let (i, r) = refused.expect("rate limited by nginx");
     // The 33 requests above drew from the same bucket.
     assert!(i + 33 >= 200, "the burst is allowed: refused after {i}");
+    assert_gateway_refused(r, "limit_req upcache_rate").await;
+    // The build host asks as fast, and far more often than the burst: never refused.
+    let answers = curl_parallel(BUILD_HOST, &probe, 600, &[]).await;
+    assert_eq!(count(&answers, 404), 600);
+}
+
+/// A client whose requests leave from `ip`, an address of this host.
+fn from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+/// nginx's own 429 (no instance answered it): JSON naming `limit`, with `Retry-After`.
+async fn assert_gateway_refused(r: reqwest::Response, limit: &str) {
+    assert_eq!(r.status(), 429);
     assert_eq!(served_by(&r), "", "answered by nginx");
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let body: serde_json::Value = r.json().await.expect("a JSON body");
+    assert_eq!(body["error"], "rate_limited", "{body}");
+    assert_eq!(body["limit"], limit, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains(limit) && message.contains("127.0.0.1"),
+        "{body}"
+    );
+}
+
+/// The whole chain for a build farm: nginx and the instances both exempt the build host
+/// (geo block, `limits.exempt` on the address from `X-Forwarded-For`); any other client is
+/// limited by whichever comes first, and every refusal names its limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_host_is_exempt_at_the_gateway_and_the_instances() {
+    let up = Upstream::start().await;
+    let body = random_bytes(30_000, 21);
+    up.route("/farm/src.tar.gz", Route::ok(body.clone()));
+    let exempt = format!("{BUILD_HOST}/32");
+    let cluster = Cluster::start(
+        &[
+            ("UPCACHE__LIMITS__PER_CLIENT_RPS", "1"),
+            ("UPCACHE__LIMITS__PER_CLIENT_BURST", "5"),
+            ("UPCACHE__LIMITS__PER_CLIENT_CONCURRENCY", "4"),
+            ("UPCACHE__LIMITS__EXEMPT", exempt.as_str()),
+        ],
+        &[],
+    );
+    let url = cluster.mirror(&up.url("/farm/src.tar.gz"));
+    let build_host = from(BUILD_HOST);
+    loop {
+        let r = build_host.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let hit = r.headers()["x-cache"] == "HIT";
+        assert_eq!(r.bytes().await.unwrap(), body);
+        if hit {
+            break;
+        }
+    }
+    let answers = curl_parallel(BUILD_HOST, &url, 300, &[]).await;
+    assert_eq!(count(&answers, 200), 300);
+    assert!(answers.iter().all(|a| a.2.len() == body.len()));
+
+    let answers = curl_parallel("127.0.0.1", &url, 300, &[]).await;
+    let refused: Vec<serde_json::Value> = answers
+        .iter()
+        .filter(|a| a.0 == 429)
+        .map(|a| serde_json::from_slice(&a.2).expect("every 429 is JSON"))
+        .collect();
+    assert!(!refused.is_empty());
+    assert_eq!(refused.len() + count(&answers, 200), 300);
+    let known = [
+        "limits.per_client_rps",
+        "limits.per_client_concurrency",
+        "limit_req upcache_rate",
+        "limit_conn upcache_conn",
+    ];
+    let mut seen = BTreeSet::new();
+    for body in &refused {
+        let limit = body["limit"].as_str().unwrap_or_default();
+        assert!(known.contains(&limit), "{body}");
+        assert!(body["message"].as_str().unwrap().contains(limit), "{body}");
+        seen.insert(limit.to_owned());
+    }
+    // With a burst of 5 at the instance and 200 at nginx, the instance refuses first.
+    assert!(
+        seen.iter().any(|l| l.starts_with("limits.")),
+        "the instance's own limits apply behind the gateway: {seen:?}"
+    );
+    assert_eq!(up.hits("/farm/src.tar.gz"), 1);
 }
 
 /// A tmpfs mounted for one test (as root), unmounted when dropped.
@@ -437,6 +543,14 @@ async fn stopped_or_unready_instances_are_taken_out_of_rotation() {
     let filler = tmpfs.fill();
     let ready = c.get(cluster.direct(2, "/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503, "a full volume is not ready");
+    assert_eq!(
+        metric(&c, &cluster.direct(2, "/metrics"), "upcache_ready").await,
+        0.0
+    );
+    assert_eq!(
+        metric(&c, &cluster.direct(1, "/metrics"), "upcache_ready").await,
+        1.0
+    );
 
     // Unready: what it would have to store goes elsewhere...
     let (path, body) = &files[three[1]];
@@ -475,6 +589,10 @@ async fn stopped_or_unready_instances_are_taken_out_of_rotation() {
     std::fs::remove_file(filler).unwrap();
     let ready = c.get(cluster.direct(2, "/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
+    assert_eq!(
+        metric(&c, &cluster.direct(2, "/metrics"), "upcache_ready").await,
+        1.0
+    );
     let (path, body) = &files[three[1]];
     let r = c
         .get(cluster.direct(2, &format!("/fetch?url={}", enc(&up.url(path)))))
@@ -484,6 +602,16 @@ async fn stopped_or_unready_instances_are_taken_out_of_rotation() {
     assert_eq!(r.status(), 200);
     assert_eq!(&r.bytes().await.unwrap(), body);
     drop(cluster);
+}
+
+/// The value of the sample `name` (without labels) in the exposition at `url`.
+async fn metric(c: &reqwest::Client, url: &str, name: &str) -> f64 {
+    let text = c.get(url).send().await.unwrap().text().await.unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.split(' ').next() == Some(name))
+        .unwrap_or_else(|| panic!("{name} is not in {text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
 /// Files in `dir` other than the readiness probe's, with their sizes.

@@ -1,6 +1,8 @@
 //! Governance in the app (SPEC 3 `[limits]`, 5): per-client rate and concurrency limits with
 //! client addresses from trusted proxies, bounded limiter state, the upstream download cap,
-//! and X-Served-By on every answer.
+//! and X-Served-By on every answer. Limits for build hosts (SPEC 9): `limits.exempt` and
+//! admin tokens, with the real binary and curl (a second loopback address, 127.0.0.2, is the
+//! exempt build host), and 429 bodies that name the limit.
 
 mod common;
 
@@ -21,7 +23,9 @@ async fn until(mut cond: impl FnMut() -> bool) {
     }
 }
 
-async fn assert_rate_limited(r: reqwest::Response) {
+/// A 429 `rate_limited` with `Retry-After`, whose body names `limit` (in `limit` and in the
+/// message).
+async fn assert_rate_limited(r: reqwest::Response, limit: &str) {
     let retry: u64 = r.headers()["retry-after"]
         .to_str()
         .unwrap()
@@ -29,8 +33,16 @@ async fn assert_rate_limited(r: reqwest::Response) {
         .expect("Retry-After is whole seconds");
     assert!(retry >= 1);
     assert_eq!(r.headers()["x-served-by"], "test");
-    let (status, code, message) = error_code(r).await;
-    assert_eq!((status, code.as_str()), (429, "rate_limited"), "{message}");
+    assert_eq!(r.status(), 429);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_limit_named(&body, limit);
+}
+
+fn assert_limit_named(body: &serde_json::Value, limit: &str) {
+    assert_eq!(body["error"], "rate_limited", "{body}");
+    assert_eq!(body["limit"], limit, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains(limit), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,7 +67,11 @@ async fn over_the_burst_gets_429_with_retry_after_and_health_is_never_limited() 
             break;
         }
     }
-    assert_rate_limited(rejected.expect("a request over the burst is refused")).await;
+    assert_rate_limited(
+        rejected.expect("a request over the burst is refused"),
+        "limits.per_client_rps",
+    )
+    .await;
     for _ in 0..30 {
         for path in ["/healthz", "/readyz", "/metrics"] {
             let r = s.get(&s.url(path)).await;
@@ -143,7 +159,11 @@ async fn concurrency_counts_a_request_until_its_streamed_body_ends() {
         streams.push(stream);
     }
     assert_eq!(s.app.limits.active_requests(LOCAL), 2);
-    assert_rate_limited(s.get(&s.url("/no-such-endpoint")).await).await;
+    assert_rate_limited(
+        s.get(&s.url("/no-such-endpoint")).await,
+        "limits.per_client_concurrency",
+    )
+    .await;
     // Health checks get through regardless.
     assert_eq!(s.get(&s.url("/healthz")).await.status(), 200);
 
@@ -267,4 +287,169 @@ async fn waiting_longer_than_read_timeout_for_a_slot_is_504() {
     // Not an upstream failure: nothing remembered, the next request downloads it.
     let (status, _, _) = s.get_bytes(&s.fetch_url(&up.url("/t/b.tar.gz"))).await;
     assert_eq!(status, 200);
+}
+
+// --- limits for build hosts (SPEC 9) ------------------------------------------------------
+
+/// The exempt build host of these tests: another loopback address of this machine.
+const BUILD_HOST: &str = "127.0.0.2";
+
+/// The real binary with tight per-client limits, `127.0.0.2/32` exempt, and an admin and an
+/// upload token; returns the process and the two tokens.
+fn limited_process(
+    dir: &std::path::Path,
+    rps: u32,
+    burst: u32,
+    conc: u32,
+) -> (Process, String, String) {
+    let (admin, admin_sha) = upcache::auth::new_token();
+    let (upload, upload_sha) = upcache::auth::new_token();
+    let cfg = dir.join("upcache.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\ninstance = \"test\"\n[upstream]\nallow_private = true\n\
+             [limits]\nper_client_rps = {rps}\nper_client_burst = {burst}\n\
+             per_client_concurrency = {conc}\nexempt = [\"{BUILD_HOST}/32\"]\n\
+             [[auth.tokens]]\nname = \"ops\"\nsha256 = \"{admin_sha}\"\nscopes = [\"admin\"]\n\
+             [[auth.tokens]]\nname = \"ci\"\nsha256 = \"{upload_sha}\"\nscopes = [\"upload\"]\n"
+        ),
+    )
+    .unwrap();
+    let p = Process::spawn(dir, &["--config", cfg.to_str().unwrap()], &[]);
+    (p, admin, upload)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exempt_build_hosts_and_admin_tokens_are_never_limited() {
+    let up = Upstream::start().await;
+    let body = random_bytes(20_000, 13);
+    up.route("/farm/src-1.0.tar.gz", Route::ok(body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let (p, admin, upload) = limited_process(dir.path(), 1, 5, 4);
+    let url = format!(
+        "{}/fetch?url={}",
+        p.base,
+        enc(&up.url("/farm/src-1.0.tar.gz"))
+    );
+    // The build host fills the cache, then waits until the URL is a hit.
+    let build_host = reqwest::Client::builder()
+        .local_address(BUILD_HOST.parse::<IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    loop {
+        let r = build_host.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let hit = r.headers()["x-cache"] == "HIT";
+        assert_eq!(r.bytes().await.unwrap(), body);
+        if hit {
+            break;
+        }
+    }
+
+    // 300 parallel hits from the exempt build host: every one is served.
+    let answers = curl_parallel(BUILD_HOST, &url, 300, &[]).await;
+    assert_eq!(count(&answers, 200), 300, "{:?}", &answers[..3]);
+    assert!(answers.iter().all(|a| a.2.len() == body.len()));
+
+    // The same from another address: over the burst of 5 (and 4 at once), refused with a
+    // body that names the limit and its key.
+    let answers = curl_parallel("127.0.0.1", &url, 300, &[]).await;
+    let refused = count(&answers, 429);
+    assert!(refused > 0, "some of 300 are refused");
+    assert!(count(&answers, 200) >= 1);
+    assert_eq!(refused + count(&answers, 200), 300);
+    for (_, retry_after, text) in answers.iter().filter(|a| a.0 == 429) {
+        assert!(retry_after.parse::<u64>().unwrap() >= 1, "{retry_after:?}");
+        let body: serde_json::Value = serde_json::from_slice(text).unwrap();
+        let limit = body["limit"].as_str().unwrap_or_default();
+        assert!(
+            ["limits.per_client_rps", "limits.per_client_concurrency"].contains(&limit),
+            "{body}"
+        );
+        assert_limit_named(&body, limit);
+    }
+
+    // 80 parallel requests with the admin token, from the address that is over its limits:
+    // all pass. An upload token or a wrong one gets no such favour.
+    let bearer = |t: &str| vec![format!("Authorization: Bearer {t}")];
+    let answers = curl_parallel("127.0.0.1", &url, 80, &bearer(&admin)).await;
+    assert_eq!(count(&answers, 200), 80);
+    let stats = curl_parallel(
+        "127.0.0.1",
+        &format!("{}/api/v1/stats", p.base),
+        80,
+        &bearer(&admin),
+    )
+    .await;
+    assert_eq!(count(&stats, 200), 80);
+    for token in [upload.as_str(), "not-a-token"] {
+        let answers = curl_parallel("127.0.0.1", &url, 80, &bearer(token)).await;
+        assert!(count(&answers, 429) > 0, "{token} is limited");
+    }
+
+    let metrics = build_host
+        .get(format!("{}/metrics", p.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("upcache_rate_limited_total"))
+        .unwrap();
+    let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= refused as f64, "{line}");
+    assert_eq!(up.hits("/farm/src-1.0.tar.gz"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exempt_build_host_may_run_more_downloads_than_per_client_concurrency() {
+    let up = Upstream::start().await;
+    let body = random_bytes(1 << 20, 17);
+    let gate = Gate::new();
+    up.route(
+        "/farm/big.tar.gz",
+        Route::ok(body.clone()).hold_at(100_000, gate.clone()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _, _) = limited_process(dir.path(), 0, 0, 2);
+    let url = format!("{}/fetch?url={}", p.base, enc(&up.url("/farm/big.tar.gz")));
+    let from = |ip: &str| {
+        reqwest::Client::builder()
+            .local_address(ip.parse::<IpAddr>().unwrap())
+            .build()
+            .unwrap()
+    };
+    let (build_host, other) = (from(BUILD_HOST), from("127.0.0.1"));
+    // Bodies that have started and are stuck mid-way: five from the build host, two from
+    // the other address, whose third is refused.
+    let mut streams = Vec::new();
+    for c in std::iter::repeat_n(&build_host, 5).chain([&other, &other]) {
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let mut s = r.bytes_stream();
+        let first = s.next().await.unwrap().unwrap().len();
+        streams.push((first, s));
+    }
+    let r = other.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let refusal: serde_json::Value = r.json().await.unwrap();
+    assert_limit_named(&refusal, "limits.per_client_concurrency");
+    assert!(
+        refusal["message"].as_str().unwrap().contains("127.0.0.1"),
+        "{refusal}"
+    );
+    gate.open();
+    for (first, mut s) in streams {
+        let mut n = first;
+        while let Some(chunk) = s.next().await {
+            n += chunk.unwrap().len();
+        }
+        assert_eq!(n, body.len());
+    }
+    assert_eq!(up.hits("/farm/big.tar.gz"), 1, "one download, six joined");
 }

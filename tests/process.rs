@@ -1,5 +1,5 @@
 //! The real binary: default start-up, crash safety under `kill -9`, the CLI commands, real
-//! proxy clients (curl, wget), and log formats.
+//! proxy clients (curl, wget), log formats, and `/metrics` as curl and promtool see it.
 
 mod common;
 
@@ -525,6 +525,171 @@ async fn kill_9_during_a_sweep_leaves_a_consistent_store() {
             r.bytes().await.unwrap(),
             random_bytes(60_000, 200 + i),
             "{path}"
+        );
+    }
+}
+
+/// The sample `name` (with its labels, as written) in `exposition`.
+fn sample(exposition: &str, name: &str) -> f64 {
+    let line = exposition
+        .lines()
+        .find(|l| l.rsplit_once(' ').is_some_and(|(n, _)| n == name))
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{exposition}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// `curl -sS -D headers URL` with `args`: (headers, body).
+async fn curl_get(url: &str, args: &[&str]) -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-f", "-D"])
+        .arg(dir.path().join("headers"))
+        .args(["-o"])
+        .arg(dir.path().join("body"))
+        .args(args)
+        .arg(url);
+    let o = tokio::task::spawn_blocking(move || run_blocking(cmd))
+        .await
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+    (read("headers").to_lowercase(), read("body"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_negotiate_their_format_and_promtool_accepts_the_default() {
+    let promtool = "/usr/bin/promtool";
+    assert!(
+        std::path::Path::new(promtool).exists(),
+        "{promtool} is missing: install Debian's prometheus (scripts/test.sh does)"
+    );
+    let up = Upstream::start().await;
+    let body = random_bytes(123_456, 31);
+    up.route("/m/src-2.0.tar.gz", Route::ok(body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let p = Process::spawn(
+        dir.path(),
+        &[],
+        &[
+            PRIVATE_OK,
+            ("UPCACHE__CACHE__MAX_SIZE", "1GiB"),
+            ("UPCACHE__CACHE__HIGH_WATERMARK", "0.9"),
+            ("UPCACHE__CACHE__LOW_WATERMARK", "0.7"),
+        ],
+    );
+    let c = common::server::client();
+    let url = format!("{}/fetch?url={}", p.base, enc(&up.url("/m/src-2.0.tar.gz")));
+    // A miss, then hits until it is committed; and two 404s.
+    loop {
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let hit = r.headers()["x-cache"] == "HIT";
+        assert_eq!(r.bytes().await.unwrap(), body);
+        if hit {
+            break;
+        }
+    }
+    for _ in 0..2 {
+        let r = c
+            .get(format!("{}/no-such-endpoint", p.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+    }
+
+    // curl's default (`Accept: */*`): the Prometheus text format 0.0.4. A response is counted
+    // once its body has ended, which the server may note just after the client has it: ask
+    // until the 404s are in.
+    let metrics = format!("{}/metrics", p.base);
+    let class_in = |text: &str, c: &str| {
+        sample(
+            text,
+            &format!("upcache_http_requests_total{{class=\"{c}\"}}"),
+        )
+    };
+    let (headers, text) = loop {
+        let (headers, text) = curl_get(&metrics, &[]).await;
+        if class_in(&text, "4xx") >= 2.0 {
+            break (headers, text);
+        }
+    };
+    assert!(
+        headers.contains("\r\ncontent-type: text/plain; version=0.0.4"),
+        "{headers}"
+    );
+    assert!(headers.contains("\r\nvary: accept"), "{headers}");
+    assert!(!text.contains("# EOF"), "{text}");
+    assert!(
+        text.contains("# TYPE upcache_requests_total counter\n"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE upcache_build_info gauge\n"), "{text}");
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        sample(
+            &text,
+            &format!("upcache_build_info{{version=\"{version}\"}}")
+        ),
+        1.0
+    );
+    assert_eq!(sample(&text, "upcache_ready"), 1.0);
+    assert_eq!(
+        sample(&text, "upcache_disk_total_bytes"),
+        (1u64 << 30) as f64
+    );
+    assert_eq!(sample(&text, "upcache_disk_used_bytes"), body.len() as f64);
+    assert_eq!(sample(&text, "upcache_disk_high_watermark_ratio"), 0.9);
+    assert_eq!(sample(&text, "upcache_disk_low_watermark_ratio"), 0.7);
+    // Counted when each body ended: the fills and hits above, the 404s; nothing else yet.
+    let class = |c: &str| class_in(&text, c);
+    assert!(class("2xx") >= 2.0, "{text}");
+    assert_eq!(class("4xx"), 2.0);
+    assert_eq!((class("1xx"), class("3xx"), class("5xx")), (0.0, 0.0, 0.0));
+
+    // promtool reads it without a complaint.
+    let file = dir.path().join("metrics.txt");
+    std::fs::write(&file, &text).unwrap();
+    let mut check = Command::new(promtool);
+    check
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&file).unwrap());
+    let o = tokio::task::spawn_blocking(move || run_blocking(check))
+        .await
+        .unwrap();
+    assert!(
+        o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // What Prometheus asks for: OpenMetrics, with the same samples.
+    let accept = "Accept: application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+                  version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    let (headers, om) = curl_get(&metrics, &["-H", accept]).await;
+    assert!(
+        headers.contains("\r\ncontent-type: application/openmetrics-text; version=1.0.0"),
+        "{headers}"
+    );
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert!(om.contains("# TYPE upcache_requests counter\n"), "{om}");
+    assert!(om.contains("# TYPE upcache_build info\n"), "{om}");
+    assert_eq!(
+        sample(&om, &format!("upcache_build_info{{version=\"{version}\"}}")),
+        1.0
+    );
+    assert!(class_in(&om, "2xx") >= class("2xx"), "{om}");
+    assert_eq!(class_in(&om, "4xx"), 2.0);
+    // Asking for text explicitly, or ranking it higher, gets text.
+    for accept in [
+        "Accept: text/plain;version=0.0.4",
+        "Accept: application/openmetrics-text;q=0.3, text/plain;q=0.9",
+    ] {
+        let (headers, _) = curl_get(&metrics, &["-H", accept]).await;
+        assert!(
+            headers.contains("content-type: text/plain; version=0.0.4"),
+            "{accept}"
         );
     }
 }

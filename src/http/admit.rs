@@ -1,7 +1,9 @@
 //! Admission of every request before routing: the HTTP hygiene limits that actix-http does
 //! not enforce itself (SPEC 5: a target over 8 KiB gets 414, headers over 16 KiB in total
-//! 431), then the per-client rate and concurrency limits (429 `rate_limited`). A request
-//! that starts a download lends its concurrency slot to that download until it ends.
+//! 431), then the per-client rate and concurrency limits (429 `rate_limited`, its body's
+//! `limit` naming the key). A request that starts a download lends its concurrency slot to
+//! that download until it ends. Clients in `limits.exempt` and requests carrying a valid
+//! admin token are not limited (SPEC 9).
 //!
 //! What actix-http already does, and tests check: a request with both `Content-Length` and
 //! `Transfer-Encoding`, or more than one `Content-Length`, gets 400 and the connection is
@@ -61,27 +63,49 @@ pub fn admit(
     let Some(ip) = client else {
         return Ok(None);
     };
+    if is_admin(req, app) {
+        return Ok(None);
+    }
     app.limits.admit(ip).map_err(|rejection| {
         app.metrics.rate_limited.inc();
         let ip = crate::limits::describe_client(ip);
+        let limits = &app.config.limits;
         let message = match rejection {
             Rejection::Rate { .. } => format!(
-                "too many requests from {ip} (limits.per_client_rps = {}, per_client_burst = {})",
-                app.config.limits.per_client_rps, app.config.limits.per_client_burst
+                "too many requests from {ip}: over limits.per_client_rps = {} with \
+                 limits.per_client_burst = {}",
+                limits.per_client_rps, limits.per_client_burst
             ),
             Rejection::Concurrency { limit } => format!(
-                "too many simultaneous requests and downloads started by {ip} \
-                 (limits.per_client_concurrency = {limit})"
+                "too many simultaneous requests and downloads started by {ip}: over \
+                 limits.per_client_concurrency = {limit}"
             ),
-            Rejection::TooManyClients => {
-                "too many clients have requests in progress; try again shortly".to_owned()
-            }
+            Rejection::TooManyClients => format!(
+                "too many clients have requests in progress (at most {} are tracked); try \
+                 again shortly",
+                crate::limits::MAX_CLIENTS
+            ),
         };
         Error::RateLimited {
             message,
             retry_after_secs: rejection.retry_after_secs(),
+            limit: rejection.limit(),
         }
     })
+}
+
+/// Whether `req` carries a valid token with the admin scope: such requests are never
+/// limited. An invalid or upload-only token is limited like no token (guessing tokens does
+/// not get around the limits).
+fn is_admin(req: &ServiceRequest, app: &App) -> bool {
+    req.headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|h| {
+            app.tokens
+                .authorize(Some(h), crate::auth::Scope::Admin)
+                .is_ok()
+        })
 }
 
 /// An admitted request's concurrency slot, in the request's extensions: shared by its

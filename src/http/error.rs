@@ -74,6 +74,9 @@ impl ResponseError for Error {
             _ => {}
         }
         res.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+        if let Error::RateLimited { limit, .. } = self {
+            return res.json(json!({ "error": code, "message": message, "limit": limit }));
+        }
         res.json(json!({ "error": code, "message": message }))
     }
 }

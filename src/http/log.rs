@@ -188,6 +188,7 @@ impl Drop for LoggedBody {
             let m = &app.metrics;
             m.bytes_served.inc_by(bytes);
             m.request_duration.observe(elapsed.as_secs_f64());
+            m.http_status(l.status);
             if let Some(info) = &l.info {
                 m.request(info.form, l.cache);
             }

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use crate::app::{App, rfc3339};
 use crate::error::Error;
 use crate::index::BlobMeta;
+use crate::metrics::Exposition;
 use crate::store::Algo;
 use crate::url::UpstreamUrl;
 
@@ -44,13 +45,20 @@ async fn readyz(app: web::Data<App>) -> HttpResponse {
     }
 }
 
+/// Prometheus text 0.0.4, or OpenMetrics when `Accept` asks for it (SPEC 9).
 async fn metrics(req: HttpRequest, app: web::Data<App>) -> HttpResponse {
     let stats = app.index.stats();
-    app.metrics.store_bytes.set(stats.bytes as i64);
-    if let Ok(du) = app.used() {
-        app.metrics.disk_used_ratio.set(du.used_ratio());
-    }
     let m = &app.metrics;
+    m.store_bytes.set(stats.bytes as i64);
+    if let Ok(du) = app.used() {
+        m.disk_used_ratio.set(du.used_ratio());
+        m.disk_used_bytes.set(du.used_bytes as i64);
+        m.disk_total_bytes.set(du.total_bytes as i64);
+    }
+    m.high_watermark.set(app.config.cache.high_watermark);
+    m.low_watermark.set(app.config.cache.low_watermark);
+    m.ready
+        .set(i64::from(app.readiness.unready_reason().is_none()));
     if let Some(targets) = req.app_data::<web::Data<super::targets::TargetCache>>() {
         m.bounded_state("targets", targets.size());
     }
@@ -61,9 +69,16 @@ async fn metrics(req: HttpRequest, app: web::Data<App>) -> HttpResponse {
     m.bounded_state("alerts", app.alerts.size());
     m.bounded_state("prefetch_jobs", app.jobs.retained());
     m.bounded_state("index_urls", app.index.memory_size());
+    let accept: Vec<&str> = req
+        .headers()
+        .get_all(actix_web::http::header::ACCEPT)
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let format = Exposition::negotiate(&accept.join(","));
     HttpResponse::Ok()
-        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(app.metrics.render())
+        .content_type(format.content_type())
+        .insert_header((actix_web::http::header::VARY, "Accept"))
+        .body(m.render(format))
 }
 
 async fn stats(app: web::Data<App>) -> Result<HttpResponse, Error> {

@@ -267,3 +267,65 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+
+/// `n` GETs of `url` by curl from `source` (an address of this host), up to 100 at once
+/// (`--parallel`), with `headers`: the status, `Retry-After` and body of each.
+pub async fn curl_parallel(
+    source: &str,
+    url: &str,
+    n: usize,
+    headers: &[String],
+) -> Vec<(u16, String, Vec<u8>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut list = String::new();
+    for i in 0..n {
+        list += &format!(
+            "url = \"{url}\"\noutput = \"{}/{i}\"\n",
+            dir.path().display()
+        );
+    }
+    let list_file = dir.path().join("list");
+    std::fs::write(&list_file, list).unwrap();
+    let mut cmd = tokio::process::Command::new("curl");
+    cmd.args([
+        "-sS",
+        "--parallel",
+        "--parallel-immediate",
+        "--parallel-max",
+        "100",
+    ])
+    .args(["--interface", source])
+    .args([
+        "-w",
+        "%{http_code} %header{retry-after} %{filename_effective}\n",
+    ])
+    .arg("-K")
+    .arg(&list_file);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd.output().await.expect("curl runs");
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers: Vec<(u16, String, Vec<u8>)> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut parts = l.splitn(3, ' ');
+            let status = parts.next().unwrap().parse().unwrap();
+            let retry_after = parts.next().unwrap().to_owned();
+            let body = std::fs::read(parts.next().unwrap()).unwrap_or_default();
+            (status, retry_after, body)
+        })
+        .collect();
+    assert_eq!(answers.len(), n);
+    answers
+}
+
+/// How many of `answers` (from [`curl_parallel`]) have `status`.
+pub fn count(answers: &[(u16, String, Vec<u8>)], status: u16) -> usize {
+    answers.iter().filter(|a| a.0 == status).count()
+}
