@@ -340,7 +340,7 @@ async fn over_limit_clients_get_429_from_nginx() {
     let r = c.get(&url).send().await.unwrap();
     assert_gateway_refused(r, "limit_conn upcache_conn").await;
     // The exempt build host is not counted: 40 more downloads at once.
-    let build_host = from(BUILD_HOST);
+    let build_host = client_from(BUILD_HOST);
     for _ in 0..40 {
         let r = build_host.get(&url).send().await.unwrap();
         assert_eq!(r.status(), 200);
@@ -378,14 +378,6 @@ async fn over_limit_clients_get_429_from_nginx() {
     assert_eq!(count(&answers, 404), 600);
 }
 
-/// A client whose requests leave from `ip`, an address of this host.
-fn from(ip: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .local_address(ip.parse::<std::net::IpAddr>().unwrap())
-        .build()
-        .unwrap()
-}
-
 /// nginx's own 429 (no instance answered it): JSON naming `limit`, with `Retry-After`.
 async fn assert_gateway_refused(r: reqwest::Response, limit: &str) {
     assert_eq!(r.status(), 429);
@@ -421,16 +413,8 @@ async fn a_build_host_is_exempt_at_the_gateway_and_the_instances() {
         &[],
     );
     let url = cluster.mirror(&up.url("/farm/src.tar.gz"));
-    let build_host = from(BUILD_HOST);
-    loop {
-        let r = build_host.get(&url).send().await.unwrap();
-        assert_eq!(r.status(), 200);
-        let hit = r.headers()["x-cache"] == "HIT";
-        assert_eq!(r.bytes().await.unwrap(), body);
-        if hit {
-            break;
-        }
-    }
+    let build_host = client_from(BUILD_HOST);
+    get_until_hit(&build_host, &url, &body).await;
     let answers = curl_parallel(BUILD_HOST, &url, 300, &[]).await;
     assert_eq!(count(&answers, 200), 300);
     assert!(answers.iter().all(|a| a.2.len() == body.len()));

@@ -333,19 +333,8 @@ async fn exempt_build_hosts_and_admin_tokens_are_never_limited() {
         enc(&up.url("/farm/src-1.0.tar.gz"))
     );
     // The build host fills the cache, then waits until the URL is a hit.
-    let build_host = reqwest::Client::builder()
-        .local_address(BUILD_HOST.parse::<IpAddr>().unwrap())
-        .build()
-        .unwrap();
-    loop {
-        let r = build_host.get(&url).send().await.unwrap();
-        assert_eq!(r.status(), 200);
-        let hit = r.headers()["x-cache"] == "HIT";
-        assert_eq!(r.bytes().await.unwrap(), body);
-        if hit {
-            break;
-        }
-    }
+    let build_host = client_from(BUILD_HOST);
+    get_until_hit(&build_host, &url, &body).await;
 
     // 300 parallel hits from the exempt build host: every one is served.
     let answers = curl_parallel(BUILD_HOST, &url, 300, &[]).await;
@@ -417,13 +406,7 @@ async fn an_exempt_build_host_may_run_more_downloads_than_per_client_concurrency
     let dir = tempfile::tempdir().unwrap();
     let (p, _, _) = limited_process(dir.path(), 0, 0, 2);
     let url = format!("{}/fetch?url={}", p.base, enc(&up.url("/farm/big.tar.gz")));
-    let from = |ip: &str| {
-        reqwest::Client::builder()
-            .local_address(ip.parse::<IpAddr>().unwrap())
-            .build()
-            .unwrap()
-    };
-    let (build_host, other) = (from(BUILD_HOST), from("127.0.0.1"));
+    let (build_host, other) = (client_from(BUILD_HOST), client_from("127.0.0.1"));
     // Bodies that have started and are stuck mid-way: five from the build host, two from
     // the other address, whose third is refused.
     let mut streams = Vec::new();

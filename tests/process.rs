@@ -580,15 +580,7 @@ async fn metrics_negotiate_their_format_and_promtool_accepts_the_default() {
     let c = common::server::client();
     let url = format!("{}/fetch?url={}", p.base, enc(&up.url("/m/src-2.0.tar.gz")));
     // A miss, then hits until it is committed; and two 404s.
-    loop {
-        let r = c.get(&url).send().await.unwrap();
-        assert_eq!(r.status(), 200);
-        let hit = r.headers()["x-cache"] == "HIT";
-        assert_eq!(r.bytes().await.unwrap(), body);
-        if hit {
-            break;
-        }
-    }
+    get_until_hit(&c, &url, &body).await;
     for _ in 0..2 {
         let r = c
             .get(format!("{}/no-such-endpoint", p.base))

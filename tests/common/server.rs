@@ -329,3 +329,26 @@ pub async fn curl_parallel(
 pub fn count(answers: &[(u16, String, Vec<u8>)], status: u16) -> usize {
     answers.iter().filter(|a| a.0 == status).count()
 }
+
+/// A client whose connections leave from `ip`, an address of this host (127.0.0.2 is
+/// another loopback client).
+pub fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+/// GET `url` until it is a hit (a miss is committed in the background), checking each
+/// answer is 200 with `body`.
+pub async fn get_until_hit(c: &reqwest::Client, url: &str, body: &[u8]) {
+    loop {
+        let r = c.get(url).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{url}");
+        let hit = r.headers()["x-cache"] == "HIT";
+        assert_eq!(r.bytes().await.unwrap(), body, "{url}");
+        if hit {
+            return;
+        }
+    }
+}
