@@ -21,7 +21,7 @@ tools=(
   "rpmbuild rpm /usr/bin/rpmbuild"                   # and rpmspec
   "/usr/sbin/nginx nginx /usr/sbin/nginx"            # the gateway tests run deploy/nginx.conf
   "systemd-analyze systemd /usr/bin/systemd-analyze" # tests/deploy.rs: dist/upcache.service
-  "/usr/bin/promtool prometheus /usr/bin/promtool"   # tests/deploy.rs: deploy/prometheus.yml
+  "/usr/bin/promtool prometheus /usr/bin/promtool"   # tests/deploy.rs: deploy/prometheus.yml; tests/process.rs: promtool check metrics
 )
 missing=()
 for tool in "${tools[@]}"; do
