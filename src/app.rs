@@ -632,6 +632,16 @@ impl App {
                 return;
             }
             FillError::Bypass => return,
+            // Upstream did its part; our storage did not.
+            FillError::NotStored { .. } => {
+                warn!(url = %url, error = %e, "download complete but not stored");
+                self.alerts.raise(
+                    Kind::StorageUnavailable,
+                    &self.config.storage.data_dir.display().to_string(),
+                    e.to_string(),
+                );
+                return;
+            }
             FillError::Integrity { .. } => "integrity_failed",
             _ => "upstream_failed",
         };
