@@ -37,7 +37,7 @@ struct Binary {
     p: Process,
     token: String,
     client: reqwest::Client,
-    _cwd: tempfile::TempDir,
+    cwd: tempfile::TempDir,
 }
 
 impl Binary {
@@ -49,12 +49,17 @@ impl Binary {
             p,
             token,
             client: client(),
-            _cwd: cwd,
+            cwd,
         }
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.p.base)
+    }
+
+    /// The data directory (the default, `./upcache-data` in the server's working directory).
+    fn data_dir(&self) -> PathBuf {
+        self.cwd.path().join("upcache-data")
     }
 
     fn fetch_url(&self, upstream: &str) -> String {
@@ -348,4 +353,37 @@ async fn a_download_is_found_everywhere_as_soon_as_its_last_byte_is_read() {
         assert_eq!(r.bytes().await.unwrap(), body, "{i}");
         assert_eq!(up.hits(&path), 1, "{i}: fetched once");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_that_cannot_be_stored_never_ends_cleanly() {
+    let up = Upstream::start().await;
+    let srv = Binary::start();
+    let body = random_bytes(120_000, 4_242);
+    let d = digests(&body);
+    up.route("/pub/pkg-2.0.tar.gz", Route::ok(body.clone()));
+    up.route("/pub/pkg-2.0.zip", Route::ok(body.clone()).chunked());
+    // A file where the blob's shard directory must go: committing the blob fails.
+    let shard = srv.data_dir().join("blobs").join(&d.blake3[..2]);
+    std::fs::write(&shard, b"in the way").unwrap();
+    for path in ["/pub/pkg-2.0.tar.gz", "/pub/pkg-2.0.zip"] {
+        let url = up.url(path);
+        let r = srv.client.get(srv.fetch_url(&url)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}: the miss started");
+        // Every byte arrived and matched, but nothing was stored: no clean end.
+        assert_not_delivered(r, body.len(), path).await;
+        for lookup in [
+            format!("/by-md5/{}", d.md5),
+            format!("/api/v1/lookup?url={}", enc(&url)),
+        ] {
+            assert_eq!(srv.status(&lookup).await, 404, "{path}: {lookup}");
+        }
+    }
+    // Storage repaired: the next request downloads again, stores, and ends cleanly.
+    std::fs::remove_file(&shard).unwrap();
+    let url = up.url("/pub/pkg-2.0.tar.gz");
+    let r = srv.client.get(srv.fetch_url(&url)).send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap(), body);
+    assert_eq!(srv.status(&format!("/by-md5/{}", d.md5)).await, 200);
+    assert_eq!(up.hits("/pub/pkg-2.0.tar.gz"), 2);
 }
