@@ -387,3 +387,84 @@ async fn a_download_that_cannot_be_stored_never_ends_cleanly() {
     assert_eq!(srv.status(&format!("/by-md5/{}", d.md5)).await, 200);
     assert_eq!(up.hits("/pub/pkg-2.0.tar.gz"), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_expected_checksum_given_must_match() {
+    let up = Upstream::start().await;
+    let srv = Binary::start();
+    let body = random_bytes(90_000, 5_151);
+    let d = digests(&body);
+    up.route("/pub/multi-1.0.tar.gz", Route::ok(body.clone()));
+    let url = up.url("/pub/multi-1.0.tar.gz");
+    let with = |md5: &str, header: (&str, &str)| {
+        srv.client
+            .get(format!("{}&md5={md5}", srv.fetch_url(&url)))
+            .header(header.0, header.1)
+            .send()
+    };
+    let wrong512 = "0".repeat(128);
+
+    // A miss: the md5 matches, the sha512 given with it does not. Not delivered, not stored.
+    let r = with(&d.md5, ("X-Upcache-Expect-Sha512", &wrong512))
+        .await
+        .unwrap();
+    assert_not_delivered(r, body.len(), "md5 right, sha512 wrong").await;
+    let lookup = format!("/api/v1/lookup?url={}", enc(&url));
+    assert_eq!(srv.status(&lookup).await, 404);
+    // Both right: stored.
+    let r = with(&d.md5, ("X-Upcache-Expect-Sha512", &d.sha512))
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap(), body);
+    assert_eq!(srv.status(&lookup).await, 200);
+
+    // A hit: a wrong second checksum is 502, naming it.
+    let r = with(&d.md5, ("X-Upcache-Expect-Blake3", &"0".repeat(64)))
+        .await
+        .unwrap();
+    let (status, code, msg) = error_code(r).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (502, "integrity_mismatch"),
+        "{msg}"
+    );
+    assert!(msg.contains("blake3"), "{msg}");
+
+    // A dead URL: the blob found by md5 lacks the sha512 asked for, so it is not served;
+    // upstream is asked instead (and has nothing).
+    up.route("/dead/multi-1.0.tar.gz", Route::status(404));
+    let dead = up.url("/dead/multi-1.0.tar.gz");
+    let r = srv
+        .client
+        .get(format!(
+            "{}&md5={}&sha512={wrong512}",
+            srv.fetch_url(&dead),
+            d.md5
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await.1, "not_found");
+    assert_eq!(up.hits("/dead/multi-1.0.tar.gz"), 1);
+    let r = srv
+        .client
+        .get(format!(
+            "{}&md5={}&sha512={}",
+            srv.fetch_url(&dead),
+            d.md5,
+            d.sha512
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-cache"], "HIT");
+    assert_eq!(r.bytes().await.unwrap(), body);
+
+    // Two different values for one algorithm contradict each other: refused.
+    let r = with(&d.md5, ("X-Upcache-Expect-Md5", &"0".repeat(32)))
+        .await
+        .unwrap();
+    let (status, code, msg) = error_code(r).await;
+    assert_eq!((status, code.as_str()), (400, "bad_request"), "{msg}");
+    assert!(msg.contains("md5"), "{msg}");
+}

@@ -545,14 +545,12 @@ async fn download(
     let head = progress.head.expect("a successful attempt has a head");
     let (_, last) = progress.last.expect("a successful attempt has a head");
     let (temp, digests, size) = progress.writer.finish();
-    if let Some(exp) = expected {
-        if !exp.matches(&digests) {
-            return Err(FillError::Integrity {
-                url: fill.url.to_string(),
-                expected: exp.clone(),
-                actual: digests.get(exp.algo).to_owned(),
-            });
-        }
+    if let Some((algo, hex)) = expected.and_then(|exp| exp.mismatch(&digests)) {
+        return Err(FillError::Integrity {
+            url: fill.url.to_string(),
+            expected: Expected::new(algo, hex.to_owned()),
+            actual: digests.get(algo).to_owned(),
+        });
     }
     let source = (index > 0).then(|| Source {
         url: sources[index].to_string(),

@@ -205,9 +205,10 @@ const EXPECT_HEADERS: [(&str, Algo); 4] = [
     ("x-upcache-expect-blake3", Algo::Blake3),
 ];
 
-/// The expected checksum from `md5=`/`sha256=`/`sha512=`/`blake3=` (fetch form) or the
-/// `X-Upcache-Expect-<Algo>` headers (every form). A header `X-Upcache-Expect-<other>` is
-/// refused like an unknown parameter.
+/// The expected checksums from `md5=`/`sha256=`/`sha512=`/`blake3=` (fetch form) and the
+/// `X-Upcache-Expect-<Algo>` headers (every form): the content must match all of them. A
+/// header `X-Upcache-Expect-<other>` is refused like an unknown parameter, and so are two
+/// different values for one algorithm.
 fn expected_checksum(
     req: &HttpRequest,
     query: &[(String, String)],
@@ -233,11 +234,28 @@ fn expected_checksum(
             given.push((algo, v.to_str().unwrap_or("").to_owned()));
         }
     }
-    let mut found = None;
+    let mut found: Option<Expected> = None;
     for (algo, value) in given {
         let hex = checksum_hex(algo, &value)?;
-        // The first one given wins; every one given must be well-formed.
-        found.get_or_insert(Expected { algo, hex });
+        let Some(exp) = &mut found else {
+            found = Some(Expected::new(algo, hex));
+            continue;
+        };
+        // The first one is looked up by; the content must match every one.
+        let earlier = exp
+            .all()
+            .find(|(a, _)| *a == algo)
+            .map(|(_, h)| h.to_owned());
+        match earlier {
+            Some(same) if same == hex => {}
+            Some(other) => {
+                return Err(Error::BadRequest(format!(
+                    "two different {} checksums are expected: {other} and {hex}",
+                    algo.name()
+                )));
+            }
+            None => exp.also.push((algo, hex)),
+        }
     }
     Ok(found)
 }
