@@ -240,25 +240,25 @@ impl App {
         self.upstream.policy().check_url(url)?;
         if let Some(exp) = expected {
             if let Some(blob) = self.index.by_checksum(exp.algo, &exp.hex)? {
-                if !blob.evicted {
+                // Found by the first checksum, it must have the others too.
+                if !blob.evicted && exp.matches(&blob.digests) {
                     return Ok(Resolution::Checksum(blob));
                 }
             }
         }
         if let Some(entry) = self.stored(url)? {
-            if let Some(exp) = expected {
-                if !exp.matches(&entry.blob.digests) {
-                    self.integrity_failed(url, &entry.blob.digests, exp, client);
-                    return Err(Error::IntegrityMismatch {
-                        message: format!(
-                            "{url} is cached with {} {}, expected {}",
-                            exp.algo.name(),
-                            entry.blob.digests.get(exp.algo),
-                            exp.hex
-                        ),
-                        upload: false,
-                    });
-                }
+            if let Some((algo, hex)) = expected.and_then(|exp| exp.mismatch(&entry.blob.digests)) {
+                let message = format!(
+                    "{url} is cached with {} {}, expected {hex}",
+                    algo.name(),
+                    entry.blob.digests.get(algo),
+                );
+                let exp = expected.expect("a mismatch has an expectation");
+                self.integrity_failed(url, &entry.blob.digests, exp, client);
+                return Err(Error::IntegrityMismatch {
+                    message,
+                    upload: false,
+                });
             }
             return Ok(Resolution::Hit(entry));
         }
@@ -632,6 +632,16 @@ impl App {
                 return;
             }
             FillError::Bypass => return,
+            // Upstream did its part; our storage did not.
+            FillError::NotStored { .. } => {
+                warn!(url = %url, error = %e, "download complete but not stored");
+                self.alerts.raise(
+                    Kind::StorageUnavailable,
+                    &self.config.storage.data_dir.display().to_string(),
+                    e.to_string(),
+                );
+                return;
+            }
             FillError::Integrity { .. } => "integrity_failed",
             _ => "upstream_failed",
         };

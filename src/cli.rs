@@ -12,6 +12,7 @@ use tracing::{error, info};
 use crate::app::App;
 use crate::config::{Config, LogFormat};
 use crate::http::Server;
+use crate::offline::Offline;
 use crate::spec::Define;
 use crate::spec_check;
 
@@ -80,6 +81,15 @@ pub enum Command {
         /// Expected md5; the server refuses content that does not match.
         #[arg(long)]
         md5: Option<String>,
+        /// Expected sha256; the server refuses content that does not match.
+        #[arg(long)]
+        sha256: Option<String>,
+        /// File name used in the returned links. Default: the file's own name.
+        #[arg(long, value_name = "NAME")]
+        filename: Option<String>,
+        /// Rebind --url even if it is bound to other content (needs an admin token).
+        #[arg(long, requires = "url")]
+        replace: bool,
         #[command(flatten)]
         server: ServerArg,
         #[command(flatten)]
@@ -95,15 +105,23 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// Offline: one sweeper pass over the data directory (the server must be stopped).
+    /// Offline: one sweeper pass over the data directory (the server must be stopped; a
+    /// running one does it on POST /api/v1/sweep).
     Gc {
         #[command(flatten)]
         config: ConfigArg,
+        /// Data directory, overrides `storage.data_dir`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
-    /// Offline: re-hash every blob; corrupt ones are quarantined (exit 1 if any).
+    /// Offline: re-hash every blob; corrupt ones are quarantined (exit 1 if any). Exits 1,
+    /// creating nothing, where there is no upcache data or a running server holds it.
     Verify {
         #[command(flatten)]
         config: ConfigArg,
+        /// Data directory, overrides `storage.data_dir`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Configuration commands.
     Config {
@@ -148,6 +166,9 @@ pub enum AuditCommand {
         /// Only events at or after this RFC 3339 time.
         #[arg(long)]
         since: Option<String>,
+        /// Only events at or before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
         /// Output format: one JSON object per line, or CSV with a header row.
         #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "csv"])]
         format: String,
@@ -278,7 +299,7 @@ pub fn run(cli: Cli) -> ExitCode {
             output.as_deref(),
             read_timeout,
         ))),
-        Command::Gc { config } => offline(config.config.as_deref(), |app| {
+        Command::Gc { config, data_dir } => offline(&config, data_dir, Offline::Gc, |app| {
             let report = crate::sweeper::run_once(app).map_err(|e| e.to_string())?;
             println!(
                 "{}",
@@ -286,18 +307,21 @@ pub fn run(cli: Cli) -> ExitCode {
             );
             Ok(ExitCode::SUCCESS)
         }),
-        Command::Verify { config } => offline(config.config.as_deref(), |app| {
-            let (checked, corrupt) = crate::sweeper::verify_all(app).map_err(|e| e.to_string())?;
-            println!(
-                "{}",
-                serde_json::json!({"checked": checked, "corrupt": corrupt})
-            );
-            Ok(if corrupt > 0 {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
+        Command::Verify { config, data_dir } => {
+            offline(&config, data_dir, Offline::Verify, |app| {
+                let (checked, corrupt) =
+                    crate::sweeper::verify_all(app).map_err(|e| e.to_string())?;
+                println!(
+                    "{}",
+                    serde_json::json!({"checked": checked, "corrupt": corrupt})
+                );
+                Ok(if corrupt > 0 {
+                    ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
+                })
             })
-        }),
+        }
         Command::Prefetch {
             urls,
             file,
@@ -326,14 +350,22 @@ pub fn run(cli: Cli) -> ExitCode {
             file,
             url,
             md5,
+            sha256,
+            filename,
+            replace,
             server,
             token,
         } => exit(runtime().block_on(crate::client::upload(
             &server.server,
             token.token.as_deref(),
             &file,
-            url.as_deref(),
-            md5.as_deref(),
+            &crate::client::Upload {
+                url,
+                md5,
+                sha256,
+                filename,
+                replace,
+            },
         ))),
         Command::Token {
             command: TokenCommand::New { name, scope },
@@ -342,6 +374,7 @@ pub fn run(cli: Cli) -> ExitCode {
             command:
                 AuditCommand::Export {
                     since,
+                    until,
                     format,
                     server,
                     token,
@@ -350,6 +383,7 @@ pub fn run(cli: Cli) -> ExitCode {
             &server.server,
             token.token.as_deref(),
             since.as_deref(),
+            until.as_deref(),
             &format,
         ))),
         Command::Ca {
@@ -395,34 +429,22 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// Run `f` on the data directory without serving (the server must not be running: the
-/// index lock refuses a second owner).
-fn offline(config: Option<&Path>, f: impl FnOnce(&App) -> Result<ExitCode, String>) -> ExitCode {
-    let cfg = match load_config(config) {
+/// Run `f` on the data directory without serving (`crate::offline` checks it first).
+fn offline(
+    config: &ConfigArg,
+    data_dir: Option<PathBuf>,
+    command: Offline,
+    f: impl FnOnce(&App) -> Result<ExitCode, String>,
+) -> ExitCode {
+    let mut cfg = match load_config(config.config.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let _log = init_tracing(&cfg);
-    let rt = runtime();
-    let app = match App::open(cfg, rt.handle().clone()) {
-        Ok(app) => app,
-        Err(e) => {
-            eprintln!("upcache: cannot open the data directory: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let code = match f(&app) {
-        Ok(code) => code,
-        Err(msg) => {
-            eprintln!("upcache: {msg}");
-            ExitCode::from(1)
-        }
-    };
-    if let Err(e) = app.index.flush_blocking() {
-        eprintln!("upcache: cannot flush the index: {e}");
-        return ExitCode::from(1);
+    if let Some(d) = data_dir {
+        cfg.storage.data_dir = d;
     }
-    code
+    let _log = init_tracing(&cfg);
+    crate::offline::run(cfg, command, &runtime(), f)
 }
 
 /// A list of URLs, one per line; blank lines and `#` comments are skipped. `-` is stdin.

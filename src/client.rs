@@ -305,12 +305,24 @@ fn sanitize_file_name(name: &str) -> String {
 }
 
 /// `upcache upload FILE --url URL [--md5 HEX]`: stream the file, print the links.
+/// What `upcache upload` asks of `PUT /api/v1/upload`.
+#[derive(Debug, Default)]
+pub struct Upload {
+    /// Upstream URL to bind.
+    pub url: Option<String>,
+    pub md5: Option<String>,
+    pub sha256: Option<String>,
+    /// The name in the returned links; default: the file's name.
+    pub filename: Option<String>,
+    /// Rebind `url` if it is bound to other content (admin scope).
+    pub replace: bool,
+}
+
 pub async fn upload(
     server: &str,
     token: Option<&str>,
     file: &Path,
-    url: Option<&str>,
-    md5: Option<&str>,
+    opts: &Upload,
 ) -> Result<(), ClientError> {
     let token = require_token(token, "upload")?;
     let f = tokio::fs::File::open(file)
@@ -321,16 +333,25 @@ pub async fn upload(
         .await
         .map_err(|e| format!("{}: {e}", file.display()))?
         .len();
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = match &opts.filename {
+        Some(n) => n.clone(),
+        None => file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
     let mut query = vec![format!("filename={}", enc(&name))];
-    if let Some(u) = url {
-        query.push(format!("url={}", enc(u)));
+    for (key, value) in [
+        ("url", &opts.url),
+        ("md5", &opts.md5),
+        ("sha256", &opts.sha256),
+    ] {
+        if let Some(v) = value {
+            query.push(format!("{key}={}", enc(v)));
+        }
     }
-    if let Some(m) = md5 {
-        query.push(format!("md5={}", enc(m)));
+    if opts.replace {
+        query.push("replace=true".to_owned());
     }
     let endpoint = format!(
         "{}/api/v1/upload?{}",
@@ -354,6 +375,12 @@ pub async fn upload(
         .map_err(|e| ClientError::http(server, &e))?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
+    }
+    if resp.status() == reqwest::StatusCode::CONFLICT && !opts.replace {
+        let e = server_error(resp).await;
+        return Err(ClientError::Server(format!(
+            "{e} (upcache upload: add --replace)"
+        )));
     }
     if !resp.status().is_success() {
         return Err(server_error(resp).await);
@@ -381,6 +408,7 @@ pub async fn audit_export(
     server: &str,
     token: Option<&str>,
     since: Option<&str>,
+    until: Option<&str>,
     format: &str,
 ) -> Result<(), ClientError> {
     let token = require_token(token, "audit export")?;
@@ -389,8 +417,10 @@ pub async fn audit_export(
         server.trim_end_matches('/'),
         enc(format)
     );
-    if let Some(s) = since {
-        endpoint.push_str(&format!("&since={}", enc(s)));
+    for (key, value) in [("since", since), ("until", until)] {
+        if let Some(v) = value {
+            endpoint.push_str(&format!("&{key}={}", enc(v)));
+        }
     }
     let resp = http(READ_TIMEOUT)?
         .get(&endpoint)

@@ -23,6 +23,7 @@ pub mod index;
 pub mod intercept;
 pub mod limits;
 pub mod metrics;
+pub mod offline;
 pub mod prefetch;
 pub mod readiness;
 pub mod recovery;

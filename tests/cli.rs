@@ -1,11 +1,17 @@
 //! The command line as a user meets it, through the real binary: help on every argument,
 //! a hint where a token is missing, connection errors that keep their cause, each failure
 //! printed once, size and duration errors that say what is expected, "did you mean" for
-//! mistyped configuration keys (issue 16).
+//! mistyped configuration keys (issue 16); `upload --sha256 --filename --replace`, offline
+//! `gc`/`verify` that refuse a directory a server holds or one without data, and
+//! `audit export --until` (issue 13).
+
+mod common;
 
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output};
+
+use common::server::Process;
 
 fn upcache() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_upcache"));
@@ -245,4 +251,234 @@ fn unknown_keys_suggest_the_key_meant() {
         ),
         "{err}"
     );
+}
+
+/// A config file for `data_dir` with an upload token and an admin token; returns (path,
+/// upload token, admin token).
+fn config_with_tokens(dir: &Path, data_dir: &Path) -> (std::path::PathBuf, String, String) {
+    let (upload, up_sha) = upcache::auth::new_token();
+    let (admin, adm_sha) = upcache::auth::new_token();
+    let path = dir.join("upcache.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[storage]\ndata_dir = {:?}\n\n[[auth.tokens]]\nname = \"ci\"\nsha256 = \"{up_sha}\"\nscopes = [\"upload\"]\n\n[[auth.tokens]]\nname = \"ops\"\nsha256 = \"{adm_sha}\"\nscopes = [\"admin\"]\n",
+            data_dir.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    (path, upload, admin)
+}
+
+fn digests(data: &[u8]) -> upcache::store::Digests {
+    let mut d = upcache::store::Digester::new();
+    d.update(data);
+    d.finish()
+}
+
+#[test]
+fn upload_takes_sha256_filename_and_replace() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, upload, admin) = config_with_tokens(dir.path(), &dir.path().join("data"));
+    let srv = Process::spawn(dir.path(), &["--config", config.to_str().unwrap()], &[]);
+    let (a, b) = (dir.path().join("a.tar.gz"), dir.path().join("b.tar.gz"));
+    std::fs::write(&a, b"first content").unwrap();
+    std::fs::write(&b, b"second content").unwrap();
+    let (da, db) = (digests(b"first content"), digests(b"second content"));
+    let url = "https://dead.example.org/pub/foo-1.0.tar.gz";
+    let up = |file: &Path, token: &str, extra: &[&str]| {
+        run(upcache()
+            .arg("upload")
+            .arg(file)
+            .args(["--url", url, "--server", &srv.base, "--token", token])
+            .args(extra))
+    };
+
+    // A wrong sha256: refused, nothing stored.
+    let (code, _, err) = up(&a, &upload, &["--sha256", &"0".repeat(64)]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("expected") && err.contains("sha256"), "{err}");
+
+    // The right one, with a file name for the links.
+    let (code, out, err) = up(
+        &a,
+        &upload,
+        &[
+            "--sha256",
+            &da.sha256,
+            "--md5",
+            &da.md5,
+            "--filename",
+            "foo-1.0.tar.gz",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.ends_with(&format!("/by-md5/{}/foo-1.0.tar.gz", da.md5))),
+        "{out}"
+    );
+
+    // Other content for the bound URL: a conflict that says how to replace.
+    let (code, _, err) = up(&b, &upload, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("409") && err.contains("--replace"), "{err}");
+    // --replace needs the admin scope ...
+    let (code, _, err) = up(&b, &upload, &["--replace"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("403") && err.contains("admin"), "{err}");
+    // ... with which the URL is rebound.
+    let (code, _, err) = up(&b, &admin, &["--replace", "--sha256", &db.sha256]);
+    assert_eq!(code, Some(0), "{err}");
+    let lookup = format!(
+        "{}/api/v1/lookup?url={}",
+        srv.base,
+        percent_encoding::utf8_percent_encode(url, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let out = Command::new("curl")
+        .args(["-sS", "-f", &lookup])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["sha256"], db.sha256.as_str());
+
+    // --replace without --url is a usage error.
+    let (code, _, err) = run(upcache().arg("upload").arg(&b).args([
+        "--replace",
+        "--server",
+        &srv.base,
+        "--token",
+        &admin,
+    ]));
+    assert_eq!(code, Some(2), "{err}");
+}
+
+/// The data directory as the three offline spellings give it: `--data-dir`, `--config`, and
+/// the default `./upcache-data` in the working directory.
+fn offline(command: &str, cwd: &Path, how: &[&std::ffi::OsStr]) -> (Option<i32>, String, String) {
+    run(upcache().arg(command).args(how).current_dir(cwd))
+}
+
+#[test]
+fn gc_and_verify_refuse_at_once_while_a_server_holds_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("upcache-data");
+    let (config, _, _) = config_with_tokens(dir.path(), &data);
+    let mut srv = Process::spawn(dir.path(), &["--config", config.to_str().unwrap()], &[]);
+    let ways: [Vec<&std::ffi::OsStr>; 3] = [
+        vec!["--data-dir".as_ref(), data.as_os_str()],
+        vec!["--config".as_ref(), config.as_os_str()],
+        vec![],
+    ];
+    for command in ["gc", "verify"] {
+        for how in &ways {
+            let (code, out, err) = offline(command, dir.path(), how);
+            assert_eq!(code, Some(1), "{command} {how:?}: {out}{err}");
+            assert_eq!(
+                err.lines().count(),
+                1,
+                "{command} {how:?}: one sentence: {err}"
+            );
+            assert!(
+                err.contains("in use by a running upcache server")
+                    && err.contains("POST /api/v1/sweep")
+                    && err.contains("upcache-data"),
+                "{command} {how:?}: {err}"
+            );
+            assert!(
+                !err.contains("WouldBlock") && !err.contains("could not acquire lock"),
+                "{command} {how:?}: no raw lock error: {err}"
+            );
+        }
+    }
+    // The server stopped: both work.
+    srv.kill9();
+    for command in ["gc", "verify"] {
+        let (code, out, err) = offline(command, dir.path(), &ways[0]);
+        assert_eq!(code, Some(0), "{command}: {out}{err}");
+    }
+}
+
+#[test]
+fn verify_and_gc_where_there_is_no_data_exit_1_and_create_nothing() {
+    let cwd = tempfile::tempdir().unwrap();
+    let empty = cwd.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let missing = cwd.path().join("missing");
+    for command in ["verify", "gc"] {
+        for how in [
+            vec![],
+            vec!["--data-dir".as_ref(), empty.as_os_str()],
+            vec!["--data-dir".as_ref(), missing.as_os_str()],
+        ] {
+            let (code, out, err) = offline(command, cwd.path(), &how);
+            assert_eq!(code, Some(1), "{command} {how:?}: {out}{err}");
+            assert!(
+                err.contains("holds no upcache data"),
+                "{command} {how:?}: {err}"
+            );
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+    }
+    // Nothing created: not ./upcache-data, not the missing directory, nothing in the empty one.
+    let mut left: Vec<_> = std::fs::read_dir(cwd.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["empty"]);
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+}
+
+#[test]
+fn audit_export_until_and_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, upload, admin) = config_with_tokens(dir.path(), &dir.path().join("data"));
+    let srv = Process::spawn(dir.path(), &["--config", config.to_str().unwrap()], &[]);
+    let export = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let (code, out, err) = run(upcache()
+            .args(["audit", "export", "--server", &srv.base, "--token", &admin])
+            .args(extra));
+        assert_eq!(code, Some(0), "{extra:?}: {err}");
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let upload_file = |name: &str, body: &[u8]| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, body).unwrap();
+        let (code, _, err) = run(upcache()
+            .arg("upload")
+            .arg(&file)
+            .args(["--server", &srv.base, "--token", &upload]));
+        assert_eq!(code, Some(0), "{err}");
+    };
+    upload_file("one.tar.gz", b"one");
+    let first = export(&[]);
+    assert_eq!(first.len(), 1);
+    let t1 = first[0]["time"].as_str().unwrap().to_owned();
+    // Times have whole seconds: wait for the clock to pass t1 before the second event.
+    let t1_at = humantime::parse_rfc3339(&t1).unwrap();
+    while std::time::SystemTime::now() < t1_at + std::time::Duration::from_secs(1) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    upload_file("two.tar.gz", b"two");
+    let all = export(&[]);
+    assert_eq!(all.len(), 2);
+    let t2 = all[1]["time"].as_str().unwrap().to_owned();
+    assert!(t2 > t1, "{t1} {t2}");
+
+    let until = export(&["--until", &t1]);
+    assert_eq!(until.len(), 1, "{until:?}");
+    assert_eq!(until[0]["seq"], all[0]["seq"]);
+    let since = export(&["--since", &t2]);
+    assert_eq!(since.len(), 1, "{since:?}");
+    assert_eq!(since[0]["seq"], all[1]["seq"]);
+    assert_eq!(export(&["--since", &t1, "--until", &t2]).len(), 2);
+    assert!(export(&["--until", "2000-01-01T00:00:00Z"]).is_empty());
+    let (code, _, err) = run(upcache()
+        .args(["audit", "export", "--server", &srv.base, "--token", &admin])
+        .args(["--until", "yesterday"]));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("until") && err.contains("RFC 3339"), "{err}");
 }

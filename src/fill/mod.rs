@@ -4,11 +4,12 @@
 //! A fill is an explicit state machine observed through a `watch` channel:
 //! `Connecting -> Streaming(head) -> Complete(digests)` or `-> Failed(error)`. Readers send
 //! bytes as soon as they are written, but never end a response cleanly before the fill is
-//! `Complete` (all bytes received, lengths and checksums verified): the last byte of an object
-//! is held back until then, so a broken or mismatching transfer always ends in an aborted
-//! connection, never a short or wrong "successful" body. A fill does not depend on any client
-//! staying connected, and a fill task that dies (panic, cancellation) still fails its readers
-//! and frees its URL (`guard`).
+//! `Complete` (all bytes received, lengths and checksums verified, the blob committed): the
+//! last byte of an object is held back until then, so a broken or mismatching transfer always
+//! ends in an aborted connection, never a short or wrong "successful" body, and a client that
+//! has the whole file finds it stored. A fill does not depend on any client staying
+//! connected, and a fill task that dies (panic, cancellation) still fails its readers and
+//! frees its URL (`guard`).
 
 mod guard;
 
@@ -59,6 +60,9 @@ pub enum FillError {
     /// streams it from upstream itself (`X-Cache: BYPASS`).
     #[error("the cache is full; the download is passed through without being stored")]
     Bypass,
+    /// Every byte arrived and matched, but committing the blob failed.
+    #[error("{url}: downloaded but not stored: {detail}")]
+    NotStored { url: String, detail: String },
     /// The fill task ended without an outcome (it panicked or was cancelled).
     #[error("the download of {url} was aborted")]
     Aborted { url: String },
@@ -79,6 +83,7 @@ impl FillError {
         matches!(
             self,
             FillError::Store(_)
+                | FillError::NotStored { .. }
                 | FillError::Bypass
                 | FillError::Upstream(UpstreamError::TooLarge { .. })
         )
@@ -108,7 +113,7 @@ impl From<&FillError> for Error {
                 _ => Error::UpstreamFailed(e.to_string()),
             },
             FillError::Busy(_) => Error::UpstreamTimeout(e.to_string()),
-            FillError::Bypass => Error::Unavailable(e.to_string()),
+            FillError::Bypass | FillError::NotStored { .. } => Error::Unavailable(e.to_string()),
             FillError::Aborted { .. } => Error::Internal(e.to_string()),
         }
     }
@@ -121,7 +126,8 @@ pub enum Phase {
     Connecting,
     /// Headers known, bytes arriving.
     Streaming(Arc<Head>),
-    /// Every byte received and verified; the blob is being (or has been) committed.
+    /// Every byte received and verified, and the blob committed: in the index, the journal,
+    /// and bound to the URL.
     Complete {
         head: Arc<Head>,
         digests: Arc<Digests>,
@@ -416,22 +422,37 @@ async fn run_guarded(
             size,
             source,
         }) => {
-            let digests = Arc::new(digests);
-            fill.publish(Phase::Complete {
-                head: head.clone(),
-                digests: digests.clone(),
-            });
+            // Read your writes (SPEC 9): the blob is committed (index, journal) before any
+            // reader gets its last byte, so a client that has the whole file finds it by any
+            // checksum, in the audit export, and its URL as a hit. The fill leaves the table
+            // first, so that a request arriving now is answered from the index (a HIT).
             match app
                 .commit_fill(temp, &fill.url, &served, &digests, size, &who, source)
                 .await
             {
-                Ok(()) => info!(
-                    url = %fill.url, blake3 = %digests.blake3, size,
-                    ms = started.elapsed().as_millis() as u64, "stored"
-                ),
-                Err(e) => warn!(url = %fill.url, error = %e, "download complete but not stored"),
+                Ok(()) => {
+                    info!(
+                        url = %fill.url, blake3 = %digests.blake3, size,
+                        ms = started.elapsed().as_millis() as u64, "stored"
+                    );
+                    app.flights.remove(&fill);
+                    fill.publish(Phase::Complete {
+                        head,
+                        digests: Arc::new(digests),
+                    });
+                }
+                Err(e) => {
+                    // Nothing was stored: no reader may end cleanly, since what it would then
+                    // look up is not there. (The error alerts as a storage failure.)
+                    let e = Arc::new(FillError::NotStored {
+                        url: fill.url.to_string(),
+                        detail: e.to_string(),
+                    });
+                    app.flights.remove(&fill);
+                    fill.publish(Phase::Failed(e.clone()));
+                    app.fill_failed(&fill.url, &e, &who).await;
+                }
             }
-            app.flights.remove(&fill);
         }
         Err(e) => {
             let e = Arc::new(e);
@@ -524,14 +545,12 @@ async fn download(
     let head = progress.head.expect("a successful attempt has a head");
     let (_, last) = progress.last.expect("a successful attempt has a head");
     let (temp, digests, size) = progress.writer.finish();
-    if let Some(exp) = expected {
-        if !exp.matches(&digests) {
-            return Err(FillError::Integrity {
-                url: fill.url.to_string(),
-                expected: exp.clone(),
-                actual: digests.get(exp.algo).to_owned(),
-            });
-        }
+    if let Some((algo, hex)) = expected.and_then(|exp| exp.mismatch(&digests)) {
+        return Err(FillError::Integrity {
+            url: fill.url.to_string(),
+            expected: Expected::new(algo, hex.to_owned()),
+            actual: digests.get(algo).to_owned(),
+        });
     }
     let source = (index > 0).then(|| Source {
         url: sources[index].to_string(),

@@ -84,10 +84,7 @@ async fn upload(req: HttpRequest, mut body: web::Payload) -> Result<HttpResponse
     let mut expected = Vec::new();
     for algo in [Algo::Md5, Algo::Sha256] {
         if let Some(v) = param(algo.name()) {
-            expected.push(Expected {
-                algo,
-                hex: checksum_hex(algo, v)?,
-            });
+            expected.push(Expected::new(algo, checksum_hex(algo, v)?));
         }
     }
     let replace = match param("replace") {

@@ -193,30 +193,69 @@ pub(crate) fn checksum_hex(algo: Algo, hex: &str) -> Result<String, Error> {
     })
 }
 
-/// The expected checksum from `md5=`/`sha256=` (fetch form) or `X-Upcache-Expect-*` headers.
+/// The query parameters `/fetch` takes: any other is refused, so that a typo (`sha1=`,
+/// `md5sum=`) never silently turns verification off.
+const FETCH_PARAMS: [&str; 5] = ["url", "md5", "sha256", "sha512", "blake3"];
+
+/// The expected-checksum headers, in the order they are looked at.
+const EXPECT_HEADERS: [(&str, Algo); 4] = [
+    ("x-upcache-expect-md5", Algo::Md5),
+    ("x-upcache-expect-sha256", Algo::Sha256),
+    ("x-upcache-expect-sha512", Algo::Sha512),
+    ("x-upcache-expect-blake3", Algo::Blake3),
+];
+
+/// The expected checksums from `md5=`/`sha256=`/`sha512=`/`blake3=` (fetch form) and the
+/// `X-Upcache-Expect-<Algo>` headers (every form): the content must match all of them. A
+/// header `X-Upcache-Expect-<other>` is refused like an unknown parameter, and so are two
+/// different values for one algorithm.
 fn expected_checksum(
     req: &HttpRequest,
     query: &[(String, String)],
 ) -> Result<Option<Expected>, Error> {
-    let mut found = None;
-    let headers = [
-        ("x-upcache-expect-md5", Algo::Md5),
-        ("x-upcache-expect-sha256", Algo::Sha256),
-    ];
-    let from_headers = headers.iter().filter_map(|(name, algo)| {
-        req.headers()
-            .get(*name)
-            .map(|v| (*algo, v.to_str().unwrap_or("").to_owned()))
-    });
-    let from_query = query.iter().filter_map(|(k, v)| match k.as_str() {
-        "md5" => Some((Algo::Md5, v.clone())),
-        "sha256" => Some((Algo::Sha256, v.clone())),
-        _ => None,
-    });
-    for (algo, value) in from_query.chain(from_headers) {
+    let mut given = Vec::new();
+    for (k, v) in query {
+        if let Some(algo) = Algo::from_name(k).filter(|a| a.name() == k) {
+            given.push((algo, v.clone()));
+        }
+    }
+    if let Some(name) = req.headers().keys().find(|name| {
+        name.as_str()
+            .strip_prefix("x-upcache-expect-")
+            .is_some_and(|algo| Algo::from_name(algo).is_none())
+    }) {
+        return Err(Error::BadRequest(format!(
+            "unknown header {name}: the expected checksum headers are X-Upcache-Expect-Md5, \
+             -Sha256, -Sha512 and -Blake3"
+        )));
+    }
+    for (name, algo) in EXPECT_HEADERS {
+        if let Some(v) = req.headers().get(name) {
+            given.push((algo, v.to_str().unwrap_or("").to_owned()));
+        }
+    }
+    let mut found: Option<Expected> = None;
+    for (algo, value) in given {
         let hex = checksum_hex(algo, &value)?;
-        // The first one given wins; a second one must agree in kind or is ignored.
-        found.get_or_insert(Expected { algo, hex });
+        let Some(exp) = &mut found else {
+            found = Some(Expected::new(algo, hex));
+            continue;
+        };
+        // The first one is looked up by; the content must match every one.
+        let earlier = exp
+            .all()
+            .find(|(a, _)| *a == algo)
+            .map(|(_, h)| h.to_owned());
+        match earlier {
+            Some(same) if same == hex => {}
+            Some(other) => {
+                return Err(Error::BadRequest(format!(
+                    "two different {} checksums are expected: {other} and {hex}",
+                    algo.name()
+                )));
+            }
+            None => exp.also.push((algo, hex)),
+        }
     }
     Ok(found)
 }
@@ -227,6 +266,15 @@ pub(crate) fn query_pairs(req: &HttpRequest) -> Vec<(String, String)> {
 
 async fn fetch_form(req: HttpRequest) -> Result<HttpResponse, Error> {
     let query = query_pairs(&req);
+    if let Some((unknown, _)) = query
+        .iter()
+        .find(|(k, _)| !FETCH_PARAMS.contains(&k.as_str()))
+    {
+        return Err(Error::BadRequest(format!(
+            "unknown query parameter {unknown:?} on /fetch: it takes url, md5, sha256, sha512 \
+             and blake3 (a URL's own query must be percent-encoded: & as %26)"
+        )));
+    }
     let raw = query
         .iter()
         .find(|(k, _)| k == "url")

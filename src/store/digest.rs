@@ -71,22 +71,51 @@ impl Digests {
     }
 }
 
-/// An expected checksum a client asked for (`md5=` / `sha256=` / `X-Upcache-Expect-*`).
+/// The checksums a client expects (`md5=` / `sha256=` / `X-Upcache-Expect-*` ...): the first
+/// one given, used to look stored blobs up, and any others given with it. Content must match
+/// every one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expected {
     pub algo: Algo,
     pub hex: String,
+    /// Further checksums given along with the first, of other algorithms.
+    pub also: Vec<(Algo, String)>,
 }
 
 impl Expected {
+    pub fn new(algo: Algo, hex: String) -> Self {
+        Expected {
+            algo,
+            hex,
+            also: Vec::new(),
+        }
+    }
+
+    /// Every expected checksum, the first one first.
+    pub fn all(&self) -> impl Iterator<Item = (Algo, &str)> {
+        std::iter::once((self.algo, self.hex.as_str()))
+            .chain(self.also.iter().map(|(a, h)| (*a, h.as_str())))
+    }
+
     pub fn matches(&self, digests: &Digests) -> bool {
-        digests.get(self.algo) == self.hex
+        self.mismatch(digests).is_none()
+    }
+
+    /// The first expected checksum `digests` does not have, as (algorithm, expected hex).
+    pub fn mismatch(&self, digests: &Digests) -> Option<(Algo, &str)> {
+        self.all().find(|(algo, hex)| digests.get(*algo) != *hex)
     }
 }
 
 impl std::fmt::Display for Expected {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.algo.name(), self.hex)
+        for (i, (algo, hex)) in self.all().enumerate() {
+            if i > 0 {
+                f.write_str(" and ")?;
+            }
+            write!(f, "{} {hex}", algo.name())?;
+        }
+        Ok(())
     }
 }
 
@@ -153,6 +182,27 @@ mod tests {
             "d74981efa70a0c880b8d8c1985d075dbcbf679b99a5f9914e5aaf96b831a9e24"
         );
         assert!(d.sha512.starts_with("309ecc489c12d6eb4cc40f50c902f2b4"));
+    }
+
+    #[test]
+    fn every_expected_checksum_must_match() {
+        let mut d = Digester::new();
+        d.update(b"hello world");
+        let d = d.finish();
+        let mut exp = Expected::new(Algo::Md5, d.md5.clone());
+        assert!(exp.matches(&d));
+        exp.also.push((Algo::Sha512, "0".repeat(128)));
+        assert!(!exp.matches(&d));
+        assert_eq!(
+            exp.mismatch(&d),
+            Some((Algo::Sha512, "0".repeat(128).as_str()))
+        );
+        assert_eq!(
+            exp.to_string(),
+            format!("md5 {} and sha512 {}", d.md5, "0".repeat(128))
+        );
+        exp.also[0].1 = d.sha512.clone();
+        assert!(exp.matches(&d));
     }
 
     #[test]
