@@ -358,7 +358,7 @@ impl App {
             .runtime
             .spawn(async move { app.upstream.head(&url2).await })
             .await
-            .map_err(|e| Error::Internal(format!("upstream HEAD task: {e}")))?;
+            .map_err(|e| Error::failed("the upstream HEAD task ended early", e))?;
         if let Err(UpstreamError::NotFound { .. }) = &head {
             self.remember_not_found(url);
         }
@@ -466,7 +466,7 @@ impl App {
             Ok((now, !known || committed == Committed::New))
         })
         .await
-        .map_err(|e| Error::Internal(format!("commit task: {e}")))??;
+        .map_err(|e| Error::failed("the commit task ended early", e))??;
         self.index.flush().await?;
         // The bucket gets it next (bytes, then the shared records that point at them).
         self.publish_later(stored.0.blake3());
@@ -577,7 +577,7 @@ impl App {
             Ok(app.index.set_pinned(&b3, pinned)?.unwrap_or(meta))
         })
         .await
-        .map_err(|e| Error::Internal(format!("pin task: {e}")))??;
+        .map_err(|e| Error::failed("the pin task ended early", e))??;
         if pinned {
             self.publish_later(blake3);
         } else {
@@ -613,7 +613,7 @@ impl App {
             Ok(meta)
         })
         .await
-        .map_err(|e| Error::Internal(format!("delete task: {e}")))??;
+        .map_err(|e| Error::failed("the delete task ended early", e))??;
         self.index.flush().await?;
         Ok(meta)
     }

@@ -64,6 +64,39 @@ pub enum Error {
     /// A bug or an unexpected failure of ours; the client sees a generic message.
     #[error("{0}")]
     Internal(String),
+    /// A failure of one of our parts (index, journal, store, a task): 500 with a generic
+    /// message; the log gets `what` and the whole source chain.
+    #[error("{what}")]
+    Failed {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl Error {
+    /// A failure of ours that keeps its cause for the log.
+    pub fn failed(
+        what: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Failed {
+            what,
+            source: Box::new(source),
+        }
+    }
+
+    /// `self` and its sources, `: `-separated (for the log).
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut next = std::error::Error::source(self);
+        while let Some(e) = next {
+            text.push_str(": ");
+            text.push_str(&e.to_string());
+            next = e.source();
+        }
+        text
+    }
 }
 
 impl From<crate::auth::AuthError> for Error {
@@ -112,10 +145,12 @@ impl From<UpstreamError> for Error {
     }
 }
 
+/// A shared store failure (one fill's, seen by all its clients). The client learns what
+/// failed, never a server path.
 impl From<&StoreError> for Error {
     fn from(e: &StoreError) -> Self {
         if e.is_out_of_space() {
-            Error::Unavailable(format!("storage is unavailable: {e}"))
+            Error::Unavailable(format!("storage is unavailable: {}", e.reason()))
         } else {
             Error::Internal(e.to_string())
         }
@@ -124,18 +159,67 @@ impl From<&StoreError> for Error {
 
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
-        Error::from(&e)
+        if e.is_out_of_space() {
+            Error::from(&e)
+        } else {
+            Error::failed("storage failed", e)
+        }
     }
 }
 
 impl From<IndexError> for Error {
     fn from(e: IndexError) -> Self {
-        Error::Internal(e.to_string())
+        Error::failed("the index failed", e)
     }
 }
 
 impl From<JournalError> for Error {
     fn from(e: JournalError) -> Self {
-        Error::Internal(e.to_string())
+        Error::failed("the audit journal failed", e)
+    }
+}
+
+impl From<tokio::task::JoinError> for Error {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Error::failed("a background task ended early", e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full(path: &str) -> StoreError {
+        StoreError::io(
+            "write",
+            std::path::Path::new(path),
+            std::io::Error::from_raw_os_error(libc::ENOSPC),
+        )
+    }
+
+    #[test]
+    fn a_full_disk_tells_the_client_what_failed_but_not_where() {
+        let e = Error::from(full("/srv/upcache/tmp/abc"));
+        assert!(matches!(e, Error::Unavailable(_)));
+        let text = e.to_string();
+        assert!(text.contains("No space left"), "{text}");
+        assert!(!text.contains("/srv/upcache"), "{text}");
+    }
+
+    #[test]
+    fn failures_of_ours_keep_their_source_for_the_log() {
+        let io = StoreError::io(
+            "rename",
+            std::path::Path::new("/srv/upcache/blobs/x"),
+            std::io::Error::from_raw_os_error(libc::EIO),
+        );
+        let e = Error::from(io);
+        assert_eq!(e.to_string(), "storage failed");
+        assert!(std::error::Error::source(&e).is_some());
+        let chain = e.chain();
+        assert!(
+            chain.starts_with("storage failed: rename /srv/upcache/blobs/x"),
+            "{chain}"
+        );
     }
 }

@@ -69,6 +69,13 @@ impl Readiness {
     }
 }
 
+/// Why the data volume is unusable, as `/readyz` and clients see it: what failed, without the
+/// server's path (the debug log has the whole error).
+fn volume_reason(e: &crate::store::StoreError) -> String {
+    tracing::debug!(error = %e, "write probe failed");
+    e.reason()
+}
+
 /// Probe the index and the data volume now (on the blocking pool), remember the verdict and
 /// return it: what `/readyz` answers.
 pub async fn probe(app: Arc<App>) -> Result<(), String> {
@@ -76,7 +83,7 @@ pub async fn probe(app: Arc<App>) -> Result<(), String> {
     let (index, volume) = tokio::task::spawn_blocking(move || {
         (
             a.index.ping().map_err(|e| e.to_string()),
-            a.store.write_probe().map_err(|e| e.to_string()),
+            a.store.write_probe().map_err(|e| volume_reason(&e)),
         )
     })
     .await
@@ -115,7 +122,7 @@ pub fn spawn_prober(
             }
             let dir = temp_dir.clone();
             let verdict = tokio::task::spawn_blocking(move || {
-                crate::store::write_probe_in(&dir).map_err(|e| e.to_string())
+                crate::store::write_probe_in(&dir).map_err(|e| volume_reason(&e))
             })
             .await
             .unwrap_or_else(|e| Err(format!("probe task failed: {e}")));

@@ -680,10 +680,11 @@ async fn disk_full_fails_cleanly_and_readiness_recovers_by_itself() {
     assert_eq!(r.status(), 503);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["status"], "unavailable");
-    assert!(
-        v["reason"].as_str().unwrap().contains("No space left"),
-        "{v}"
-    );
+    let reason = v["reason"].as_str().unwrap();
+    assert!(reason.contains("No space left"), "{v}");
+    // What failed, never where: no server path reaches a client (SPEC 10).
+    let dir = mnt.to_str().unwrap();
+    assert!(!reason.contains(dir), "a server path in /readyz: {v}");
     // A miss that must store fails cleanly too, with JSON, while nothing was sent yet.
     up.route(
         "/small.tar.gz",
@@ -692,7 +693,14 @@ async fn disk_full_fails_cleanly_and_readiness_recovers_by_itself() {
     fill_up(&filler);
     let r = srv.get(&srv.fetch_url(&up.url("/small.tar.gz"))).await;
     match r.status().as_u16() {
-        503 => assert_eq!(error_code(r).await.1, "unavailable"),
+        503 => {
+            let (_, code, message) = error_code(r).await;
+            assert_eq!(code, "unavailable");
+            assert!(
+                !message.contains(dir),
+                "a server path in an error: {message}"
+            );
+        }
         200 => assert!(r.bytes().await.is_err()),
         other => panic!("unexpected status {other}"),
     }

@@ -210,7 +210,7 @@ async fn write_batch(
     match tokio::task::spawn_blocking(move || writer.append(&data).map(|()| writer)).await {
         Ok(Ok(w)) => Ok(w),
         Ok(Err(e)) => Err((Error::from(&e), Some(e))),
-        Err(e) => Err((Error::Internal(format!("upload write task: {e}")), None)),
+        Err(e) => Err((Error::failed("the upload write task ended early", e), None)),
     }
 }
 
@@ -221,7 +221,7 @@ async fn sweep(req: HttpRequest) -> Result<HttpResponse, Error> {
     let a = app.clone();
     let report = tokio::task::spawn_blocking(move || crate::sweeper::run_once(&a))
         .await
-        .map_err(|e| Error::Internal(format!("sweep task: {e}")))??;
+        .map_err(|e| Error::failed("the sweep task ended early", e))??;
     Ok(HttpResponse::Ok().json(report))
 }
 

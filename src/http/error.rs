@@ -39,7 +39,9 @@ impl Error {
             Error::UpstreamFailed(_) => (StatusCode::BAD_GATEWAY, "upstream_failed"),
             Error::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
             Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Error::Internal(_) | Error::Failed { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
         }
     }
 }
@@ -52,8 +54,8 @@ impl ResponseError for Error {
     fn error_response(&self) -> HttpResponse {
         let (status, code) = self.status_and_code();
         let message = match self {
-            Error::Internal(detail) => {
-                tracing::error!(error = %detail, "internal error");
+            Error::Internal(_) | Error::Failed { .. } => {
+                tracing::error!(error = %self.chain(), "internal error");
                 "internal error; see the server log".to_owned()
             }
             other => other.to_string(),

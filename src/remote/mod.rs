@@ -72,6 +72,17 @@ impl RemoteError {
         }
     }
 
+    /// What failed, for clients: the operation and the kind of failure, without keys,
+    /// endpoints or the service's own context (those go to the log).
+    pub fn reason(&self) -> String {
+        match self {
+            RemoteError::Config { backend, .. } => format!("the {backend} bucket is misconfigured"),
+            RemoteError::Op { op, source, .. } => format!("{op}: {}", source.kind()),
+            RemoteError::Corrupt { .. } => "a shared index record is unreadable".to_owned(),
+            RemoteError::Timeout { op, secs, .. } => format!("{op}: no answer within {secs} s"),
+        }
+    }
+
     /// The object does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, RemoteError::Op { source, .. } if source.kind() == ErrorKind::NotFound)

@@ -51,7 +51,8 @@ impl From<RemoteError> for Error {
         if e.is_not_found() {
             Error::NotFound(e.to_string())
         } else {
-            Error::Unavailable(format!("the object store is unavailable: {e}"))
+            tracing::warn!(error = %e, "object store request failed");
+            Error::Unavailable(format!("the object store is unavailable: {}", e.reason()))
         }
     }
 }

@@ -33,12 +33,19 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    fn io(op: &'static str, path: &Path, source: io::Error) -> Self {
+    pub(crate) fn io(op: &'static str, path: &Path, source: io::Error) -> Self {
         StoreError::Io {
             op,
             path: path.to_owned(),
             source,
         }
+    }
+
+    /// What failed, without the server's path: for clients and `/readyz` (the log gets the
+    /// whole error).
+    pub fn reason(&self) -> String {
+        let StoreError::Io { op, source, .. } = self;
+        format!("{op}: {source}")
     }
 
     /// True when the failure means the volume is full or read-only (the store is unavailable,
