@@ -25,11 +25,28 @@ async fn until<T>(mut probe: impl AsyncFnMut() -> Option<T>) -> T {
     }
 }
 
+/// `GET /api/v1/status`, checked against its schema in schema/openapi.json.
 async fn status(srv: &TestServer) -> Value {
     let r = srv.get(&srv.url("/api/v1/status")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["cache-control"], "no-store");
-    r.json().await.unwrap()
+    let s: Value = r.json().await.unwrap();
+    let errors: Vec<String> = schema().iter_errors(&s).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?} in {s}");
+    s
+}
+
+/// The `Status` schema of the OpenAPI document (the document itself, pointed at it, so that
+/// its references resolve).
+fn schema() -> jsonschema::Validator {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema/openapi.json");
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    doc["$ref"] = "#/components/schemas/Status".into();
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(&doc)
+        .unwrap()
 }
 
 async fn page(srv: &TestServer) -> String {
@@ -65,6 +82,8 @@ async fn status_json_shows_flights_breakers_failures_ratio_and_disk() {
     .await;
     let up = Upstream::start().await;
 
+    // The schema every answer is checked against does check.
+    assert!(!schema().is_valid(&serde_json::json!({"instance": "test"})));
     let s = status(&srv).await;
     assert_eq!(s["instance"], "test");
     assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
@@ -217,4 +236,79 @@ async fn the_script_is_a_separate_file_allowed_by_the_policy() {
     assert!(js.contains("getElementById(\"live\")"));
     // It builds no markup from data.
     assert!(!js.contains("innerHTML") && !js.contains("insertAdjacentHTML"));
+}
+
+/// Run blocking browser work from an async test.
+fn browse<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// The text of the page's download rows.
+const ROWS: &str = "[...document.querySelectorAll('#downloads tr.download')]\
+    .map(r => r.textContent).join('\\n')";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_chromium_a_download_row_appears_and_goes_without_a_reload() {
+    if !common::browser::Browser::available() {
+        // scripts/test.sh installs chromium; only a machine where it cannot be installed
+        // gets here.
+        eprintln!("SKIPPED: chromium is not installed (apt-get install chromium)");
+        return;
+    }
+    let srv = TestServer::start().await;
+    let up = Upstream::start().await;
+    // A failure whose reason carries markup, before the page is loaded.
+    up.route(
+        "/pub/clip.tar.gz",
+        Route::ok(body(10)).header("Content-Type", PAYLOAD),
+    );
+    let r = srv.get(&srv.fetch_url(&up.url("/pub/clip.tar.gz"))).await;
+    assert_eq!(r.status(), 403);
+    srv.app.flights.wait_idle().await;
+
+    let mut b = browse(common::browser::Browser::launch);
+    browse(|| b.navigate(&srv.url("/")));
+    // Anything a reload would wipe out.
+    browse(|| b.eval("window.loadedOnce = 'yes'"));
+    assert_eq!(browse(|| b.eval(ROWS)), "");
+    // The markup in the reason is text: shown as written, never run.
+    let check_escaped = |b: &mut common::browser::Browser| {
+        let failures = b.eval("document.getElementById('failures').textContent");
+        assert!(failures.as_str().unwrap().contains(PAYLOAD), "{failures}");
+        assert_eq!(b.eval("typeof window.pwned"), "undefined");
+        assert_eq!(b.eval("document.scripts.length"), 1);
+    };
+    browse(|| check_escaped(&mut b));
+
+    // A download starts after the page was loaded: its row appears by itself.
+    let gate = Gate::new();
+    up.route(
+        "/pub/slow-2.0.tar.gz",
+        Route::ok(body(256 << 10)).hold_at(64 << 10, gate.clone()),
+    );
+    let url = up.url("/pub/slow-2.0.tar.gz");
+    let client = tokio::spawn(srv.client.get(srv.fetch_url(&url)).send());
+    gate.reached().await;
+    let row = until(async || {
+        let rows = browse(|| b.eval(ROWS));
+        let rows = rows.as_str().unwrap();
+        (rows.contains(&url) && rows.contains("64.0 KiB of 256.0 KiB")).then(|| rows.to_owned())
+    })
+    .await;
+    assert!(row.contains("streaming"), "{row}");
+    assert_eq!(browse(|| b.eval("window.loadedOnce")), "yes", "reloaded");
+    let note = browse(|| b.eval("document.getElementById('refreshed').textContent"));
+    assert!(note.as_str().unwrap().starts_with("Updated"), "{note}");
+    browse(|| check_escaped(&mut b));
+
+    // It ends: the row goes, still without a reload.
+    gate.open();
+    let r = client.await.unwrap().unwrap();
+    assert_eq!(r.bytes().await.unwrap(), body(256 << 10));
+    srv.app.flights.wait_idle().await;
+    until(async || (browse(|| b.eval(ROWS)) == "").then_some(())).await;
+    assert_eq!(browse(|| b.eval("window.loadedOnce")), "yes", "reloaded");
+    // What ended is now a recent event.
+    let events = browse(|| b.eval("document.getElementById('events').textContent"));
+    assert!(events.as_str().unwrap().contains(&url), "{events}");
 }
