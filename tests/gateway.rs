@@ -340,7 +340,17 @@ async fn each_instance_has_its_own_status_page_behind_nginx() {
             .send()
             .await
             .unwrap();
-        assert_eq!((search.status().as_u16(), served_by(&search)), (404, name));
+        assert_eq!(
+            (search.status().as_u16(), served_by(&search)),
+            (404, name.clone())
+        );
+        // A blob page's download link, relative to it, asks the same instance.
+        let blob = c
+            .get(format!("{base}ui/blob/../../by-blake3/{}", "0".repeat(64)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!((blob.status().as_u16(), served_by(&blob)), (404, name));
     }
     // Without the slash: sent to the page.
     let r = reqwest::Client::builder()

@@ -63,6 +63,18 @@ fn body(n: usize) -> Bytes {
 /// Markup an upstream can put in a failure's reason: a denied content type is quoted.
 const PAYLOAD: &str = "video/x-<script>window.pwned=1</script>";
 
+/// A download of `/pub/clip.tar.gz` that fails with [`PAYLOAD`] in its reason, recorded.
+async fn fail_with_markup(srv: &TestServer, up: &Upstream) {
+    up.route(
+        "/pub/clip.tar.gz",
+        Route::ok(body(10)).header("Content-Type", PAYLOAD),
+    );
+    let r = srv.get(&srv.fetch_url(&up.url("/pub/clip.tar.gz"))).await;
+    assert_eq!(r.status(), 403);
+    // The client hears of the failure before the fill task records it.
+    srv.app.flights.wait_idle().await;
+}
+
 /// A port on 127.0.0.1 that refuses connections.
 fn closed_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -135,14 +147,7 @@ async fn status_json_shows_flights_breakers_failures_ratio_and_disk() {
     assert!((ratio["ratio"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9);
 
     // A failure keeps its reason and error code, in JSON as it is (escaped in HTML below).
-    up.route(
-        "/pub/clip.tar.gz",
-        Route::ok(body(10)).header("Content-Type", PAYLOAD),
-    );
-    let r = srv.get(&srv.fetch_url(&up.url("/pub/clip.tar.gz"))).await;
-    assert_eq!(r.status(), 403);
-    // The client hears of the failure before the fill task records it.
-    srv.app.flights.wait_idle().await;
+    fail_with_markup(&srv, &up).await;
     let s = status(&srv).await;
     let failure = &s["failures"][0];
     assert_eq!(failure["url"], up.url("/pub/clip.tar.gz").as_str());
@@ -258,13 +263,7 @@ async fn in_chromium_a_download_row_appears_and_goes_without_a_reload() {
     let srv = TestServer::start().await;
     let up = Upstream::start().await;
     // A failure whose reason carries markup, before the page is loaded.
-    up.route(
-        "/pub/clip.tar.gz",
-        Route::ok(body(10)).header("Content-Type", PAYLOAD),
-    );
-    let r = srv.get(&srv.fetch_url(&up.url("/pub/clip.tar.gz"))).await;
-    assert_eq!(r.status(), 403);
-    srv.app.flights.wait_idle().await;
+    fail_with_markup(&srv, &up).await;
 
     let mut b = browse(common::browser::Browser::launch);
     browse(|| b.navigate(&srv.url("/")));
