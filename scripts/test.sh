@@ -22,6 +22,7 @@ tools=(
   "/usr/sbin/nginx nginx /usr/sbin/nginx"            # the gateway tests run deploy/nginx.conf
   "systemd-analyze systemd /usr/bin/systemd-analyze" # tests/deploy.rs: dist/upcache.service
   "/usr/bin/promtool prometheus /usr/bin/promtool"   # tests/deploy.rs: deploy/prometheus.yml; tests/process.rs: promtool check metrics
+  "/usr/bin/chromium chromium chromium"              # tests/status.rs: the status page in a browser
 )
 missing=()
 for tool in "${tools[@]}"; do

@@ -93,6 +93,8 @@ pub struct App {
     pub scrub_cursor: Mutex<Option<String>>,
     /// URLs upstream recently answered 404/410 for, trusted for `cache.negative_ttl`.
     pub negative: Recent,
+    /// Start time and recent failures, for the status page.
+    pub status: crate::status::Status,
     /// Where fills and other background work run (not tied to any HTTP worker).
     runtime: tokio::runtime::Handle,
     /// `backend = "s3" | "obs"`: the bucket (durable tier and shared index); `data_dir` is
@@ -216,6 +218,7 @@ impl App {
             scrub_cursor: Mutex::new(None),
             last_room_sweep: Mutex::new(None),
             negative: Recent::new(NEGATIVE_ENTRIES, NEGATIVE_BYTES),
+            status: Default::default(),
             runtime,
             config: Arc::new(config),
         });
@@ -620,6 +623,10 @@ impl App {
 
     /// Account for a failed fill: negative cache, metrics, journal, alerts.
     pub(crate) async fn fill_failed(&self, url: &UpstreamUrl, e: &FillError, who: &Requester) {
+        let (_, code) = Error::from(e).status_and_code();
+        self.status
+            .failures
+            .record(&url.to_string(), code, &e.to_string());
         let kind = match e.cause() {
             FillError::Upstream(UpstreamError::NotFound { .. }) => {
                 self.remember_not_found(url);

@@ -154,7 +154,8 @@ pub struct ServerConfig {
     pub public_url: String,
     /// CIDRs whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// Name recorded in audit events and `X-Served-By`; empty means the hostname.
+    /// Name recorded in audit events and `X-Served-By`, and shown on the status page; empty
+    /// means the hostname.
     pub instance: String,
     /// `Cache-Control` sent on served artifacts.
     pub cache_control: String,

@@ -31,6 +31,7 @@ pub mod remote;
 pub mod revalidate;
 pub mod spec;
 pub mod spec_check;
+pub mod status;
 pub mod store;
 pub mod sweeper;
 pub mod upstream;

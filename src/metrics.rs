@@ -169,6 +169,8 @@ pub struct Metrics {
     pub request_duration: Histogram,
     pub hits: Counter,
     pub misses: Counter,
+    /// Hits and misses per minute over the last hour, for the status page.
+    pub hit_window: crate::status::HitWindow,
     /// Entries and bytes of the bounded in-memory state kept from requests, by `state`.
     memory_entries: Family<Labels, Gauge>,
     memory_bytes: Family<Labels, Gauge>,
@@ -205,6 +207,7 @@ impl Metrics {
             request_duration: Histogram::new(exponential_buckets(0.0005, 4.0, 10)),
             hits: Counter::default(),
             misses: Counter::default(),
+            hit_window: Default::default(),
             memory_entries: Family::default(),
             memory_bytes: Family::default(),
         };
@@ -367,9 +370,11 @@ impl Metrics {
         match result {
             CacheResult::Hit => {
                 self.hits.inc();
+                self.hit_window.record(true);
             }
             CacheResult::Miss | CacheResult::Bypass => {
                 self.misses.inc();
+                self.hit_window.record(false);
             }
             _ => {}
         }

@@ -482,10 +482,15 @@ fn normalize_escapes(s: &str) -> String {
 
 /// Bounds what an error repeats of its input.
 fn excerpt(s: &str) -> String {
-    if s.len() <= MAX_ERROR_INPUT {
+    cut(s, MAX_ERROR_INPUT)
+}
+
+/// `s`, or its first `max` bytes (at a character boundary) and `...` if it is longer.
+pub(crate) fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
         return s.to_owned();
     }
-    let mut end = MAX_ERROR_INPUT;
+    let mut end = max;
     while !s.is_char_boundary(end) {
         end -= 1;
     }

@@ -206,14 +206,15 @@ fn the_gateway_runs_deploy_nginx_conf_and_routes_to_the_instances() {
     assert_eq!(port.len(), 1);
     assert!(port[0].ends_with(":80"), "{port:?}");
     assert!(NGINX_CONF.contains("listen 80;"));
-    // The upstream block names exactly the instances, on the port the image listens on.
+    // The upstream blocks (the hashed one, and one per instance for its status page) name
+    // exactly the instances, on the port the image listens on.
     let servers: BTreeSet<String> = NGINX_CONF
         .lines()
         .map(str::trim)
         .filter(|l| l.ends_with(';'))
         .filter_map(|l| l.strip_prefix("server "))
         .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_owned)
+        .map(|a| a.trim_end_matches(';').to_owned())
         .collect();
     assert_eq!(servers, instance_addresses(&v));
     assert!(DOCKERFILE.contains("UPCACHE__SERVER__LISTEN=0.0.0.0:8080"));

@@ -144,6 +144,11 @@ fn render(dir: &Path, port: u16, backends: &[String]) -> String {
             &format!("server upcache-{}:8080 ", i + 1),
             &format!("server {backend} "),
         );
+        // The instance's own upstream, for its status page.
+        replace(
+            &format!("server upcache-{}:8080;", i + 1),
+            &format!("server {backend};"),
+        );
     }
     conf
 }
@@ -312,6 +317,84 @@ async fn fetches_through_nginx_are_correct_and_each_url_stays_on_one_instance() 
     // Large bodies went through without nginx spooling them to disk.
     let log = cluster.nginx.error_log();
     assert!(!log.contains("buffered to a temporary file"), "{log}");
+}
+
+// Issue 16, item 2: behind the gateway, each instance's status page shows that instance,
+// named, and its refresh and links stay on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_instance_has_its_own_status_page_behind_nginx() {
+    let cluster = Cluster::start(&NO_APP_LIMITS, &[]);
+    let c = client();
+    for i in 1..=3 {
+        let name = format!("upcache-{i}");
+        let base = cluster.nginx.url(&format!("/instance/{name}/"));
+        let page = c.get(&base).send().await.unwrap();
+        assert_eq!(page.status(), 200, "{base}");
+        assert_eq!(served_by(&page), name);
+        let html = page.text().await.unwrap();
+        assert!(html.contains(&format!("<h1>upcache {name}</h1>")), "{html}");
+        // What the page loads and links, relative to it, is answered by the same instance.
+        for link in ["ui/style.css", "ui/status.js", "api/v1/status"] {
+            assert!(html.contains(&format!("\"{link}\"")), "{link} in {html}");
+            let r = c.get(format!("{base}{link}")).send().await.unwrap();
+            assert_eq!((r.status().as_u16(), served_by(&r)), (200, name.clone()));
+            if link == "api/v1/status" {
+                let s: serde_json::Value = r.json().await.unwrap();
+                assert_eq!(s["instance"], name.as_str());
+            }
+        }
+        let search = c
+            .get(format!("{base}ui/search?q=nothing"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            (search.status().as_u16(), served_by(&search)),
+            (404, name.clone())
+        );
+        // A blob page's download link, relative to it, asks the same instance.
+        let blob = c
+            .get(format!("{base}ui/blob/../../by-blake3/{}", "0".repeat(64)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!((blob.status().as_u16(), served_by(&blob)), (404, name));
+    }
+    // Without the slash: sent to the page.
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(cluster.nginx.url("/instance/upcache-2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 301);
+    assert!(
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .ends_with("/instance/upcache-2/")
+    );
+    // Only the pages: the API, artifacts and unknown instances are not reached this way.
+    for path in [
+        "/instance/upcache-1/api/v1/stats",
+        "/instance/upcache-1/metrics",
+        "/instance/upcache-1/http/example.org/a.tar.gz",
+        "/instance/upcache-4/",
+    ] {
+        let r = c.get(cluster.nginx.url(path)).send().await.unwrap();
+        // Through the hash to some instance, which has no such route.
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    // The gateway's own / is the page of the instance / hashes to, named, and its refresh
+    // (the same URI) reaches the same one.
+    let first = c.get(cluster.nginx.url("/")).send().await.unwrap();
+    let by = served_by(&first);
+    let html = first.text().await.unwrap();
+    assert!(html.contains(&format!("<h1>upcache {by}</h1>")), "{html}");
+    let again = c.get(cluster.nginx.url("/")).send().await.unwrap();
+    assert_eq!(served_by(&again), by);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

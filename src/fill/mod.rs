@@ -12,6 +12,7 @@
 //! frees its URL (`guard`).
 
 mod guard;
+mod live;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -31,6 +32,7 @@ use crate::error::Error;
 use crate::store::{Digests, Expected, StoreError, TempBlob, TempWriter};
 use crate::upstream::{Head, Resume, UpstreamError};
 use crate::url::UpstreamUrl;
+pub use live::InFlight;
 
 /// Why a fill failed.
 #[derive(Debug, thiserror::Error)]
@@ -153,11 +155,25 @@ pub struct Fill {
     file: Arc<File>,
     /// The temp file being written (the sweeper must leave it alone).
     temp_path: std::path::PathBuf,
+    /// Progress for the status page, read without touching `state`'s lock.
+    live: live::Live,
 }
 
 impl Fill {
     fn publish(&self, phase: Phase) {
+        self.live.phase(&phase);
         self.state.send_modify(|s| s.phase = phase);
+    }
+
+    /// Record that the temp file now holds `written` bytes.
+    fn wrote(&self, written: u64) {
+        self.live.wrote(written);
+        self.state.send_modify(|s| s.written = written);
+    }
+
+    /// Its progress, for the status page.
+    pub fn progress(&self) -> InFlight {
+        self.live.progress(self.url.to_string())
     }
 
     /// Wait for upstream's headers, or the failure that came instead.
@@ -204,8 +220,11 @@ impl Fill {
         on_mismatch: impl FnOnce(&Digests) + Send + 'static,
     ) -> impl Stream<Item = Result<Bytes, io::Error>> + Send + 'static {
         let fill = self.clone();
+        let reader = live::Reader::new(self.clone());
         let mut rx = self.state.subscribe();
         async_stream::try_stream! {
+            // Counted as a client of this download until the response is dropped.
+            let _reader = reader;
             let mut pos = start;
             let mut on_mismatch = Some(on_mismatch);
             loop {
@@ -318,6 +337,7 @@ impl Flights {
             }),
             file: temp.file().clone(),
             temp_path: temp.path().to_owned(),
+            live: live::Live::new(),
         });
         map.insert(url.as_str().to_owned(), fill.clone());
         self.running
@@ -364,6 +384,15 @@ impl Flights {
 
     pub fn len(&self) -> usize {
         self.map.lock().len()
+    }
+
+    /// The downloads in progress, longest running first (the lock is held only to copy the
+    /// list; progress is read from each fill's atomics).
+    pub fn in_flight(&self) -> Vec<InFlight> {
+        let fills: Vec<Arc<Fill>> = self.map.lock().values().cloned().collect();
+        let mut out: Vec<InFlight> = fills.iter().map(|f| f.progress()).collect();
+        out.sort_by(|a, b| b.seconds.cmp(&a.seconds).then_with(|| a.url.cmp(&b.url)));
+        out
     }
 
     /// Whether a fill of `url` is running.
@@ -671,8 +700,7 @@ async fn attempt_once(
             .check_size(url, written + data.len() as u64)?;
         progress.writer.append(data)?;
         pos += data.len() as u64;
-        let written = progress.writer.len();
-        fill.state.send_modify(|s| s.written = written);
+        fill.wrote(progress.writer.len());
     }
     if pos < have {
         return Err(FillError::Changed {

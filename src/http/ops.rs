@@ -16,7 +16,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/readyz").route(get_or_head().to(readyz)))
         .service(resource("/metrics").route(get_or_head().to(metrics)))
         .service(resource("/api/v1/lookup").route(get_or_head().to(lookup)))
-        .service(resource("/api/v1/stats").route(get_or_head().to(stats)));
+        .service(resource("/api/v1/stats").route(get_or_head().to(stats)))
+        .service(resource("/api/v1/status").route(get_or_head().to(status)));
 }
 
 async fn healthz() -> HttpResponse {
@@ -79,6 +80,13 @@ async fn metrics(req: HttpRequest, app: web::Data<App>) -> HttpResponse {
         .content_type(format.content_type())
         .insert_header((actix_web::http::header::VARY, "Accept"))
         .body(m.render(format))
+}
+
+/// What the status page shows, as JSON (`status::Snapshot`).
+async fn status(app: web::Data<App>) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok()
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .json(crate::status::snapshot(&app)?))
 }
 
 async fn stats(app: web::Data<App>) -> Result<HttpResponse, Error> {

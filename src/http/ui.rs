@@ -1,5 +1,9 @@
-//! The HTML status page for people: totals, hit ratio, disk use, recent events, a search box
-//! leading to a page per blob with its provenance.
+//! The HTML status page for people (readiness, disk against the watermarks, downloads in
+//! flight, circuit breakers, recent failures, hit ratio, recent events), which refreshes
+//! itself; and a search box leading to a page per blob with its provenance.
+//!
+//! Every link is relative, so that a page reached through a gateway under a prefix
+//! (`/instance/<name>/`, deploy/nginx.conf) keeps talking to the instance that served it.
 
 use std::fmt::Write as _;
 
@@ -9,6 +13,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use crate::app::{App, rfc3339};
 use crate::error::Error;
 use crate::index::BlobMeta;
+use crate::status::Snapshot;
 use crate::store::Algo;
 use crate::url::UpstreamUrl;
 
@@ -17,7 +22,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/").route(get_or_head().to(status)))
         .service(resource("/ui/search").route(get_or_head().to(search)))
         .service(resource("/ui/blob/{blake3}").route(get_or_head().to(blob)))
-        .service(resource("/ui/style.css").route(get_or_head().to(style)));
+        .service(resource("/ui/style.css").route(get_or_head().to(style)))
+        .service(resource("/ui/status.js").route(get_or_head().to(script)));
 }
 
 /// The pages' only style sheet, served from here so that the policy below needs no inline
@@ -25,13 +31,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 const STYLE: &str = "body{font:15px/1.45 system-ui,sans-serif;margin:2em auto;max-width:70em;\
     padding:0 1em;color:#222}table{border-collapse:collapse}td,th{padding:.2em .8em .2em 0;\
     text-align:left;vertical-align:top}code{font-size:90%;word-break:break-all}\
-    input[type=text]{width:40em;max-width:90%}.muted{color:#777}";
+    input[type=text]{width:40em;max-width:90%}.muted{color:#777}.bad{color:#b00;font-weight:600}\
+    .good{color:#070;font-weight:600}meter{width:20em}td.num{text-align:right}td.time{white-space:nowrap}";
 
-/// What a page may load: its style sheet and nothing else (no script at all), may submit
-/// forms only to us, and may not be framed. Whatever an upstream URL or file name smuggles
-/// into a page can then neither run nor exfiltrate anything.
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
-    base-uri 'none'; frame-ancestors 'none'";
+/// The status page's refresh: fetches the page again and swaps in its `#live` part, so all
+/// markup (and its escaping) stays on the server.
+const SCRIPT: &str = include_str!("status.js");
+
+/// Seconds between refreshes, as the page states it (status.js has its own constant).
+const REFRESH_SECONDS: u64 = 2;
+
+/// What a page may load: its style sheet and script from us (no inline script or style, so
+/// markup smuggled in by an upstream URL or file name could not run even if it escaped
+/// escaping), may fetch only from us, may submit forms only to us, and may not be framed.
+const CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; \
+    img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 /// Headers every page and its style sheet carry: the CSP above, no MIME sniffing, no framing.
 fn hardened(res: &mut actix_web::HttpResponseBuilder) -> &mut actix_web::HttpResponseBuilder {
@@ -46,6 +60,13 @@ async fn style() -> HttpResponse {
         .insert_header((header::CONTENT_TYPE, "text/css; charset=utf-8"))
         .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
         .body(STYLE)
+}
+
+async fn script() -> HttpResponse {
+    hardened(&mut HttpResponse::Ok())
+        .insert_header((header::CONTENT_TYPE, "text/javascript; charset=utf-8"))
+        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+        .body(SCRIPT)
 }
 
 /// Escape text for HTML element content and quoted attributes.
@@ -64,12 +85,19 @@ fn esc(s: &str) -> String {
     out
 }
 
-fn page(title: &str, body: &str) -> HttpResponse {
+/// A page at `root` (the relative path from it to `/`: `""`, `"../"`, `"../../"`), with the
+/// refresh script if `live`.
+fn page(title: &str, root: &str, body: &str, live: bool) -> HttpResponse {
+    let script = if live {
+        format!("<script src=\"{root}ui/status.js\" defer></script>")
+    } else {
+        String::new()
+    };
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width\"><title>{t}</title>\
-         <link rel=\"stylesheet\" href=\"/ui/style.css\"></head><body><h1>{t}</h1>{body}\
-         <p class=\"muted\">upcache {v}</p></body></html>",
+         <link rel=\"stylesheet\" href=\"{root}ui/style.css\">{script}</head><body>\
+         <h1>{t}</h1>{body}<p class=\"muted\">upcache {v}</p></body></html>",
         t = esc(title),
         v = env!("CARGO_PKG_VERSION"),
     );
@@ -83,52 +111,200 @@ fn human(bytes: u64) -> String {
     bytesize::ByteSize(bytes).display().iec().to_string()
 }
 
-const SEARCH_FORM: &str = "<form action=\"/ui/search\"><input type=\"text\" name=\"q\" \
-    placeholder=\"upstream URL, md5, sha256, sha512 or blake3\" autofocus> \
-    <button>Find</button></form>";
+fn search_form(root: &str) -> String {
+    format!(
+        "<form action=\"{root}ui/search\"><input type=\"text\" name=\"q\" \
+         placeholder=\"upstream URL, md5, sha256, sha512 or blake3\"> \
+         <button>Find</button></form>"
+    )
+}
 
 async fn status(app: web::Data<App>) -> Result<HttpResponse, Error> {
-    let s = app.index.stats();
-    let (hits, misses) = (app.metrics.hits.get(), app.metrics.misses.get());
-    let ratio = if hits + misses == 0 {
-        "–".to_owned()
-    } else {
-        format!("{:.1} %", 100.0 * hits as f64 / (hits + misses) as f64)
-    };
-    let du = app.used()?;
-    let mut b = String::new();
-    b.push_str(SEARCH_FORM);
+    let s = crate::status::snapshot(&app)?;
+    let mut b = search_form("");
+    // The part status.js replaces with the same part of a fresh copy of this page.
+    b.push_str("<div id=\"live\">");
+    overview(&mut b, &s);
+    downloads(&mut b, &s.downloads);
+    breakers(&mut b, &s.breakers);
+    failures(&mut b, &s.failures);
+    events(&mut b, &app);
+    b.push_str("</div>");
     let _ = write!(
         b,
-        "<h2>Totals</h2><table>\
-         <tr><th>Instance</th><td>{}</td></tr>\
-         <tr><th>Blobs</th><td>{} ({})</td></tr><tr><th>URLs</th><td>{}</td></tr>\
-         <tr><th>Hits / misses</th><td>{hits} / {misses} (hit ratio {ratio})</td></tr>\
-         <tr><th>Downloads in progress</th><td>{}</td></tr>\
-         <tr><th>Upstream fetches / failures</th><td>{} / {}</td></tr>\
-         <tr><th>Disk</th><td>{} of {} used ({:.1} %)</td></tr></table>",
-        esc(&app.instance),
-        s.blobs,
-        human(s.bytes),
-        s.urls,
-        app.flights.len(),
-        app.metrics.upstream_fetches.get(),
-        app.metrics.upstream_failures.get(),
-        human(du.used_bytes),
-        human(du.total_bytes),
-        100.0 * du.used_ratio(),
+        "<p id=\"refreshed\" class=\"muted\">The page refreshes itself every {REFRESH_SECONDS} s \
+         (with JavaScript). The same data as JSON: <a href=\"api/v1/status\">api/v1/status</a>.</p>"
     );
-    b.push_str("<h2>Recent events</h2><table><tr><th>Time</th><th>Event</th><th>URL / blob</th><th>Size</th><th>Client</th></tr>");
+    Ok(page(&format!("upcache {}", s.instance), "", &b, true))
+}
+
+fn percent(ratio: f64) -> String {
+    format!("{:.1} %", 100.0 * ratio)
+}
+
+fn overview(b: &mut String, s: &Snapshot) {
+    let ready = match &s.reason {
+        None => "<span class=\"good\">ready</span>".to_owned(),
+        Some(r) => format!(
+            "<span class=\"bad\">not ready</span>: {} (new downloads are refused)",
+            esc(r)
+        ),
+    };
+    let d = &s.disk;
+    let limit = if d.max_size > 0 {
+        format!("<code>max_size</code> {}", human(d.max_size))
+    } else {
+        "no <code>max_size</code>: the volume".to_owned()
+    };
+    let h = &s.hit_ratio;
+    let ratio = h.ratio.map_or_else(|| "–".to_owned(), percent);
+    let t = &s.totals;
+    let total_ratio = if t.hits + t.misses == 0 {
+        "–".to_owned()
+    } else {
+        percent(t.hits as f64 / (t.hits + t.misses) as f64)
+    };
+    let _ = write!(
+        b,
+        "<table id=\"overview\">\
+         <tr><th>Instance</th><td id=\"instance\">{}</td></tr>\
+         <tr><th>Readiness</th><td id=\"ready\">{ready}</td></tr>\
+         <tr><th>Version</th><td>{} (up {}, since {})</td></tr>\
+         <tr><th>Disk</th><td><meter min=\"0\" max=\"1\" low=\"{low}\" high=\"{high}\" \
+         optimum=\"0\" value=\"{used:.4}\"></meter> {} of {} used ({}; {limit})<br>\
+         <span class=\"muted\">The sweeper starts above the high watermark ({}) and evicts \
+         down to the low one ({}).</span></td></tr>\
+         <tr><th>Blobs</th><td>{} ({}) for {} URLs</td></tr>\
+         <tr><th>Hit ratio, last hour</th><td id=\"hit-ratio\">{ratio} ({} hits, {} misses)</td></tr>\
+         <tr><th>Since start-up</th><td>{} hits, {} misses (hit ratio {}); {} upstream fetches, \
+         {} failed downloads</td></tr></table>",
+        esc(&s.instance),
+        esc(s.version),
+        humantime::format_duration(std::time::Duration::from_secs(s.uptime_seconds)),
+        esc(&s.started_at),
+        human(d.used_bytes),
+        human(d.total_bytes),
+        percent(d.used_ratio),
+        percent(d.high_watermark),
+        percent(d.low_watermark),
+        s.store.blobs,
+        human(s.store.bytes),
+        s.store.urls,
+        h.hits,
+        h.misses,
+        t.hits,
+        t.misses,
+        total_ratio,
+        t.upstream_fetches,
+        t.upstream_failures,
+        low = d.low_watermark,
+        high = d.high_watermark,
+        used = d.used_ratio,
+    );
+}
+
+fn downloads(b: &mut String, list: &[crate::fill::InFlight]) {
+    b.push_str(
+        "<h2>Downloads in flight</h2><table id=\"downloads\"><tr><th>URL</th><th>Phase</th>\
+         <th>Received</th><th>Clients</th><th>Running</th></tr>",
+    );
+    for f in list {
+        let received = match f.total {
+            Some(t) if t > 0 => format!(
+                "{} of {} ({})",
+                human(f.bytes),
+                human(t),
+                percent(f.bytes as f64 / t as f64)
+            ),
+            Some(t) => format!("{} of {}", human(f.bytes), human(t)),
+            None => format!("{} of unknown size", human(f.bytes)),
+        };
+        let _ = write!(
+            b,
+            "<tr class=\"download\"><td><code>{}</code></td><td>{}</td><td>{received}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{} s</td></tr>",
+            esc(&f.url),
+            f.phase,
+            f.clients,
+            f.seconds,
+        );
+    }
+    if list.is_empty() {
+        b.push_str("<tr><td colspan=\"5\" class=\"muted\">None.</td></tr>");
+    }
+    b.push_str("</table>");
+}
+
+fn breakers(b: &mut String, list: &[crate::upstream::breaker::HostState]) {
+    b.push_str(
+        "<h2>Circuit breakers</h2><table id=\"breakers\"><tr><th>Host</th><th>State</th>\
+         <th>Connect failures in a row</th><th>Next probe</th></tr>",
+    );
+    for h in list {
+        let class = if h.state == "closed" {
+            ""
+        } else {
+            " class=\"bad\""
+        };
+        let _ = write!(
+            b,
+            "<tr class=\"breaker\"><td><code>{}</code></td><td{class}>{}</td>\
+             <td class=\"num\">{}</td><td>{}</td></tr>",
+            esc(&h.host),
+            h.state.replace('_', "-"),
+            h.failures,
+            h.retry_in_seconds
+                .map(|s| format!("in {s} s"))
+                .unwrap_or_default(),
+        );
+    }
+    if list.is_empty() {
+        b.push_str(
+            "<tr><td colspan=\"4\" class=\"muted\">No recent connect failures: every \
+             breaker is closed.</td></tr>",
+        );
+    }
+    b.push_str("</table>");
+}
+
+fn failures(b: &mut String, list: &[crate::status::Failure]) {
+    b.push_str(
+        "<h2>Recent failures</h2><table id=\"failures\"><tr><th>Time</th><th>URL</th>\
+         <th>Error</th><th>Reason</th></tr>",
+    );
+    for f in list {
+        let _ = write!(
+            b,
+            "<tr class=\"failure\"><td class=\"time\">{}</td><td><code>{}</code></td><td>{}</td>\
+             <td>{}</td></tr>",
+            esc(&f.time),
+            esc(&f.url),
+            f.error,
+            esc(&f.reason),
+        );
+    }
+    if list.is_empty() {
+        b.push_str("<tr><td colspan=\"4\" class=\"muted\">None since start-up.</td></tr>");
+    }
+    b.push_str("</table>");
+}
+
+fn events(b: &mut String, app: &App) {
+    b.push_str(
+        "<h2>Recent events</h2><table id=\"events\"><tr><th>Time</th><th>Event</th>\
+         <th>URL / blob</th><th>Size</th><th>Client</th></tr>",
+    );
     for e in app.journal.recent() {
-        let what = match (&e.url, &e.blake3) {
-            (Some(u), Some(b3)) => format!("<a href=\"/ui/blob/{b3}\">{}</a>", esc(u)),
+        let b3 = e.blake3.as_deref().map(esc);
+        let what = match (&e.url, &b3) {
+            (Some(u), Some(b3)) => format!("<a href=\"ui/blob/{b3}\">{}</a>", esc(u)),
             (Some(u), None) => esc(u),
-            (None, Some(b3)) => format!("<a href=\"/ui/blob/{b3}\"><code>{b3}</code></a>"),
+            (None, Some(b3)) => format!("<a href=\"ui/blob/{b3}\"><code>{b3}</code></a>"),
             (None, None) => String::new(),
         };
         let _ = write!(
             b,
-            "<tr><td>{}</td><td>{}</td><td>{what}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td class=\"time\">{}</td><td>{}</td><td>{what}</td><td>{}</td><td>{}</td></tr>",
             esc(&e.time),
             esc(&e.event),
             e.size.map(human).unwrap_or_default(),
@@ -136,7 +312,6 @@ async fn status(app: web::Data<App>) -> Result<HttpResponse, Error> {
         );
     }
     b.push_str("</table>");
-    Ok(page("upcache", &b))
 }
 
 /// `/ui/search?q=`: a checksum of any supported kind, or an upstream URL.
@@ -149,14 +324,16 @@ async fn search(req: HttpRequest, app: web::Data<App>) -> Result<HttpResponse, E
     let found = find(&app, &q)?;
     Ok(match found {
         Some(meta) => HttpResponse::SeeOther()
-            .insert_header((header::LOCATION, format!("/ui/blob/{}", meta.blake3())))
+            // Relative to /ui/search: right under a gateway's prefix too.
+            .insert_header((header::LOCATION, format!("blob/{}", meta.blake3())))
             .finish(),
         None => {
             let body = format!(
-                "{SEARCH_FORM}<p>Nothing stored matches <code>{}</code>.</p>",
+                "{}<p>Nothing stored matches <code>{}</code>.</p>",
+                search_form("../"),
                 esc(&q)
             );
-            let mut res = page("Not found", &body);
+            let mut res = page("Not found", "../", &body, false);
             *res.status_mut() = actix_web::http::StatusCode::NOT_FOUND;
             res
         }
@@ -196,7 +373,7 @@ async fn blob(path: web::Path<String>, app: web::Data<App>) -> Result<HttpRespon
     let mut b = String::new();
     let _ = write!(
         b,
-        "{SEARCH_FORM}<table>\
+        "{}<table>\
          <tr><th>Size</th><td>{} ({} bytes)</td></tr>\
          <tr><th>BLAKE3</th><td><code>{}</code></td></tr>\
          <tr><th>SHA-256</th><td><code>{}</code></td></tr>\
@@ -206,7 +383,8 @@ async fn blob(path: web::Path<String>, app: web::Data<App>) -> Result<HttpRespon
          <tr><th>Origin</th><td>{:?}</td></tr><tr><th>Pinned</th><td>{}</td></tr>\
          <tr><th>First seen</th><td>{}</td></tr><tr><th>Last access</th><td>{}</td></tr>\
          <tr><th>Accesses</th><td>{}</td></tr><tr><th>Stored here</th><td>{}</td></tr>\
-         <tr><th>Download</th><td><a href=\"/by-blake3/{b3}\">/by-blake3/{b3}</a></td></tr></table>",
+         <tr><th>Download</th><td><a href=\"../../by-blake3/{b3}\">/by-blake3/{b3}</a></td></tr></table>",
+        search_form("../../"),
         human(meta.size),
         meta.size,
         d.blake3,
@@ -247,7 +425,8 @@ async fn blob(path: web::Path<String>, app: web::Data<App>) -> Result<HttpRespon
         }
     }
     b.push_str("</table>");
-    Ok(page(&format!("Blob {}", b3.get(..16).unwrap_or(&b3)), &b))
+    let title = format!("Blob {}", b3.get(..16).unwrap_or(&b3));
+    Ok(page(&title, "../../", &b, false))
 }
 
 #[cfg(test)]

@@ -34,17 +34,31 @@ pub struct Open {
 }
 
 #[derive(Debug, Default)]
-struct HostState {
+struct Host {
     failures: u32,
     open_until: Option<Instant>,
     /// When the current half-open probe was let through, if one is under way.
     probe_since: Option<Instant>,
 }
 
+/// One host's breaker as the status page shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HostState {
+    /// `scheme://host:port`.
+    pub host: String,
+    /// `closed` (failures seen, below the threshold), `open` (requests fail at once), or
+    /// `half_open` (the cool-down is over: the next request is a probe).
+    pub state: &'static str,
+    /// Consecutive connect failures.
+    pub failures: u32,
+    /// While open: seconds until a probe may go.
+    pub retry_in_seconds: Option<u64>,
+}
+
 /// Breaker states by host key (`host:port`).
 #[derive(Debug, Default)]
 pub struct Breaker {
-    hosts: Mutex<HashMap<String, HostState>>,
+    hosts: Mutex<HashMap<String, Host>>,
 }
 
 impl Breaker {
@@ -75,6 +89,39 @@ impl Breaker {
                 Ok(())
             }
         }
+    }
+
+    /// Hosts with recent connect failures, open breakers first, then by failures; at most
+    /// `limit` of them (up to [`MAX_HOSTS`] are remembered).
+    pub fn states(&self, now: Instant, limit: usize) -> Vec<HostState> {
+        let mut out: Vec<HostState> = self
+            .hosts
+            .lock()
+            .iter()
+            .map(|(key, st)| {
+                let (state, retry_in) = match st.open_until {
+                    None => ("closed", None),
+                    Some(until) if now < until => {
+                        ("open", Some((until - now).as_secs_f64().ceil() as u64))
+                    }
+                    Some(_) => ("half_open", None),
+                };
+                HostState {
+                    host: key.clone(),
+                    state,
+                    failures: st.failures,
+                    retry_in_seconds: retry_in,
+                }
+            })
+            .collect();
+        let rank = |s: &HostState| match s.state {
+            "open" => 0,
+            "half_open" => 1,
+            _ => 2,
+        };
+        out.sort_by(|a, b| (rank(a), b.failures, &a.host).cmp(&(rank(b), a.failures, &b.host)));
+        out.truncate(limit);
+        out
     }
 
     /// The host answered (whatever it said): close its breaker.
@@ -146,6 +193,38 @@ mod tests {
         assert!(b.check("h:80", t2).is_ok());
         b.failure("h:80", t2);
         assert!(b.check("h:80", t2).is_ok());
+    }
+
+    #[test]
+    fn states_list_open_breakers_first() {
+        let b = Breaker::default();
+        let t = Instant::now();
+        b.failure("http://a:80", t);
+        for _ in 0..THRESHOLD {
+            b.failure("http://b:80", t);
+        }
+        let states = b.states(t, 10);
+        assert_eq!(
+            states,
+            vec![
+                HostState {
+                    host: "http://b:80".into(),
+                    state: "open",
+                    failures: THRESHOLD,
+                    retry_in_seconds: Some(COOLDOWN.as_secs()),
+                },
+                HostState {
+                    host: "http://a:80".into(),
+                    state: "closed",
+                    failures: 1,
+                    retry_in_seconds: None,
+                },
+            ]
+        );
+        assert_eq!(b.states(t + COOLDOWN, 10)[0].state, "half_open");
+        assert_eq!(b.states(t, 1).len(), 1);
+        b.success("http://b:80");
+        assert_eq!(b.states(t, 10).len(), 1);
     }
 
     #[test]

@@ -438,6 +438,11 @@ impl Upstream {
         &self.policy
     }
 
+    /// Circuit-breaker states of hosts with recent connect failures (at most `limit`).
+    pub fn breakers(&self, limit: usize) -> Vec<breaker::HostState> {
+        self.breaker.states(Instant::now(), limit)
+    }
+
     /// Mirror alternates of `url` (`[[upstream.mirrors]]`), in the order to try them.
     pub fn alternates(&self, url: &UpstreamUrl) -> Vec<UpstreamUrl> {
         self.mirrors.alternates(url)

@@ -3,6 +3,7 @@
 // Every test binary compiles the whole helper but uses only part of it.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod ftp;
 pub mod netns;
 pub mod s3;
