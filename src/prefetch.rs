@@ -618,7 +618,8 @@ pub async fn fetch(app: &Arc<App>, url: &UpstreamUrl, who: &Submitter) -> Result
                     return Ok(entry.blob.clone());
                 }
             }
-            Resolution::Miss { fill, .. } => {
+            Resolution::Stale(entry) => return Ok(entry.blob.clone()),
+            Resolution::Miss { fill, .. } | Resolution::Revalidate { fill, .. } => {
                 let state = fill.ended().await;
                 if let Some(entry) = app.index.url(url.as_str())? {
                     return Ok(entry.blob.clone());

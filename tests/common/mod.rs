@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod ftp;
+pub mod intercept;
 pub mod netns;
 pub mod s3;
 pub mod server;
