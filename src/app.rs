@@ -274,7 +274,7 @@ impl App {
                 }
             }
             if start_fill && expected.is_none() && self.volatile.matches(url) {
-                return self.revalidate_volatile(url, entry, client);
+                return crate::volatile::resolve(self, url, entry, client);
             }
             return Ok(Resolution::Hit(entry));
         }
@@ -316,7 +316,7 @@ impl App {
 
     /// Join the fill of `url`, or, unless `check` (run under the flight lock) finds it
     /// stored, start one for `who` on the background runtime.
-    fn join_or_spawn(
+    pub(crate) fn join_or_spawn(
         self: &Arc<Self>,
         url: &UpstreamUrl,
         check: impl FnOnce() -> Result<Option<Arc<UrlEntry>>, Error>,
@@ -336,39 +336,6 @@ impl App {
                 Flight::Started(fill, ())
             }
             Flight::Stored(entry) => Flight::Stored(entry),
-        })
-    }
-
-    /// A stored volatile URL: its copy while fresh, else the revalidation to follow (one per
-    /// URL: it is a fill in the flight table, joined by every request meanwhile).
-    fn revalidate_volatile(
-        self: &Arc<Self>,
-        url: &UpstreamUrl,
-        entry: Arc<UrlEntry>,
-        client: Option<String>,
-    ) -> Result<Resolution, Error> {
-        let fresh = |entry: &UrlEntry| self.volatile.is_fresh(url, &entry.record, unix_now());
-        if fresh(&entry) {
-            return Ok(Resolution::Hit(entry));
-        }
-        if self.readiness.unready_reason().is_some() {
-            return Ok(Resolution::Stale(entry));
-        }
-        // Under the flight lock: a revalidation that ended while we looked made it fresh.
-        let check = || -> Result<Option<Arc<UrlEntry>>, Error> {
-            Ok(self.stored(url)?.filter(|e| fresh(e)))
-        };
-        let who = Requester {
-            client,
-            expected: None,
-            revalidating: Some(entry.clone()),
-        };
-        Ok(match self.join_or_spawn(url, check, who)? {
-            Flight::Joined(fill) | Flight::Started(fill, ()) => Resolution::Revalidate {
-                fill,
-                stored: entry,
-            },
-            Flight::Stored(entry) => Resolution::Hit(entry),
         })
     }
 

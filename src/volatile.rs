@@ -6,11 +6,18 @@
 //! `cache.volatile_ttl` after its last validation; the next request after that revalidates it
 //! (a conditional fill, see `fill`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::warn;
+
+use crate::app::{App, Resolution, unix_now};
 use crate::bounded::Recent;
 use crate::config::CacheConfig;
-use crate::index::UrlRecord;
+use crate::error::Error;
+use crate::fill::{Fill, FillError, Flight, Requester};
+use crate::index::{UrlEntry, UrlRecord};
+use crate::upstream::{Conditional, Download, Validators};
 use crate::url::UpstreamUrl;
 
 /// `Cache-Control` of volatile answers: clients and caches in front of us may keep the bytes
@@ -23,7 +30,7 @@ const VALIDATED_BYTES: usize = 4 << 20;
 
 /// The volatile globs and the validation times of volatile URLs.
 pub struct Volatile {
-    globs: Vec<String>,
+    globs: Vec<Glob>,
     ttl: Duration,
     /// URLs validated (304, or stored from a 200) since this process started.
     validated: Recent,
@@ -32,7 +39,7 @@ pub struct Volatile {
 impl Volatile {
     pub fn new(cfg: &CacheConfig) -> Volatile {
         Volatile {
-            globs: cfg.volatile.clone(),
+            globs: cfg.volatile.iter().map(|g| Glob::new(g)).collect(),
             ttl: cfg.volatile_ttl,
             validated: Recent::new(VALIDATED_ENTRIES, VALIDATED_BYTES),
         }
@@ -41,7 +48,7 @@ impl Volatile {
     /// Whether `url`'s path matches a `cache.volatile` glob.
     pub fn matches(&self, url: &UpstreamUrl) -> bool {
         let path = url.as_url().path();
-        self.globs.iter().any(|g| glob_match(g, path))
+        self.globs.iter().any(|g| g.matches(path))
     }
 
     /// Whether the bound copy of volatile `url` was validated less than `volatile_ttl` ago:
@@ -57,6 +64,93 @@ impl Volatile {
     /// Upstream has just confirmed (or sent) the bound copy of `url`.
     pub fn validated(&self, url: &UpstreamUrl) {
         self.validated.remember(url.as_str());
+    }
+}
+
+/// A stored volatile URL: its copy while fresh, else the revalidation to follow (one per URL:
+/// a fill in the flight table, joined by every request meanwhile).
+pub(crate) fn resolve(
+    app: &Arc<App>,
+    url: &UpstreamUrl,
+    entry: Arc<UrlEntry>,
+    client: Option<String>,
+) -> Result<Resolution, Error> {
+    let fresh = |entry: &UrlEntry| app.volatile.is_fresh(url, &entry.record, unix_now());
+    if fresh(&entry) {
+        return Ok(Resolution::Hit(entry));
+    }
+    if app.readiness.unready_reason().is_some() {
+        return Ok(Resolution::Stale(entry));
+    }
+    // Under the flight lock: a revalidation that ended while we looked made it fresh.
+    let check = || -> Result<Option<Arc<UrlEntry>>, Error> {
+        Ok(app.index.url(url.as_str())?.filter(|e| fresh(e)))
+    };
+    let who = Requester {
+        client,
+        expected: None,
+        revalidating: Some(entry.clone()),
+    };
+    Ok(match app.join_or_spawn(url, check, who)? {
+        Flight::Joined(fill) | Flight::Started(fill, ()) => Resolution::Revalidate {
+            fill,
+            stored: entry,
+        },
+        Flight::Stored(entry) => Resolution::Hit(entry),
+    })
+}
+
+/// A revalidation's request: a GET quoting the validators upstream gave for `bound`. A 304
+/// is [`FillError::NotModified`].
+pub(crate) async fn conditional_get(
+    app: &App,
+    source: &UpstreamUrl,
+    bound: &UrlEntry,
+) -> Result<Download, FillError> {
+    let validators = Validators {
+        etag: bound.record.etag.clone(),
+        last_modified: bound.record.last_modified.clone(),
+    };
+    match app.upstream.get_if_modified(source, &validators).await? {
+        Conditional::NotModified => Err(FillError::NotModified {
+            url: source.as_str().to_owned(),
+        }),
+        Conditional::Modified(dl) => Ok(*dl),
+    }
+}
+
+/// A revalidation ended without new bytes. The copy we have stays bound and is served
+/// (REVALIDATED after a 304, STALE after a failure): a failure is no download failure to
+/// report (it would repeat on every request while upstream is down), only to log.
+pub(crate) fn not_updated(app: &App, fill: &Fill, e: &FillError) {
+    match e {
+        FillError::NotModified { .. } => app.volatile.validated(&fill.url),
+        e => warn!(url = %fill.url, error = %e, "revalidation failed; serving the cached copy"),
+    }
+}
+
+/// A glob, with its longest literal run: a path without it cannot match, and looking for it
+/// is much cheaper than matching (every hit asks).
+struct Glob {
+    pattern: String,
+    needle: String,
+}
+
+impl Glob {
+    fn new(pattern: &str) -> Glob {
+        let needle = pattern
+            .split(['*', '?'])
+            .max_by_key(|run| run.len())
+            .unwrap_or_default()
+            .to_owned();
+        Glob {
+            pattern: pattern.to_owned(),
+            needle,
+        }
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        path.contains(self.needle.as_str()) && glob_match(&self.pattern, path)
     }
 }
 
@@ -120,6 +214,17 @@ mod tests {
         assert!(!g("/x", "/x/"));
         assert!(g("**a", "aaa"));
         assert!(!g("*a*b", "bbba"));
+    }
+
+    #[test]
+    fn a_glob_looks_for_its_longest_literal_run_first() {
+        let g = Glob::new("*/dists/*/InRelease");
+        assert_eq!(g.needle, "/InRelease");
+        assert!(g.matches("/d/dists/x/InRelease"));
+        assert!(!g.matches("/d/InRelease"));
+        let g = Glob::new("*");
+        assert_eq!(g.needle, "");
+        assert!(g.matches("/anything"));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use tracing::{info, warn};
 use crate::app::App;
 use crate::error::Error;
 use crate::store::{Digests, Expected, StoreError, TempBlob, TempWriter};
-use crate::upstream::{Conditional, Head, Resume, UpstreamError, Validators};
+use crate::upstream::{Head, Resume, UpstreamError};
 use crate::url::UpstreamUrl;
 
 /// Why a fill failed.
@@ -457,14 +457,7 @@ async fn run_guarded(
             app.flights.remove(&fill);
         }
         Err(e) if bound.is_some() => {
-            // A revalidation: the copy we have stays bound and is served (REVALIDATED after a
-            // 304, STALE after a failure), so a failure is no download failure to report.
-            match &e {
-                FillError::NotModified { .. } => app.volatile.validated(&fill.url),
-                e => {
-                    warn!(url = %fill.url, error = %e, "revalidation failed; serving the cached copy")
-                }
-            }
+            crate::volatile::not_updated(&app, &fill, &e);
             app.flights.remove(&fill);
             fill.publish(Phase::Failed(Arc::new(e)));
         }
@@ -649,18 +642,7 @@ async fn attempt_once(
     };
     let mut dl = match revalidating {
         Some(bound) if progress.head.is_none() => {
-            let validators = Validators {
-                etag: bound.record.etag.clone(),
-                last_modified: bound.record.last_modified.clone(),
-            };
-            match app.upstream.get_if_modified(source, &validators).await? {
-                Conditional::NotModified => {
-                    return Err(FillError::NotModified {
-                        url: url.to_owned(),
-                    });
-                }
-                Conditional::Modified(dl) => *dl,
-            }
+            crate::volatile::conditional_get(app, source, bound).await?
         }
         _ => app.upstream.get(source, resume.as_ref()).await?,
     };
