@@ -320,3 +320,47 @@ fn a_glob_that_cannot_match_a_path_is_a_config_error() {
     assert!(err.contains("cache.volatile"), "{err}");
     assert!(err.contains("repodata/repomd.xml"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_cannot_store_serves_the_cached_copy_as_stale_without_asking() {
+    let (up, srv, url, v1) = cached_repomd("0s").await;
+    // Unready (as when the bucket of an s3 tier is unreachable): nothing new can be stored.
+    srv.app
+        .readiness
+        .record_remote(&Err("bucket unreachable (test)".into()));
+    let (status, h, body) = srv.get_bytes(&srv.fetch_url(&url)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (h["x-cache"].to_str().unwrap(), &body[..]),
+        ("STALE", &v1[..])
+    );
+    assert_eq!(up.hits(REPOMD), 1);
+    // Ready again: revalidated.
+    srv.app.readiness.record_remote(&Ok(()));
+    let (_, h, _) = srv.get_bytes(&srv.fetch_url(&url)).await;
+    assert_eq!(h["x-cache"], "REVALIDATED");
+    assert_eq!(up.hits(REPOMD), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_ignoring_conditionals_and_sending_the_same_bytes_changes_nothing() {
+    let up = Upstream::start().await;
+    let v1 = b"<repomd>1</repomd>".to_vec();
+    // No `.conditional()`: every GET is a 200 with the whole body.
+    up.route(REPOMD, Route::ok(v1.clone()).header("ETag", "\"v1\""));
+    let srv = server("0s").await;
+    let url = up.url(REPOMD);
+    for _ in 0..3 {
+        let (status, _, body) = srv.get_bytes(&srv.fetch_url(&url)).await;
+        assert_eq!((status.as_u16(), &body[..]), (200, &v1[..]));
+        srv.app.flights.wait_idle().await;
+    }
+    assert_eq!(up.hits(REPOMD), 3);
+    let events: Vec<Value> = srv.journal_events();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["fetched"], "the same bytes are no update");
+    assert!(srv.temp_files().is_empty(), "{:?}", srv.temp_files());
+}
