@@ -15,8 +15,8 @@ use crate::app::{App, Resolution, unix_now};
 use crate::bounded::Recent;
 use crate::config::CacheConfig;
 use crate::error::Error;
-use crate::fill::{Fill, FillError, Flight, Requester};
-use crate::index::{UrlEntry, UrlRecord};
+use crate::fill::{Fill, FillError, Flight, Phase, Requester};
+use crate::index::{BlobMeta, UrlEntry, UrlRecord};
 use crate::upstream::{Conditional, Download, Validators};
 use crate::url::UpstreamUrl;
 
@@ -98,6 +98,36 @@ pub(crate) fn resolve(
         },
         Flight::Stored(entry) => Resolution::Hit(entry),
     })
+}
+
+/// Revalidate volatile `url` now, however recently it was validated (the admin's revalidate
+/// job): the blob it is bound to afterwards when that changed, `None` when upstream confirmed
+/// the copy (or sent the same bytes).
+pub(crate) async fn revalidate_now(
+    app: &Arc<App>,
+    url: &UpstreamUrl,
+    bound: Arc<UrlEntry>,
+    client: Option<String>,
+) -> Result<Option<BlobMeta>, Error> {
+    let who = Requester {
+        client,
+        expected: None,
+        revalidating: Some(bound.clone()),
+    };
+    let fill = match app.join_or_spawn(url, || Ok(None), who)? {
+        Flight::Joined(fill) | Flight::Started(fill, ()) => fill,
+        Flight::Stored(_) => return Ok(None),
+    };
+    if let Phase::Failed(e) = fill.ended().await.phase {
+        return match &*e {
+            FillError::NotModified { .. } => Ok(None),
+            e => Err(Error::from(e)),
+        };
+    }
+    let now = app.index.url(url.as_str())?;
+    Ok(now
+        .filter(|e| e.blob.blake3() != bound.blob.blake3())
+        .map(|e| e.blob.clone()))
 }
 
 /// A revalidation's request: a GET quoting the validators upstream gave for `bound`. A 304

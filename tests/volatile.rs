@@ -364,3 +364,75 @@ async fn an_upstream_ignoring_conditionals_and_sending_the_same_bytes_changes_no
     assert_eq!(kinds, ["fetched"], "the same bytes are no update");
     assert!(srv.temp_files().is_empty(), "{:?}", srv.temp_files());
 }
+
+/// Run `POST /api/v1/revalidate` for `url` with an admin token; the job's status.
+async fn revalidate_job(srv: &TestServer, token: &str, url: &str) -> Value {
+    let r = srv
+        .client
+        .post(srv.url("/api/v1/revalidate"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "urls": [url] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let started: Value = r.json().await.unwrap();
+    let id = started["id"].as_str().unwrap();
+    let kind = upcache::prefetch::Kind::Revalidate;
+    srv.app.jobs.get(kind, id).unwrap().wait().await;
+    let status = srv
+        .client
+        .get(srv.url(started["status_url"].as_str().unwrap()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    status.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_revalidate_job_rebinds_changed_metadata_instead_of_reporting_drift() {
+    let up = Upstream::start().await;
+    let v1 = b"<repomd>1</repomd>".to_vec();
+    let v2 = b"<repomd>2</repomd>".to_vec();
+    up.route(REPOMD, metadata(&v1, "\"v1\"", LM1));
+    let (token, sha) = upcache::auth::new_token();
+    let srv = TestServer::start_with(|c| {
+        c.cache.volatile_ttl = Duration::from_secs(3600);
+        c.auth.tokens = vec![upcache::config::TokenConfig {
+            name: "ops".into(),
+            sha256: sha,
+            scopes: vec!["admin".into()],
+        }];
+    })
+    .await;
+    let url = up.url(REPOMD);
+    srv.get_bytes(&srv.fetch_url(&url)).await;
+    srv.app.flights.wait_idle().await;
+
+    // Unchanged upstream: a 304, whatever the TTL says.
+    let status = revalidate_job(&srv, &token, &url).await;
+    assert_eq!(status["items"][0]["state"], "unchanged", "{status}");
+    assert_eq!(up.hits(REPOMD), 2);
+
+    up.route(REPOMD, metadata(&v2, "\"v2\"", LM2));
+    let status = revalidate_job(&srv, &token, &url).await;
+    let item = &status["items"][0];
+    assert_eq!(item["state"], "cached", "{status}");
+    assert_eq!(item["sha256"], sha256_hex(&v2).as_str(), "{status}");
+    assert_eq!(status["drift"], 0, "{status}");
+    srv.app.flights.wait_idle().await;
+    let kinds: Vec<String> = srv
+        .journal_events()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["fetched", "updated"]);
+    // Validated just now: the new bytes are a hit.
+    let (_, h, body) = srv.get_bytes(&srv.fetch_url(&url)).await;
+    assert_eq!(
+        (h["x-cache"].to_str().unwrap(), &body[..]),
+        ("HIT", &v2[..])
+    );
+    assert_eq!(up.hits(REPOMD), 3);
+}
