@@ -19,6 +19,8 @@ tools=(
   "ip iproute2 /usr/sbin/ip"                         # network namespaces of the SSRF tests
   "openssl openssl /usr/bin/openssl"                 # a real TLS server (openssl s_server)
   "rpmbuild rpm /usr/bin/rpmbuild"                   # and rpmspec
+  "dnf dnf /usr/bin/dnf"                             # tests/build_farm.rs: a real repository through proxy=
+  "createrepo_c createrepo-c /usr/bin/createrepo_c"  # ... built with createrepo_c
   "/usr/sbin/nginx nginx /usr/sbin/nginx"            # the gateway tests run deploy/nginx.conf
   "systemd-analyze systemd /usr/bin/systemd-analyze" # tests/deploy.rs: dist/upcache.service
   "/usr/bin/promtool prometheus /usr/bin/promtool"   # tests/deploy.rs: deploy/prometheus.yml; tests/process.rs: promtool check metrics

@@ -30,6 +30,16 @@ pub enum Resolution {
     Miss { fill: Arc<Fill>, joined: bool },
     /// Not stored, and the caller asked not to start a fill (HEAD).
     NotStored,
+    /// A volatile URL due for revalidation: follow this conditional fill. When it ends
+    /// without new bytes, serve `stored`: `X-Cache: REVALIDATED` after a 304, `STALE` after
+    /// a failure.
+    Revalidate {
+        fill: Arc<Fill>,
+        stored: Arc<UrlEntry>,
+    },
+    /// A volatile URL due for revalidation that cannot be revalidated now (the instance is
+    /// not ready for downloads): its cached copy, `X-Cache: STALE`.
+    Stale(Arc<UrlEntry>),
 }
 
 /// An upload, as the HTTP layer understood it.
@@ -95,6 +105,8 @@ pub struct App {
     pub negative: Recent,
     /// Start time and recent failures, for the status page.
     pub status: crate::status::Status,
+    /// Repository metadata URLs (`cache.volatile`) and when each was last validated.
+    pub volatile: crate::volatile::Volatile,
     /// Where fills and other background work run (not tied to any HTTP worker).
     runtime: tokio::runtime::Handle,
     /// `backend = "s3" | "obs"`: the bucket (durable tier and shared index); `data_dir` is
@@ -219,6 +231,7 @@ impl App {
             last_room_sweep: Mutex::new(None),
             negative: Recent::new(NEGATIVE_ENTRIES, NEGATIVE_BYTES),
             status: Default::default(),
+            volatile: crate::volatile::Volatile::new(&config.cache),
             runtime,
             config: Arc::new(config),
         });
@@ -263,6 +276,9 @@ impl App {
                     upload: false,
                 });
             }
+            if start_fill && expected.is_none() && self.volatile.matches(url) {
+                return crate::volatile::resolve(self, url, entry, client);
+            }
             return Ok(Resolution::Hit(entry));
         }
         if !start_fill {
@@ -286,27 +302,43 @@ impl App {
                 _ => Ok(stored),
             }
         };
+        let who = Requester {
+            client,
+            expected: expected.cloned(),
+            revalidating: None,
+        };
+        Ok(match self.join_or_spawn(url, check, who)? {
+            Flight::Joined(fill) => Resolution::Miss { fill, joined: true },
+            Flight::Started(fill, ()) => Resolution::Miss {
+                fill,
+                joined: false,
+            },
+            Flight::Stored(entry) => Resolution::Hit(entry),
+        })
+    }
+
+    /// Join the fill of `url`, or, unless `check` (run under the flight lock) finds it
+    /// stored, start one for `who` on the background runtime.
+    pub(crate) fn join_or_spawn(
+        self: &Arc<Self>,
+        url: &UpstreamUrl,
+        check: impl FnOnce() -> Result<Option<Arc<UrlEntry>>, Error>,
+        who: Requester,
+    ) -> Result<Flight<Arc<UrlEntry>, ()>, Error> {
         let flight = self
             .flights
             .join_or_start(url, check, || self.store.create_temp())?;
         Ok(match flight {
             Flight::Joined(fill) => {
                 self.metrics.coalesced_joins.inc();
-                Resolution::Miss { fill, joined: true }
+                Flight::Joined(fill)
             }
-            Flight::Stored(entry) => Resolution::Hit(entry),
             Flight::Started(fill, temp) => {
-                let who = Requester {
-                    client,
-                    expected: expected.cloned(),
-                };
                 self.runtime
                     .spawn(fill::run(self.clone(), fill.clone(), temp, who));
-                Resolution::Miss {
-                    fill,
-                    joined: false,
-                }
+                Flight::Started(fill, ())
             }
+            Flight::Stored(entry) => Flight::Stored(entry),
         })
     }
 
@@ -417,7 +449,12 @@ impl App {
             fetched_at: now,
             instance: self.instance.clone(),
         };
-        let mut event = Event::new("fetched").with_digests(digests, size);
+        // A volatile URL's new content (SPEC 9): expected, so `updated`, never `drift`.
+        let kind = match who.revalidating {
+            Some(_) => "updated",
+            None => "fetched",
+        };
+        let mut event = Event::new(kind).with_digests(digests, size);
         event.url = Some(url.to_string());
         event.client = who.client.clone();
         event.upstream = Some(UpstreamInfo {
@@ -434,7 +471,17 @@ impl App {
                 s.url, s.primary_error
             )
         });
+        if let Some(old) = &who.revalidating {
+            event.detail = Some(format!(
+                "repository metadata changed upstream; rebound from blake3 {}",
+                old.blob.blake3()
+            ));
+        }
         self.commit_blob(temp, meta, Some(record), event).await?;
+        // Validated now: the binding (and its `fetched_at`) is brand new.
+        if self.volatile.matches(url) {
+            self.volatile.validated(url);
+        }
         Ok(())
     }
 

@@ -238,7 +238,22 @@ pub struct CacheConfig {
     /// How long an upstream 404/410 is remembered.
     #[serde(with = "duration_serde")]
     pub negative_ttl: Duration,
+    /// Globs (`*` any characters, `/` included; `?` one) of URL paths that are repository
+    /// metadata: revalidated with upstream once `volatile_ttl` has passed, never immutable.
+    pub volatile: Vec<String>,
+    /// How long a volatile URL is served from the cache after its last validation.
+    #[serde(with = "duration_serde")]
+    pub volatile_ttl: Duration,
 }
+
+/// `cache.volatile` by default: dnf/yum and apt repository metadata.
+pub const DEFAULT_VOLATILE: [&str; 5] = [
+    "*/repodata/repomd.xml*",
+    "*/metalink*",
+    "*/mirrorlist*",
+    "*/dists/*/Release*",
+    "*/dists/*/InRelease",
+];
 
 /// What a miss does.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -439,6 +454,8 @@ impl Default for CacheConfig {
             memory_entries: 100_000,
             index_refresh: Duration::from_secs(5 * 60),
             negative_ttl: Duration::from_secs(60),
+            volatile: DEFAULT_VOLATILE.iter().map(|s| s.to_string()).collect(),
+            volatile_ttl: Duration::from_secs(60),
         }
     }
 }
@@ -641,6 +658,14 @@ impl Config {
             cache.memory_entries,
             "must be above 0",
         )?;
+        for glob in &cache.volatile {
+            check(
+                glob.starts_with(['/', '*']),
+                "cache.volatile",
+                glob,
+                "expected a glob of URL paths starting with / or *, such as \"*/repodata/repomd.xml*\"",
+            )?;
+        }
         check(
             !upstream.allowed_schemes.is_empty(),
             "upstream.allowed_schemes",

@@ -36,6 +36,7 @@ pub mod store;
 pub mod sweeper;
 pub mod upstream;
 pub mod url;
+pub mod volatile;
 
 use std::sync::Arc;
 use std::time::Duration;

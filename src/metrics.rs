@@ -43,16 +43,22 @@ pub enum CacheResult {
     Hit,
     Miss,
     Bypass,
+    /// A volatile URL's cached copy, confirmed by upstream (304).
+    Revalidated,
+    /// A volatile URL's cached copy, served because upstream failed.
+    Stale,
     Error,
     /// Not an artifact answer (e.g. a 304, a redirect without X-Cache).
     Other,
 }
 
 impl CacheResult {
-    const ALL: [CacheResult; 5] = [
+    const ALL: [CacheResult; 7] = [
         CacheResult::Hit,
         CacheResult::Miss,
         CacheResult::Bypass,
+        CacheResult::Revalidated,
+        CacheResult::Stale,
         CacheResult::Error,
         CacheResult::Other,
     ];
@@ -64,6 +70,8 @@ impl CacheResult {
             (_, Some(b"HIT")) => CacheResult::Hit,
             (_, Some(b"MISS")) => CacheResult::Miss,
             (_, Some(b"BYPASS")) => CacheResult::Bypass,
+            (_, Some(b"REVALIDATED")) => CacheResult::Revalidated,
+            (_, Some(b"STALE")) => CacheResult::Stale,
             _ => CacheResult::Other,
         }
     }
@@ -73,6 +81,8 @@ impl CacheResult {
             CacheResult::Hit => "hit",
             CacheResult::Miss => "miss",
             CacheResult::Bypass => "bypass",
+            CacheResult::Revalidated => "revalidated",
+            CacheResult::Stale => "stale",
             CacheResult::Error => "error",
             CacheResult::Other => "other",
         }
@@ -84,6 +94,8 @@ impl CacheResult {
             CacheResult::Hit => "HIT",
             CacheResult::Miss => "MISS",
             CacheResult::Bypass => "BYPASS",
+            CacheResult::Revalidated => "REVALIDATED",
+            CacheResult::Stale => "STALE",
             CacheResult::Error | CacheResult::Other => "-",
         }
     }

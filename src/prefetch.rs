@@ -583,6 +583,20 @@ pub fn submit(
 }
 
 async fn run_item(app: &Arc<App>, job: &Job, index: usize, url: &UpstreamUrl, who: &Submitter) {
+    if job.kind == Kind::Revalidate && app.volatile.matches(url) {
+        // Repository metadata is expected to change: new content is rebound (`updated`),
+        // never reported as drift.
+        if let Ok(Some(entry)) = app.index.url(url.as_str()) {
+            let outcome =
+                crate::volatile::revalidate_now(app, url, entry.clone(), who.client.clone()).await;
+            job.update(index, |item| match outcome {
+                Ok(None) => item.bound(State::Unchanged, &entry.blob),
+                Ok(Some(new)) => item.bound(State::Cached, &new),
+                Err(e) => item.failed(e),
+            });
+            return;
+        }
+    }
     if job.kind == Kind::Revalidate {
         match crate::revalidate::bound_blob(app, url) {
             Ok(Some(bound)) => {
@@ -631,7 +645,8 @@ pub async fn fetch(app: &Arc<App>, url: &UpstreamUrl, who: &Submitter) -> Result
                     return Ok(entry.blob.clone());
                 }
             }
-            Resolution::Miss { fill, .. } => {
+            Resolution::Stale(entry) => return Ok(entry.blob.clone()),
+            Resolution::Miss { fill, .. } | Resolution::Revalidate { fill, .. } => {
                 let state = fill.ended().await;
                 if let Some(entry) = app.index.url(url.as_str())? {
                     return Ok(entry.blob.clone());

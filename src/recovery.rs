@@ -58,7 +58,8 @@ impl Replay {
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_secs() as i64);
             match e.event.as_str() {
-                "fetched" | "uploaded" => {
+                // `updated`: a volatile URL rebound to the new content upstream sent.
+                "fetched" | "uploaded" | "updated" => {
                     r.gone.remove(&b3);
                     r.first_seen.entry(b3.clone()).or_insert(at);
                     if e.event == "uploaded" {

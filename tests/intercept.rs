@@ -10,54 +10,11 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use common::intercept::*;
 use common::server::*;
 use common::tls::*;
 use common::upstream::*;
 use upcache::config::ConnectMode;
-
-/// An intercepting server in front of an HTTPS origin.
-struct Setup {
-    srv: TestServer,
-    up: Upstream,
-    front: TlsFront,
-    /// upcache's interception CA certificate (what clients install).
-    ca_pem: PathBuf,
-    /// The origin's CA (what upcache trusts through `upstream.ca_file`).
-    origin_ca: TestCa,
-    _ca_dir: tempfile::TempDir,
-}
-
-impl Setup {
-    async fn start(f: impl FnOnce(&mut upcache::Config)) -> Setup {
-        let up = Upstream::start().await;
-        let origin_ca = TestCa::new("test origin CA");
-        let front = TlsFront::start(up.addr(), origin_ca.leaf(&["localhost", "127.0.0.1"])).await;
-        let ca_dir = tempfile::tempdir().unwrap();
-        let (ca_pem, ca_key) = upcache::intercept::ca::create(ca_dir.path()).unwrap();
-        let srv = TestServer::start_with(|c| {
-            c.proxy.connect = ConnectMode::Intercept;
-            c.proxy.ca_cert = ca_pem.clone();
-            c.proxy.ca_key = ca_key;
-            c.proxy.connect_ports = vec![front.port()];
-            c.upstream.ca_file = origin_ca.cert_path.clone();
-            f(c);
-        })
-        .await;
-        Setup {
-            srv,
-            up,
-            front,
-            ca_pem,
-            origin_ca,
-            _ca_dir: ca_dir,
-        }
-    }
-
-    /// `https://127.0.0.1:<front>/<path>`
-    fn url(&self, path: &str) -> String {
-        format!("https://127.0.0.1:{}{path}", self.front.port())
-    }
-}
 
 /// What a curl run gave.
 #[derive(Debug)]
@@ -79,22 +36,6 @@ impl Curl {
             n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
         })
     }
-}
-
-/// Run a process with `https_proxy` set to `proxy` (and no other proxy settings).
-fn via_proxy(cmd: &mut Command, proxy: &str) {
-    for var in [
-        "http_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-        "no_proxy",
-        "NO_PROXY",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.env("https_proxy", proxy);
 }
 
 /// `curl` through `https_proxy`, trusting `cacert` (else the system's roots).

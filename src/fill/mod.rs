@@ -68,6 +68,9 @@ pub enum FillError {
     /// The fill task ended without an outcome (it panicked or was cancelled).
     #[error("the download of {url} was aborted")]
     Aborted { url: String },
+    /// A revalidation's answer: upstream says the copy we have is current (304).
+    #[error("{url}: not modified upstream")]
+    NotModified { url: String },
 }
 
 impl FillError {
@@ -116,7 +119,9 @@ impl From<&FillError> for Error {
             },
             FillError::Busy(_) => Error::UpstreamTimeout(e.to_string()),
             FillError::Bypass | FillError::NotStored { .. } => Error::Unavailable(e.to_string()),
-            FillError::Aborted { .. } => Error::Internal(e.to_string()),
+            FillError::Aborted { .. } | FillError::NotModified { .. } => {
+                Error::Internal(e.to_string())
+            }
         }
     }
 }
@@ -303,10 +308,11 @@ pub struct Flights {
     panic_hook: guard::PanicHook,
 }
 
-/// What [`Flights::join_or_start`] found.
-pub enum Flight<T> {
+/// What [`Flights::join_or_start`] found; `Temp` is the new fill's temp file (or `()` once the
+/// fill task owns it).
+pub enum Flight<T, Temp = TempBlob> {
     Joined(Arc<Fill>),
-    Started(Arc<Fill>, TempBlob),
+    Started(Arc<Fill>, Temp),
     /// `check` found the URL already stored (a fill committed while we looked).
     Stored(T),
 }
@@ -412,11 +418,15 @@ impl Flights {
     }
 }
 
-/// Who asked for a fill, for the audit trail.
+/// Who asked for a fill, and why, for the audit trail.
 #[derive(Debug, Clone, Default)]
 pub struct Requester {
     pub client: Option<String>,
     pub expected: Option<Expected>,
+    /// Set when the fill revalidates a volatile URL (SPEC 9): the binding it may replace.
+    /// The request is conditional, a 304 ends it with [`FillError::NotModified`], and new
+    /// bytes rebind the URL (audit `updated`).
+    pub revalidating: Option<Arc<crate::index::UrlEntry>>,
 }
 
 /// Run a fill to its end: download (with retries), publish progress, commit or fail.
@@ -442,7 +452,8 @@ async fn run_guarded(
     guard: guard::FillGuard,
 ) {
     let started = std::time::Instant::now();
-    match download(&app, &fill, temp, who.expected.as_ref()).await {
+    let bound = who.revalidating.clone();
+    match download(&app, &fill, temp, &who).await {
         Ok(Downloaded {
             head,
             temp,
@@ -451,37 +462,57 @@ async fn run_guarded(
             size,
             source,
         }) => {
-            // Read your writes (SPEC 9): the blob is committed (index, journal) before any
-            // reader gets its last byte, so a client that has the whole file finds it by any
-            // checksum, in the audit export, and its URL as a hit. The fill leaves the table
-            // first, so that a request arriving now is answered from the index (a HIT).
-            match app
-                .commit_fill(temp, &fill.url, &served, &digests, size, &who, source)
-                .await
-            {
-                Ok(()) => {
-                    info!(
-                        url = %fill.url, blake3 = %digests.blake3, size,
-                        ms = started.elapsed().as_millis() as u64, "stored"
-                    );
-                    app.flights.remove(&fill);
-                    fill.publish(Phase::Complete {
-                        head,
-                        digests: Arc::new(digests),
-                    });
-                }
-                Err(e) => {
-                    // Nothing was stored: no reader may end cleanly, since what it would then
-                    // look up is not there. (The error alerts as a storage failure.)
-                    let e = Arc::new(FillError::NotStored {
-                        url: fill.url.to_string(),
-                        detail: e.to_string(),
-                    });
-                    app.flights.remove(&fill);
-                    fill.publish(Phase::Failed(e.clone()));
-                    app.fill_failed(&fill.url, &e, &who).await;
+            let unchanged = bound
+                .as_ref()
+                .is_some_and(|b| b.blob.blake3() == digests.blake3);
+            if unchanged {
+                // Upstream ignored the conditional and sent the bytes we have: nothing to
+                // store (dropping the temp file deletes it; readers hold it open).
+                drop(temp);
+                app.volatile.validated(&fill.url);
+                app.flights.remove(&fill);
+                fill.publish(Phase::Complete {
+                    head,
+                    digests: Arc::new(digests),
+                });
+            } else {
+                // Read your writes (SPEC 9): the blob is committed (index, journal) before any
+                // reader gets its last byte, so a client that has the whole file finds it by
+                // any checksum, in the audit export, and its URL as a hit. The fill leaves the
+                // table first, so that a request arriving now is answered from the index.
+                match app
+                    .commit_fill(temp, &fill.url, &served, &digests, size, &who, source)
+                    .await
+                {
+                    Ok(()) => {
+                        info!(
+                            url = %fill.url, blake3 = %digests.blake3, size,
+                            ms = started.elapsed().as_millis() as u64, "stored"
+                        );
+                        app.flights.remove(&fill);
+                        fill.publish(Phase::Complete {
+                            head,
+                            digests: Arc::new(digests),
+                        });
+                    }
+                    Err(e) => {
+                        // Nothing was stored: no reader may end cleanly, since what it would
+                        // then look up is not there. (The error alerts as a storage failure.)
+                        let e = Arc::new(FillError::NotStored {
+                            url: fill.url.to_string(),
+                            detail: e.to_string(),
+                        });
+                        app.flights.remove(&fill);
+                        fill.publish(Phase::Failed(e.clone()));
+                        app.fill_failed(&fill.url, &e, &who).await;
+                    }
                 }
             }
+        }
+        Err(e) if bound.is_some() => {
+            crate::volatile::not_updated(&app, &fill, &e);
+            app.flights.remove(&fill);
+            fill.publish(Phase::Failed(Arc::new(e)));
         }
         Err(e) => {
             let e = Arc::new(e);
@@ -502,9 +533,18 @@ async fn download(
     app: &Arc<App>,
     fill: &Fill,
     temp: TempBlob,
-    expected: Option<&Expected>,
+    who: &Requester,
 ) -> Result<Downloaded, FillError> {
+    let expected = who.expected.as_ref();
     let cfg = &app.config.upstream;
+    // A revalidation asks the primary once: a good copy is at hand, so a client waits for
+    // neither retries nor mirrors (whose validators mean nothing for the primary's copy).
+    let revalidating = who.revalidating.as_deref();
+    let retries = if revalidating.is_some() {
+        0
+    } else {
+        cfg.retries
+    };
     // Beyond `upstream_concurrency`, wait for a slot (readers attached to this fill wait with
     // it, still `Connecting`), but no longer than upstream itself may stay silent.
     app.metrics.upstream_waiting.inc();
@@ -518,7 +558,9 @@ async fn download(
     };
     // The primary, then each mirror alternate once the primary failed after its retries.
     let mut sources = vec![fill.url.clone()];
-    sources.extend(app.upstream.alternates(&fill.url));
+    if revalidating.is_none() {
+        sources.extend(app.upstream.alternates(&fill.url));
+    }
     let mut primary_error: Option<FillError> = None;
     let mut mirror_errors: Vec<String> = Vec::new();
     let mut served_by = None;
@@ -537,13 +579,13 @@ async fn download(
                 app.metrics.upstream_retries.inc();
             }
             app.metrics.upstream_fetches.inc();
-            let result = attempt_once(app, fill, &mut progress, source, index).await;
+            let result = attempt_once(app, fill, &mut progress, source, index, revalidating).await;
             match result {
                 Ok(()) => {
                     served_by = Some(index);
                     break 'sources;
                 }
-                Err(e) if e.is_retryable() && attempt < cfg.retries => {
+                Err(e) if e.is_retryable() && attempt < retries => {
                     warn!(url = %source, attempt, error = %e, "upstream attempt failed; retrying");
                     attempt += 1;
                 }
@@ -637,6 +679,7 @@ async fn attempt_once(
     progress: &mut Progress,
     source: &UpstreamUrl,
     index: usize,
+    revalidating: Option<&crate::index::UrlEntry>,
 ) -> Result<(), FillError> {
     let url = fill.url.as_str();
     let have = progress.writer.len();
@@ -648,7 +691,12 @@ async fn attempt_once(
         }),
         _ => None,
     };
-    let mut dl = app.upstream.get(source, resume.as_ref()).await?;
+    let mut dl = match revalidating {
+        Some(bound) if progress.head.is_none() => {
+            crate::volatile::conditional_get(app, source, bound).await?
+        }
+        _ => app.upstream.get(source, resume.as_ref()).await?,
+    };
     let head = Arc::new(dl.head.clone());
     match &progress.head {
         None => {

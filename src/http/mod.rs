@@ -27,6 +27,7 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, guard, web};
 use crate::app::{App, Resolution};
 use crate::config::MissMode;
 use crate::error::Error;
+use crate::fill::FillError;
 use crate::metrics::Form;
 use crate::store::{Algo, Expected};
 use crate::url::{UpstreamUrl, from_mirror_path};
@@ -317,8 +318,12 @@ async fn artifact(
     let app = app_of(req);
     let client = client_ip(req).map(|ip| ip.to_string());
     let start_fill = req.method() != Method::HEAD;
-    let cache_control = app.config.server.cache_control.as_str();
     let stored = |meta: &crate::index::BlobMeta, record: Option<&crate::index::UrlRecord>| {
+        // Repository metadata changes upstream: never `immutable` (SPEC 9).
+        let cache_control = match app.volatile.matches(url) {
+            true => crate::volatile::CACHE_CONTROL,
+            false => app.config.server.cache_control.as_str(),
+        };
         let art = Artifact {
             meta,
             file_name: url_file_name(url),
@@ -353,6 +358,29 @@ async fn artifact(
                 }
             }
             Resolution::NotStored => return head_miss(&app, url).await,
+            Resolution::Revalidate {
+                fill,
+                stored: entry,
+            } => {
+                let x_cache = match fill.head().await {
+                    // New content (or upstream ignored the conditional): follow it.
+                    Ok(_) => return serve::miss(req, &app, fill, expected, client).await,
+                    Err(e) if matches!(*e, FillError::NotModified { .. }) => "REVALIDATED",
+                    Err(_) => "STALE",
+                };
+                let head = target.hit_head(&entry, || stored(&entry.blob, Some(&entry.record)));
+                if let Some(mut res) = serve_blob(req, &app, &head, &entry.blob).await? {
+                    serve::relabel(&mut res, x_cache);
+                    return Ok(res);
+                }
+            }
+            Resolution::Stale(entry) => {
+                let head = target.hit_head(&entry, || stored(&entry.blob, Some(&entry.record)));
+                if let Some(mut res) = serve_blob(req, &app, &head, &entry.blob).await? {
+                    serve::relabel(&mut res, "STALE");
+                    return Ok(res);
+                }
+            }
             Resolution::Miss { fill, joined } if app.config.upstream.miss == MissMode::Redirect => {
                 if !joined {
                     admit::hold_for_fill(req, &app, fill);

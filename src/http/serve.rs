@@ -100,6 +100,12 @@ impl HitHead {
 }
 
 static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// Replace a stored copy's `X-Cache: HIT` with `REVALIDATED` or `STALE` (volatile URLs).
+pub fn relabel(res: &mut HttpResponse, x_cache: &'static str) {
+    res.headers_mut()
+        .insert(X_CACHE.clone(), HeaderValue::from_static(x_cache));
+}
 static X_CHECKSUM_MD5: HeaderName = HeaderName::from_static("x-checksum-md5");
 static X_CHECKSUM_SHA256: HeaderName = HeaderName::from_static("x-checksum-sha256");
 static X_CHECKSUM_SHA512: HeaderName = HeaderName::from_static("x-checksum-sha512");

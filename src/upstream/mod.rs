@@ -278,6 +278,21 @@ pub struct Resume {
     pub length: Option<u64>,
 }
 
+/// What a conditional GET quotes of the copy we have (`If-None-Match`, `If-Modified-Since`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+/// The answer to a conditional GET.
+pub enum Conditional {
+    /// 304: the copy we have is current.
+    NotModified,
+    /// Upstream sent the object (changed, or it ignores conditionals).
+    Modified(Box<Download>),
+}
+
 impl Resume {
     /// The validator to send in `If-Range`: a strong ETag, else Last-Modified (RFC 9110
     /// 13.1.5 forbids weak ETags there).
@@ -464,6 +479,38 @@ impl Upstream {
         Ok(dl)
     }
 
+    /// A GET that quotes `validators`: `NotModified` for a 304. FTP has no conditional
+    /// requests: it always sends the object.
+    pub async fn get_if_modified(
+        &self,
+        url: &UpstreamUrl,
+        validators: &Validators,
+    ) -> Result<Conditional, UpstreamError> {
+        if url.scheme() == "ftp" {
+            return Ok(Conditional::Modified(Box::new(self.get(url, None).await?)));
+        }
+        self.policy.check_url(url)?;
+        let response = self
+            .guarded(
+                url,
+                self.send(reqwest::Method::GET, url, None, Some(validators)),
+            )
+            .await?;
+        if response.status() == reqwest::StatusCode::NOT_MODIFIED {
+            return Ok(Conditional::NotModified);
+        }
+        let head = Head::from_response(&response, response.content_length());
+        self.policy.check_head(url.as_str(), &head)?;
+        Ok(Conditional::Modified(Box::new(Download {
+            head,
+            offset: 0,
+            url: url.to_string(),
+            body: Body::Http(response),
+            received: 0,
+            read_timeout: self.read_timeout,
+        })))
+    }
+
     async fn get_unguarded(
         &self,
         url: &UpstreamUrl,
@@ -484,7 +531,9 @@ impl Upstream {
             let validator = r.if_range.clone()?;
             (r.offset > 0).then_some((r.offset, validator))
         });
-        let response = self.send(reqwest::Method::GET, url, range.clone()).await?;
+        let response = self
+            .send(reqwest::Method::GET, url, range.clone(), None)
+            .await?;
         let (offset, content_length) = match (&range, response.status().as_u16()) {
             (Some((offset, _)), 206) => {
                 match content_range(response.headers()).filter(|(start, _)| start == offset) {
@@ -549,7 +598,7 @@ impl Upstream {
         if url.scheme() == "ftp" {
             return self.ftp.head(url).await;
         }
-        let response = self.send(reqwest::Method::HEAD, url, None).await?;
+        let response = self.send(reqwest::Method::HEAD, url, None, None).await?;
         // reqwest reports 0 for a bodiless HEAD response; the header is what upstream meant.
         let content_length = response
             .headers()
@@ -559,12 +608,14 @@ impl Upstream {
         Ok(Head::from_response(&response, content_length))
     }
 
-    /// One HTTP request; `range` asks for the object from an offset, if still the same.
+    /// One HTTP request; `range` asks for the object from an offset, if still the same;
+    /// `conditional` asks for it only if it changed (a 304 is then an answer, not an error).
     async fn send(
         &self,
         method: reqwest::Method,
         url: &UpstreamUrl,
         range: Option<(u64, String)>,
+        conditional: Option<&Validators>,
     ) -> Result<reqwest::Response, UpstreamError> {
         let mut request = self.client.request(method, url.as_url().clone());
         if let Some((offset, validator)) = &range {
@@ -572,11 +623,20 @@ impl Upstream {
                 .header(header::RANGE, format!("bytes={offset}-"))
                 .header(header::IF_RANGE, validator.as_str());
         }
+        if let Some(v) = conditional {
+            if let Some(etag) = &v.etag {
+                request = request.header(header::IF_NONE_MATCH, etag.as_str());
+            }
+            if let Some(lm) = &v.last_modified {
+                request = request.header(header::IF_MODIFIED_SINCE, lm.as_str());
+            }
+        }
         let result = request.send().await;
         let response = result.map_err(|e| classify(&url.to_string(), e))?;
         let status = response.status().as_u16();
         match status {
             206 if range.is_some() => Ok(response),
+            304 if conditional.is_some() => Ok(response),
             200..=299 if status != 206 => Ok(response),
             404 | 410 => Err(UpstreamError::NotFound {
                 url: url.to_string(),

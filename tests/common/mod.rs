@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod ftp;
+pub mod intercept;
 pub mod netns;
 pub mod s3;
 pub mod server;

@@ -163,6 +163,22 @@ impl TestServer {
     pub fn temp_files(&self) -> Vec<PathBuf> {
         list_files(&self.data_dir().join("tmp"))
     }
+
+    /// The audit journal's events, oldest first.
+    pub fn journal_events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.data_dir().join("journal.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// SHA-256 of `data`, lowercase hex (as upcache reports it).
+pub fn sha256_hex(data: &[u8]) -> String {
+    let mut d = upcache::store::Digester::new();
+    d.update(data);
+    d.finish().sha256
 }
 
 pub fn client() -> reqwest::Client {
