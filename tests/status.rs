@@ -177,8 +177,16 @@ async fn status_json_shows_flights_breakers_failures_ratio_and_disk() {
     assert_eq!(s["failures"][0]["url"], dead.as_str());
     assert_eq!(s["failures"][0]["error"], "upstream_failed");
 
+    // A URL with markup in it: refused upstream (404), listed as a failure.
+    let marked = up.url("/pub/<script>window.pwned=1</script>.tar.gz");
+    let r = srv.get(&srv.fetch_url(&marked)).await;
+    assert_eq!(r.status(), 404);
+    srv.app.flights.wait_idle().await;
+    assert_eq!(status(&srv).await["failures"][0]["error"], "not_found");
+
     // The page shows it all, markup from upstream as text.
     let html = page(&srv).await;
+    assert_eq!(html.matches("<script").count(), 1, "{html}");
     assert!(!html.contains("<script>window"), "{html}");
     assert!(
         html.contains("video/x-&lt;script&gt;window.pwned=1&lt;/script&gt;"),
