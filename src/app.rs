@@ -671,9 +671,7 @@ impl App {
     /// Account for a failed fill: negative cache, metrics, journal, alerts.
     pub(crate) async fn fill_failed(&self, url: &UpstreamUrl, e: &FillError, who: &Requester) {
         let (_, code) = Error::from(e).status_and_code();
-        self.status
-            .failures
-            .record(&url.to_string(), code, &e.to_string());
+        self.status.failures.record(url, code, &e.to_string());
         let kind = match e.cause() {
             FillError::Upstream(UpstreamError::NotFound { .. }) => {
                 self.remember_not_found(url);

@@ -14,6 +14,7 @@ use crate::app::{App, rfc3339, unix_now};
 use crate::error::Error;
 use crate::fill::InFlight;
 use crate::upstream::breaker::HostState;
+use crate::url::UpstreamUrl;
 
 /// Minutes the hit ratio covers.
 pub const WINDOW_MINUTES: u64 = 60;
@@ -116,12 +117,15 @@ pub struct Failure {
 pub struct Failures(Mutex<VecDeque<Failure>>);
 
 impl Failures {
-    pub fn record(&self, url: &str, error: &'static str, reason: &str) {
+    /// Remember a failed download of `url`. The page is anonymous: the URL is kept in its
+    /// shown form (a password redacted), also where the reason quotes it.
+    pub fn record(&self, url: &UpstreamUrl, error: &'static str, reason: &str) {
+        let shown = url.to_string();
         let failure = Failure {
             time: rfc3339(unix_now()),
-            url: truncate(url),
+            url: truncate(&shown),
             error,
-            reason: truncate(reason),
+            reason: truncate(&reason.replace(url.as_str(), &shown)),
         };
         let mut ring = self.0.lock();
         if ring.len() == FAILURES_KEPT {
@@ -282,16 +286,36 @@ mod tests {
 
     #[test]
     fn failures_are_bounded_newest_first() {
+        let url = |s: &str| UpstreamUrl::parse(s).unwrap();
         let f = Failures::default();
         for i in 0..FAILURES_KEPT + 5 {
-            f.record(&format!("http://h/{i}"), "upstream_failed", "boom");
+            f.record(&url(&format!("http://h/{i}")), "upstream_failed", "boom");
         }
         let recent = f.recent();
         assert_eq!(recent.len(), FAILURES_KEPT);
         assert_eq!(recent[0].url, format!("http://h/{}", FAILURES_KEPT + 4));
-        f.record(&"é".repeat(4000), "upstream_failed", &"x".repeat(5000));
+        let long = url(&format!("http://h/{}", "a".repeat(5000)));
+        // Cut at a character boundary.
+        f.record(&long, "upstream_failed", &"é".repeat(3000));
         let last = &f.recent()[0];
         assert!(last.url.len() <= TEXT_MAX + 3 && last.url.ends_with("..."));
         assert!(last.reason.len() <= TEXT_MAX + 3);
+    }
+
+    #[test]
+    fn failures_show_no_password() {
+        let f = Failures::default();
+        let u = UpstreamUrl::parse("ftp://user:s3cret@h/pub/a.tar.gz").unwrap();
+        f.record(
+            &u,
+            "upstream_failed",
+            &format!("{}: 550 no such file", u.as_str()),
+        );
+        let last = &f.recent()[0];
+        assert!(
+            !last.url.contains("s3cret") && !last.reason.contains("s3cret"),
+            "{last:?}"
+        );
+        assert!(last.reason.starts_with(&u.to_string()), "{last:?}");
     }
 }

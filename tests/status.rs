@@ -140,9 +140,15 @@ async fn status_json_shows_flights_breakers_failures_ratio_and_disk() {
     assert!(!page(&srv).await.contains("class=\"download\""));
 
     // One hit after the miss: a ratio of 1/3 over the last hour.
-    assert_eq!(srv.get(&fetch).await.headers()["x-cache"], "HIT");
-    let ratio = &status(&srv).await["hit_ratio"];
-    assert_eq!((&ratio["hits"], &ratio["misses"]), (&1.into(), &2.into()));
+    let hit = srv.get(&fetch).await;
+    assert_eq!(hit.headers()["x-cache"], "HIT");
+    hit.bytes().await.unwrap();
+    // A request is counted once its response is over on the server's side too.
+    let ratio = until(async || {
+        let ratio = status(&srv).await["hit_ratio"].clone();
+        (ratio["hits"] == 1 && ratio["misses"] == 2).then_some(ratio)
+    })
+    .await;
     assert_eq!(ratio["window_seconds"], 3600);
     assert!((ratio["ratio"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9);
 
@@ -177,8 +183,16 @@ async fn status_json_shows_flights_breakers_failures_ratio_and_disk() {
     assert_eq!(s["failures"][0]["url"], dead.as_str());
     assert_eq!(s["failures"][0]["error"], "upstream_failed");
 
+    // A URL with markup in it: refused upstream (404), listed as a failure.
+    let marked = up.url("/pub/<script>window.pwned=1</script>.tar.gz");
+    let r = srv.get(&srv.fetch_url(&marked)).await;
+    assert_eq!(r.status(), 404);
+    srv.app.flights.wait_idle().await;
+    assert_eq!(status(&srv).await["failures"][0]["error"], "not_found");
+
     // The page shows it all, markup from upstream as text.
     let html = page(&srv).await;
+    assert_eq!(html.matches("<script").count(), 1, "{html}");
     assert!(!html.contains("<script>window"), "{html}");
     assert!(
         html.contains("video/x-&lt;script&gt;window.pwned=1&lt;/script&gt;"),

@@ -431,6 +431,50 @@ async fn blob(path: web::Path<String>, app: web::Data<App>) -> Result<HttpRespon
 
 #[cfg(test)]
 mod tests {
+    /// Every text of the status page that comes from outside is escaped, whatever the URL
+    /// parser would have let through.
+    #[test]
+    fn status_parts_escape_what_they_show() {
+        let evil = "http://h/<script>alert(1)</script>\"'&";
+        let mut b = String::new();
+        super::downloads(
+            &mut b,
+            &[crate::fill::InFlight {
+                url: evil.into(),
+                phase: "streaming",
+                bytes: 1,
+                total: Some(2),
+                clients: 1,
+                seconds: 0,
+            }],
+        );
+        super::breakers(
+            &mut b,
+            &[crate::upstream::breaker::HostState {
+                host: evil.into(),
+                state: "open",
+                failures: 5,
+                retry_in_seconds: Some(3),
+            }],
+        );
+        super::failures(
+            &mut b,
+            &[crate::status::Failure {
+                time: "<t>".into(),
+                url: evil.into(),
+                error: "upstream_failed",
+                reason: evil.into(),
+            }],
+        );
+        assert!(!b.contains("<script") && !b.contains("<t>"), "{b}");
+        assert_eq!(
+            b.matches("http://h/&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;")
+                .count(),
+            4,
+            "{b}"
+        );
+    }
+
     #[test]
     fn escaping() {
         assert_eq!(
