@@ -142,6 +142,50 @@ async fn ftp_user_and_password_from_the_url_and_never_shown() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_the_url_is_never_in_an_error_message() {
+    let ftp = FtpServer::start();
+    std::fs::write(
+        ftp.private().join("big-1.0.tar.gz"),
+        random_bytes(30_000, 83),
+    )
+    .unwrap();
+    std::fs::write(
+        ftp.private().join("small-1.0.tar.gz"),
+        random_bytes(1_000, 84),
+    )
+    .unwrap();
+    let srv = TestServer::start_with(|c| c.upstream.max_object_size = 20_000).await;
+    // Over the size limit (the policy's check of the head).
+    let r = srv
+        .get(&srv.fetch_url(&ftp.user_url("big-1.0.tar.gz")))
+        .await;
+    let (code, error, message) = error_code(r).await;
+    assert_eq!((code, error.as_str()), (413, "too_large"), "{message}");
+    assert!(!message.contains("s3cret"), "{message}");
+    // Content that is not what the client expected (the fill's own check).
+    let url = format!(
+        "{}&md5={}",
+        srv.fetch_url(&ftp.user_url("small-1.0.tar.gz")),
+        "0".repeat(32)
+    );
+    let r = srv.get(&url).await;
+    match r.status().as_u16() {
+        200 => {
+            // The body was already under way: it is cut, never complete.
+            assert!(r.bytes().await.is_err());
+        }
+        _ => {
+            let (_, error, message) = error_code(r).await;
+            assert_eq!(error, "integrity_mismatch", "{message}");
+            assert!(!message.contains("s3cret"), "{message}");
+        }
+    }
+    srv.app.flights.wait_idle().await;
+    let journal = std::fs::read_to_string(srv.data_dir().join("journal.jsonl")).unwrap();
+    assert!(!journal.contains("s3cret"), "{journal}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ftp_missing_file_is_404_and_remembered() {
     let ftp = FtpServer::start();
     let srv = TestServer::start().await;

@@ -681,7 +681,9 @@ async fn attempt_once(
     index: usize,
     revalidating: Option<&crate::index::UrlEntry>,
 ) -> Result<(), FillError> {
-    let url = fill.url.as_str();
+    // As errors show it: without a password.
+    let shown = fill.url.to_string();
+    let url = shown.as_str();
     let have = progress.writer.len();
     let resume = match &progress.last {
         Some((i, last)) if *i == index && have > 0 => Some(Resume {

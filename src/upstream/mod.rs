@@ -235,7 +235,7 @@ impl Policy {
     pub fn check_size(&self, url: &str, size: u64) -> Result<(), UpstreamError> {
         if self.max_object_size > 0 && size > self.max_object_size {
             return Err(UpstreamError::TooLarge {
-                url: url.to_owned(),
+                url: crate::url::redact_str(url),
                 size,
                 max: self.max_object_size,
             });
