@@ -29,7 +29,7 @@ fn refuse<T>(why: impl Into<String>) -> Result<T> {
 const MAX_STRING: usize = 64 * 1024;
 /// Evaluation steps (expressions, statements, pattern-matching steps) one script may take:
 /// far below the work budget of a whole spec, so one runaway script does not spend it all.
-pub(crate) const MAX_STEPS: usize = 250_000;
+pub(crate) const MAX_STEPS: usize = 50_000;
 
 /// What a script may ask of rpm.
 pub(crate) trait Host {

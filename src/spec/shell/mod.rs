@@ -27,7 +27,7 @@ const MAX_OUTPUT: usize = 64 * 1024;
 const MAX_NESTING: usize = 8;
 /// Work one command may cost (bytes through commands, pattern-matching steps): far below the
 /// work budget of a whole spec, so one runaway command does not spend it all.
-pub(crate) const MAX_STEPS: usize = 250_000;
+pub(crate) const MAX_STEPS: usize = 50_000;
 
 /// Why a command was not evaluated, for the warning that names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
