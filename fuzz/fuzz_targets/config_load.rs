@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use upcache::config::{Config, ConfigError};
+use upcache::config::{Config, ConfigError, Origin};
 
 fuzz_target!(|data: &[u8]| {
     // TOML, then after a NUL byte one `NAME=VALUE` variable per line (the prefix is added so
@@ -31,8 +31,13 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(e) => match &e {
             ConfigError::Parse { path: p, .. } => assert_eq!(p, path, "{e}"),
-            ConfigError::UnknownKey { key, .. }
-            | ConfigError::Value { key, .. }
+            // `"" = 1` in the file is a key, the empty one (TOML allows it), and is named as
+            // `unknown key ""`; a variable never yields an empty key (that is BadVariable).
+            ConfigError::UnknownKey { key, origin, .. } => assert!(
+                !key.is_empty() || matches!(origin, Origin::File(_)),
+                "no key in: {e}"
+            ),
+            ConfigError::Value { key, .. }
             | ConfigError::Invalid { key, .. } => assert!(!key.is_empty(), "no key in: {e}"),
             ConfigError::BadVariable { name } => assert!(name.starts_with("UPCACHE__"), "{e}"),
             ConfigError::Read { .. } => panic!("nothing is read: {e}"),
