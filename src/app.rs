@@ -2,7 +2,7 @@
 //! for each request whether it is a hit, a checksum hit, a join or a new fill.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use tracing::{info, warn};
@@ -14,11 +14,15 @@ use crate::bounded::Recent;
 use crate::config::{Backend, Config, ServeMode};
 use crate::error::Error;
 use crate::fill::{self, Fill, FillError, Flight, Flights, Requester};
-use crate::index::{BlobMeta, Index, Origin, UrlEntry, UrlRecord};
+use crate::index::{BlobMeta, Index, Origin, Placement, UrlEntry, UrlRecord};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::store::{Committed, Digests, DiskUsage, Expected, LocalStore, TempBlob, TempWriter};
+use crate::time::Clock;
 use crate::upstream::{Head, Upstream, UpstreamError};
 use crate::url::UpstreamUrl;
+
+pub use crate::time::{rfc3339, unix_now};
 
 /// How a request for an upstream URL will be answered.
 pub enum Resolution {
@@ -45,19 +49,7 @@ pub struct UploadRequest {
     pub content_type: Option<String>,
 }
 
-/// Who did something, for the audit trail.
-#[derive(Debug, Clone, Default)]
-pub struct Actor {
-    pub name: Option<String>,
-    pub client: Option<String>,
-}
-
-impl Actor {
-    fn stamp(&self, event: &mut Event) {
-        event.actor = self.name.clone();
-        event.client = self.client.clone();
-    }
-}
+pub use crate::lifecycle::Actor;
 
 /// Admission control sweeps at most this often.
 const ROOM_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -98,6 +90,10 @@ pub struct App {
     /// `backend = "s3" | "obs"`: the bucket (durable tier and shared index); `data_dir` is
     /// then the L1 tier.
     pub tier: Option<crate::remote::sync::Tier>,
+    /// What ages blobs, negative answers and rate limits (manual in tests).
+    pub clock: Clock,
+    /// The background workers, stopped in order by [`App::shutdown`].
+    pub workers: crate::background::Workers,
 }
 
 /// Errors opening the service.
@@ -156,6 +152,15 @@ impl App {
     /// Open the data directory: index (which locks it), store, journal; remove leftovers of a
     /// crash and drop index entries whose file is gone.
     pub fn open(config: Config, runtime: tokio::runtime::Handle) -> Result<Arc<App>, OpenError> {
+        App::open_with_clock(config, runtime, Clock::system())
+    }
+
+    /// [`App::open`] keeping time with `clock`.
+    pub fn open_with_clock(
+        config: Config,
+        runtime: tokio::runtime::Handle,
+        clock: Clock,
+    ) -> Result<Arc<App>, OpenError> {
         // Presigned URLs exist only for object stores.
         if config.storage.backend == Backend::Fs && config.storage.serve == ServeMode::Redirect {
             return Err(OpenError::Unsupported(
@@ -193,14 +198,19 @@ impl App {
         let upstream = Upstream::new(&config.upstream, &config.user_agent())?;
         let metrics = Metrics::new();
         let readiness = Arc::new(crate::readiness::Readiness::default());
-        crate::readiness::spawn_prober(
-            Arc::downgrade(&readiness),
-            store.temp_dir().to_owned(),
+        let workers = crate::background::Workers::default();
+        workers.prober.spawn(
+            crate::readiness::Prober::new(
+                Arc::downgrade(&readiness),
+                store.temp_dir().to_owned(),
+                tier.as_ref().map(|t| t.bucket.prober()),
+            ),
             &runtime,
         );
         let app = Arc::new(App {
             tier,
-            limits: crate::limits::Limits::new(&config.limits),
+            workers,
+            limits: crate::limits::Limits::with_clock(&config.limits, clock.clone()),
             readiness,
             instance,
             index,
@@ -215,13 +225,23 @@ impl App {
             sweep_lock: Mutex::new(()),
             scrub_cursor: Mutex::new(None),
             last_room_sweep: Mutex::new(None),
-            negative: Recent::new(NEGATIVE_ENTRIES, NEGATIVE_BYTES),
+            negative: Recent::with_clock(NEGATIVE_ENTRIES, NEGATIVE_BYTES, clock.clone()),
+            clock,
             runtime,
             config: Arc::new(config),
         });
         app.start_tier()
             .map_err(|e| OpenError::Tier(e.to_string()))?;
         Ok(app)
+    }
+
+    /// The lifecycle operations (evict, delete, pin, ...) over this data directory.
+    pub fn lifecycle(&self) -> Lifecycle<'_> {
+        Lifecycle {
+            journal: &self.journal,
+            index: &self.index,
+            store: &self.store,
+        }
     }
 
     /// The runtime background work (fills, jobs) runs on.
@@ -240,7 +260,7 @@ impl App {
         self.upstream.policy().check_url(url)?;
         if let Some(exp) = expected {
             if let Some(blob) = self.index.by_checksum(exp.algo, &exp.hex)? {
-                if !blob.evicted {
+                if blob.is_stored() {
                     return Ok(Resolution::Checksum(blob));
                 }
             }
@@ -321,15 +341,16 @@ impl App {
         let b3 = meta.blake3();
         match self.store.open_blob(b3)? {
             Some((file, len)) if len == meta.size => {
-                if meta.remote_only {
+                if meta.placement == Placement::RemoteOnly {
                     // Copied back into the local tier since this entry was read.
-                    self.index.set_tier(b3, true, false)?;
+                    self.lifecycle().restore_local(b3)?;
                 }
                 Ok(Some(file))
             }
-            None if meta.remote => {
-                if !meta.remote_only {
-                    self.index.set_tier(b3, true, true)?;
+            None if meta.placement.in_bucket() => {
+                if meta.placement != Placement::RemoteOnly {
+                    // The local copy is gone (the bucket still holds the bytes).
+                    self.lifecycle().drop_local(b3)?;
                 }
                 Ok(None)
             }
@@ -339,7 +360,7 @@ impl App {
             ))),
             None => {
                 warn!(blake3 = b3, "blob file missing; dropping its index entry");
-                self.index.remove_blob(b3)?;
+                self.lifecycle().forget(b3)?;
                 Ok(None)
             }
         }
@@ -388,7 +409,7 @@ impl App {
         who: &Requester,
         source: Option<fill::Source>,
     ) -> Result<(), Error> {
-        let now = unix_now();
+        let now = self.clock.unix_now();
         let meta = BlobMeta {
             digests: digests.clone(),
             size,
@@ -398,9 +419,7 @@ impl App {
             access_count: 0,
             origin: Origin::Upstream,
             pinned: false,
-            evicted: false,
-            remote: false,
-            remote_only: false,
+            placement: Placement::Local,
         };
         let record = UrlRecord {
             // The exact URL: it is the index key. Shown URLs are redacted where they are shown.
@@ -515,7 +534,7 @@ impl App {
                 }
             }
         }
-        let now = unix_now();
+        let now = self.clock.unix_now();
         let meta = BlobMeta {
             digests: digests.clone(),
             size,
@@ -525,9 +544,7 @@ impl App {
             access_count: 0,
             origin: Origin::Upload,
             pinned: true,
-            evicted: false,
-            remote: false,
-            remote_only: false,
+            placement: Placement::Local,
         };
         let record = req.url.as_ref().map(|url| UrlRecord {
             // The exact URL (the index key); `to_string` would hide a password.
@@ -566,15 +583,9 @@ impl App {
         let app = self.clone();
         let b3 = blake3.to_owned();
         let meta = tokio::task::spawn_blocking(move || -> Result<BlobMeta, Error> {
-            let meta = app
-                .index
-                .blob(&b3)?
-                .ok_or_else(|| Error::NotFound(format!("no stored blob has blake3 {b3}")))?;
-            let mut event = Event::new(if pinned { "pinned" } else { "unpinned" })
-                .with_digests(&meta.digests, meta.size);
-            who.stamp(&mut event);
-            app.journal.append(event)?;
-            Ok(app.index.set_pinned(&b3, pinned)?.unwrap_or(meta))
+            app.lifecycle()
+                .pin(&b3, pinned, &who)?
+                .ok_or_else(|| Error::NotFound(format!("no stored blob has blake3 {b3}")))
         })
         .await
         .map_err(|e| Error::Internal(format!("pin task: {e}")))??;
@@ -600,17 +611,9 @@ impl App {
         let app = self.clone();
         let b3 = blake3.to_owned();
         let meta = tokio::task::spawn_blocking(move || -> Result<BlobMeta, Error> {
-            let meta = app
-                .index
-                .blob(&b3)?
-                .ok_or_else(|| Error::NotFound(format!("no stored blob has blake3 {b3}")))?;
-            let mut event = Event::new("deleted").with_digests(&meta.digests, meta.size);
-            event.detail = Some(format!("urls: {}", app.index.urls_of(&b3)?.join(" ")));
-            who.stamp(&mut event);
-            app.journal.append(event)?;
-            app.index.remove_blob(&b3)?;
-            app.store.remove(&b3)?;
-            Ok(meta)
+            app.lifecycle()
+                .delete(&b3, &who)?
+                .ok_or_else(|| Error::NotFound(format!("no stored blob has blake3 {b3}")))
         })
         .await
         .map_err(|e| Error::Internal(format!("delete task: {e}")))??;
@@ -822,17 +825,4 @@ impl App {
         }
         Ok(self.store.disk_usage()?)
     }
-}
-
-/// Unix seconds as RFC 3339 UTC, the format of every time in the API.
-pub fn rfc3339(unix_secs: i64) -> String {
-    let t = UNIX_EPOCH + std::time::Duration::from_secs(unix_secs.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
