@@ -87,7 +87,8 @@ async fn wait_for_alert(hook: &Upstream, kind: &str) -> serde_json::Value {
 async fn sweeper_evicts_least_recently_used_unpinned_blobs_to_the_low_watermark() {
     let (token, tc) = admin();
     let (hook, hook_url) = alert_receiver().await;
-    let srv = TestServer::start_with(|c| {
+    let clock = upcache::time::Clock::manual();
+    let srv = TestServer::start_with_clock(clock.clone(), |c| {
         c.auth.tokens = vec![tc];
         c.cache.max_size = 1_000_000;
         c.cache.high_watermark = 0.8;
@@ -110,7 +111,7 @@ async fn sweeper_evicts_least_recently_used_unpinned_blobs_to_the_low_watermark(
     let b: Vec<String> = (0..4)
         .map(|i| digests(&random_bytes(200_000, 40 + i)).blake3)
         .collect();
-    tokio::time::sleep(Duration::from_millis(1100)).await; // last_access has 1 s resolution
+    clock.advance(Duration::from_secs(1)); // last_access has 1 s resolution
     srv.get_bytes(&srv.fetch_url(&urls[0])).await;
     let r = srv
         .client
@@ -201,7 +202,8 @@ async fn sweeper_evicts_least_recently_used_unpinned_blobs_to_the_low_watermark(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_unused_temp_files_orphans_and_missing_files() {
     let (token, tc) = admin();
-    let srv = TestServer::start_with(|c| {
+    let clock = upcache::time::Clock::manual();
+    let srv = TestServer::start_with_clock(clock.clone(), |c| {
         c.auth.tokens = vec![tc];
         c.cache.max_unused = Duration::from_secs(1);
     })
@@ -250,7 +252,7 @@ async fn max_unused_temp_files_orphans_and_missing_files() {
         }
     }
 
-    tokio::time::sleep(Duration::from_millis(2100)).await; // past max_unused (1 s resolution)
+    clock.advance(Duration::from_secs(2)); // past max_unused (1 s resolution)
     let report = sweep(&srv, &token).await;
     assert_eq!(report["evicted"], 1, "unused for max_unused: {report}");
     assert_eq!(report["removed_temp"], 1, "{report}");
