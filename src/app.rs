@@ -171,7 +171,8 @@ impl App {
         let tier = match config.storage.backend {
             Backend::Fs => None,
             Backend::S3 | Backend::Obs => Some(crate::remote::sync::Tier::new(
-                crate::remote::Remote::new(&config.storage, config.cache.index_refresh)?,
+                crate::remote::Remote::new(&config.storage, config.cache.index_refresh)?
+                    .with_clock(clock.clone()),
             )),
         };
         let data_dir = config.storage.data_dir.clone();

@@ -552,7 +552,11 @@ async fn sigterm_lets_downloads_in_progress_finish_and_keeps_them() {
     assert_eq!(r.headers()["x-cache"], "MISS");
     let mut stream = r.bytes_stream();
     let mut got = stream.next().await.unwrap().unwrap().to_vec();
-    let r = c.get(fetch(&p, "/g/abandoned.tar.gz")).send().await.unwrap();
+    let r = c
+        .get(fetch(&p, "/g/abandoned.tar.gz"))
+        .send()
+        .await
+        .unwrap();
     let mut other = r.bytes_stream();
     other.next().await.unwrap().unwrap();
     drop(other);
@@ -570,7 +574,10 @@ async fn sigterm_lets_downloads_in_progress_finish_and_keeps_them() {
     while let Some(piece) = stream.next().await {
         got.extend_from_slice(&piece.expect("the download is not cut"));
     }
-    assert!(got == followed, "the followed download completed byte for byte");
+    assert!(
+        got == followed,
+        "the followed download completed byte for byte"
+    );
     let status = tokio::task::spawn_blocking(move || {
         let status = p.child.wait().unwrap();
         (status, p.log())

@@ -215,6 +215,14 @@ impl Remote {
         })
     }
 
+    /// Remembered answers age by `clock`.
+    pub fn with_clock(self, clock: crate::time::Clock) -> Remote {
+        Remote {
+            absent: Recent::with_clock(ABSENT_ENTRIES, ABSENT_BYTES, clock),
+            ..self
+        }
+    }
+
     /// Whether the bucket was recently found not to have `key` (a URL or `algo:hex`).
     pub fn recently_absent(&self, key: &str) -> bool {
         self.absent.contains(key, self.refresh)
