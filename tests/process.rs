@@ -546,9 +546,15 @@ async fn sigterm_lets_downloads_in_progress_finish_and_keeps_them() {
     let mut p = Process::spawn(cwd.path(), &[], &[PRIVATE_OK]);
     let c = client();
     let fetch = |p: &Process, path: &str| format!("{}/fetch?url={}", p.base, enc(&up.url(path)));
-    // One client follows its download; the other's download goes on without it (fills are
-    // not tied to a connection).
-    let r = c.get(fetch(&p, "/g/followed.tar.gz")).send().await.unwrap();
+    // One client follows its download (on a connection closed after it, so the HTTP server
+    // has nothing left to wait for once it ends); the other download goes on without its
+    // client (fills are not tied to a connection).
+    let r = c
+        .get(fetch(&p, "/g/followed.tar.gz"))
+        .header("connection", "close")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["x-cache"], "MISS");
     let mut stream = r.bytes_stream();
     let mut got = stream.next().await.unwrap().unwrap().to_vec();
@@ -563,14 +569,14 @@ async fn sigterm_lets_downloads_in_progress_finish_and_keeps_them() {
     gate_f.reached().await;
     gate_a.reached().await;
 
-    // SIGTERM while both are held; once the server is shutting down, let them go on.
+    // SIGTERM while both are held; once the server is shutting down, the followed one goes on
+    // and completes.
     // SAFETY: plain kill(2) on our own child's pid.
     unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
     while !p.log().contains("shutting down") {
         tokio::task::yield_now().await;
     }
     gate_f.open();
-    gate_a.open();
     while let Some(piece) = stream.next().await {
         got.extend_from_slice(&piece.expect("the download is not cut"));
     }
@@ -578,6 +584,17 @@ async fn sigterm_lets_downloads_in_progress_finish_and_keeps_them() {
         got == followed,
         "the followed download completed byte for byte"
     );
+    // No connection is left; the abandoned download is still held upstream. The process
+    // must wait for it rather than exit (which would lose it).
+    loop {
+        if p.child.try_wait().unwrap().is_some()
+            || p.log().contains("waiting for downloads in progress")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    gate_a.open();
     let status = tokio::task::spawn_blocking(move || {
         let status = p.child.wait().unwrap();
         (status, p.log())
