@@ -148,9 +148,7 @@ fn setup(args: &Args, app: &App) {
             access_count: 0,
             origin: Origin::Upstream,
             pinned: false,
-            evicted: false,
-            remote: false,
-            remote_only: false,
+            placement: upcache::index::Placement::Local,
         };
         let url = format!("https://example.org/pkg/{i}.tar.gz");
         let record = UrlRecord {

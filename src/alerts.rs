@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::config::AlertsConfig;
+use crate::worker::{Group, State, WorkError, Worker};
 
 /// What an alert is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -55,14 +56,22 @@ pub struct Alerter {
     hasher: std::collections::hash_map::RandomState,
     min_interval: Duration,
     instance: String,
+    sender: Group,
 }
 
 impl Alerter {
     /// Start the sender on `runtime` (nothing is started without a webhook URL).
     pub fn new(cfg: &AlertsConfig, instance: &str, runtime: &tokio::runtime::Handle) -> Alerter {
+        let sender = Group::new("alert sender");
         let tx = (!cfg.webhook_url.is_empty()).then(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
-            runtime.spawn(deliver(cfg.webhook_url.clone(), rx));
+            let delivery = Delivery {
+                url: cfg.webhook_url.clone(),
+                client: None,
+                rx,
+                current: None,
+            };
+            sender.spawn(delivery, runtime);
             tx
         });
         Alerter {
@@ -73,7 +82,13 @@ impl Alerter {
             hasher: Default::default(),
             min_interval: cfg.min_interval,
             instance: instance.to_owned(),
+            sender,
         }
+    }
+
+    /// Stop the sender (shutdown): alerts not delivered within `deadline` are dropped.
+    pub async fn stop(&self, deadline: Duration) {
+        self.sender.stop(deadline).await;
     }
 
     /// Raise an alert unless the same kind+key was raised within `min_interval`.
@@ -121,31 +136,64 @@ impl Alerter {
     }
 }
 
-/// POST each alert, retrying with backoff; failures are logged, never propagated.
-async fn deliver(url: String, mut rx: mpsc::Receiver<Alert>) {
-    let client = match reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(error = %e, "cannot build the alert client");
-            return;
-        }
-    };
-    while let Some(alert) = rx.recv().await {
-        let mut delay = Duration::from_millis(500);
-        for attempt in 1..=ATTEMPTS {
-            match client.post(&url).json(&alert).send().await {
-                Ok(r) if r.status().is_success() => break,
-                Ok(r) => warn!(status = %r.status(), attempt, "alert webhook refused the alert"),
-                Err(e) => warn!(error = %e, attempt, "alert webhook unreachable"),
+/// POSTs each alert, retrying with backoff (a worker: one attempt per step); failures are
+/// logged, never propagated. Ends when the [`Alerter`] is gone and the queue is empty.
+struct Delivery {
+    url: String,
+    client: Option<reqwest::Client>,
+    rx: mpsc::Receiver<Alert>,
+    /// The alert being delivered and its failed attempts so far.
+    current: Option<(Alert, u32)>,
+}
+
+impl Worker for Delivery {
+    fn name(&self) -> String {
+        "alert sender".into()
+    }
+
+    async fn work(&mut self) -> Result<State, WorkError> {
+        let client = match &self.client {
+            Some(c) => c.clone(),
+            None => {
+                let built = reqwest::Client::builder()
+                    .no_proxy()
+                    .timeout(Duration::from_secs(10))
+                    .build();
+                match built {
+                    Ok(c) => self.client.insert(c).clone(),
+                    Err(e) => {
+                        warn!(error = %e, "cannot build the alert client");
+                        return Ok(State::Done);
+                    }
+                }
             }
-            if attempt < ATTEMPTS {
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
+        };
+        let (alert, failed) = match self.current.take() {
+            Some(current) => current,
+            None => match self.rx.recv().await {
+                Some(alert) => (alert, 0),
+                None => return Ok(State::Done),
+            },
+        };
+        let attempt = failed + 1;
+        let refused = match client.post(&self.url).json(&alert).send().await {
+            Ok(r) if r.status().is_success() => return Ok(State::Busy),
+            Ok(r) => format!("alert webhook refused the alert: {}", r.status()),
+            Err(e) => format!("alert webhook unreachable: {e}"),
+        };
+        if attempt < ATTEMPTS {
+            self.current = Some((alert, attempt));
+        } else {
+            warn!(kind = ?alert.kind, key = %alert.key, attempts = attempt, "alert dropped: {refused}");
         }
+        // The runner logs it and pauses before the next attempt (or alert).
+        Err(format!("attempt {attempt}: {refused}").into())
+    }
+
+    async fn wait_for_work(&mut self) {}
+
+    /// Half a second, doubling.
+    fn retry_after(&self, errors: u32) -> Duration {
+        crate::worker::backoff(Duration::from_millis(500), errors, Duration::from_secs(30))
     }
 }

@@ -2,7 +2,7 @@
 //! for each request whether it is a hit, a checksum hit, a join or a new fill.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use tracing::{info, warn};
@@ -14,11 +14,15 @@ use crate::bounded::Recent;
 use crate::config::{Backend, Config, ServeMode};
 use crate::error::Error;
 use crate::fill::{self, Fill, FillError, Flight, Flights, Requester};
-use crate::index::{BlobMeta, Index, Origin, UrlEntry, UrlRecord};
+use crate::index::{BlobMeta, Index, Origin, Placement, UrlEntry, UrlRecord};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::store::{Committed, Digests, DiskUsage, Expected, LocalStore, TempBlob, TempWriter};
+use crate::time::Clock;
 use crate::upstream::{Head, Upstream, UpstreamError};
 use crate::url::UpstreamUrl;
+
+pub use crate::time::{rfc3339, unix_now};
 
 /// How a request for an upstream URL will be answered.
 pub enum Resolution {
@@ -55,19 +59,7 @@ pub struct UploadRequest {
     pub content_type: Option<String>,
 }
 
-/// Who did something, for the audit trail.
-#[derive(Debug, Clone, Default)]
-pub struct Actor {
-    pub name: Option<String>,
-    pub client: Option<String>,
-}
-
-impl Actor {
-    fn stamp(&self, event: &mut Event) {
-        event.actor = self.name.clone();
-        event.client = self.client.clone();
-    }
-}
+pub use crate::lifecycle::Actor;
 
 /// Admission control sweeps at most this often.
 const ROOM_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -112,6 +104,10 @@ pub struct App {
     /// `backend = "s3" | "obs"`: the bucket (durable tier and shared index); `data_dir` is
     /// then the L1 tier.
     pub tier: Option<crate::remote::sync::Tier>,
+    /// What ages blobs, negative answers and rate limits (manual in tests).
+    pub clock: Clock,
+    /// The background workers, stopped in order by [`App::shutdown`].
+    pub workers: crate::background::Workers,
 }
 
 /// Errors opening the service.
@@ -170,6 +166,15 @@ impl App {
     /// Open the data directory: index (which locks it), store, journal; remove leftovers of a
     /// crash and drop index entries whose file is gone.
     pub fn open(config: Config, runtime: tokio::runtime::Handle) -> Result<Arc<App>, OpenError> {
+        App::open_with_clock(config, runtime, Clock::system())
+    }
+
+    /// [`App::open`] keeping time with `clock`.
+    pub fn open_with_clock(
+        config: Config,
+        runtime: tokio::runtime::Handle,
+        clock: Clock,
+    ) -> Result<Arc<App>, OpenError> {
         // Presigned URLs exist only for object stores.
         if config.storage.backend == Backend::Fs && config.storage.serve == ServeMode::Redirect {
             return Err(OpenError::Unsupported(
@@ -180,7 +185,8 @@ impl App {
         let tier = match config.storage.backend {
             Backend::Fs => None,
             Backend::S3 | Backend::Obs => Some(crate::remote::sync::Tier::new(
-                crate::remote::Remote::new(&config.storage, config.cache.index_refresh)?,
+                crate::remote::Remote::new(&config.storage, config.cache.index_refresh)?
+                    .with_clock(clock.clone()),
             )),
         };
         let data_dir = config.storage.data_dir.clone();
@@ -207,14 +213,19 @@ impl App {
         let upstream = Upstream::new(&config.upstream, &config.user_agent())?;
         let metrics = Metrics::new();
         let readiness = Arc::new(crate::readiness::Readiness::default());
-        crate::readiness::spawn_prober(
-            Arc::downgrade(&readiness),
-            store.temp_dir().to_owned(),
+        let workers = crate::background::Workers::default();
+        workers.prober.spawn(
+            crate::readiness::Prober::new(
+                Arc::downgrade(&readiness),
+                store.temp_dir().to_owned(),
+                tier.as_ref().map(|t| t.bucket.prober()),
+            ),
             &runtime,
         );
         let app = Arc::new(App {
             tier,
-            limits: crate::limits::Limits::new(&config.limits),
+            workers,
+            limits: crate::limits::Limits::with_clock(&config.limits, clock.clone()),
             readiness,
             instance,
             index,
@@ -229,15 +240,25 @@ impl App {
             sweep_lock: Mutex::new(()),
             scrub_cursor: Mutex::new(None),
             last_room_sweep: Mutex::new(None),
-            negative: Recent::new(NEGATIVE_ENTRIES, NEGATIVE_BYTES),
+            negative: Recent::with_clock(NEGATIVE_ENTRIES, NEGATIVE_BYTES, clock.clone()),
             status: Default::default(),
             volatile: crate::volatile::Volatile::new(&config.cache),
+            clock,
             runtime,
             config: Arc::new(config),
         });
         app.start_tier()
             .map_err(|e| OpenError::Tier(e.to_string()))?;
         Ok(app)
+    }
+
+    /// The lifecycle operations (evict, delete, pin, ...) over this data directory.
+    pub fn lifecycle(&self) -> Lifecycle<'_> {
+        Lifecycle {
+            journal: &self.journal,
+            index: &self.index,
+            store: &self.store,
+        }
     }
 
     /// The runtime background work (fills, jobs) runs on.
@@ -257,7 +278,7 @@ impl App {
         if let Some(exp) = expected {
             if let Some(blob) = self.index.by_checksum(exp.algo, &exp.hex)? {
                 // Found by the first checksum, it must have the others too.
-                if !blob.evicted && exp.matches(&blob.digests) {
+                if blob.is_stored() && exp.matches(&blob.digests) {
                     return Ok(Resolution::Checksum(blob));
                 }
             }
@@ -356,15 +377,16 @@ impl App {
         let b3 = meta.blake3();
         match self.store.open_blob(b3)? {
             Some((file, len)) if len == meta.size => {
-                if meta.remote_only {
+                if meta.placement == Placement::RemoteOnly {
                     // Copied back into the local tier since this entry was read.
-                    self.index.set_tier(b3, true, false)?;
+                    self.lifecycle().restore_local(b3)?;
                 }
                 Ok(Some(file))
             }
-            None if meta.remote => {
-                if !meta.remote_only {
-                    self.index.set_tier(b3, true, true)?;
+            None if meta.placement.in_bucket() => {
+                if meta.placement != Placement::RemoteOnly {
+                    // The local copy is gone (the bucket still holds the bytes).
+                    self.lifecycle().drop_local(b3)?;
                 }
                 Ok(None)
             }
@@ -374,7 +396,7 @@ impl App {
             ))),
             None => {
                 warn!(blake3 = b3, "blob file missing; dropping its index entry");
-                self.index.remove_blob(b3)?;
+                self.lifecycle().forget(b3)?;
                 Ok(None)
             }
         }
@@ -423,7 +445,7 @@ impl App {
         who: &Requester,
         source: Option<fill::Source>,
     ) -> Result<(), Error> {
-        let now = unix_now();
+        let now = self.clock.unix_now();
         let meta = BlobMeta {
             digests: digests.clone(),
             size,
@@ -433,9 +455,7 @@ impl App {
             access_count: 0,
             origin: Origin::Upstream,
             pinned: false,
-            evicted: false,
-            remote: false,
-            remote_only: false,
+            placement: Placement::Local,
         };
         let record = UrlRecord {
             // The exact URL: it is the index key. Shown URLs are redacted where they are shown.
@@ -565,7 +585,7 @@ impl App {
                 }
             }
         }
-        let now = unix_now();
+        let now = self.clock.unix_now();
         let meta = BlobMeta {
             digests: digests.clone(),
             size,
@@ -575,9 +595,7 @@ impl App {
             access_count: 0,
             origin: Origin::Upload,
             pinned: true,
-            evicted: false,
-            remote: false,
-            remote_only: false,
+            placement: Placement::Local,
         };
         let record = req.url.as_ref().map(|url| UrlRecord {
             // The exact URL (the index key); `to_string` would hide a password.
@@ -616,15 +634,9 @@ impl App {
         let app = self.clone();
         let b3 = blake3.to_owned();
         let meta = tokio::task::spawn_blocking(move || -> Result<BlobMeta, Error> {
-            let meta = app
-                .index
-                .blob(&b3)?
-                .ok_or_else(|| Error::NotFound(format!("no stored blob has blake3 {b3}")))?;
-            let mut event = Event::new(if pinned { "pinned" } else { "unpinned" })
-                .with_digests(&meta.digests, meta.size);
-            who.stamp(&mut event);
-            app.journal.append(event)?;
-            Ok(app.index.set_pinned(&b3, pinned)?.unwrap_or(meta))
+            app.lifecycle()
+                .pin(&b3, pinned, &who)?
+                .ok_or_else(|| Error::NotFound(format!("no stored blob has blake3 {b3}")))
         })
         .await
         .map_err(|e| Error::failed("the pin task ended early", e))??;
@@ -650,17 +662,9 @@ impl App {
         let app = self.clone();
         let b3 = blake3.to_owned();
         let meta = tokio::task::spawn_blocking(move || -> Result<BlobMeta, Error> {
-            let meta = app
-                .index
-                .blob(&b3)?
-                .ok_or_else(|| Error::NotFound(format!("no stored blob has blake3 {b3}")))?;
-            let mut event = Event::new("deleted").with_digests(&meta.digests, meta.size);
-            event.detail = Some(format!("urls: {}", app.index.urls_of(&b3)?.join(" ")));
-            who.stamp(&mut event);
-            app.journal.append(event)?;
-            app.index.remove_blob(&b3)?;
-            app.store.remove(&b3)?;
-            Ok(meta)
+            app.lifecycle()
+                .delete(&b3, &who)?
+                .ok_or_else(|| Error::NotFound(format!("no stored blob has blake3 {b3}")))
         })
         .await
         .map_err(|e| Error::failed("the delete task ended early", e))??;
@@ -884,17 +888,4 @@ impl App {
         }
         Ok(self.store.disk_usage()?)
     }
-}
-
-/// Unix seconds as RFC 3339 UTC, the format of every time in the API.
-pub fn rfc3339(unix_secs: i64) -> String {
-    let t = UNIX_EPOCH + std::time::Duration::from_secs(unix_secs.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }

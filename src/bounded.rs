@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 use parking_lot::Mutex;
 
+use crate::time::Clock;
+
 /// Bytes counted per entry on top of its key and value: the map's own bookkeeping (hash
 /// slot, list links, `String` and value headers).
 pub const ENTRY_OVERHEAD: usize = 96;
@@ -100,18 +102,23 @@ impl<V> BoundedLru<V> {
 
 /// Keys remembered with when they were remembered, each trusted for a time-to-live the
 /// caller gives when asking (negative answers: "upstream said 404", "not in the bucket").
-pub struct Recent(Mutex<BoundedLru<Instant>>);
+pub struct Recent(Mutex<BoundedLru<Instant>>, Clock);
 
 impl Recent {
     pub fn new(max_entries: usize, max_bytes: usize) -> Recent {
-        Recent(Mutex::new(BoundedLru::new(max_entries, max_bytes)))
+        Recent::with_clock(max_entries, max_bytes, Clock::system())
+    }
+
+    /// Entries age by `clock`.
+    pub fn with_clock(max_entries: usize, max_bytes: usize, clock: Clock) -> Recent {
+        Recent(Mutex::new(BoundedLru::new(max_entries, max_bytes)), clock)
     }
 
     /// Whether `key` was remembered less than `ttl` ago; an older entry is dropped.
     pub fn contains(&self, key: &str, ttl: Duration) -> bool {
         let mut map = self.0.lock();
         match map.get(key) {
-            Some(at) if at.elapsed() < ttl => true,
+            Some(at) if self.1.elapsed(*at) < ttl => true,
             Some(_) => {
                 map.pop(key);
                 false
@@ -122,7 +129,7 @@ impl Recent {
 
     /// Remember `key` as of now.
     pub fn remember(&self, key: &str) {
-        self.0.lock().put(key.to_owned(), Instant::now(), 0);
+        self.0.lock().put(key.to_owned(), self.1.now(), 0);
     }
 
     pub fn forget(&self, key: &str) {
@@ -163,6 +170,19 @@ mod tests {
         }
         assert_eq!(c.len(), 3);
         assert!(c.get("9").is_some() && c.get("6").is_none());
+    }
+
+    #[test]
+    fn recent_entries_expire_by_their_clock() {
+        let clock = Clock::manual();
+        let recent = Recent::with_clock(10, 1 << 20, clock.clone());
+        let ttl = Duration::from_secs(60);
+        recent.remember("a");
+        clock.advance(Duration::from_secs(59));
+        assert!(recent.contains("a", ttl));
+        clock.advance(Duration::from_secs(1));
+        assert!(!recent.contains("a", ttl), "expired after the TTL");
+        assert_eq!(recent.size().0, 0, "and dropped");
     }
 
     #[test]

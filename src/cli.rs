@@ -602,11 +602,15 @@ async fn serve(cfg: Config) -> ExitCode {
     };
     // A stable line for scripts and tests (the port may have been chosen by the OS).
     println!("upcache listening on http://{}", server.addr);
-    let background = crate::spawn_background(app.clone());
+    crate::spawn_background(&app);
     shutdown_signal().await;
+    // Stop accepting; connections in progress get the grace period to finish, then fills
+    // and background workers get what is left of it.
     info!("shutting down");
+    let deadline = std::time::Instant::now() + crate::background::SHUTDOWN_GRACE;
     server.stop(true).await;
-    background.abort();
+    app.shutdown(deadline.saturating_duration_since(std::time::Instant::now()))
+        .await;
     if let Err(e) = app.index.flush_blocking() {
         error!(error = %e, "cannot flush the index");
     }

@@ -12,6 +12,7 @@ pub mod alerts;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod background;
 pub mod bounded;
 pub mod cli;
 pub mod client;
@@ -21,6 +22,7 @@ pub mod fill;
 pub mod http;
 pub mod index;
 pub mod intercept;
+pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
 pub mod offline;
@@ -34,47 +36,19 @@ pub mod spec_check;
 pub mod status;
 pub mod store;
 pub mod sweeper;
+pub mod time;
 pub mod upstream;
 pub mod url;
 pub mod volatile;
+pub mod worker;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use app::App;
 pub use config::Config;
 pub use http::Server;
 
-/// How often batched read statistics are written to the index.
-const ACCESS_FLUSH_EVERY: Duration = Duration::from_secs(10);
-
-/// Start the background workers of a running service; abort the handle to stop them.
-pub fn spawn_background(app: Arc<App>) -> tokio::task::JoinHandle<()> {
-    let sweeper = tokio::spawn(sweeper::worker(app.clone()));
-    tokio::spawn(async move {
-        let _stop_sweeper_with_us = AbortOnDrop(sweeper);
-        let mut tick = tokio::time::interval(ACCESS_FLUSH_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let a = app.clone();
-            let flushed = tokio::task::spawn_blocking(move || a.index.flush_access()).await;
-            match flushed {
-                Ok(Ok(read)) => app.touch_remote(read),
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot write access statistics"),
-                Err(_) => {}
-            }
-        }
-    })
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+pub use background::spawn_background;
 
 /// Open the data directory and serve on `listener`: what `upcache serve` does, for tests and
 /// embedding. Must be called inside a multi-threaded tokio runtime.
@@ -82,7 +56,16 @@ pub fn start(
     config: Config,
     listener: std::net::TcpListener,
 ) -> Result<(Arc<App>, Server), Box<dyn std::error::Error>> {
-    let app = App::open(config, tokio::runtime::Handle::current())?;
+    start_with_clock(config, listener, time::Clock::system())
+}
+
+/// [`start`] keeping time with `clock` (tests advance a manual one instead of sleeping).
+pub fn start_with_clock(
+    config: Config,
+    listener: std::net::TcpListener,
+    clock: time::Clock,
+) -> Result<(Arc<App>, Server), Box<dyn std::error::Error>> {
+    let app = App::open_with_clock(config, tokio::runtime::Handle::current(), clock)?;
     let server = Server::start(app.clone(), listener)?;
     Ok((app, server))
 }

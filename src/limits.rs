@@ -14,12 +14,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use governor::clock::Clock;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::LimitsConfig;
+use crate::time::Clock;
+
+/// The per-client rate limiter, keeping time with our [`Clock`].
+type KeyedLimiter =
+    RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, Clock, NoOpMiddleware<Instant>>;
 
 /// Clients whose state is kept at most, in the rate limiter and in the concurrency map each
 /// (about 100 bytes per client: a few MiB).
@@ -97,7 +103,8 @@ pub struct Limits {
 struct RateState {
     quota: Quota,
     /// Replaced whole (everyone forgotten) if pruning cannot bring it under the cap.
-    limiter: RwLock<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
+    limiter: RwLock<Arc<KeyedLimiter>>,
+    clock: Clock,
     checks: AtomicUsize,
     started: Instant,
     /// Milliseconds after `started` when idle clients are next forgotten.
@@ -135,15 +142,21 @@ impl Drop for ClientPermit {
 
 impl Limits {
     pub fn new(cfg: &LimitsConfig) -> Limits {
+        Limits::with_clock(cfg, Clock::system())
+    }
+
+    /// Rates are measured by `clock`.
+    pub fn with_clock(cfg: &LimitsConfig, clock: Clock) -> Limits {
         let rate = NonZeroU32::new(cfg.per_client_rps).map(|rps| {
             // A burst of 0 would refuse everything; take it as "one second's worth".
             let burst = NonZeroU32::new(cfg.per_client_burst).unwrap_or(rps);
             let quota = Quota::per_second(rps).allow_burst(burst);
             RateState {
                 quota,
-                limiter: RwLock::new(Arc::new(RateLimiter::keyed(quota))),
+                limiter: RwLock::new(Arc::new(keyed(quota, &clock))),
+                started: clock.now(),
+                clock: clock.clone(),
                 checks: AtomicUsize::new(0),
-                started: Instant::now(),
                 next_prune: AtomicU64::new(PRUNE_EVERY.as_millis() as u64),
                 max_clients: AtomicUsize::new(MAX_CLIENTS),
             }
@@ -294,7 +307,7 @@ pub struct UpstreamBusy {
 impl RateState {
     fn check(&self, ip: IpAddr) -> Result<(), Rejection> {
         let n = self.checks.fetch_add(1, Ordering::Relaxed);
-        let now_ms = self.started.elapsed().as_millis() as u64;
+        let now_ms = self.clock.elapsed(self.started).as_millis() as u64;
         let due = self.next_prune.load(Ordering::Relaxed);
         // Periodically, by whichever request claims the turn; and sooner when over the cap.
         let periodic = now_ms >= due
@@ -334,9 +347,13 @@ impl RateState {
                 max,
                 "rate-limit state over its bound; starting afresh"
             );
-            *self.limiter.write() = Arc::new(RateLimiter::keyed(self.quota));
+            *self.limiter.write() = Arc::new(keyed(self.quota, &self.clock));
         }
     }
+}
+
+fn keyed(quota: Quota, clock: &Clock) -> KeyedLimiter {
+    RateLimiter::new(quota, DefaultKeyedStateStore::default(), clock.clone())
 }
 
 #[cfg(test)]
@@ -375,6 +392,30 @@ mod tests {
         assert!(e.retry_after_secs() >= 1);
         // Another client has its own bucket.
         assert!(l.admit(ip(2)).is_ok());
+    }
+
+    #[test]
+    fn tokens_come_back_as_the_clock_advances() {
+        let clock = Clock::manual();
+        let l = Limits::with_clock(&cfg(2, 2, 0), clock.clone());
+        assert!(l.admit(ip(1)).is_ok() && l.admit(ip(1)).is_ok());
+        let Err(Rejection::Rate { retry_after }) = l.admit(ip(1)) else {
+            panic!("over the burst");
+        };
+        assert_eq!(
+            retry_after,
+            Duration::from_millis(500),
+            "two tokens a second"
+        );
+        clock.advance(Duration::from_millis(499));
+        assert!(l.admit(ip(1)).is_err(), "not yet");
+        clock.advance(Duration::from_millis(1));
+        assert!(l.admit(ip(1)).is_ok(), "one token back");
+        assert!(l.admit(ip(1)).is_err());
+        // Idle clients are forgotten once their bucket is full again.
+        clock.advance(Duration::from_secs(2));
+        l.prune();
+        assert_eq!(l.rate_clients(), 0);
     }
 
     #[test]

@@ -641,7 +641,7 @@ pub async fn fetch(app: &Arc<App>, url: &UpstreamUrl, who: &Submitter) -> Result
     for _ in 0..3 {
         match app.resolve(url, None, who.client.clone(), true)? {
             Resolution::Hit(entry) => {
-                if app.open_blob(&entry.blob)?.is_some() || entry.blob.remote {
+                if app.open_blob(&entry.blob)?.is_some() || entry.blob.placement.in_bucket() {
                     return Ok(entry.blob.clone());
                 }
             }

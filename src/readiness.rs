@@ -14,6 +14,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 
 use crate::app::App;
+use crate::worker::{State, WorkError, Worker};
 
 /// How often the probe runs by itself.
 pub const PROBE_EVERY: Duration = Duration::from_secs(1);
@@ -103,33 +104,72 @@ pub async fn probe(app: Arc<App>) -> Result<(), String> {
     index.and(volume).and(remote)
 }
 
-/// Probe the data volume every [`PROBE_EVERY`] while `readiness` is alive (the app owns
-/// it). Only the temp directory is held, not the app: a probe in progress must never keep a
-/// closed app (and its index lock) alive.
-pub fn spawn_prober(
+/// Probes the data volume (and, s3/obs, the bucket) every [`PROBE_EVERY`] while
+/// `readiness` is alive (the app owns it): the one prober of an instance. Only the temp
+/// directory and the bucket's operator are held, not the app: a probe in progress must never
+/// keep a closed app (and its index lock) alive.
+///
+/// The bucket is probed at once, the volume first after [`PROBE_EVERY`] (start-up has just
+/// written to it, and a probe file must not look like a leftover of the previous run).
+pub struct Prober {
     readiness: Weak<Readiness>,
     temp_dir: PathBuf,
-    runtime: &tokio::runtime::Handle,
-) {
-    runtime.spawn(async move {
-        let mut tick = tokio::time::interval(PROBE_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            if readiness.strong_count() == 0 {
-                return;
-            }
-            let dir = temp_dir.clone();
-            let verdict = tokio::task::spawn_blocking(move || {
+    bucket: Option<crate::remote::BucketProbe>,
+    started: bool,
+}
+
+impl Prober {
+    pub fn new(
+        readiness: Weak<Readiness>,
+        temp_dir: PathBuf,
+        bucket: Option<crate::remote::BucketProbe>,
+    ) -> Prober {
+        Prober {
+            readiness,
+            temp_dir,
+            bucket,
+            started: false,
+        }
+    }
+}
+
+impl Worker for Prober {
+    fn name(&self) -> String {
+        "readiness prober".into()
+    }
+
+    async fn work(&mut self) -> Result<State, WorkError> {
+        if self.readiness.strong_count() == 0 {
+            return Ok(State::Done);
+        }
+        let volume = if std::mem::replace(&mut self.started, true) {
+            let dir = self.temp_dir.clone();
+            let probed = tokio::task::spawn_blocking(move || {
                 crate::store::write_probe_in(&dir).map_err(|e| volume_reason(&e))
             })
             .await
             .unwrap_or_else(|e| Err(format!("probe task failed: {e}")));
-            match readiness.upgrade() {
-                Some(r) => r.record(None, &verdict),
-                None => return,
-            }
+            Some(probed)
+        } else {
+            None
+        };
+        let remote = match &self.bucket {
+            Some(bucket) => Some(bucket.probe().await),
+            None => None,
+        };
+        let Some(r) = self.readiness.upgrade() else {
+            return Ok(State::Done);
+        };
+        if let Some(volume) = &volume {
+            r.record(None, volume);
         }
-    });
+        if let Some(remote) = &remote {
+            r.record_remote(remote);
+        }
+        Ok(State::Idle)
+    }
+
+    async fn wait_for_work(&mut self) {
+        tokio::time::sleep(PROBE_EVERY).await;
+    }
 }

@@ -111,7 +111,7 @@ pub fn reconcile(
 ) -> Result<Recovered, RecoveryError> {
     let mut unknown = Vec::new();
     store.visit_blob_files(|b3| {
-        if all || index.blob(b3)?.is_none_or(|m| m.evicted) {
+        if all || index.blob(b3)?.is_none_or(|m| !m.is_stored()) {
             unknown.push(b3.to_owned());
         }
         Ok::<_, RecoveryError>(())
@@ -161,9 +161,7 @@ pub fn reconcile(
                 Origin::Upstream
             },
             pinned: replay.pinned.get(b3).copied().unwrap_or(false),
-            evicted: false,
-            remote: false,
-            remote_only: false,
+            placement: crate::index::Placement::Local,
         };
         index.insert_blob(&meta)?;
         for rec in by_blob.get(b3.as_str()).into_iter().flatten() {

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use crate::alerts::Kind;
-use crate::app::{App, unix_now};
+use crate::app::App;
 use crate::audit::{Event, UpstreamInfo};
 use crate::error::Error;
 use crate::fill::FillError;
@@ -61,7 +61,7 @@ pub async fn revalidate(
         drop(temp);
         return Ok(Outcome::Unchanged);
     }
-    let now = unix_now();
+    let now = app.clock.unix_now();
     let meta = BlobMeta {
         digests: digests.clone(),
         size,
@@ -72,9 +72,7 @@ pub async fn revalidate(
         origin: Origin::Upstream,
         // Kept for inspection until an admin unpins or deletes it.
         pinned: true,
-        evicted: false,
-        remote: false,
-        remote_only: false,
+        placement: crate::index::Placement::Local,
     };
     let describe = |d: &Digests, size: u64| {
         format!(

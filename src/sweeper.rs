@@ -12,10 +12,10 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::alerts::Kind;
-use crate::app::{App, unix_now};
-use crate::audit::Event;
+use crate::app::App;
 use crate::error::Error;
 use crate::index::BlobMeta;
+use crate::worker::{State, WorkError, Worker};
 
 /// What one pass did (the JSON of `POST /api/v1/sweep`).
 #[derive(Debug, Default, Clone, Serialize, PartialEq)]
@@ -60,13 +60,13 @@ pub fn run_once(app: &App) -> Result<Report, Error> {
 
     // Files without index entries, and index entries without files. One file and one index
     // entry at a time: memory stays flat however many blobs there are.
-    let now = std::time::SystemTime::now();
+    let now = app.clock.system_time();
     app.store.visit_blob_files(|b3| {
         let old = app
             .store
             .blob_mtime(b3)
             .is_some_and(|t| now.duration_since(t).unwrap_or_default() >= ORPHAN_MIN_AGE);
-        if old && app.index.blob(b3)?.is_none_or(|m| m.evicted) {
+        if old && app.index.blob(b3)?.is_none_or(|m| !m.is_stored()) {
             app.store.remove(b3)?;
             r.removed_orphans += 1;
         }
@@ -78,7 +78,7 @@ pub fn run_once(app: &App) -> Result<Report, Error> {
     let max_unused = app.config.cache.max_unused;
     let mut candidates = candidates(app)?;
     if !max_unused.is_zero() {
-        let cutoff = unix_now() - max_unused.as_secs() as i64;
+        let cutoff = app.clock.unix_now() - max_unused.as_secs() as i64;
         let (old, keep): (Vec<_>, Vec<_>) =
             candidates.into_iter().partition(|c| c.last_access < cutoff);
         for c in old {
@@ -209,27 +209,13 @@ pub fn make_room(app: &App, incoming: u64) -> Result<Report, Error> {
 /// Whether the sweeper may remove a blob's local copy: not pinned, here, and with an object
 /// store, already safe in the bucket.
 fn evictable(app: &App, meta: &BlobMeta) -> bool {
-    !meta.pinned && meta.is_local() && (app.tier.is_none() || meta.remote)
+    !meta.pinned && meta.is_local() && (app.tier.is_none() || meta.placement.in_bucket())
 }
 
-/// Evict one blob: journal first, then the index (its URLs become misses, its history stays),
-/// then the file. Readers that have it open finish normally (unlink keeps open files).
-/// A blob the bucket holds only leaves the local tier: still a hit, served from the bucket.
+/// Evict one blob (see [`crate::lifecycle::Lifecycle::trim`]): a blob the bucket holds only
+/// leaves the local tier (still a hit, served from the bucket); any other is evicted.
 fn evict(app: &App, meta: &BlobMeta, why: &str, r: &mut Report) -> Result<(), Error> {
-    let b3 = meta.blake3();
-    if meta.remote {
-        app.index.set_tier(b3, true, true)?;
-        app.store.remove(b3)?;
-        app.metrics.evictions.inc();
-        r.evicted += 1;
-        r.freed_bytes += meta.size;
-        return Ok(());
-    }
-    let mut event = Event::new("evicted").with_digests(&meta.digests, meta.size);
-    event.detail = Some(why.to_owned());
-    app.journal.append(event)?;
-    app.index.evict(b3)?;
-    app.store.remove(b3)?;
+    app.lifecycle().trim(meta, why)?;
     app.metrics.evictions.inc();
     r.evicted += 1;
     r.freed_bytes += meta.size;
@@ -287,16 +273,8 @@ pub fn check_blob(app: &App, meta: &BlobMeta) -> Result<bool, Error> {
     if digests.blake3 == b3 && size == meta.size {
         return Ok(false);
     }
-    let path = app.store.quarantine(b3)?;
+    let path = app.lifecycle().quarantine(meta, &digests, size)?;
     warn!(blake3 = b3, actual = %digests.blake3, size, path = %path.display(), "corrupt blob quarantined");
-    let mut event = Event::new("integrity_failed").with_digests(&meta.digests, meta.size);
-    event.detail = Some(format!(
-        "stored bytes hash to blake3 {} ({size} bytes); moved to {}",
-        digests.blake3,
-        path.display()
-    ));
-    app.journal.append(event)?;
-    app.index.remove_blob(b3)?;
     app.alerts.raise(
         Kind::IntegrityFailed,
         b3,
@@ -325,21 +303,46 @@ pub fn verify_all(app: &App) -> Result<(u64, u64), Error> {
     Ok((checked, corrupt))
 }
 
-/// The background worker: a pass every `cache.sweep_interval`, backing off after errors.
-pub async fn worker(app: Arc<App>) {
-    let interval = app.config.cache.sweep_interval.max(Duration::from_secs(1));
-    let mut delay = interval;
-    loop {
-        tokio::time::sleep(delay).await;
-        let a = app.clone();
-        match tokio::task::spawn_blocking(move || run_once(&a)).await {
-            Ok(Ok(_)) => delay = interval,
-            Ok(Err(e)) => {
-                warn!(error = %e, "sweep failed; retrying sooner");
-                delay = (interval / 10).max(Duration::from_secs(10)).min(interval);
-            }
-            Err(e) => warn!(error = %e, "sweep task failed"),
+/// The background sweeper: a pass every `cache.sweep_interval` (the first one interval
+/// after the start). After a failed pass it waits longer, not shorter: twice the interval,
+/// doubling with each consecutive failure up to eight times (a failing pass would likely
+/// fail again; admission control still sweeps when a download needs room).
+pub struct SweepWorker {
+    app: Arc<App>,
+    interval: Duration,
+    started: bool,
+}
+
+impl SweepWorker {
+    pub fn new(app: Arc<App>) -> SweepWorker {
+        SweepWorker {
+            interval: app.config.cache.sweep_interval.max(Duration::from_secs(1)),
+            app,
+            started: false,
         }
+    }
+}
+
+impl Worker for SweepWorker {
+    fn name(&self) -> String {
+        "sweeper".into()
+    }
+
+    async fn work(&mut self) -> Result<State, WorkError> {
+        if !std::mem::replace(&mut self.started, true) {
+            return Ok(State::Idle);
+        }
+        let a = self.app.clone();
+        tokio::task::spawn_blocking(move || run_once(&a)).await??;
+        Ok(State::Idle)
+    }
+
+    async fn wait_for_work(&mut self) {
+        tokio::time::sleep(self.interval).await;
+    }
+
+    fn retry_after(&self, errors: u32) -> Duration {
+        crate::worker::backoff(self.interval * 2, errors, self.interval * 8)
     }
 }
 
@@ -377,9 +380,7 @@ mod tests {
                 access_count: 0,
                 origin: Origin::Upstream,
                 pinned: false,
-                evicted: false,
-                remote: false,
-                remote_only: false,
+                placement: crate::index::Placement::Local,
             };
             let url = format!("http://h/{i}");
             let record = UrlRecord {
@@ -398,6 +399,21 @@ mod tests {
         }
         all.sort();
         (app, all)
+    }
+
+    #[test]
+    fn after_a_failed_pass_the_sweeper_waits_longer_never_shorter() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = crate::Config::default();
+        cfg.storage.data_dir = dir.path().to_owned();
+        cfg.cache.sweep_interval = Duration::from_secs(600);
+        let app = App::open(cfg, rt.handle().clone()).unwrap();
+        let w = SweepWorker::new(app);
+        let m = Duration::from_secs(60);
+        let pauses: Vec<_> = (1..=5).map(|n| w.retry_after(n)).collect();
+        assert_eq!(pauses, [m * 20, m * 40, m * 80, m * 80, m * 80]);
+        assert!(pauses.iter().all(|p| *p > w.interval));
     }
 
     #[test]

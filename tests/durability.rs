@@ -87,7 +87,8 @@ async fn wait_for_alert(hook: &Upstream, kind: &str) -> serde_json::Value {
 async fn sweeper_evicts_least_recently_used_unpinned_blobs_to_the_low_watermark() {
     let (token, tc) = admin();
     let (hook, hook_url) = alert_receiver().await;
-    let srv = TestServer::start_with(|c| {
+    let clock = upcache::time::Clock::manual();
+    let srv = TestServer::start_with_clock(clock.clone(), |c| {
         c.auth.tokens = vec![tc];
         c.cache.max_size = 1_000_000;
         c.cache.high_watermark = 0.8;
@@ -110,7 +111,7 @@ async fn sweeper_evicts_least_recently_used_unpinned_blobs_to_the_low_watermark(
     let b: Vec<String> = (0..4)
         .map(|i| digests(&random_bytes(200_000, 40 + i)).blake3)
         .collect();
-    tokio::time::sleep(Duration::from_millis(1100)).await; // last_access has 1 s resolution
+    clock.advance(Duration::from_secs(1)); // last_access has 1 s resolution
     srv.get_bytes(&srv.fetch_url(&urls[0])).await;
     let r = srv
         .client
@@ -201,7 +202,8 @@ async fn sweeper_evicts_least_recently_used_unpinned_blobs_to_the_low_watermark(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_unused_temp_files_orphans_and_missing_files() {
     let (token, tc) = admin();
-    let srv = TestServer::start_with(|c| {
+    let clock = upcache::time::Clock::manual();
+    let srv = TestServer::start_with_clock(clock.clone(), |c| {
         c.auth.tokens = vec![tc];
         c.cache.max_unused = Duration::from_secs(1);
     })
@@ -250,7 +252,7 @@ async fn max_unused_temp_files_orphans_and_missing_files() {
         }
     }
 
-    tokio::time::sleep(Duration::from_millis(2100)).await; // past max_unused (1 s resolution)
+    clock.advance(Duration::from_secs(2)); // past max_unused (1 s resolution)
     let report = sweep(&srv, &token).await;
     assert_eq!(report["evicted"], 1, "unused for max_unused: {report}");
     assert_eq!(report["removed_temp"], 1, "{report}");
@@ -724,4 +726,83 @@ async fn disk_full_fails_cleanly_and_readiness_recovers_by_itself() {
         .await;
     assert_eq!((s.as_u16(), got), (200, random_bytes(100_000, 91)));
     srv.shut_down().await;
+}
+
+/// Copy a directory tree (a fixture) to `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), dest).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_written_by_0_1_opens_with_its_placements() {
+    use upcache::index::{Origin, Placement};
+    use upcache::store::Algo;
+    // See tests/fixtures/datadir-0.1/README.md: a (3000 bytes) fetched and stored, b (2000
+    // bytes) fetched and evicted, c (1000 bytes) uploaded and pinned.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/datadir-0.1");
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let data = dir.path().join("data");
+    copy_tree(&fixture, &data);
+    let srv = TestServer::start_in(dir.clone(), test_config(&data));
+    let sha = |hex: &str| {
+        srv.app
+            .index
+            .by_checksum(Algo::Sha256, hex)
+            .unwrap()
+            .expect("known blob")
+    };
+    let a = sha("7f08dcfac6944656096aa3b383813df11b452761f72b06110c2797b9b6e6ae9f");
+    let b = sha("1f34813ba21f327ed5ce6bc4f28f9b115b7f835b782e34c3979be1d60559ca5f");
+    let c = sha("9f21374e12a007a2dd7afef72c403712b1880d61635d18f93c4acfecd8854e40");
+    assert_eq!(
+        (a.placement, a.origin, a.pinned, a.size),
+        (Placement::Local, Origin::Upstream, false, 3000)
+    );
+    assert_eq!((b.placement, b.size), (Placement::Evicted, 2000));
+    assert_eq!(
+        (c.placement, c.origin, c.pinned, c.size),
+        (Placement::Local, Origin::Upload, true, 1000)
+    );
+    let stats = srv.app.index.stats();
+    assert_eq!((stats.blobs, stats.bytes, stats.urls), (2, 4000, 2));
+
+    // Served as hits, byte for byte (the fixture's upstream is not running).
+    let (s, h, body) = srv
+        .get_bytes(&srv.fetch_url("http://127.0.0.1:38471/a.tar.gz"))
+        .await;
+    assert_eq!((s.as_u16(), h["x-cache"].to_str().unwrap()), (200, "HIT"));
+    assert_eq!(digests(&body), a.digests);
+    let (s, h, body) = srv
+        .get_bytes(&srv.fetch_url("https://dead.example.org/c-1.0.tar.gz"))
+        .await;
+    assert_eq!((s.as_u16(), h["x-cache"].to_str().unwrap()), (200, "HIT"));
+    assert_eq!(digests(&body), c.digests);
+    // The evicted blob answers lookups with its history, not as present.
+    let r = srv
+        .get(&srv.url(&format!("/api/v1/lookup?blake3={}", b.blake3())))
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (&v["present"], &v["urls"][0]),
+        (
+            &serde_json::json!(false),
+            &serde_json::json!("http://127.0.0.1:38471/b.tar.gz")
+        ),
+        "{v}"
+    );
+    // The journal carries on where 0.1 stopped.
+    let events = journal_events(&srv);
+    assert_eq!(events.len(), 4);
+    assert_eq!(events[1]["event"], "evicted");
+    assert!(srv.app.store.exists(a.blake3()) && !srv.app.store.exists(b.blake3()));
 }

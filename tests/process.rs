@@ -683,5 +683,89 @@ async fn metrics_negotiate_their_format_and_promtool_accepts_the_default() {
             headers.contains("content-type: text/plain; version=0.0.4"),
             "{accept}"
         );
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_downloads_in_progress_finish_and_keeps_them() {
+    let up = Upstream::start().await;
+    let (followed, abandoned) = (random_bytes(1_500_000, 31), random_bytes(1_200_000, 32));
+    let (gate_f, gate_a) = (Gate::new(), Gate::new());
+    up.route(
+        "/g/followed.tar.gz",
+        Route::ok(followed.clone()).hold_at(400_000, gate_f.clone()),
+    );
+    up.route(
+        "/g/abandoned.tar.gz",
+        Route::ok(abandoned.clone()).hold_at(400_000, gate_a.clone()),
+    );
+    let cwd = tempfile::tempdir().unwrap();
+    let mut p = Process::spawn(cwd.path(), &[], &[PRIVATE_OK]);
+    let c = client();
+    let fetch = |p: &Process, path: &str| format!("{}/fetch?url={}", p.base, enc(&up.url(path)));
+    // One client follows its download (on a connection closed after it, so the HTTP server
+    // has nothing left to wait for once it ends); the other download goes on without its
+    // client (fills are not tied to a connection).
+    let r = c
+        .get(fetch(&p, "/g/followed.tar.gz"))
+        .header("connection", "close")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-cache"], "MISS");
+    let mut stream = r.bytes_stream();
+    let mut got = stream.next().await.unwrap().unwrap().to_vec();
+    let r = c
+        .get(fetch(&p, "/g/abandoned.tar.gz"))
+        .send()
+        .await
+        .unwrap();
+    let mut other = r.bytes_stream();
+    other.next().await.unwrap().unwrap();
+    drop(other);
+    gate_f.reached().await;
+    gate_a.reached().await;
+
+    // SIGTERM while both are held; once the server is shutting down, the followed one goes on
+    // and completes.
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
+    while !p.log().contains("shutting down") {
+        tokio::task::yield_now().await;
+    }
+    gate_f.open();
+    while let Some(piece) = stream.next().await {
+        got.extend_from_slice(&piece.expect("the download is not cut"));
+    }
+    assert!(
+        got == followed,
+        "the followed download completed byte for byte"
+    );
+    // No connection is left; the abandoned download is still held upstream. The process
+    // must wait for it rather than exit (which would lose it).
+    loop {
+        if p.child.try_wait().unwrap().is_some()
+            || p.log().contains("waiting for downloads in progress")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    gate_a.open();
+    let status = tokio::task::spawn_blocking(move || {
+        let status = p.child.wait().unwrap();
+        (status, p.log())
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success(), "exits 0: {:?}\n{}", status.0, status.1);
+
+    // Both fills were committed before the process exited: hits, upstream not asked again.
+    let p = Process::spawn(cwd.path(), &[], &[PRIVATE_OK]);
+    for (path, body) in [
+        ("/g/followed.tar.gz", &followed),
+        ("/g/abandoned.tar.gz", &abandoned),
+    ] {
+        let r = c.get(fetch(&p, path)).send().await.unwrap();
+        assert_eq!(r.headers()["x-cache"], "HIT", "{path}");
+        assert!(r.bytes().await.unwrap() == body, "{path}");
+        assert_eq!(up.hits(path), 1, "{path}");
     }
 }

@@ -21,8 +21,18 @@ async fn instance(
     prefix: &str,
     f: impl FnOnce(&mut upcache::Config),
 ) -> (TestServer, String) {
+    instance_with_clock(s3, prefix, upcache::time::Clock::system(), f).await
+}
+
+/// [`instance`] keeping time with `clock` (advanced by the test instead of sleeping).
+async fn instance_with_clock(
+    s3: &S3Server,
+    prefix: &str,
+    clock: upcache::time::Clock,
+    f: impl FnOnce(&mut upcache::Config),
+) -> (TestServer, String) {
     let (admin, sha) = upcache::auth::new_token();
-    let srv = TestServer::start_with(|c| {
+    let srv = TestServer::start_with_clock(clock, |c| {
         s3.configure(c, prefix);
         c.auth.tokens = vec![TokenConfig {
             name: "ops".into(),
@@ -384,10 +394,14 @@ async fn a_corrupt_blob_in_the_bucket_is_never_served_as_complete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trimming_the_local_tier_keeps_blobs_in_the_bucket() {
     let (s3, up, body) = fixture(500_000, 69).await;
-    let (srv, admin) = instance(&s3, "trim", |c| c.cache.max_unused = Duration::from_secs(1)).await;
+    let clock = upcache::time::Clock::manual();
+    let (srv, admin) = instance_with_clock(&s3, "trim", clock.clone(), |c| {
+        c.cache.max_unused = Duration::from_secs(1)
+    })
+    .await;
     let _ = srv.get_bytes(&srv.fetch_url(&up.url(PATH))).await;
     settle(&srv).await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    clock.advance(Duration::from_secs(2)); // past max_unused (1 s resolution)
     let v = sweep(&srv, &admin).await;
     assert_eq!(v["evicted"], 1, "{v}");
     let blake3 = blake3::hash(&body).to_hex().to_string();
@@ -401,7 +415,8 @@ async fn trimming_the_local_tier_keeps_blobs_in_the_bucket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_cleanup_deletes_unused_blobs_but_never_pinned_ones() {
     let (s3, up, old) = fixture(100_000, 70).await;
-    let (srv, admin) = instance(&s3, "cleanup", |c| {
+    let clock = upcache::time::Clock::manual();
+    let (srv, admin) = instance_with_clock(&s3, "cleanup", clock.clone(), |c| {
         c.cache.remote_max_unused = Duration::from_secs(1);
     })
     .await;
@@ -424,7 +439,9 @@ async fn remote_cleanup_deletes_unused_blobs_but_never_pinned_ones() {
         blake3::hash(&kept).to_hex().to_string(),
     );
     assert!(op.exists(&blob_key(&old_b3)).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Well past remote_max_unused by this instance's clock, whatever the bucket's (real)
+    // modification times say.
+    clock.advance(Duration::from_secs(3600));
 
     let v = sweep(&srv, &admin).await;
     assert_eq!(v["remote_deleted"], 1, "{v}");
@@ -538,23 +555,21 @@ async fn uploads_while_the_bucket_is_down_stay_local_and_reach_it_when_it_is_bac
 async fn a_remembered_not_cached_is_trusted_for_index_refresh_only() {
     let (s3, up, _) = fixture(10_000, 74).await;
     let refresh = |c: &mut upcache::Config| c.cache.index_refresh = Duration::from_secs(1);
+    let clock = upcache::time::Clock::manual();
     let (a, _) = instance(&s3, "refresh", refresh).await;
-    let (b, _) = instance(&s3, "refresh", refresh).await;
+    let (b, _) = instance_with_clock(&s3, "refresh", clock.clone(), refresh).await;
     let lookup_url = b.url(&format!("/api/v1/lookup?url={}", enc(&up.url(PATH))));
     let lookup = || b.get(&lookup_url);
     assert_eq!(lookup().await.status(), 404);
     let _ = a.get_bytes(&a.fetch_url(&up.url(PATH))).await;
     settle(&a).await;
-    let started = std::time::Instant::now();
-    let r = lookup().await;
-    if started.elapsed() < Duration::from_millis(900) {
-        assert_eq!(
-            r.status(),
-            404,
-            "B trusts its remembered answer for a while"
-        );
-    }
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    clock.advance(Duration::from_millis(999));
+    assert_eq!(
+        lookup().await.status(),
+        404,
+        "B trusts its remembered answer for a while"
+    );
+    clock.advance(Duration::from_millis(1));
     let r = lookup().await;
     assert_eq!(r.status(), 200, "then asks the shared index again");
     let v: serde_json::Value = r.json().await.unwrap();

@@ -413,7 +413,7 @@ async fn serve_blob(
     head: &HitHead,
     meta: &crate::index::BlobMeta,
 ) -> Result<Option<HttpResponse>, Error> {
-    if meta.remote
+    if meta.placement.in_bucket()
         && app.config.storage.serve == crate::config::ServeMode::Redirect
         && app.remote_ready()
     {
@@ -423,7 +423,7 @@ async fn serve_blob(
     if let Some(file) = app.open_blob(meta)? {
         return serve::hit(req, app, head, file).map(Some);
     }
-    if !meta.remote {
+    if !meta.placement.in_bucket() {
         return Ok(None);
     }
     let (res, start, end) = match serve::prepare(req, app, head)? {
@@ -491,7 +491,7 @@ async fn serve_checksum(
     let meta = app
         .index
         .by_checksum(algo, &hex)?
-        .filter(|m| !m.evicted)
+        .filter(|m| m.is_stored())
         .ok_or_else(not_found)?;
     let file_name = match name {
         Some(n) => n,

@@ -156,9 +156,10 @@ pub fn blob_json(app: &App, meta: &BlobMeta) -> Result<Value, Error> {
         "first_seen": rfc3339(meta.first_seen),
         "last_access": rfc3339(meta.last_access),
         "access_count": meta.access_count,
-        "present": !meta.evicted && (meta.remote || app.store.exists(meta.blake3())),
+        "present": meta.is_stored()
+            && (meta.placement.in_bucket() || app.store.exists(meta.blake3())),
         // s3/obs: whether the bucket holds it yet (uploads run in the background).
-        "remote": meta.remote,
+        "remote": meta.placement.in_bucket(),
         "urls": app
             .index
             .urls_of(meta.blake3())?

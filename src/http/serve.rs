@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use futures::Stream;
 
 use super::sendfile::{ConnSocket, SendfileBody, SentBytes};
-use crate::app::{App, unix_now};
+use crate::app::App;
 use crate::error::Error;
 use crate::fill::{Fill, FillError};
 use crate::index::BlobMeta;
@@ -156,7 +156,7 @@ pub fn prepare(req: &HttpRequest, app: &App, head: &HitHead) -> Result<Prepared,
         }
     };
 
-    app.index.record_access(b3, unix_now());
+    app.index.record_access(b3, app.clock.unix_now());
 
     for (name, value) in &head.content {
         res.insert_header((name.clone(), value.clone()));
@@ -196,7 +196,7 @@ pub fn redirect_hit(req: &HttpRequest, app: &App, head: &HitHead, location: &str
             return res.finish();
         }
     }
-    app.index.record_access(&head.blake3, unix_now());
+    app.index.record_access(&head.blake3, app.clock.unix_now());
     let mut res = HttpResponse::Found();
     res.insert_header((header::LOCATION, location))
         .insert_header((X_CACHE.clone(), HeaderValue::from_static("HIT")))

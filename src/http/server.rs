@@ -92,6 +92,8 @@ impl Server {
         let server = actix_server::Server::build()
             .workers(workers)
             .disable_signals()
+            // A graceful stop lets responses in progress finish within the shutdown grace.
+            .shutdown_timeout(crate::background::SHUTDOWN_GRACE.as_secs())
             .listen("upcache", listener, move || {
                 let app = parts
                     .build()

@@ -16,7 +16,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::bounded::BoundedLru;
-use crate::store::{Algo, Digests};
+use crate::store::Algo;
 
 /// Errors of the index.
 #[derive(Debug, thiserror::Error)]
@@ -37,52 +37,8 @@ pub enum IndexError {
     },
 }
 
-/// Where a blob's bytes came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Origin {
-    Upstream,
-    Upload,
-}
-
-/// Everything known about one stored blob.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BlobMeta {
-    #[serde(flatten)]
-    pub digests: Digests,
-    pub size: u64,
-    pub content_type: Option<String>,
-    /// Unix seconds.
-    pub first_seen: i64,
-    /// Unix seconds.
-    pub last_access: i64,
-    pub access_count: u64,
-    pub origin: Origin,
-    pub pinned: bool,
-    /// Evicted by the sweeper: the bytes are gone, the metadata and history stay (lookups
-    /// answer `present: false`), and the blob's URLs are misses again.
-    #[serde(default)]
-    pub evicted: bool,
-    /// s3/obs: the bucket holds the bytes (uploaded and confirmed). Until then the local copy
-    /// is the only one, and the sweeper never trims it.
-    #[serde(default)]
-    pub remote: bool,
-    /// s3/obs: the bytes are in the bucket only, not in the local L1 tier (trimmed by the
-    /// sweeper, or learned from the shared index). The URLs stay bound: it is still a hit.
-    #[serde(default)]
-    pub remote_only: bool,
-}
-
-impl BlobMeta {
-    pub fn blake3(&self) -> &str {
-        &self.digests.blake3
-    }
-
-    /// Whether the bytes are in the local store (they count against its size).
-    pub fn is_local(&self) -> bool {
-        !self.evicted && !self.remote_only
-    }
-}
+mod meta;
+pub use meta::{BlobMeta, Origin, Placement};
 
 /// One bound URL and what upstream said about it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -230,7 +186,7 @@ impl Index {
         for item in self.blobs.iter() {
             let (k, v) = item?;
             let meta: BlobMeta = decode(&k, &v)?;
-            if !meta.evicted {
+            if meta.is_stored() {
                 blobs += 1;
             }
             if meta.is_local() {
@@ -382,15 +338,13 @@ impl Index {
         let Some(mut meta) = self.blob(blake3)? else {
             return Ok(None);
         };
-        if meta.evicted {
+        if !meta.is_stored() {
             return Ok(Some(meta));
         }
         let urls = self.urls_of(blake3)?;
         let b3 = hex_key(blake3).expect("validated by blob()");
         let was_local = meta.is_local();
-        meta.evicted = true;
-        meta.remote = false;
-        meta.remote_only = false;
+        meta.placement = Placement::Evicted;
         let json = serde_json::to_vec(&meta).expect("serializable");
         let unbound = (&self.blobs, &self.urls)
             .transaction(|(blobs, url_tree)| {
@@ -441,7 +395,7 @@ impl Index {
         for item in iter {
             let (k, v) = item.map_err(IndexError::from)?;
             let meta: BlobMeta = decode(&k, &v)?;
-            if !meta.evicted && !visit(meta)? {
+            if meta.is_stored() && !visit(meta)? {
                 break;
             }
         }
@@ -471,14 +425,15 @@ impl Index {
         Ok(Some(decode(&key, &v)?))
     }
 
-    /// s3/obs: the bucket now holds the blob (`remote`), or the local copy is gone or back
-    /// (`remote_only`). Keeps the byte count of the local tier right. `None` if there is no
-    /// such blob (or it is evicted).
-    pub fn set_tier(
+    /// Move a stored blob between [`Placement::Local`], [`Placement::Replicated`] and
+    /// [`Placement::RemoteOnly`]: `change` gets the current placement and returns the new one.
+    /// Keeps the byte count of the local tier right. An evicted blob stays evicted (only
+    /// [`Index::evict`] evicts, only a new binding revives). `None` if there is no such blob
+    /// (or it is evicted). Used by `crate::lifecycle`, which owns the transitions.
+    pub fn set_placement(
         &self,
         blake3: &str,
-        remote: bool,
-        remote_only: bool,
+        change: impl Fn(Placement) -> Placement,
     ) -> Result<Option<BlobMeta>, IndexError> {
         let Some(key) = hex_key(blake3) else {
             return Ok(None);
@@ -486,10 +441,13 @@ impl Index {
         let mut before = None;
         let updated = self.blobs.update_and_fetch(&key, |old| {
             let mut meta: BlobMeta = serde_json::from_slice(old?).ok()?;
-            before = Some(meta.clone());
-            if !meta.evicted {
-                meta.remote = remote;
-                meta.remote_only = remote && remote_only;
+            before = Some(meta.placement);
+            if meta.is_stored() {
+                let next = change(meta.placement);
+                debug_assert!(!next.is_evicted(), "only Index::evict evicts");
+                if !next.is_evicted() {
+                    meta.placement = next;
+                }
             }
             Some(serde_json::to_vec(&meta).expect("serializable"))
         })?;
@@ -499,11 +457,13 @@ impl Index {
         let after: BlobMeta = decode(&key, &v)?;
         match (before.is_local(), after.is_local()) {
             (true, false) => self.n_bytes.fetch_sub(after.size, Ordering::Relaxed),
-            (false, true) => self.n_bytes.fetch_add(after.size, Ordering::Relaxed),
+            (false, true) if !before.is_evicted() => {
+                self.n_bytes.fetch_add(after.size, Ordering::Relaxed)
+            }
             _ => 0,
         };
         self.forget_urls_of(blake3)?;
-        Ok((!after.evicted).then_some(after))
+        Ok(after.is_stored().then_some(after))
     }
 
     /// Drop the in-memory URL entries of a blob (they carry a copy of its metadata).
@@ -543,7 +503,7 @@ impl Index {
                 Ok::<_, ConflictableTransactionError<serde_json::Error>>(())
             })
             .map_err(|e| tx_error(e, blake3))?;
-        if !meta.evicted {
+        if meta.is_stored() {
             self.n_blobs.fetch_sub(1, Ordering::Relaxed);
             self.n_urls.fetch_sub(urls.len() as u64, Ordering::Relaxed);
         }
@@ -601,7 +561,7 @@ impl Index {
             let b3 = hex::encode(&k);
             let meta = decode::<BlobMeta>(&k, &v)?;
             if meta.is_local() && !exists(&b3) {
-                if meta.remote {
+                if meta.placement.in_bucket() {
                     remote_only.push(b3);
                 } else {
                     gone.push(b3);
@@ -609,7 +569,7 @@ impl Index {
             }
         }
         for b3 in &remote_only {
-            self.set_tier(b3, true, true)?;
+            self.set_placement(b3, |_| Placement::RemoteOnly)?;
         }
         for b3 in &gone {
             self.remove_blob(b3)?;
@@ -660,7 +620,7 @@ fn put_blob(
         Some(old) => {
             let old: BlobMeta =
                 serde_json::from_slice(&old).map_err(ConflictableTransactionError::Abort)?;
-            if !old.evicted {
+            if old.is_stored() {
                 return Ok(false);
             }
             BlobMeta {
@@ -668,9 +628,7 @@ fn put_blob(
                 access_count: old.access_count,
                 pinned: old.pinned || blob.pinned,
                 origin: old.origin,
-                evicted: false,
-                remote: false,
-                remote_only: false,
+                placement: Placement::Local,
                 ..blob.clone()
             }
         }
@@ -720,9 +678,7 @@ mod tests {
             access_count: 0,
             origin: Origin::Upstream,
             pinned: false,
-            evicted: false,
-            remote: false,
-            remote_only: false,
+            placement: Placement::Local,
         }
     }
 
@@ -865,7 +821,7 @@ mod tests {
         idx.record_access(b.blake3(), 99);
         idx.flush_access().unwrap();
         let evicted = idx.evict(b.blake3()).unwrap().unwrap();
-        assert!(evicted.evicted);
+        assert_eq!(evicted.placement, Placement::Evicted);
         assert!(
             idx.url("http://a/x").unwrap().is_none(),
             "the URL is a miss again"
@@ -887,7 +843,7 @@ mod tests {
         again.first_seen = 500;
         idx.bind(&again, &record("http://a/x", &again)).unwrap();
         let m = idx.blob(b.blake3()).unwrap().unwrap();
-        assert!(!m.evicted);
+        assert_eq!(m.placement, Placement::Local);
         assert_eq!((m.first_seen, m.access_count), (1, 1));
         assert_eq!(
             idx.stats(),
@@ -896,6 +852,93 @@ mod tests {
                 bytes: 3,
                 urls: 1
             }
+        );
+    }
+
+    #[test]
+    fn blob_records_of_earlier_versions_read_as_placements_and_are_written_the_same_way() {
+        let b = meta(b"abc");
+        let d = &b.digests;
+        let old = |flags: &str| {
+            format!(
+                r#"{{"md5":"{}","sha256":"{}","sha512":"{}","blake3":"{}","size":3,"content_type":null,"first_seen":1,"last_access":1,"access_count":0,"origin":"upstream","pinned":false{flags}}}"#,
+                d.md5, d.sha256, d.sha512, d.blake3
+            )
+        };
+        for (flags, placement) in [
+            // The first release wrote no placement at all.
+            ("", Placement::Local),
+            (
+                r#","evicted":false,"remote":false,"remote_only":false"#,
+                Placement::Local,
+            ),
+            (
+                r#","evicted":false,"remote":true,"remote_only":false"#,
+                Placement::Replicated,
+            ),
+            (
+                r#","evicted":false,"remote":true,"remote_only":true"#,
+                Placement::RemoteOnly,
+            ),
+            (
+                r#","evicted":true,"remote":false,"remote_only":false"#,
+                Placement::Evicted,
+            ),
+            (r#","evicted":true"#, Placement::Evicted),
+        ] {
+            let read: BlobMeta = serde_json::from_str(&old(flags)).unwrap();
+            assert_eq!(read.placement, placement, "{flags}");
+            assert_eq!(read.digests, b.digests);
+            // Written back as the earlier versions wrote it (they share buckets with us).
+            let written: serde_json::Value = serde_json::to_value(&read).unwrap();
+            let (evicted, remote, remote_only) = placement.to_flags();
+            assert_eq!(written["evicted"], evicted);
+            assert_eq!(written["remote"], remote);
+            assert_eq!(written["remote_only"], remote_only);
+            assert_eq!(written["blake3"], d.blake3.as_str());
+            assert!(written.get("placement").is_none());
+            let again: BlobMeta = serde_json::from_value(written).unwrap();
+            assert_eq!(again, read);
+        }
+    }
+
+    #[test]
+    fn placement_changes_keep_the_local_byte_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(dir.path(), 10).unwrap();
+        let b = meta(b"abcd");
+        idx.bind(&b, &record("http://a/x", &b)).unwrap();
+        let bytes = |idx: &Index| idx.stats().bytes;
+        assert_eq!(bytes(&idx), 4);
+        idx.set_placement(b.blake3(), |_| Placement::Replicated)
+            .unwrap();
+        assert_eq!(bytes(&idx), 4);
+        let m = idx
+            .set_placement(b.blake3(), |_| Placement::RemoteOnly)
+            .unwrap()
+            .unwrap();
+        assert_eq!((m.placement, bytes(&idx)), (Placement::RemoteOnly, 0));
+        assert_eq!(
+            idx.url("http://a/x").unwrap().unwrap().blob.placement,
+            Placement::RemoteOnly,
+            "the cached URL entry follows"
+        );
+        idx.set_placement(b.blake3(), |_| Placement::Replicated)
+            .unwrap();
+        assert_eq!(bytes(&idx), 4);
+        idx.evict(b.blake3()).unwrap();
+        assert_eq!(bytes(&idx), 0);
+        assert!(
+            idx.set_placement(b.blake3(), |_| Placement::Local)
+                .unwrap()
+                .is_none(),
+            "an evicted blob stays evicted"
+        );
+        assert_eq!(bytes(&idx), 0);
+        assert!(
+            idx.set_placement(&"0".repeat(64), |_| Placement::Local)
+                .unwrap()
+                .is_none()
         );
     }
 

@@ -116,6 +116,31 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 const ABSENT_ENTRIES: usize = 100_000;
 const ABSENT_BYTES: usize = 16 << 20;
 
+/// Probes a bucket: see [`Remote::prober`].
+#[derive(Clone)]
+pub struct BucketProbe {
+    op: Operator,
+    name: String,
+}
+
+impl BucketProbe {
+    /// Whether the bucket answers (a missing probe key is an answer).
+    pub async fn probe(&self) -> Result<(), String> {
+        let key = "upcache-probe";
+        let asked = tokio::time::timeout(LOOKUP_TIMEOUT, self.op.stat(key)).await;
+        match asked {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Ok(Err(e)) => Err(format!("{} is unreachable: {e}", self.name)),
+            Err(_) => Err(format!(
+                "{} is unreachable: no answer within {} s",
+                self.name,
+                LOOKUP_TIMEOUT.as_secs()
+            )),
+        }
+    }
+}
+
 /// The bucket, and what this instance remembers about it.
 pub struct Remote {
     op: Operator,
@@ -199,6 +224,14 @@ impl Remote {
             absent: Recent::new(ABSENT_ENTRIES, ABSENT_BYTES),
             refresh: index_refresh,
         })
+    }
+
+    /// Remembered answers age by `clock`.
+    pub fn with_clock(self, clock: crate::time::Clock) -> Remote {
+        Remote {
+            absent: Recent::with_clock(ABSENT_ENTRIES, ABSENT_BYTES, clock),
+            ..self
+        }
     }
 
     /// Whether the bucket was recently found not to have `key` (a URL or `algo:hex`).
@@ -487,17 +520,15 @@ impl Remote {
 
     /// Whether the bucket answers (a HEAD of a key that need not exist): `/readyz`.
     pub async fn probe(&self) -> Result<(), String> {
-        let key = "upcache-probe";
-        let asked = tokio::time::timeout(LOOKUP_TIMEOUT, self.op.stat(key)).await;
-        match asked {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Ok(Err(e)) => Err(format!("{} is unreachable: {e}", self.name)),
-            Err(_) => Err(format!(
-                "{} is unreachable: no answer within {} s",
-                self.name,
-                LOOKUP_TIMEOUT.as_secs()
-            )),
+        self.prober().probe().await
+    }
+
+    /// What probes the bucket, without the rest of this instance's state (for the
+    /// readiness prober, which must not keep the app alive).
+    pub fn prober(&self) -> BucketProbe {
+        BucketProbe {
+            op: self.op.clone(),
+            name: self.name.clone(),
         }
     }
 

@@ -17,12 +17,12 @@ use tracing::{info, warn};
 
 use super::{Remote, RemoteError, SharedBlob};
 use crate::alerts::Kind;
-use crate::app::{App, unix_now};
-use crate::audit::Event;
+use crate::app::App;
 use crate::error::Error;
-use crate::index::{BlobMeta, UrlRecord};
+use crate::index::{BlobMeta, Placement, UrlRecord};
 use crate::store::Algo;
 use crate::url::UpstreamUrl;
+use crate::worker::{State, WorkError, Worker};
 
 /// A response body streamed from the bucket.
 pub type RemoteBody = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
@@ -89,15 +89,15 @@ impl Tier {
 }
 
 impl App {
-    /// Start the object-store workers: publish what a previous run left unpublished, and
-    /// probe the bucket every second for readiness.
+    /// Start the object-store work: publish what a previous run left unpublished (the
+    /// bucket is probed by the readiness prober).
     pub(crate) fn start_tier(self: &Arc<Self>) -> Result<(), Error> {
         let Some(tier) = &self.tier else {
             return Ok(());
         };
         let mut pending = Vec::new();
         self.index.visit_stored_blobs(None, |m| {
-            if !m.remote && m.is_local() {
+            if m.placement == Placement::Local {
                 pending.push(m.digests.blake3);
             }
             Ok::<_, Error>(true)
@@ -108,18 +108,6 @@ impl App {
         for b3 in pending {
             self.publish_later(&b3);
         }
-        let weak = Arc::downgrade(self);
-        self.runtime().spawn(async move {
-            let mut tick = tokio::time::interval(crate::readiness::PROBE_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(app) = weak.upgrade() else { return };
-                let Some(tier) = &app.tier else { return };
-                let verdict = tier.bucket.probe().await;
-                app.readiness.record_remote(&verdict);
-            }
-        });
         Ok(())
     }
 
@@ -141,40 +129,12 @@ impl App {
             }
             publishing.insert(blake3.to_owned(), false);
         }
-        let weak = Arc::downgrade(self);
-        let slots = tier.slots.clone();
-        let b3 = blake3.to_owned();
-        self.runtime().spawn(async move {
-            let mut attempt = 0u32;
-            loop {
-                let Ok(permit) = slots.acquire().await else { return };
-                let Some(app) = weak.upgrade() else { return };
-                let result = app.publish_once(&b3).await;
-                drop(permit);
-                let tier = app.tier.as_ref().expect("publishing needs a tier");
-                match result {
-                    Ok(()) => {
-                        attempt = 0;
-                        let mut publishing = tier.publishing.lock();
-                        if publishing.get(&b3) == Some(&true) {
-                            publishing.insert(b3.clone(), false);
-                            continue;
-                        }
-                        publishing.remove(&b3);
-                        drop(publishing);
-                        tier.published.notify_waiters();
-                        return;
-                    }
-                    Err(e) => {
-                        attempt += 1;
-                        let delay = crate::fill::backoff(Duration::from_secs(1), attempt.min(7));
-                        warn!(blake3 = %b3, attempt, error = %e, retry_in_ms = delay.as_millis() as u64, "publishing to the object store failed; the local copy stays");
-                        drop(app);
-                        tokio::time::sleep(delay).await;
-                    }
-                }
-            }
-        });
+        let publication = Publication {
+            app: Arc::downgrade(self),
+            slots: tier.slots.clone(),
+            blake3: blake3.to_owned(),
+        };
+        self.workers.publish.spawn(publication, self.runtime());
     }
 
     /// One publication of a blob (idempotent).
@@ -183,10 +143,10 @@ impl App {
         let Some(local) = self.index.blob(b3)? else {
             return Ok(());
         };
-        if local.evicted {
+        if !local.is_stored() {
             return Ok(());
         }
-        if !local.remote && !tier.bucket.has_blob(b3, local.size).await? {
+        if !local.placement.in_bucket() && !tier.bucket.has_blob(b3, local.size).await? {
             let path = self.store.blob_path(b3);
             if !path.exists() {
                 warn!(blake3 = b3, "cannot upload: the local copy is gone");
@@ -211,8 +171,7 @@ impl App {
         }
         let mut shared = SharedBlob {
             meta: BlobMeta {
-                remote: true,
-                remote_only: false,
+                placement: Placement::Replicated,
                 ..local.clone()
             },
             urls: records.iter().map(|r| r.url.clone()).collect(),
@@ -230,7 +189,7 @@ impl App {
             }
         }
         tier.bucket.publish(&shared, &records).await?;
-        self.index.set_tier(b3, true, local.remote_only)?;
+        self.lifecycle().replicated(b3)?;
         Ok(())
     }
 
@@ -270,7 +229,7 @@ impl App {
         if self
             .index
             .by_checksum(algo, hex)?
-            .is_some_and(|m| !m.evicted)
+            .is_some_and(|m| m.is_stored())
             || tier.bucket.checksum_recently_absent(algo, hex)
         {
             return Ok(());
@@ -291,9 +250,11 @@ impl App {
     fn learned(&self, meta: BlobMeta) -> BlobMeta {
         let here = self.store.exists(meta.blake3());
         BlobMeta {
-            remote: true,
-            remote_only: !here,
-            evicted: false,
+            placement: if here {
+                Placement::Replicated
+            } else {
+                Placement::RemoteOnly
+            },
             pinned: false,
             access_count: 0,
             ..meta
@@ -369,7 +330,7 @@ impl App {
             blake3 = b3,
             "blob is gone from the object store; dropping its index entry"
         );
-        self.index.remove_blob(b3)?;
+        self.lifecycle().forget(b3)?;
         Ok(())
     }
 
@@ -444,7 +405,7 @@ impl App {
         let app = self.clone();
         let stored = tokio::task::spawn_blocking(move || -> Result<(), Error> {
             app.store.commit(temp, &b3)?;
-            app.index.set_tier(&b3, true, false)?;
+            app.lifecycle().restore_local(&b3)?;
             Ok(())
         })
         .await;
@@ -480,7 +441,7 @@ impl App {
                     .blob(&b3)
                     .ok()
                     .flatten()
-                    .is_some_and(|m| m.remote)
+                    .is_some_and(|m| m.placement.in_bucket())
             {
                 self.publish_later(&b3);
             }
@@ -497,7 +458,7 @@ impl App {
         if max_unused.is_zero() {
             return Ok((0, 0));
         }
-        let cutoff = unix_now() - max_unused.as_secs() as i64;
+        let cutoff = self.clock.unix_now() - max_unused.as_secs() as i64;
         let (mut deleted, mut freed) = (0, 0);
         for (b3, written) in tier.bucket.list_meta().await? {
             if written >= cutoff {
@@ -517,17 +478,14 @@ impl App {
                 continue;
             }
             tier.bucket.delete_blob(&shared).await?;
-            let mut event =
-                Event::new("evicted").with_digests(&shared.meta.digests, shared.meta.size);
-            event.detail = Some(format!(
-                "deleted from the object store: unused longer than cache.remote_max_unused; urls: {}",
-                shared.urls.join(" ")
-            ));
-            self.journal.append(event)?;
-            if local.is_some() {
-                self.index.evict(&b3)?;
-                self.store.remove(&b3)?;
-            }
+            self.lifecycle().evict(
+                &shared.meta.digests,
+                shared.meta.size,
+                format!(
+                    "deleted from the object store: unused longer than cache.remote_max_unused; urls: {}",
+                    shared.urls.join(" ")
+                ),
+            )?;
             deleted += 1;
             freed += shared.meta.size;
         }
@@ -574,6 +532,52 @@ impl App {
                 warn!(blake3 = %b3, error = %e, "cannot unpin in the object store");
             }
         });
+    }
+}
+
+/// One blob's publication ([`App::publish_later`]): a worker that retries with backoff
+/// until it succeeds, the app closes, or the instance shuts down (the next start publishes
+/// what is left).
+struct Publication {
+    app: std::sync::Weak<App>,
+    slots: Arc<Semaphore>,
+    blake3: String,
+}
+
+impl Worker for Publication {
+    fn name(&self) -> String {
+        format!("publication of {}", self.blake3)
+    }
+
+    async fn work(&mut self) -> Result<State, WorkError> {
+        let Ok(permit) = self.slots.clone().acquire_owned().await else {
+            return Ok(State::Done);
+        };
+        let Some(app) = self.app.upgrade() else {
+            return Ok(State::Done);
+        };
+        let b3 = &self.blake3;
+        // A failure is logged by the runner; the local copy stays.
+        app.publish_once(b3).await?;
+        drop(permit);
+        let tier = app.tier.as_ref().expect("publishing needs a tier");
+        let mut publishing = tier.publishing.lock();
+        if publishing.get(b3) == Some(&true) {
+            // A URL was bound meanwhile: publish again.
+            publishing.insert(b3.clone(), false);
+            return Ok(State::Busy);
+        }
+        publishing.remove(b3);
+        drop(publishing);
+        tier.published.notify_waiters();
+        Ok(State::Done)
+    }
+
+    async fn wait_for_work(&mut self) {}
+
+    /// One second, doubling up to about two minutes.
+    fn retry_after(&self, errors: u32) -> Duration {
+        crate::fill::backoff(Duration::from_secs(1), errors.min(7))
     }
 }
 

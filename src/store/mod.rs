@@ -291,16 +291,29 @@ impl LocalStore {
     /// Move a blob whose bytes do not match its name out of the store, to
     /// `data_dir/quarantine/<blake3>.<unix time>`, for inspection. Returns the new path.
     pub fn quarantine(&self, blake3: &str) -> Result<PathBuf, StoreError> {
-        self.open_files.lock().pop(blake3);
-        let dir = self.root.join("quarantine");
-        fs::create_dir_all(&dir).map_err(|e| StoreError::io("create directory", &dir, e))?;
+        let dest = self.quarantine_path(blake3);
+        self.quarantine_to(blake3, &dest)?;
+        Ok(dest)
+    }
+
+    /// Where [`LocalStore::quarantine`] would move a blob's file now.
+    pub fn quarantine_path(&self, blake3: &str) -> PathBuf {
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let dest = dir.join(format!("{blake3}.{secs}"));
+        self.root
+            .join("quarantine")
+            .join(format!("{blake3}.{secs}"))
+    }
+
+    /// Move a blob's file to `dest` (from [`LocalStore::quarantine_path`]).
+    pub fn quarantine_to(&self, blake3: &str, dest: &Path) -> Result<(), StoreError> {
+        self.open_files.lock().pop(blake3);
+        let dir = dest.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir).map_err(|e| StoreError::io("create directory", dir, e))?;
         let src = self.blob_path(blake3);
-        fs::rename(&src, &dest).map_err(|e| StoreError::io("quarantine", &src, e))?;
-        Ok(dest)
+        fs::rename(&src, dest).map_err(|e| StoreError::io("quarantine", &src, e))?;
+        Ok(())
     }
 
     /// Temp files not in `active` and not modified for `older_than`: leftovers to delete.

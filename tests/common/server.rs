@@ -50,10 +50,31 @@ impl TestServer {
         Self::start_in(dir, cfg)
     }
 
+    /// [`TestServer::start_with`], keeping time with `clock`: advance a manual one instead
+    /// of sleeping until a one-second timestamp has passed.
+    pub async fn start_with_clock(
+        clock: upcache::time::Clock,
+        f: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let mut cfg = test_config(&dir.path().join("data"));
+        f(&mut cfg);
+        Self::start_in_with_clock(dir, cfg, clock)
+    }
+
     /// Start on an existing directory with a given configuration (restarts).
     pub fn start_in(dir: Arc<TempDir>, cfg: Config) -> TestServer {
+        Self::start_in_with_clock(dir, cfg, upcache::time::Clock::system())
+    }
+
+    fn start_in_with_clock(
+        dir: Arc<TempDir>,
+        cfg: Config,
+        clock: upcache::time::Clock,
+    ) -> TestServer {
         let listener = TcpListener::bind(&cfg.server.listen).unwrap();
-        let (app, server) = upcache::start(cfg.clone(), listener).expect("server starts");
+        let (app, server) =
+            upcache::start_with_clock(cfg.clone(), listener, clock).expect("server starts");
         let base = format!("http://{}", server.addr);
         TestServer {
             app,

@@ -1,0 +1,167 @@
+//! What the index knows about one blob: [`BlobMeta`], its [`Origin`] and [`Placement`], and
+//! the form it is stored in (unchanged since 0.1).
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::Digests;
+
+/// Where a blob's bytes came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    Upstream,
+    Upload,
+}
+
+/// Where a blob's bytes are: the one word the lifecycle (`crate::lifecycle`) changes.
+///
+/// ```text
+///   Local --publish--> Replicated --drop_local--> RemoteOnly
+///     ^                  |    ^                       |
+///     |                  |    +------restore_local----+
+///     +------------------+--------(any)--evict--> Evicted --bind again--> Local
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// In the local store only (with an object store: not yet safe in the bucket, so the
+    /// sweeper never trims it).
+    #[default]
+    Local,
+    /// s3/obs: in the local store and in the bucket (uploaded and confirmed).
+    Replicated,
+    /// s3/obs: in the bucket only, not in the local L1 tier (trimmed by the sweeper, or
+    /// learned from the shared index). The URLs stay bound: it is still a hit.
+    RemoteOnly,
+    /// Evicted by the sweeper: the bytes are gone, the metadata and history stay (lookups
+    /// answer `present: false`), and the blob's URLs are misses again.
+    Evicted,
+}
+
+impl Placement {
+    /// Whether the bytes are in the local store (they count against its size).
+    pub fn is_local(self) -> bool {
+        matches!(self, Placement::Local | Placement::Replicated)
+    }
+
+    /// Whether the bucket holds the bytes.
+    pub fn in_bucket(self) -> bool {
+        matches!(self, Placement::Replicated | Placement::RemoteOnly)
+    }
+
+    pub fn is_evicted(self) -> bool {
+        self == Placement::Evicted
+    }
+
+    /// The three booleans of the stored form (`evicted`, `remote`, `remote_only`).
+    pub(super) fn to_flags(self) -> (bool, bool, bool) {
+        match self {
+            Placement::Local => (false, false, false),
+            Placement::Replicated => (false, true, false),
+            Placement::RemoteOnly => (false, true, true),
+            Placement::Evicted => (true, false, false),
+        }
+    }
+
+    /// Read the stored booleans. `remote_only` without `remote` was never written (the old
+    /// `set_tier` cleared it): taken as local.
+    pub(super) fn from_flags(evicted: bool, remote: bool, remote_only: bool) -> Placement {
+        match (evicted, remote, remote_only) {
+            (true, _, _) => Placement::Evicted,
+            (false, true, true) => Placement::RemoteOnly,
+            (false, true, false) => Placement::Replicated,
+            (false, false, _) => Placement::Local,
+        }
+    }
+}
+
+/// Everything known about one stored blob.
+///
+/// Stored (in the index and in the bucket's shared records) as [`StoredBlobMeta`]: the
+/// placement as the three booleans it has always been written as, so data directories and
+/// buckets written by earlier versions open, and instances of both versions share a bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredBlobMeta", into = "StoredBlobMeta")]
+pub struct BlobMeta {
+    pub digests: Digests,
+    pub size: u64,
+    pub content_type: Option<String>,
+    /// Unix seconds.
+    pub first_seen: i64,
+    /// Unix seconds.
+    pub last_access: i64,
+    pub access_count: u64,
+    pub origin: Origin,
+    pub pinned: bool,
+    pub placement: Placement,
+}
+
+/// The serialized form of [`BlobMeta`] (unchanged since the first release).
+#[derive(Serialize, Deserialize)]
+struct StoredBlobMeta {
+    #[serde(flatten)]
+    digests: Digests,
+    size: u64,
+    content_type: Option<String>,
+    first_seen: i64,
+    last_access: i64,
+    access_count: u64,
+    origin: Origin,
+    pinned: bool,
+    #[serde(default)]
+    evicted: bool,
+    #[serde(default)]
+    remote: bool,
+    #[serde(default)]
+    remote_only: bool,
+}
+
+impl From<StoredBlobMeta> for BlobMeta {
+    fn from(s: StoredBlobMeta) -> BlobMeta {
+        BlobMeta {
+            digests: s.digests,
+            size: s.size,
+            content_type: s.content_type,
+            first_seen: s.first_seen,
+            last_access: s.last_access,
+            access_count: s.access_count,
+            origin: s.origin,
+            pinned: s.pinned,
+            placement: Placement::from_flags(s.evicted, s.remote, s.remote_only),
+        }
+    }
+}
+
+impl From<BlobMeta> for StoredBlobMeta {
+    fn from(m: BlobMeta) -> StoredBlobMeta {
+        let (evicted, remote, remote_only) = m.placement.to_flags();
+        StoredBlobMeta {
+            digests: m.digests,
+            size: m.size,
+            content_type: m.content_type,
+            first_seen: m.first_seen,
+            last_access: m.last_access,
+            access_count: m.access_count,
+            origin: m.origin,
+            pinned: m.pinned,
+            evicted,
+            remote,
+            remote_only,
+        }
+    }
+}
+
+impl BlobMeta {
+    pub fn blake3(&self) -> &str {
+        &self.digests.blake3
+    }
+
+    /// Whether the bytes are in the local store (they count against its size).
+    pub fn is_local(&self) -> bool {
+        self.placement.is_local()
+    }
+
+    /// Whether the blob is stored anywhere (not evicted).
+    pub fn is_stored(&self) -> bool {
+        !self.placement.is_evicted()
+    }
+}
