@@ -8,6 +8,9 @@
 #   scripts/callgrind-hits.sh [SIZE_BYTES] [N] [BIN]   # defaults: 1024 bytes, 2000 requests,
 #                                                     # target/release/upcache
 #
+# PRELOAD=/lib/x86_64-linux-gnu/libmimalloc.so.2 runs upcache with that library preloaded
+# (to try another allocator on a binary built with the system one).
+#
 # Writes target/bench/callgrind-hits.md (and the callgrind dump next to it, for
 # `callgrind_annotate`).
 set -euo pipefail
@@ -17,7 +20,7 @@ N=${2:-2000}
 BIN=${3:-target/release/upcache}
 OUT=target/bench/callgrind-hits.md
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-for tool in valgrind callgrind_control callgrind_annotate strace python3 curl; do
+for tool in valgrind callgrind_control strace python3 curl; do
   command -v $tool >/dev/null || { echo "needs $tool (apt-get install valgrind strace)" >&2; exit 1; }
 done
 WORK=$(mktemp -d /tmp/upcache-callgrind.XXXXXX)
@@ -29,7 +32,8 @@ cleanup() {
 }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_hit() { for _ in $(seq 600); do curl -s -I "$1" | grep -qi '^x-cache: HIT' && return 0; sleep 0.2; done; echo "no HIT at $1" >&2; return 1; }
+# GET until the answer is a HIT (the first GET, once the server listens, fills the cache).
+wait_hit() { for _ in $(seq 600); do curl -s -D - -o /dev/null "$1" | grep -qi '^x-cache: HIT' && return 0; sleep 0.2; done; echo "no HIT at $1" >&2; return 1; }
 
 mkdir -p "$WORK/origin" "$(dirname "$OUT")"
 head -c "$SIZE" /dev/urandom >"$WORK/origin/f.bin"
@@ -54,7 +58,7 @@ PY
 run_upcache() { # port data-dir prefix... -> pid
   UPCACHE__UPSTREAM__ALLOW_PRIVATE=true UPCACHE__LOG__LEVEL=info \
     UPCACHE__LIMITS__PER_CLIENT_RPS=0 UPCACHE__LIMITS__PER_CLIENT_CONCURRENCY=0 \
-    "${@:3}" "$BIN" serve --listen "127.0.0.1:$1" --data-dir "$2" \
+    env ${PRELOAD:+LD_PRELOAD=$PRELOAD} "${@:3}" "$BIN" serve --listen "127.0.0.1:$1" --data-dir "$2" \
     >>"$WORK/upcache.out" 2>>"$WORK/upcache.log" &
   echo $!
 }
@@ -64,14 +68,13 @@ PU=$(free_port)
 VG=$(run_upcache "$PU" "$WORK/data" valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p")
 PIDS+=($VG)
 URL=http://127.0.0.1:$PU/http/127.0.0.1:$PO/f.bin
-curl -s -o /dev/null "$URL" || true
 wait_hit "$URL"
 client "$PU" 200 # warm-up: connection set up, caches filled
 callgrind_control -z "$VG" >/dev/null
 client "$PU" "$N"
 callgrind_control -d "$VG" >/dev/null
 DUMP=$(ls -t "$WORK"/cg.* | head -1)
-IR=$(callgrind_annotate "$DUMP" 2>/dev/null | awk '/PROG TOTALS/ {gsub(",", "", $1); print $1; exit}')
+IR=$(awk '/^summary:/ {print $2}' "$DUMP")
 cp "$DUMP" target/bench/callgrind-hits.out
 kill "$VG"; wait "$VG" 2>/dev/null || true
 
@@ -80,7 +83,6 @@ PU2=$(free_port)
 UP=$(run_upcache "$PU2" "$WORK/data2" env)
 PIDS+=($UP)
 URL2=http://127.0.0.1:$PU2/http/127.0.0.1:$PO/f.bin
-curl -s -o /dev/null "$URL2" || true
 wait_hit "$URL2"
 client "$PU2" 200
 strace -c -f -q -p "$UP" -o "$WORK/strace.txt" &
