@@ -796,3 +796,35 @@ async fn a_small_blob_held_in_memory_is_not_served_once_its_file_vanished() {
     assert!(got == small);
     assert!(up.hits("/s/small-1.tar.gz") >= 2);
 }
+
+/// Mirror-form GET and HEAD skip actix's router; everything around them is still routed and
+/// answered as before: other methods, escaped spellings of the scheme segment, the absolute
+/// form, and errors of the handler itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_requests_beside_the_router_answer_as_routed_ones() {
+    let (up, srv, [(small_url, small), _]) = small_and_large().await;
+    let mirror = srv.mirror_url(&small_url);
+    let (s, h, got) = srv.get_bytes(&mirror).await;
+    assert_eq!((s.as_u16(), h["x-cache"].to_str().unwrap()), (200, "HIT"));
+    assert!(got == small);
+    assert_eq!(h["x-served-by"], "test");
+    // An escaped scheme segment goes through the router to the same handler, which reads
+    // the raw target and refuses the scheme.
+    let escaped = mirror.replacen("/http/", "/%68ttp/", 1);
+    let r = srv.client.get(&escaped).send().await.unwrap();
+    let (status, code, _) = error_code(r).await;
+    assert_eq!((status, code.as_str()), (400, "unsupported_scheme"));
+    // Methods other than GET and HEAD: the router's JSON 405.
+    let r = srv.client.post(&mirror).send().await.unwrap();
+    let (status, code, _) = error_code(r).await;
+    assert_eq!((status, code.as_str()), (405, "method_not_allowed"));
+    // The handler's own errors, rendered as the router's handler renders them.
+    let r = srv.client.get(srv.url("/https/")).send().await.unwrap();
+    assert_eq!(r.headers()["x-served-by"], "test");
+    let (status, _, _) = error_code(r).await;
+    assert_eq!(status, 400);
+    // The absolute form naming another host is still a proxy request.
+    let r = srv.proxy_client().get(&small_url).send().await.unwrap();
+    assert_eq!(r.headers()["x-cache"], "HIT");
+    assert_eq!(up.hits("/s/small-1.tar.gz"), 1);
+}
