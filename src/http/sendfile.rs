@@ -175,24 +175,36 @@ impl MessageBody for SendfileBody {
                     "blob file shorter than its recorded size",
                 ))));
             }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => match this.socket.poll_writable(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
-                    Poll::Ready(Ok(())) => {}
-                },
-                // The client went away: nothing to report to actix (which would log an error
-                // for every impatient client); the access log shows the transfer incomplete.
-                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
-                    this.sent.0.aborted.store(true, Ordering::Relaxed);
-                    return Poll::Ready(None);
-                }
-                _ => return Poll::Ready(Some(Err(err))),
+            if let Some(answer) = write_failed(&this.socket, &this.sent, cx) {
+                return answer;
             }
         }
         Poll::Ready(None)
+    }
+}
+
+/// After a failed write to the socket (`errno` still set): `None` to try again
+/// (interrupted, or writable again), else what the body's `poll_next` answers.
+fn write_failed(
+    socket: &ConnSocket,
+    sent: &SentBytes,
+    cx: &mut Context<'_>,
+) -> Option<Poll<Option<Result<Bytes, io::Error>>>> {
+    let err = io::Error::last_os_error();
+    match err.kind() {
+        io::ErrorKind::Interrupted => None,
+        io::ErrorKind::WouldBlock => match socket.poll_writable(cx) {
+            Poll::Pending => Some(Poll::Pending),
+            Poll::Ready(Err(e)) => Some(Poll::Ready(Some(Err(e)))),
+            Poll::Ready(Ok(())) => None,
+        },
+        // The client went away: nothing to report to actix (which would log an error for
+        // every impatient client); the access log shows the transfer incomplete.
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
+            sent.0.aborted.store(true, Ordering::Relaxed);
+            Some(Poll::Ready(None))
+        }
+        _ => Some(Poll::Ready(Some(Err(err)))),
     }
 }
 
@@ -291,19 +303,8 @@ impl MessageBody for InlineBody {
                 this.sent.0.bytes.fetch_add(body_bytes, Ordering::Relaxed);
                 continue;
             }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => match this.socket.poll_writable(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
-                    Poll::Ready(Ok(())) => {}
-                },
-                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
-                    this.sent.0.aborted.store(true, Ordering::Relaxed);
-                    return Poll::Ready(None);
-                }
-                _ => return Poll::Ready(Some(Err(err))),
+            if let Some(answer) = write_failed(&this.socket, &this.sent, cx) {
+                return answer;
             }
         }
     }
