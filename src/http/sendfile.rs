@@ -311,10 +311,13 @@ impl MessageBody for InlineBody {
 }
 
 impl Drop for InlineBody {
-    /// Never polled (the connection is failing): stop holding, or later writes would vanish.
+    /// Never polled (the connection is failing): stop holding, or later writes would vanish,
+    /// and forget what was held, which must never precede a later answer.
     fn drop(&mut self) {
         if !self.started {
-            self.socket.hold.borrow_mut().armed = false;
+            let mut held = self.socket.hold.borrow_mut();
+            held.armed = false;
+            held.bytes.clear();
         }
     }
 }
