@@ -6,14 +6,15 @@
 #
 #   scripts/profile-hits.sh [SIZE_BYTES] [SECONDS]     # defaults: 1024 bytes, 5 s per phase
 #
-# Uses target/release/upcache (build it first). Server on CPU 1, wrk on CPU 0, 64 connections,
-# one worker per server. Writes the report to target/bench/profile-hits.md.
+# Uses target/release/upcache (build it first; BIN=path picks another build). Server on
+# CPU 1, wrk on CPU 0, 64 connections, one worker per server. Writes the report to
+# target/bench/profile-hits.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-1024}
 SECS=${2:-5}
 OUT=target/bench/profile-hits.md
-BIN=target/release/upcache
+BIN=${BIN:-target/release/upcache}
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 for tool in nginx wrk strace perf taskset; do
   command -v $tool >/dev/null || { echo "needs $tool (apt-get install nginx wrk strace linux-perf util-linux)" >&2; exit 1; }

@@ -441,34 +441,6 @@ async fn hits_from_a_cold_page_cache_are_complete() {
     assert_eq!(r.bytes().await.unwrap(), body.slice(1_000_000..2_100_000));
 }
 
-/// Read one HTTP/1.1 response with a Content-Length body from a raw stream.
-async fn read_response(s: &mut tokio::io::BufReader<tokio::net::TcpStream>) -> (String, Vec<u8>) {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(
-            s.read_line(&mut line).await.unwrap() > 0,
-            "connection closed early"
-        );
-        if line == "\r\n" {
-            break;
-        }
-        head.push_str(&line);
-    }
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length: ")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .expect("content-length");
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).await.unwrap();
-    (head, body)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_hits_on_one_connection_stay_in_order() {
     use tokio::io::AsyncWriteExt;
@@ -495,7 +467,7 @@ async fn pipelined_hits_on_one_connection_stay_in_order() {
     stream.write_all(batch.as_bytes()).await.unwrap();
     let mut reader = tokio::io::BufReader::new(stream);
     for want in [&big[..], b"small body", &big[..], b"small body", &big[..]] {
-        let (head, body) = read_response(&mut reader).await;
+        let (head, body) = read_any(&mut reader, false).await;
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         assert!(head.to_ascii_lowercase().contains("x-cache: hit"), "{head}");
         assert!(body == want, "body out of order or corrupt");
@@ -519,7 +491,7 @@ async fn slow_readers_and_vanishing_clients_get_exact_bytes() {
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await; // let the socket fill up
     let mut reader = tokio::io::BufReader::new(s);
-    let (_, got) = read_response(&mut reader).await;
+    let (_, got) = read_any(&mut reader, false).await;
     assert!(got == body);
 
     // Clients that go away mid-body do not disturb the server.
@@ -546,4 +518,314 @@ async fn slow_readers_and_vanishing_clients_get_exact_bytes() {
         served >= 3.0 * 4_000_000.0,
         "sendfile bytes are counted: {served}"
     );
+}
+
+/// Two tarballs behind one upstream, both filled: one small enough to be sent with its
+/// response head in one write from memory, one sent by sendfile.
+async fn small_and_large() -> (Upstream, TestServer, [(String, bytes::Bytes); 2]) {
+    let up = Upstream::start().await;
+    let small = random_bytes(1_000, 11);
+    let large = random_bytes(200_000, 12);
+    up.route("/s/small-1.tar.gz", Route::ok(small.clone()));
+    up.route("/s/large-1.tar.gz", Route::ok(large.clone()));
+    let srv = TestServer::start().await;
+    let urls = [up.url("/s/small-1.tar.gz"), up.url("/s/large-1.tar.gz")];
+    for u in &urls {
+        let (s, h, _) = srv.get_bytes(&srv.mirror_url(u)).await;
+        assert_eq!((s.as_u16(), h["x-cache"].to_str().unwrap()), (200, "MISS"));
+    }
+    srv.app.flights.wait_idle().await;
+    let [a, b] = urls;
+    (up, srv, [(a, small), (b, large)])
+}
+
+/// A request (method, headers) and its answer (status, body if checked).
+type Case<'a> = (
+    reqwest::Method,
+    Vec<(&'a str, String)>,
+    u16,
+    Option<bytes::Bytes>,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_hits_in_one_write_answer_like_sendfile_hits() {
+    let (up, srv, blobs) = small_and_large().await;
+    let mut shapes = Vec::new();
+    for (url, body) in &blobs {
+        let d = digests(body);
+        let etag = format!("\"{}\"", d.blake3);
+        let size = body.len();
+        let empty = bytes::Bytes::new();
+        let cases: Vec<Case> = vec![
+            // Twice: the first hit reads the small body, the second has it in memory.
+            (reqwest::Method::GET, vec![], 200, Some(body.clone())),
+            (reqwest::Method::GET, vec![], 200, Some(body.clone())),
+            (reqwest::Method::HEAD, vec![], 200, Some(empty.clone())),
+            (
+                reqwest::Method::GET,
+                vec![("range", "bytes=10-19".into())],
+                206,
+                Some(body.slice(10..20)),
+            ),
+            (
+                reqwest::Method::GET,
+                vec![("range", "bytes=-5".into())],
+                206,
+                Some(body.slice(size - 5..)),
+            ),
+            (
+                reqwest::Method::GET,
+                vec![("range", "bytes=0-0".into()), ("if-range", etag.clone())],
+                206,
+                Some(body.slice(0..1)),
+            ),
+            (
+                reqwest::Method::GET,
+                vec![
+                    ("range", "bytes=0-0".into()),
+                    ("if-range", "\"old\"".into()),
+                ],
+                200,
+                Some(body.clone()),
+            ),
+            (
+                reqwest::Method::GET,
+                vec![("if-none-match", etag.clone())],
+                304,
+                Some(empty.clone()),
+            ),
+            (
+                reqwest::Method::GET,
+                vec![("range", format!("bytes={size}-"))],
+                416,
+                None,
+            ),
+        ];
+        let mut shape = Vec::new();
+        for (method, headers, status, want) in cases {
+            let mut rb = srv.client.request(method.clone(), srv.mirror_url(url));
+            for (k, v) in &headers {
+                rb = rb.header(*k, v);
+            }
+            let r = rb.send().await.unwrap();
+            let h = r.headers().clone();
+            assert_eq!(r.status().as_u16(), status, "{method} {headers:?}");
+            let mut names: Vec<String> = h.keys().map(|k| k.to_string()).collect();
+            names.sort();
+            let got = r.bytes().await.unwrap();
+            if let Some(want) = want {
+                assert!(got == want, "{method} {headers:?}: body");
+            }
+            if status == 304 {
+                assert_eq!(h["etag"], etag.as_str());
+                assert_eq!(h["x-cache"], "HIT");
+            }
+            if status == 200 || status == 206 {
+                assert_eq!(h["x-cache"], "HIT");
+                assert_eq!(h["etag"], etag.as_str());
+                assert_eq!(h["x-checksum-sha256"], d.sha256.as_str());
+                assert_eq!(h["accept-ranges"], "bytes");
+                let len = if method == reqwest::Method::HEAD {
+                    size
+                } else {
+                    got.len()
+                };
+                assert_eq!(h["content-length"], len.to_string().as_str());
+            }
+            if status == 206 {
+                let (a, b) = match headers[0].1.as_str() {
+                    "bytes=10-19" => (10, 19),
+                    "bytes=-5" => (size - 5, size - 1),
+                    _ => (0, 0),
+                };
+                assert_eq!(h["content-range"], format!("bytes {a}-{b}/{size}").as_str());
+            }
+            shape.push((status, names));
+        }
+        shapes.push(shape);
+    }
+    // The same answers, header for header, whichever way the body went out.
+    assert_eq!(shapes[0], shapes[1]);
+    assert_eq!(up.hits("/s/small-1.tar.gz"), 1);
+    assert_eq!(up.hits("/s/large-1.tar.gz"), 1);
+    // The bytes of one-write bodies are counted as served.
+    let served = || async {
+        let metrics = srv.get(&srv.url("/metrics")).await.text().await.unwrap();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("upcache_served_bytes_total "))
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    };
+    let before = served().await;
+    let (s, _, got) = srv.get_bytes(&srv.mirror_url(&blobs[0].0)).await;
+    assert_eq!((s.as_u16(), got.len()), (200, 1_000));
+    let after = served().await;
+    let metrics_body = after - before;
+    assert!(
+        metrics_body >= 1_000.0,
+        "the hit's 1000 bytes are counted: {metrics_body}"
+    );
+}
+
+/// Read one HTTP/1.1 response from a raw stream: no body for HEAD and 304, else a
+/// Content-Length body.
+async fn read_any(
+    s: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+    head_request: bool,
+) -> (String, Vec<u8>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(s.read_line(&mut line).await.unwrap() > 0, "closed early");
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    if head_request || head.starts_with("HTTP/1.1 304") {
+        return (head, Vec::new());
+    }
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("content-length");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.unwrap();
+    (head, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_small_hits_of_every_kind_stay_in_order() {
+    use tokio::io::AsyncWriteExt;
+    let (_up, srv, [(small_url, small), (large_url, large)]) = small_and_large().await;
+    let etag = format!("\"{}\"", digests(&small).blake3);
+    let path = |u: &str| srv.mirror_url(u).trim_start_matches(&srv.base).to_owned();
+    let (s, l) = (path(&small_url), path(&large_url));
+    let requests: Vec<(String, bool, &str, Vec<u8>)> = vec![
+        (format!("GET {s}"), false, "200", small.to_vec()),
+        (
+            format!("GET {s} HTTP/1.1\r\nRange: bytes=100-199"),
+            false,
+            "206",
+            small[100..200].to_vec(),
+        ),
+        (
+            format!("GET {s} HTTP/1.1\r\nIf-None-Match: {etag}"),
+            false,
+            "304",
+            vec![],
+        ),
+        (format!("GET {l}"), false, "200", large.to_vec()),
+        ("GET /no/such/endpoint".into(), false, "404", vec![]),
+        (format!("GET {s}"), false, "200", small.to_vec()),
+        (format!("GET {l}"), false, "200", large.to_vec()),
+        (format!("GET {s}"), false, "200", small.to_vec()),
+    ];
+    // No HEAD in the batch: actix's codec takes "is HEAD" from the request it decoded last,
+    // so a pipelined HEAD followed by a GET is encoded as a 1000-byte body that never comes,
+    // and actix closes the connection (whichever way a body would be sent).
+    let mut batch = String::new();
+    for (line, ..) in &requests {
+        // `GET path` alone gets the version here; lines with headers carry it already.
+        if line.contains("HTTP/1.1") {
+            batch.push_str(&format!("{line}\r\nHost: x\r\n\r\n"));
+        } else {
+            batch.push_str(&format!("{line} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        }
+    }
+    let mut stream = tokio::net::TcpStream::connect(srv.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream.write_all(batch.as_bytes()).await.unwrap();
+    let mut reader = tokio::io::BufReader::new(stream);
+    for (line, is_head, status, want) in &requests {
+        let (head, body) = read_any(&mut reader, *is_head).await;
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status}")),
+            "{line}: {head}"
+        );
+        if *status == "404" {
+            assert!(body.starts_with(b"{"), "{line}: a JSON error");
+        } else {
+            assert!(body == *want, "{line}: body out of order or corrupt");
+        }
+    }
+    // And the connection still works afterwards.
+    let mut stream = reader.into_inner();
+    stream
+        .write_all(format!("GET {s} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut reader = tokio::io::BufReader::new(stream);
+    let (head, body) = read_any(&mut reader, false).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body == small);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_blob_held_in_memory_is_not_served_once_its_file_vanished() {
+    let (up, srv, [(small_url, small), _]) = small_and_large().await;
+    let mirror = srv.mirror_url(&small_url);
+    for _ in 0..2 {
+        let (s, h, got) = srv.get_bytes(&mirror).await;
+        assert_eq!((s.as_u16(), h["x-cache"].to_str().unwrap()), (200, "HIT"));
+        assert!(got == small);
+    }
+    let d = digests(&small);
+    let blob = srv
+        .data_dir()
+        .join("blobs")
+        .join(&d.blake3[..2])
+        .join(&d.blake3[2..4])
+        .join(&d.blake3);
+    std::fs::remove_file(&blob).unwrap();
+    // HEAD, range and full GET all notice: the entry is dropped and fetched again.
+    let r = srv.client.head(&mirror).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-cache"], "MISS");
+    srv.app.flights.wait_idle().await;
+    std::fs::remove_file(&blob).ok();
+    let (s, h, got) = srv.get_bytes(&mirror).await;
+    assert_eq!((s.as_u16(), h["x-cache"].to_str().unwrap()), (200, "MISS"));
+    assert!(got == small);
+    assert!(up.hits("/s/small-1.tar.gz") >= 2);
+}
+
+/// Mirror-form GET and HEAD skip actix's router; everything around them is still routed and
+/// answered as before: other methods, escaped spellings of the scheme segment, the absolute
+/// form, and errors of the handler itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_requests_beside_the_router_answer_as_routed_ones() {
+    let (up, srv, [(small_url, small), _]) = small_and_large().await;
+    let mirror = srv.mirror_url(&small_url);
+    let (s, h, got) = srv.get_bytes(&mirror).await;
+    assert_eq!((s.as_u16(), h["x-cache"].to_str().unwrap()), (200, "HIT"));
+    assert!(got == small);
+    assert_eq!(h["x-served-by"], "test");
+    // An escaped scheme segment goes through the router to the same handler, which reads
+    // the raw target and refuses the scheme.
+    let escaped = mirror.replacen("/http/", "/%68ttp/", 1);
+    let r = srv.client.get(&escaped).send().await.unwrap();
+    let (status, code, _) = error_code(r).await;
+    assert_eq!((status, code.as_str()), (400, "unsupported_scheme"));
+    // Methods other than GET and HEAD: the router's JSON 405.
+    let r = srv.client.post(&mirror).send().await.unwrap();
+    let (status, code, _) = error_code(r).await;
+    assert_eq!((status, code.as_str()), (405, "method_not_allowed"));
+    // The handler's own errors, rendered as the router's handler renders them.
+    let r = srv.client.get(srv.url("/https/")).send().await.unwrap();
+    assert_eq!(r.headers()["x-served-by"], "test");
+    let (status, _, _) = error_code(r).await;
+    assert_eq!(status, 400);
+    // The absolute form naming another host is still a proxy request.
+    let r = srv.proxy_client().get(&small_url).send().await.unwrap();
+    assert_eq!(r.headers()["x-cache"], "HIT");
+    assert_eq!(up.hits("/s/small-1.tar.gz"), 1);
 }

@@ -683,6 +683,9 @@ async fn metrics_negotiate_their_format_and_promtool_accepts_the_default() {
             headers.contains("content-type: text/plain; version=0.0.4"),
             "{accept}"
         );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_downloads_in_progress_finish_and_keeps_them() {
     let up = Upstream::start().await;

@@ -88,6 +88,8 @@ pub struct CheckedStream {
     eof: bool,
     /// Refused: the answer to write once actix is done with the connection.
     refusal: Option<Bytes>,
+    /// Writes held back for a small hit's body (see `sendfile::Held`).
+    hold: super::sendfile::Hold,
 }
 
 impl CheckedStream {
@@ -105,12 +107,18 @@ impl CheckedStream {
             deadline: Some(Box::pin(tokio::time::sleep(HEAD_TIMEOUT))),
             eof: false,
             refusal: None,
+            hold: super::sendfile::Hold::default(),
         }
     }
 
     /// The socket (sendfile writes to it directly).
     pub fn tcp(&self) -> Option<&TcpStream> {
         self.io.as_ref()
+    }
+
+    /// Where writes are held for a small hit's body (see `sendfile::Held`).
+    pub fn hold(&self) -> &super::sendfile::Hold {
+        &self.hold
     }
 
     /// Refuse the request whose head is pending: actix sees the end of the stream.
@@ -409,6 +417,9 @@ impl AsyncWrite for CheckedStream {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if super::sendfile::hold_write(&self.hold, data) {
+            return Poll::Ready(Ok(data.len()));
+        }
         match self.io.as_mut() {
             Some(io) => Pin::new(io).poll_write(cx, data),
             None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
@@ -420,6 +431,14 @@ impl AsyncWrite for CheckedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if self.hold.borrow().is_armed() {
+            let mut n = 0;
+            for buf in bufs {
+                super::sendfile::hold_write(&self.hold, buf);
+                n += buf.len();
+            }
+            return Poll::Ready(Ok(n));
+        }
         match self.io.as_mut() {
             Some(io) => Pin::new(io).poll_write_vectored(cx, bufs),
             None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),

@@ -59,7 +59,12 @@ pub async fn log_requests(
             if let Some(p) = &permit {
                 req.extensions_mut().insert(p.clone());
             }
-            (next.call(req).await?, permit)
+            let res = if super::mirror_fast_path(&req) {
+                super::mirror_direct(req).await
+            } else {
+                next.call(req).await?
+            };
+            (res, permit)
         }
         Err(e) => (req.error_response(e), None),
     };

@@ -302,6 +302,35 @@ async fn proxy_form(req: HttpRequest) -> Result<HttpResponse, Error> {
     artifact(&req, Form::Proxy, target, expected).await
 }
 
+/// The mirror form in origin form (`GET`/`HEAD /http/...`, `/https/...`, `/ftp/...`), the
+/// bulk of the traffic, which [`mirror_direct`] serves without asking actix's router: the
+/// router tries regular expressions with captures for `/{tail:.*}` (absolute form) and the
+/// mirror resources on every request. It would pick `mirror_form` for these anyway: the
+/// absolute-form resource needs a scheme, `/fetch` is matched exactly, and the mirror
+/// resources come next. Other methods and escaped spellings (`/%68ttp/...`) still go through
+/// the router, which answers them as before.
+pub(crate) fn mirror_fast_path(req: &actix_web::dev::ServiceRequest) -> bool {
+    let method = req.method();
+    (method == Method::GET || method == Method::HEAD)
+        && req.uri().scheme().is_none()
+        && ["/http/", "/https/", "/ftp/"]
+            .iter()
+            .any(|prefix| req.path().starts_with(prefix))
+}
+
+/// Serve a request [`mirror_fast_path`] accepted, as the router's handler would (errors
+/// rendered the same way).
+pub(crate) async fn mirror_direct(
+    req: actix_web::dev::ServiceRequest,
+) -> actix_web::dev::ServiceResponse {
+    let (req, _payload) = req.into_parts();
+    let res = match mirror_form(req.clone()).await {
+        Ok(res) => res,
+        Err(e) => HttpResponse::from_error(e),
+    };
+    actix_web::dev::ServiceResponse::new(req, res)
+}
+
 /// Any of the three forms, once the upstream URL is known.
 async fn artifact(
     req: &HttpRequest,

@@ -7,6 +7,10 @@
 //! when everything it wrote before (the response head included) has been handed to the
 //! socket, so bytes written here directly can never overtake bytes still queued in actix.
 //! It is never used on HTTP/2 connections, whose framing we would corrupt.
+//!
+//! Small bodies held in memory go out with their response head in one `writev`
+//! ([`InlineBody`]): the connection's stream holds back what actix writes until the body
+//! sends it.
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -30,6 +34,65 @@ use tokio::io::unix::AsyncFd;
 pub struct ConnSocket {
     fd: RawFd,
     waiter: Rc<RefCell<Option<AsyncFd<OwnedFd>>>>,
+    /// Shared with the connection's stream (`headcheck::CheckedStream`), see [`Held`].
+    hold: Hold,
+}
+
+/// What actix wrote to a connection while a small hit held its writes back: the response
+/// head (and anything queued before it), for the hit's [`InlineBody`] to send together with
+/// the body in one `writev`: one system call and one TCP segment instead of a `sendto` for
+/// the head and a `sendfile` for the body.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// Writes are being held (from the handler's answer until its body is first polled).
+    armed: bool,
+    bytes: Vec<u8>,
+}
+
+pub type Hold = Rc<RefCell<Held>>;
+
+impl Held {
+    pub fn is_armed(&self) -> bool {
+        self.armed
+    }
+}
+
+/// A write on the connection's stream: `true` if it was held (the caller reports it written).
+pub fn hold_write(hold: &Hold, data: &[u8]) -> bool {
+    let mut held = hold.borrow_mut();
+    if held.armed {
+        held.bytes.extend_from_slice(data);
+    }
+    held.armed
+}
+
+impl ConnSocket {
+    /// Wait until the socket is writable. The registration (a duplicate of the socket) is
+    /// made only the first time a send would block, so small bodies cost no extra syscalls.
+    fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut slot = self.waiter.borrow_mut();
+        if slot.is_none() {
+            // SAFETY: the socket is open for as long as actix polls a body of its connection.
+            let borrowed = unsafe { BorrowedFd::borrow_raw(self.fd) };
+            let dup = borrowed.try_clone_to_owned()?;
+            // SAFETY: `dup` is an open descriptor we own; the AsyncFd owns it from here on and
+            // it is never replaced.
+            let waiter = unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE) }
+                .map_err(|e| e.into_parts().1)?;
+            *slot = Some(waiter);
+        }
+        let waiter = slot.as_mut().expect("just set");
+        match waiter.poll_write_ready(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            // Writable again, or a stale readiness: clear it and let the caller try once
+            // more; the next WouldBlock re-arms the wake-up.
+            Poll::Ready(Ok(mut guard)) => {
+                guard.clear_ready();
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
 }
 
 /// What a [`SendfileBody`] did, for the access log and metrics.
@@ -68,33 +131,6 @@ impl SendfileBody {
             offset: offset as i64,
             remaining: len,
             sent,
-        }
-    }
-
-    /// Wait until the socket is writable. The registration (a duplicate of the socket) is
-    /// made only the first time a send would block, so small bodies cost no extra syscalls.
-    fn poll_writable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut slot = self.socket.waiter.borrow_mut();
-        if slot.is_none() {
-            // SAFETY: the socket is open for as long as actix polls this body.
-            let borrowed = unsafe { BorrowedFd::borrow_raw(self.socket.fd) };
-            let dup = borrowed.try_clone_to_owned()?;
-            // SAFETY: `dup` is an open descriptor we own; the AsyncFd owns it from here on and
-            // it is never replaced.
-            let waiter = unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE) }
-                .map_err(|e| e.into_parts().1)?;
-            *slot = Some(waiter);
-        }
-        let waiter = slot.as_mut().expect("just set");
-        match waiter.poll_write_ready(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            // Writable again, or a stale readiness: clear it and let the caller try once
-            // more; the next WouldBlock re-arms the wake-up.
-            Poll::Ready(Ok(mut guard)) => {
-                guard.clear_ready();
-                Poll::Ready(Ok(()))
-            }
         }
     }
 }
@@ -139,33 +175,149 @@ impl MessageBody for SendfileBody {
                     "blob file shorter than its recorded size",
                 ))));
             }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => match this.poll_writable(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
-                    Poll::Ready(Ok(())) => {}
-                },
-                // The client went away: nothing to report to actix (which would log an error
-                // for every impatient client); the access log shows the transfer incomplete.
-                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
-                    this.sent.0.aborted.store(true, Ordering::Relaxed);
-                    return Poll::Ready(None);
-                }
-                _ => return Poll::Ready(Some(Err(err))),
+            if let Some(answer) = write_failed(&this.socket, &this.sent, cx) {
+                return answer;
             }
         }
         Poll::Ready(None)
     }
 }
 
-/// Record the socket of plain-TCP connections (not TLS, whose bytes we must not bypass).
-pub fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+/// After a failed write to the socket (`errno` still set): `None` to try again
+/// (interrupted, or writable again), else what the body's `poll_next` answers.
+fn write_failed(
+    socket: &ConnSocket,
+    sent: &SentBytes,
+    cx: &mut Context<'_>,
+) -> Option<Poll<Option<Result<Bytes, io::Error>>>> {
+    let err = io::Error::last_os_error();
+    match err.kind() {
+        io::ErrorKind::Interrupted => None,
+        io::ErrorKind::WouldBlock => match socket.poll_writable(cx) {
+            Poll::Pending => Some(Poll::Pending),
+            Poll::Ready(Err(e)) => Some(Poll::Ready(Some(Err(e)))),
+            Poll::Ready(Ok(())) => None,
+        },
+        // The client went away: nothing to report to actix (which would log an error for
+        // every impatient client); the access log shows the transfer incomplete.
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
+            sent.0.aborted.store(true, Ordering::Relaxed);
+            Some(Poll::Ready(None))
+        }
+        _ => Some(Poll::Ready(Some(Err(err)))),
+    }
+}
+
+/// Record the socket of plain-TCP connections (not TLS, whose bytes we must not bypass),
+/// with the hold of the stream actix writes to.
+pub fn on_connect(conn: &dyn std::any::Any, hold: &Hold, ext: &mut actix_web::dev::Extensions) {
     if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
         ext.insert(ConnSocket {
             fd: tcp.as_raw_fd(),
             waiter: Rc::default(),
+            hold: hold.clone(),
         });
+    }
+}
+
+/// A small body from memory, sent in one `writev` together with the response head actix
+/// wrote meanwhile (see [`Held`]). Sound for the same reason as [`SendfileBody`]: actix polls
+/// it only once everything before it was handed to the stream, which held it for us.
+pub struct InlineBody {
+    socket: ConnSocket,
+    /// The held head, once taken (first poll); sent before `body`.
+    head: Vec<u8>,
+    head_sent: usize,
+    body: Bytes,
+    body_sent: usize,
+    started: bool,
+    sent: SentBytes,
+}
+
+impl InlineBody {
+    /// The body `body` of the response being returned: from here until this body is first
+    /// polled, what actix writes to the connection is held back for it.
+    pub fn new(socket: ConnSocket, body: Bytes, sent: SentBytes) -> Self {
+        socket.hold.borrow_mut().armed = true;
+        InlineBody {
+            socket,
+            head: Vec::new(),
+            head_sent: 0,
+            body,
+            body_sent: 0,
+            started: false,
+            sent,
+        }
+    }
+}
+
+impl MessageBody for InlineBody {
+    type Error = io::Error;
+
+    /// As for [`SendfileBody`]: the handler sets `Content-Length`, actix never sees the bytes.
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, io::Error>>> {
+        let this = &mut *self;
+        if !this.started {
+            this.started = true;
+            let mut held = this.socket.hold.borrow_mut();
+            held.armed = false;
+            this.head = std::mem::take(&mut held.bytes);
+        }
+        loop {
+            let head = &this.head[this.head_sent..];
+            let body = &this.body[this.body_sent..];
+            if head.is_empty() && body.is_empty() {
+                // Give the buffer back for the connection's next small hit.
+                let mut held = this.socket.hold.borrow_mut();
+                if held.bytes.capacity() == 0 {
+                    this.head.clear();
+                    held.bytes = std::mem::take(&mut this.head);
+                }
+                return Poll::Ready(None);
+            }
+            let iov = [
+                libc::iovec {
+                    iov_base: head.as_ptr() as *mut libc::c_void,
+                    iov_len: head.len(),
+                },
+                libc::iovec {
+                    iov_base: body.as_ptr() as *mut libc::c_void,
+                    iov_len: body.len(),
+                },
+            ];
+            // SAFETY: a valid descriptor and two valid buffers that outlive the call.
+            let n = unsafe { libc::writev(this.socket.fd, iov.as_ptr(), 2) };
+            if n >= 0 {
+                let n = n as usize;
+                let from_head = n.min(head.len());
+                this.head_sent += from_head;
+                this.body_sent += n - from_head;
+                let body_bytes = (n - from_head) as u64;
+                this.sent.0.bytes.fetch_add(body_bytes, Ordering::Relaxed);
+                continue;
+            }
+            if let Some(answer) = write_failed(&this.socket, &this.sent, cx) {
+                return answer;
+            }
+        }
+    }
+}
+
+impl Drop for InlineBody {
+    /// Never polled (the connection is failing): stop holding, or later writes would vanish,
+    /// and forget what was held, which must never precede a later answer.
+    fn drop(&mut self) {
+        if !self.started {
+            let mut held = self.socket.hold.borrow_mut();
+            held.armed = false;
+            held.bytes.clear();
+        }
     }
 }

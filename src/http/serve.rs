@@ -13,7 +13,7 @@ use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
 
-use super::sendfile::{ConnSocket, SendfileBody, SentBytes};
+use super::sendfile::{ConnSocket, InlineBody, SendfileBody, SentBytes};
 use crate::app::App;
 use crate::error::Error;
 use crate::fill::{Fill, FillError};
@@ -47,6 +47,9 @@ pub struct HitHead {
     validators: Vec<(HeaderName, HeaderValue)>,
     /// Sent with 200 and 206.
     content: Vec<(HeaderName, HeaderValue)>,
+    /// The whole blob, if it is at most [`INLINE_BODY`] bytes and was served once from
+    /// this head (blobs are immutable: their name is their content's hash).
+    body: std::sync::OnceLock<Bytes>,
 }
 
 impl HitHead {
@@ -85,7 +88,28 @@ impl HitHead {
             last_modified,
             validators,
             content,
+            body: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Take over `old`'s loaded body if it is the same blob (a URL's entry re-read from the
+    /// index), so that it is neither read nor held twice.
+    pub fn keep_body_of(&self, old: &HitHead) {
+        if old.blake3 == self.blake3 {
+            if let Some(body) = old.body.get() {
+                let _ = self.body.set(body.clone());
+            }
+        }
+    }
+
+    /// The blob's bytes from memory, read from `file` the first time.
+    fn small_body(&self, file: &File) -> io::Result<Bytes> {
+        if let Some(body) = self.body.get() {
+            return Ok(body.clone());
+        }
+        let mut buf = BytesMut::zeroed(self.size as usize);
+        file.read_exact_at(&mut buf, 0)?;
+        Ok(self.body.get_or_init(|| buf.freeze()).clone())
     }
 
     /// Bytes held (for caches that keep heads: names, values and their bookkeeping).
@@ -93,6 +117,8 @@ impl HitHead {
         let headers = self.validators.iter().chain(&self.content);
         self.blake3.len()
             + self.last_modified.len()
+            // The body counts once it may be loaded, so the bound holds whenever it is.
+            + if self.size <= INLINE_BODY { self.size as usize } else { 0 }
             + headers
                 .map(|(n, v)| n.as_str().len() + v.len() + 48)
                 .sum::<usize>()
@@ -224,9 +250,19 @@ pub fn hit(
     }
     let socket = req.conn_data::<ConnSocket>().cloned();
     if let Some(socket) = socket.filter(|_| req.version() <= Version::HTTP_11) {
-        // HTTP/1 over plain TCP: the kernel moves the bytes (see `sendfile.rs`).
         let sent = SentBytes::default();
         res.no_chunking(len);
+        if head.size <= INLINE_BODY {
+            // Small: head and body in one write, the body from memory (see `sendfile.rs`).
+            let body = head
+                .small_body(&file)
+                .map_err(|e| Error::Internal(format!("reading blob {b3}: {e}")))?
+                .slice(start as usize..end as usize);
+            let mut res = res.body(InlineBody::new(socket, body, sent.clone()));
+            res.extensions_mut().insert(sent);
+            return Ok(res);
+        }
+        // HTTP/1 over plain TCP: the kernel moves the bytes (see `sendfile.rs`).
         let mut res = res.body(SendfileBody::new(socket, file, start, len, sent.clone()));
         res.extensions_mut().insert(sent);
         return Ok(res);
@@ -242,6 +278,10 @@ pub fn hit(
         .map_err(|e| Error::Internal(format!("mapping blob {b3}: {e}")))?;
     Ok(res.body(SizedStream::new(len, body)))
 }
+
+/// Blobs up to this size are kept in memory with their hit head (within the target cache's
+/// byte bound) and sent with the response head in one `writev` over plain HTTP/1.
+const INLINE_BODY: u64 = 32 * 1024;
 
 /// Bodies up to this size are read with one `pread` in the request handler; a memory map
 /// costs more than it saves for them.

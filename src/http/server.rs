@@ -111,7 +111,7 @@ impl Server {
                     .local_addr(addr)
                     .on_connect_ext(|io: &CheckedStream, ext: &mut Extensions| {
                         if let Some(tcp) = io.tcp() {
-                            sendfile::on_connect(tcp, ext);
+                            sendfile::on_connect(tcp, io.hold(), ext);
                         }
                     })
                     .h1(map_config(app, |()| AppConfig::default()));

@@ -19,7 +19,8 @@ use crate::url::{UpstreamUrl, UrlError};
 
 /// Targets cached at most.
 pub const MAX_TARGETS: usize = 16_384;
-/// Bytes of cached targets at most (raw target, normalized URL and hit headers each).
+/// Bytes of cached targets at most (raw target, normalized URL, hit headers and, for blobs
+/// of at most 32 KiB, the body each).
 pub const MAX_TARGET_BYTES: usize = 32 << 20;
 
 /// Raw request targets that were hits -> their normalized URL and hit headers.
@@ -42,14 +43,18 @@ impl Target {
     /// The hit headers for `entry`, reused while the URL stays bound to the same entry.
     pub fn hit_head(&self, entry: &Arc<UrlEntry>, make: impl FnOnce() -> HitHead) -> Arc<HitHead> {
         let mut slot = self.head.lock();
-        match &*slot {
-            Some((e, h)) if Arc::ptr_eq(e, entry) => h.clone(),
-            _ => {
-                let h = Arc::new(make());
-                *slot = Some((entry.clone(), h.clone()));
-                h
+        if let Some((e, h)) = &*slot {
+            if Arc::ptr_eq(e, entry) {
+                return h.clone();
             }
         }
+        let h = make();
+        if let Some((_, old)) = &*slot {
+            h.keep_body_of(old);
+        }
+        let h = Arc::new(h);
+        *slot = Some((entry.clone(), h.clone()));
+        h
     }
 
     /// Bytes this target holds beyond its own size.
