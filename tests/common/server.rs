@@ -98,6 +98,9 @@ impl TestServer {
         if let Some(s) = self.server.take() {
             s.stop(true).await;
         }
+        // As `upcache serve` does: fills, then the background workers, which hold the app
+        // (and its index lock) while they run; an offline command may follow at once.
+        self.app.shutdown(std::time::Duration::from_secs(10)).await;
         self.app.index.flush_blocking().unwrap();
     }
 
