@@ -1,0 +1,9 @@
+//! Helpers the integration-test areas share (the one test binary compiles them once).
+
+pub mod ftp;
+pub mod netns;
+pub mod s3;
+pub mod server;
+pub mod source;
+pub mod tls;
+pub mod upstream;
