@@ -4,31 +4,12 @@
 //! file a client has read to its last byte is at once found by every lookup form, in the audit
 //! export, and as a HIT.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use crate::common::fixtures::{config_with_admin, digests};
 use crate::common::server::*;
 use crate::common::upstream::*;
-use upcache::store::{Digester, Digests};
-
-fn digests(data: &[u8]) -> Digests {
-    let mut d = Digester::new();
-    d.update(data);
-    d.finish()
-}
-
-/// A config file with an admin token (for the audit export); returns (path, token).
-fn config_with_admin(dir: &Path) -> (PathBuf, String) {
-    let (token, sha) = upcache::auth::new_token();
-    let path = dir.join("upcache.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[upstream]\nallow_private = true\n\n[[auth.tokens]]\nname = \"ops\"\nsha256 = \"{sha}\"\nscopes = [\"admin\"]\n"
-        ),
-    )
-    .unwrap();
-    (path, token)
-}
+use upcache::store::Digests;
 
 /// The real binary with an admin token.
 struct Binary {
@@ -41,7 +22,7 @@ struct Binary {
 impl Binary {
     fn start() -> Binary {
         let cwd = tempfile::tempdir().unwrap();
-        let (cfg, token) = config_with_admin(cwd.path());
+        let (cfg, token) = config_with_admin(cwd.path(), "");
         let p = Process::spawn(cwd.path(), &["--config", cfg.to_str().unwrap()], &[]);
         Binary {
             p,

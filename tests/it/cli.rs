@@ -7,35 +7,10 @@
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
+use crate::common::fixtures::{digests, run, upcache};
 use crate::common::server::Process;
-
-fn upcache() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_upcache"));
-    for var in [
-        "RUST_LOG",
-        "UPCACHE_SERVER",
-        "UPCACHE_CONFIG",
-        "UPCACHE_TOKEN",
-    ] {
-        c.env_remove(var);
-    }
-    c
-}
-
-fn run(cmd: &mut Command) -> (Option<i32>, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd.output().expect("upcache runs");
-    (
-        status.code(),
-        String::from_utf8_lossy(&stdout).into_owned(),
-        String::from_utf8_lossy(&stderr).into_owned(),
-    )
-}
 
 /// A loopback URL where nothing listens: connecting is refused.
 fn refused_server() -> String {
@@ -266,12 +241,6 @@ fn config_with_tokens(dir: &Path, data_dir: &Path) -> (std::path::PathBuf, Strin
     )
     .unwrap();
     (path, upload, admin)
-}
-
-fn digests(data: &[u8]) -> upcache::store::Digests {
-    let mut d = upcache::store::Digester::new();
-    d.update(data);
-    d.finish()
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! checked by rpm's and systemd's own tools.
 
 use crate::common;
+use crate::common::fixtures::root;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
@@ -69,10 +70,6 @@ fn instance_addresses(v: &Value) -> BTreeSet<String> {
         .iter()
         .map(|(name, _)| format!("{name}:8080"))
         .collect()
-}
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 #[test]

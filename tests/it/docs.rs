@@ -14,24 +14,12 @@ use serde_json::Value;
 use upcache::Config;
 use upcache::config::TokenConfig;
 
+use crate::common::fixtures::{assert_none, root};
 use crate::common::server::{TestServer, client, enc};
 use crate::common::source::rust_files;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn read(rel: &str) -> String {
     std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
-}
-
-/// Fails with every problem found, one per line, so that one run lists all the fixes.
-fn assert_none(problems: &[String], what: &str) {
-    assert!(
-        problems.is_empty(),
-        "{what}:\n  - {}\n",
-        problems.join("\n  - ")
-    );
 }
 
 // --- Markdown -------------------------------------------------------------------------------

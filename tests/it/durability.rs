@@ -4,16 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use crate::common::fixtures::{admin, digests, eventually, journal_events, sweep};
 use crate::common::server::*;
 use crate::common::upstream::*;
-use upcache::config::TokenConfig;
-use upcache::store::{Digester, Digests};
-
-fn digests(data: &[u8]) -> Digests {
-    let mut d = Digester::new();
-    d.update(data);
-    d.finish()
-}
 
 fn blob_path(data_dir: &Path, b3: &str) -> PathBuf {
     data_dir
@@ -21,39 +14,6 @@ fn blob_path(data_dir: &Path, b3: &str) -> PathBuf {
         .join(&b3[..2])
         .join(&b3[2..4])
         .join(b3)
-}
-
-/// An admin token for the test configuration.
-fn admin() -> (String, TokenConfig) {
-    let (token, sha256) = upcache::auth::new_token();
-    (
-        token,
-        TokenConfig {
-            name: "ops".into(),
-            sha256,
-            scopes: vec!["admin".into()],
-        },
-    )
-}
-
-async fn sweep(srv: &TestServer, token: &str) -> serde_json::Value {
-    let r = srv
-        .client
-        .post(srv.url("/api/v1/sweep"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
-}
-
-fn journal_events(srv: &TestServer) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(srv.data_dir().join("journal.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// A request-recording receiver for alert webhooks.
@@ -72,13 +32,10 @@ fn alerts(hook: &Upstream) -> Vec<serde_json::Value> {
 }
 
 async fn wait_for_alert(hook: &Upstream, kind: &str) -> serde_json::Value {
-    for _ in 0..500 {
-        if let Some(a) = alerts(hook).into_iter().find(|a| a["kind"] == kind) {
-            return a;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("no {kind} alert; got {:?}", alerts(hook));
+    eventually(&format!("a {kind} alert"), async || {
+        alerts(hook).into_iter().find(|a| a["kind"] == kind)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,16 +295,9 @@ async fn admission_sweeps_first_and_bypasses_what_cannot_fit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_or_corrupt_index_is_rebuilt_from_blob_files_and_the_journal() {
     let (token, tc) = admin();
-    let (upload_token, up_sha) = upcache::auth::new_token();
+    let (upload_token, uploader) = crate::common::fixtures::token("ci", &["upload"]);
     let srv = TestServer::start_with(|c| {
-        c.auth.tokens = vec![
-            tc,
-            TokenConfig {
-                name: "ci".into(),
-                sha256: up_sha,
-                scopes: vec!["upload".into()],
-            },
-        ];
+        c.auth.tokens = vec![tc, uploader];
     })
     .await;
     let up = Upstream::start().await;
@@ -666,16 +616,15 @@ async fn disk_full_fails_cleanly_and_readiness_recovers_by_itself() {
     };
     fill_up(&filler);
     // The readiness verdict is cached briefly (src/readiness.rs): wait for the next probe.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let r = loop {
+    let r = eventually("/readyz to say 503 on a full volume", async || {
         let r = srv.get(&srv.url("/readyz")).await;
-        if r.status() == 503 || std::time::Instant::now() > deadline {
-            break r;
+        if r.status() == 503 {
+            return Some(r);
         }
         fill_up(&filler);
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
-    assert_eq!(r.status(), 503);
+        None
+    })
+    .await;
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["status"], "unavailable");
     let reason = v["reason"].as_str().unwrap();
@@ -704,18 +653,10 @@ async fn disk_full_fails_cleanly_and_readiness_recovers_by_itself() {
     }
     std::fs::remove_file(&filler).unwrap();
     // Ready again once the next probe (every second, src/readiness.rs) sees the space.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let s = srv.get(&srv.url("/readyz")).await.status();
-        if s == 200 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still {s} long after space returned"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    eventually("/readyz to say 200 once space returned", async || {
+        (srv.get(&srv.url("/readyz")).await.status() == 200).then_some(())
+    })
+    .await;
     srv.app.flights.wait_idle().await;
     let (s, _, got) = srv
         .get_bytes(&srv.fetch_url(&up.url("/small.tar.gz")))

@@ -3,29 +3,16 @@
 
 use crate::common;
 
+use crate::common::fixtures::{journal_events, sha256};
 use crate::common::server::*;
 use crate::common::upstream::*;
 
 const PATH: &str = "/gnu/hello/hello-2.12.tar.gz";
 
-fn sha256(data: &[u8]) -> String {
-    let mut d = upcache::store::Digester::new();
-    d.update(data);
-    d.finish().sha256
-}
-
 /// A loopback port nobody listens on: connections to it are refused.
 fn dead_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
-}
-
-fn journal_events(srv: &TestServer) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(srv.data_dir().join("journal.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 async fn assert_stored(srv: &TestServer, url: &str, body: &[u8]) {

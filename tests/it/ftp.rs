@@ -5,17 +5,12 @@
 
 use std::process::Command;
 
+use crate::common::fixtures::sha256;
 use crate::common::ftp::FtpServer;
 use crate::common::server::*;
 use crate::common::upstream::random_bytes;
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn sha256(data: &[u8]) -> String {
-    let mut d = upcache::store::Digester::new();
-    d.update(data);
-    d.finish().sha256
-}
 
 /// A raw absolute-form request (`GET ftp://... HTTP/1.1`), as wget and curl send it to an
 /// HTTP proxy; returns the status line and the body.

@@ -8,6 +8,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::common::fixtures::eventually;
 use crate::common::server::*;
 use crate::common::upstream::*;
 use serde_json::{Value, json};
@@ -182,13 +183,14 @@ async fn encoded_and_malformed_paths_route_or_get_json_errors_and_never_panic() 
         enc(&up.url("/pkg/a-1.0.tar.gz"))
     );
     // The fill commits just after the last byte was sent: ask until it has.
-    let blob: Value = loop {
+    let blob: Value = eventually("the fill to commit", async || {
         let r = c.get(&lookup).send().await.unwrap();
-        if r.status() == 200 {
-            break r.json().await.unwrap();
+        match r.status() {
+            reqwest::StatusCode::OK => Some(r.json().await.unwrap()),
+            _ => None,
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    })
+    .await;
     let md5 = blob["md5"].as_str().unwrap().to_owned();
     let sha256 = blob["sha256"].as_str().unwrap().to_owned();
 

@@ -1,15 +1,9 @@
 //! Cache hits: the three request forms, HIT headers, ranges, conditionals, checksum lookups,
 //! the lookaside layout, lookup/stats, and persistence across restarts.
 
+use crate::common::fixtures::digests;
 use crate::common::server::*;
 use crate::common::upstream::*;
-use upcache::store::{Digester, Digests};
-
-fn digests(data: &[u8]) -> Digests {
-    let mut d = Digester::new();
-    d.update(data);
-    d.finish()
-}
 
 /// An upstream with one tarball, filled once through upcache.
 async fn filled(body_len: usize) -> (Upstream, TestServer, String, bytes::Bytes) {

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::common::fixtures::sha256;
 use crate::common::server::*;
 use crate::common::tls::*;
 use crate::common::upstream::*;
@@ -173,12 +174,6 @@ async fn python(script: &str, args: Vec<String>, proxy: &str) -> serde_json::Val
     })
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    let mut d = upcache::store::Digester::new();
-    d.update(bytes);
-    d.finish().sha256
-}
-
 fn journal(srv: &TestServer) -> String {
     std::fs::read_to_string(srv.data_dir().join("journal.jsonl")).unwrap_or_default()
 }
@@ -206,7 +201,7 @@ async fn curl_and_python_through_https_proxy_miss_then_hit() {
     assert_eq!(second.header("x-cache").as_deref(), Some("HIT"));
     assert_eq!(
         second.header("x-checksum-sha256"),
-        Some(sha256_hex(&body)),
+        Some(sha256(&body)),
         "hit headers inside the tunnel"
     );
     assert_eq!(s.up.hits("/pub/app-1.0.tar.gz"), 1, "origin asked once");
@@ -232,7 +227,7 @@ async fn curl_and_python_through_https_proxy_miss_then_hit() {
     s.up.route("/pub/py-1.0.zip", Route::ok(py_body.clone()));
     let py_url = s.url("/pub/py-1.0.zip");
     let ca = s.ca_pem.display().to_string();
-    let sha = sha256_hex(&py_body);
+    let sha = sha256(&py_body);
     let got = python(PY_URLLIB, vec![ca.clone(), py_url.clone()], &s.srv.base).await;
     let miss = serde_json::json!([{"status": 200, "x_cache": "MISS", "sha256": sha}]);
     assert_eq!(got, miss);
@@ -459,7 +454,7 @@ async fn expected_checksum_headers_are_honoured_inside_the_tunnel() {
     assert!(s.srv.app.index.url(&url).unwrap().is_none(), "not bound");
     assert!(journal(&s.srv).contains("\"event\":\"integrity_failed\""));
     // The right checksum: a normal miss.
-    let right = format!("X-Upcache-Expect-Sha256: {}", sha256_hex(&body));
+    let right = format!("X-Upcache-Expect-Sha256: {}", sha256(&body));
     let c = curl(&s.srv.base, Some(&s.ca_pem), &url, &["-H", &right]).await;
     assert_eq!((c.exit, c.status), (0, 200), "{c:?}");
     assert_eq!(c.body, body);

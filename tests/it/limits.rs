@@ -7,19 +7,12 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::common::fixtures::eventually;
 use crate::common::server::*;
 use crate::common::upstream::*;
 use futures::StreamExt;
 
 const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-
-/// Wait for a condition that no event announces (e.g. a fill reaching the upstream-slot
-/// queue inside the server). Bounded only by the test harness's timeout.
-async fn until(mut cond: impl FnMut() -> bool) {
-    while !cond() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 /// A 429 `rate_limited` with `Retry-After`, whose body names `limit` (in `limit` and in the
 /// message).
@@ -239,8 +232,14 @@ async fn downloads_beyond_upstream_concurrency_wait_for_a_slot() {
     let url_b = s.fetch_url(&up.url("/q/b.tar.gz"));
     let b1 = tokio::spawn(s.client.get(&url_b).send());
     let b2 = tokio::spawn(s.client.get(&url_b).send());
-    until(|| s.app.metrics.upstream_waiting.get() == 1).await;
-    until(|| s.app.metrics.coalesced_joins.get() == 1).await;
+    eventually("a fill waiting for an upstream slot", async || {
+        (s.app.metrics.upstream_waiting.get() == 1).then_some(())
+    })
+    .await;
+    eventually("a second request joining it", async || {
+        (s.app.metrics.coalesced_joins.get() == 1).then_some(())
+    })
+    .await;
     assert_eq!(up.hits("/q/b.tar.gz"), 0, "b waits for a's slot");
 
     gate.open();

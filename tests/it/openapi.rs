@@ -9,12 +9,11 @@
 //! (openapi-spec-validator) and fuzzing of every operation.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use upcache::config::TokenConfig;
 
+use crate::common::fixtures::{assert_none, root, token};
 use crate::common::server::{TestServer, client, enc};
 use crate::common::source::rust_files;
 use crate::common::upstream::{Route, Upstream, random_bytes};
@@ -22,10 +21,6 @@ use crate::common::upstream::{Route, Upstream, random_bytes};
 const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
 ];
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn read_json(rel: &str) -> Value {
     let text = std::fs::read_to_string(root().join(rel))
@@ -40,15 +35,6 @@ fn doc_uri() -> String {
 
 fn audit_uri() -> String {
     format!("file://{}/schema/audit-event.schema.json", root().display())
-}
-
-/// Fails with every problem found, one per line.
-fn assert_none(problems: &[String], what: &str) {
-    assert!(
-        problems.is_empty(),
-        "{what}:\n  - {}\n",
-        problems.join("\n  - ")
-    );
 }
 
 /// The document with what it refers to, and JSON Schema validation of values against it.
@@ -756,24 +742,13 @@ impl Doc {
     }
 }
 
-/// A token of one scope, and its configuration.
-fn token(name: &str, scope: &str) -> (String, TokenConfig) {
-    let (token, sha256) = upcache::auth::new_token();
-    let config = TokenConfig {
-        name: name.into(),
-        sha256,
-        scopes: vec![scope.into()],
-    };
-    (token, config)
-}
-
 /// Every documented operation, sent with its examples to a server that refuses every upstream
 /// URL: each answers a status the operation lists (never the router's fallback 404 or 405),
 /// as the document describes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_operation_answers_as_documented() {
     let doc = Doc::load();
-    let (admin, admin_config) = token("ops", "admin");
+    let (admin, admin_config) = token("ops", &["admin"]);
     let server = TestServer::start_with(|c| {
         c.auth.tokens = vec![admin_config];
         // No example URL may reach anything: only 127.0.0.1 is allowed, and it is private.
@@ -878,8 +853,8 @@ async fn setup() -> (Cases, Setup) {
     up.route("/pub/b-1.0.tar.gz", Route::ok(random_bytes(3_000, 17)));
     up.route("/pub/c-1.0.tar.gz", Route::ok(random_bytes(3_000, 18)));
     up.route("/pub/gone.tar.gz", Route::status(404));
-    let (admin, admin_config) = token("ops", "admin");
-    let (uploader, uploader_config) = token("ci", "upload");
+    let (admin, admin_config) = token("ops", &["admin"]);
+    let (uploader, uploader_config) = token("ci", &["upload"]);
     let server = TestServer::start_with(|c| {
         c.auth.tokens = vec![admin_config, uploader_config];
         c.limits.max_upload_size = 4096;

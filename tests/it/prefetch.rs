@@ -3,17 +3,11 @@
 
 use std::process::Command;
 
+use crate::common::fixtures::{admin, sha256, upcache};
 use crate::common::server::*;
 use crate::common::upstream::*;
 use serde_json::{Value, json};
-use upcache::config::TokenConfig;
 use upcache::prefetch::Kind;
-
-fn sha256(data: &[u8]) -> String {
-    let mut d = upcache::store::Digester::new();
-    d.update(data);
-    d.finish().sha256
-}
 
 async fn post_job(
     srv: &TestServer,
@@ -183,12 +177,6 @@ async fn prefetch_requests_are_validated() {
     assert_eq!(error_code(r).await.1, "method_not_allowed");
 }
 
-fn upcache() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_upcache"));
-    c.env_remove("UPCACHE_SERVER").env_remove("UPCACHE_TOKEN");
-    c
-}
-
 fn run(mut cmd: Command) -> std::process::Output {
     cmd.output().expect("command runs")
 }
@@ -254,14 +242,10 @@ async fn prefetch_command_prints_lines_and_exits_1_listing_failures() {
 
 /// A server with an admin token whose alerts go to `hook`.
 async fn admin_server(hook: &str) -> (TestServer, String) {
-    let (token, sha) = upcache::auth::new_token();
+    let (token, admin) = admin();
     let hook = hook.to_owned();
     let srv = TestServer::start_with(move |c| {
-        c.auth.tokens = vec![TokenConfig {
-            name: "ops".into(),
-            sha256: sha,
-            scopes: vec!["admin".into()],
-        }];
+        c.auth.tokens = vec![admin];
         c.alerts.webhook_url = hook;
     })
     .await;

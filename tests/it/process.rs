@@ -5,17 +5,10 @@ use crate::common;
 
 use std::process::Command;
 
+use crate::common::fixtures::{config_with_admin, upcache};
 use crate::common::server::*;
 use crate::common::upstream::*;
 use futures::StreamExt;
-
-fn upcache() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_upcache"));
-    c.env_remove("RUST_LOG")
-        .env_remove("UPCACHE_SERVER")
-        .env_remove("UPCACHE_CONFIG");
-    c
-}
 
 const PRIVATE_OK: (&str, &str) = ("UPCACHE__UPSTREAM__ALLOW_PRIVATE", "true");
 
@@ -390,20 +383,6 @@ async fn rpmbuild_fetches_sources_through_upcache() {
     assert_eq!(up.hits("/pub/fix-build.patch"), 1);
     srv.app.flights.wait_idle().await;
     assert_eq!(srv.app.index.stats().urls, 2, "both sources are cached");
-}
-
-/// A config file with an admin token; returns (path, token).
-fn config_with_admin(dir: &std::path::Path, extra: &str) -> (std::path::PathBuf, String) {
-    let (token, sha) = upcache::auth::new_token();
-    let path = dir.join("upcache.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[upstream]\nallow_private = true\n{extra}\n[[auth.tokens]]\nname = \"ops\"\nsha256 = \"{sha}\"\nscopes = [\"admin\"]\n"
-        ),
-    )
-    .unwrap();
-    (path, token)
 }
 
 /// After a crash: no temp files, every index entry has its file, every file its digests.

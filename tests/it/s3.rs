@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::fixtures::{admin, eventually, sha256, sweep, token};
 use crate::common::s3::*;
 use crate::common::server::*;
 use crate::common::upstream::*;
-use upcache::config::TokenConfig;
 
 const PATH: &str = "/dist/tool-2.0.tar.gz";
 
@@ -19,14 +19,10 @@ async fn instance(
     prefix: &str,
     f: impl FnOnce(&mut upcache::Config),
 ) -> (TestServer, String) {
-    let (admin, sha) = upcache::auth::new_token();
+    let (admin, admin_config) = admin();
     let srv = TestServer::start_with(|c| {
         s3.configure(c, prefix);
-        c.auth.tokens = vec![TokenConfig {
-            name: "ops".into(),
-            sha256: sha,
-            scopes: vec!["admin".into()],
-        }];
+        c.auth.tokens = vec![admin_config];
         f(c);
     })
     .await;
@@ -40,19 +36,6 @@ async fn fixture(size: usize, seed: u64) -> (S3Server, Upstream, bytes::Bytes) {
     let body = random_bytes(size, seed);
     up.route(PATH, Route::ok(body.clone()));
     (s3, up, body)
-}
-
-/// `POST /api/v1/sweep`: the sweeper's report.
-async fn sweep(srv: &TestServer, admin: &str) -> serde_json::Value {
-    let r = srv
-        .client
-        .post(srv.url("/api/v1/sweep"))
-        .bearer_auth(admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
 }
 
 /// Wait until every fill has ended and every blob it stored is in the bucket.
@@ -72,26 +55,20 @@ fn fetch(base: &str, upstream: &str) -> String {
 /// Poll `/api/v1/lookup` of a separate process until the bucket holds the blob of `query`.
 async fn wait_remote(base: &str, query: &str) -> serde_json::Value {
     let c = client();
-    for _ in 0..600 {
+    let what = format!("{query} to reach the bucket through {base}");
+    eventually(&what, async || {
         let r = c
             .get(format!("{base}/api/v1/lookup?{query}"))
             .send()
             .await
             .unwrap();
-        if r.status() == 200 {
-            let v: serde_json::Value = r.json().await.unwrap();
-            if v["remote"] == true {
-                return v;
-            }
+        if r.status() != 200 {
+            return None;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{query} never reached the bucket through {base}");
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(data))
+        let v: serde_json::Value = r.json().await.unwrap();
+        (v["remote"] == true).then_some(v)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,7 +111,7 @@ async fn two_processes_share_one_bucket_and_survive_losing_their_disk() {
     let r = c.get(fetch(&b.base, &up.url(PATH))).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-cache"], "HIT", "{}", b.log());
-    assert_eq!(r.headers()["x-checksum-sha256"], sha256_hex(&body).as_str());
+    assert_eq!(r.headers()["x-checksum-sha256"], sha256(&body).as_str());
     assert_eq!(r.bytes().await.unwrap(), body);
     assert_eq!(
         up.hits(PATH),
@@ -170,7 +147,7 @@ async fn two_processes_share_one_bucket_and_survive_losing_their_disk() {
         .get(format!(
             "{}/repo/pkgs/rpms/dead/dead-1.0.tar.gz/sha256/{}/dead-1.0.tar.gz",
             b.base,
-            sha256_hex(&dead)
+            sha256(&dead)
         ))
         .send()
         .await
@@ -301,13 +278,9 @@ async fn bucket_down_means_unready_but_local_hits_are_still_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_uploads_are_multipart_and_read_back_verified_on_another_instance() {
     let s3 = S3Server::start();
-    let (token, sha) = upcache::auth::new_token();
+    let (token, uploader) = token("ci", &["upload"]);
     let with_token = |c: &mut upcache::Config| {
-        c.auth.tokens = vec![TokenConfig {
-            name: "ci".into(),
-            sha256: sha.clone(),
-            scopes: vec!["upload".into()],
-        }];
+        c.auth.tokens = vec![uploader.clone()];
     };
     let (a, _) = instance(&s3, "big", with_token).await;
     let body = random_bytes(65 * 1024 * 1024 + 123, 67);
@@ -331,7 +304,7 @@ async fn large_uploads_are_multipart_and_read_back_verified_on_another_instance(
     // Another instance with an empty local tier streams it from the bucket.
     let (b, _) = instance(&s3, "big", |_| {}).await;
     let (s, h, got) = b
-        .get_bytes(&b.url(&format!("/by-sha256/{}", sha256_hex(&body))))
+        .get_bytes(&b.url(&format!("/by-sha256/{}", sha256(&body))))
         .await;
     assert_eq!((s.as_u16(), h["x-cache"].to_str().unwrap()), (200, "HIT"));
     assert_eq!(h["content-length"], body.len().to_string().as_str());

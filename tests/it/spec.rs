@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::common::fixtures::{digests, upcache};
 use crate::common::server::*;
 use crate::common::upstream::*;
 use serde_json::Value;
-use upcache::store::{Digester, Digests};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/specs");
 
@@ -21,14 +21,6 @@ const FLAVOURS: &[&[&str]] = &[
 
 /// Where `rpmspec --shell` is told the sources live, so file names can be cut out of paths.
 const SOURCEDIR: &str = "/upcache-test-sources";
-
-fn upcache() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_upcache"));
-    c.env_remove("RUST_LOG")
-        .env_remove("UPCACHE_SERVER")
-        .env_remove("UPCACHE_CONFIG");
-    c
-}
 
 fn text(out: &Output) -> String {
     format!(
@@ -427,12 +419,6 @@ fn spec_list_table_warnings_and_exit_codes() {
 
 // ---------------------------------------------------------------------------------------------
 // spec check
-
-fn digests(bytes: &[u8]) -> Digests {
-    let mut d = Digester::new();
-    d.update(bytes);
-    d.finish()
-}
 
 /// A spec whose sources live on `up`.
 fn write_spec(dir: &Path, up: &Upstream, sources: &str) -> PathBuf {

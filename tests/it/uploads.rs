@@ -1,15 +1,8 @@
 //! Uploads for dead upstream URLs, tokens and scopes, admin endpoints, the audit export.
 
+use crate::common::fixtures::{admin, digests, journal_events, token};
 use crate::common::server::*;
 use crate::common::upstream::*;
-use upcache::config::TokenConfig;
-use upcache::store::{Digester, Digests};
-
-fn digests(data: &[u8]) -> Digests {
-    let mut d = Digester::new();
-    d.update(data);
-    d.finish()
-}
 
 /// A server with an upload token and an admin token.
 struct Setup {
@@ -19,21 +12,10 @@ struct Setup {
 }
 
 async fn setup(f: impl FnOnce(&mut upcache::Config)) -> Setup {
-    let (upload, up_sha) = upcache::auth::new_token();
-    let (admin, adm_sha) = upcache::auth::new_token();
+    let (upload, uploader) = token("ci", &["upload"]);
+    let (admin, admin_config) = admin();
     let srv = TestServer::start_with(|c| {
-        c.auth.tokens = vec![
-            TokenConfig {
-                name: "ci".into(),
-                sha256: up_sha,
-                scopes: vec!["upload".into()],
-            },
-            TokenConfig {
-                name: "ops".into(),
-                sha256: adm_sha,
-                scopes: vec!["admin".into()],
-            },
-        ];
+        c.auth.tokens = vec![uploader, admin_config];
         c.server.public_url = "http://cache.example:8080".into();
         f(c);
     })
@@ -70,11 +52,7 @@ impl Setup {
     }
 
     fn journal(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.srv.data_dir().join("journal.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        journal_events(&self.srv)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Helpers the integration-test areas share (the one test binary compiles them once).
 
+pub mod fixtures;
 pub mod ftp;
 pub mod netns;
 pub mod s3;
