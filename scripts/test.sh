@@ -49,7 +49,7 @@ if ! python3 -c 'import pyftpdlib' 2>/dev/null; then
   python3 -m pip install --quiet pyftpdlib 2>/dev/null ||
     python3 -m pip install --quiet --break-system-packages pyftpdlib
 fi
-# The object-store tests (tests/s3.rs) run a real S3 server: moto's, with boto3 to create
+# The object-store tests (tests/it/s3.rs) run a real S3 server: moto's, with boto3 to create
 # the bucket (tests/it/common/s3_server.py). See the README for why moto.
 if ! python3 -c 'import moto.server, boto3, flask' 2>/dev/null; then
   log "installing moto[server]"
