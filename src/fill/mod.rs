@@ -11,9 +11,9 @@
 //! connected, and a fill task that dies (panic, cancellation) still fails its readers and
 //! frees its URL (`guard`).
 
+mod flights;
 mod guard;
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
-use parking_lot::Mutex;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -31,6 +30,8 @@ use crate::error::Error;
 use crate::store::{Digests, Expected, StoreError, TempBlob, TempWriter};
 use crate::upstream::{Head, Resume, UpstreamError};
 use crate::url::UpstreamUrl;
+
+pub use flights::{Flight, Flights};
 
 /// Why a fill failed.
 #[derive(Debug, thiserror::Error)]
@@ -271,116 +272,6 @@ fn read_at(file: &File, pos: u64, n: usize) -> io::Result<Bytes> {
     let mut buf = BytesMut::zeroed(n);
     file.read_exact_at(&mut buf, pos)?;
     Ok(buf.freeze())
-}
-
-/// The downloads in progress, by normalized URL.
-#[derive(Default)]
-pub struct Flights {
-    map: Mutex<HashMap<String, Arc<Fill>>>,
-    /// Fill tasks not yet finished (a fill leaves `map` before its last bookkeeping).
-    running: std::sync::atomic::AtomicUsize,
-    /// Signalled whenever a fill task finishes.
-    ended: tokio::sync::Notify,
-    panic_hook: guard::PanicHook,
-}
-
-/// What [`Flights::join_or_start`] found.
-pub enum Flight<T> {
-    Joined(Arc<Fill>),
-    Started(Arc<Fill>, TempBlob),
-    /// `check` found the URL already stored (a fill committed while we looked).
-    Stored(T),
-}
-
-impl Flights {
-    /// Join the fill of `url`, or, if there is none and `check` (run under the lock, so no fill
-    /// can commit between it and our decision) finds nothing stored, register a new one.
-    pub fn join_or_start<T>(
-        &self,
-        url: &UpstreamUrl,
-        check: impl FnOnce() -> Result<Option<T>, Error>,
-        temp: impl FnOnce() -> Result<TempBlob, StoreError>,
-    ) -> Result<Flight<T>, Error> {
-        let mut map = self.map.lock();
-        if let Some(fill) = map.get(url.as_str()) {
-            return Ok(Flight::Joined(fill.clone()));
-        }
-        if let Some(stored) = check()? {
-            return Ok(Flight::Stored(stored));
-        }
-        let temp = temp()?;
-        let fill = Arc::new(Fill {
-            url: url.clone(),
-            state: watch::Sender::new(FillState {
-                phase: Phase::Connecting,
-                written: 0,
-                ended: false,
-            }),
-            file: temp.file().clone(),
-            temp_path: temp.path().to_owned(),
-        });
-        map.insert(url.as_str().to_owned(), fill.clone());
-        self.running
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Ok(Flight::Started(fill, temp))
-    }
-
-    fn remove(&self, fill: &Arc<Fill>) {
-        let mut map = self.map.lock();
-        if map
-            .get(fill.url.as_str())
-            .is_some_and(|f| Arc::ptr_eq(f, fill))
-        {
-            map.remove(fill.url.as_str());
-        }
-    }
-
-    /// Temp files of fills in progress.
-    pub fn temp_paths(&self) -> std::collections::HashSet<std::path::PathBuf> {
-        self.map
-            .lock()
-            .values()
-            .map(|f| f.temp_path.clone())
-            .collect()
-    }
-
-    /// A fill task has done everything it will do.
-    fn finished(&self) {
-        self.running
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-        self.ended.notify_waiters();
-    }
-
-    /// Wait until every fill task has finished, bookkeeping included (tests, shutdown).
-    pub async fn wait_idle(&self) {
-        loop {
-            let ended = self.ended.notified();
-            if self.running.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-                return;
-            }
-            ended.await;
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.map.lock().len()
-    }
-
-    /// Whether a fill of `url` is running.
-    pub fn contains(&self, url: &UpstreamUrl) -> bool {
-        self.map.lock().contains_key(url.as_str())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Test hook, honoured in debug builds only: the next fill that receives bytes after
-    /// storing at least `after_bytes` panics (to test that a dying fill releases its readers).
-    #[doc(hidden)]
-    pub fn panic_next_fill_for_tests(&self, after_bytes: u64) {
-        self.panic_hook.arm(after_bytes);
-    }
 }
 
 /// Who asked for a fill, for the audit trail.
