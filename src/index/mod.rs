@@ -74,6 +74,37 @@ pub struct BlobMeta {
 }
 
 impl BlobMeta {
+    /// A blob first stored at `now` (Unix seconds): not accessed yet, not pinned, and in the
+    /// local store only. The `with_` methods set the rest.
+    pub fn new(digests: Digests, size: u64, origin: Origin, now: i64) -> BlobMeta {
+        BlobMeta {
+            digests,
+            size,
+            content_type: None,
+            first_seen: now,
+            last_access: now,
+            access_count: 0,
+            origin,
+            pinned: false,
+            evicted: false,
+            remote: false,
+            remote_only: false,
+        }
+    }
+
+    /// With the content type upstream or the uploader gave.
+    pub fn with_content_type(self, content_type: Option<String>) -> BlobMeta {
+        BlobMeta {
+            content_type,
+            ..self
+        }
+    }
+
+    /// Pinned or not: the sweeper never evicts a pinned blob.
+    pub fn with_pinned(self, pinned: bool) -> BlobMeta {
+        BlobMeta { pinned, ..self }
+    }
+
     pub fn blake3(&self) -> &str {
         &self.digests.blake3
     }
@@ -711,19 +742,7 @@ mod tests {
     fn meta(data: &[u8]) -> BlobMeta {
         let mut d = Digester::new();
         d.update(data);
-        BlobMeta {
-            digests: d.finish(),
-            size: data.len() as u64,
-            content_type: None,
-            first_seen: 1,
-            last_access: 1,
-            access_count: 0,
-            origin: Origin::Upstream,
-            pinned: false,
-            evicted: false,
-            remote: false,
-            remote_only: false,
-        }
+        BlobMeta::new(d.finish(), data.len() as u64, Origin::Upstream, 1)
     }
 
     fn record(url: &str, b: &BlobMeta) -> UrlRecord {
