@@ -1,8 +1,9 @@
 //! `upcache fetch URL -o FILE`: the checksum the server announces is verified, and a stalled
 //! server ends the download (exit 1, no file left behind) instead of hanging it.
 
-use std::process::{Command, Output};
+use std::process::Command;
 
+use crate::common::fixtures::output;
 use crate::common::server::*;
 use crate::common::upstream::*;
 
@@ -10,12 +11,6 @@ fn fetch(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_upcache"));
     c.arg("fetch").args(args).env_remove("UPCACHE_SERVER");
     c
-}
-
-async fn run(mut cmd: Command) -> Output {
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,7 +23,7 @@ async fn hits_are_verified_against_their_checksum_header() {
     let url = up.url("/f/tool-3.0.tar.gz");
     for (name, cache) in [("miss.tar.gz", "MISS"), ("hit.tar.gz", "HIT")] {
         let out = dir.path().join(name);
-        let o = run(fetch(&[
+        let o = output(fetch(&[
             &url,
             "-o",
             out.to_str().unwrap(),
@@ -57,7 +52,7 @@ async fn a_checksum_mismatch_fails_and_leaves_no_file() {
     );
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x.tar.gz");
-    let o = run(fetch(&[
+    let o = output(fetch(&[
         "http://example.org/x.tar.gz",
         "-o",
         out.to_str().unwrap(),
@@ -82,7 +77,7 @@ async fn a_stalled_server_ends_the_download_after_the_read_timeout() {
     );
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("stalled.tar.gz");
-    let o = run(fetch(&[
+    let o = output(fetch(&[
         "http://example.org/stalled.tar.gz",
         "-o",
         out.to_str().unwrap(),

@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use crate::common::fixtures::sha256;
+use crate::common::fixtures::{output, sha256};
 use crate::common::ftp::FtpServer;
 use crate::common::server::*;
 use crate::common::upstream::random_bytes;
@@ -261,10 +261,6 @@ async fn ftp_scheme_can_be_disallowed() {
     assert_eq!(error_code(r).await.1, "unsupported_scheme");
 }
 
-fn run(mut cmd: Command) -> std::process::Output {
-    cmd.output().expect("command runs")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_and_wget_fetch_ftp_through_upcache_as_their_proxy() {
     let ftp = FtpServer::start();
@@ -297,7 +293,7 @@ async fn curl_and_wget_fetch_ftp_through_upcache_as_their_proxy() {
         .arg(out("own.tar.gz"))
         .arg(ftp.user_url("own-1.0.tar.gz"));
     for cmd in [curl, wget, curl_user] {
-        let o = tokio::task::spawn_blocking(move || run(cmd)).await.unwrap();
+        let o = output(cmd).await;
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     assert_eq!(std::fs::read(out("curl.tar.gz")).unwrap(), body);

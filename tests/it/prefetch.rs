@@ -1,9 +1,7 @@
 //! Prefetch jobs (`POST /api/v1/prefetch`, status, `upcache prefetch`) and revalidation with
 //! drift detection (`POST /api/v1/revalidate`, `upcache prefetch --revalidate`).
 
-use std::process::Command;
-
-use crate::common::fixtures::{admin, sha256, upcache};
+use crate::common::fixtures::{admin, output, sha256, upcache};
 use crate::common::server::*;
 use crate::common::upstream::*;
 use serde_json::{Value, json};
@@ -177,10 +175,6 @@ async fn prefetch_requests_are_validated() {
     assert_eq!(error_code(r).await.1, "method_not_allowed");
 }
 
-fn run(mut cmd: Command) -> std::process::Output {
-    cmd.output().expect("command runs")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefetch_command_prints_lines_and_exits_1_listing_failures() {
     let up = Upstream::start().await;
@@ -202,7 +196,7 @@ async fn prefetch_command_prints_lines_and_exits_1_listing_failures() {
     cmd.args(["prefetch", "-f"])
         .arg(&list)
         .args(["--server", &srv.base]);
-    let out = tokio::task::spawn_blocking(move || run(cmd)).await.unwrap();
+    let out = output(cmd).await;
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
@@ -220,7 +214,7 @@ async fn prefetch_command_prints_lines_and_exits_1_listing_failures() {
         &up.url("/c/gone.tar.gz"),
     ])
     .env("UPCACHE_SERVER", &srv.base);
-    let out = tokio::task::spawn_blocking(move || run(cmd)).await.unwrap();
+    let out = output(cmd).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("1 cached, 1 failed"), "{stderr}");
@@ -230,13 +224,9 @@ async fn prefetch_command_prints_lines_and_exits_1_listing_failures() {
     );
     assert!(stderr.contains("1 of 2 urls failed"), "{stderr}");
 
-    let out = tokio::task::spawn_blocking(|| {
-        let mut c = upcache();
-        c.arg("prefetch");
-        run(c)
-    })
-    .await
-    .unwrap();
+    let mut c = upcache();
+    c.arg("prefetch");
+    let out = output(c).await;
     assert_eq!(out.status.code(), Some(2), "no URL is a usage error");
 }
 
@@ -343,9 +333,9 @@ async fn prefetch_revalidate_command_reports_drift_and_exits_1() {
         if let Some(t) = token {
             cmd.env("UPCACHE_TOKEN", t);
         }
-        tokio::task::spawn_blocking(move || run(cmd))
+        output(cmd)
     };
-    let out = revalidate(Some(admin.clone())).await.unwrap();
+    let out = revalidate(Some(admin.clone())).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -355,7 +345,7 @@ async fn prefetch_revalidate_command_reports_drift_and_exits_1() {
     assert!(stdout.starts_with("unchanged"), "{stdout}");
 
     up.route("/r/x-2.0.tar.gz", Route::ok(random_bytes(3000, 103)));
-    let out = revalidate(Some(admin)).await.unwrap();
+    let out = revalidate(Some(admin)).await;
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
@@ -365,7 +355,7 @@ async fn prefetch_revalidate_command_reports_drift_and_exits_1() {
     assert!(stderr.contains("1 drifted"), "{stderr}");
 
     // Without a token the command says how to give one, before asking the server (issue 16).
-    let out = revalidate(None).await.unwrap();
+    let out = revalidate(None).await;
     assert_eq!(out.status.code(), Some(2), "a usage error");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("set UPCACHE_TOKEN or --token"),

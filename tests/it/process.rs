@@ -5,7 +5,7 @@ use crate::common;
 
 use std::process::Command;
 
-use crate::common::fixtures::{config_with_admin, upcache};
+use crate::common::fixtures::{config_with_admin, output, upcache};
 use crate::common::server::*;
 use crate::common::upstream::*;
 use futures::StreamExt;
@@ -158,10 +158,6 @@ fn config_check_reports_valid_and_invalid_files() {
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
 }
 
-fn run_blocking(mut cmd: Command) -> std::process::Output {
-    cmd.output().expect("command runs")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_command_downloads_through_the_server() {
     let up = Upstream::start().await;
@@ -179,9 +175,7 @@ async fn fetch_command_downloads_through_the_server() {
         &srv.base,
     ])
     .current_dir(dir.path());
-    let out = tokio::task::spawn_blocking(move || run_blocking(cmd))
-        .await
-        .unwrap();
+    let out = output(cmd).await;
     assert!(
         out.status.success(),
         "{}",
@@ -196,9 +190,7 @@ async fn fetch_command_downloads_through_the_server() {
     cmd.args(["fetch", &up.url("/r/missing.tar.gz"), "-o", "out.tar.gz"])
         .env("UPCACHE_SERVER", &srv.base)
         .current_dir(dir.path());
-    let out = tokio::task::spawn_blocking(move || run_blocking(cmd))
-        .await
-        .unwrap();
+    let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
     assert!(!dir.path().join("out.tar.gz").exists());
@@ -241,9 +233,7 @@ async fn curl_and_wget_as_proxy_and_mirror_clients() {
         .args(["-sS", "-f", "-O", "-J", &srv.mirror_url(&url)])
         .current_dir(dir.path());
     for cmd in [curl, wget, curl_mirror] {
-        let o = tokio::task::spawn_blocking(move || run_blocking(cmd))
-            .await
-            .unwrap();
+        let o = output(cmd).await;
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     for f in ["curl-proxy", "wget-proxy", "app-3.1.tar.gz"] {
@@ -361,9 +351,7 @@ async fn rpmbuild_fetches_sources_through_upcache() {
         .arg("--define")
         .arg(format!("_httpport {port}"))
         .arg(&spec);
-    let out = tokio::task::spawn_blocking(move || run_blocking(cmd))
-        .await
-        .unwrap();
+    let out = output(cmd).await;
     assert!(
         out.status.success(),
         "rpmbuild failed:\n{}{}",
@@ -527,9 +515,7 @@ async fn curl_get(url: &str, args: &[&str]) -> (String, String) {
         .arg(dir.path().join("body"))
         .args(args)
         .arg(url);
-    let o = tokio::task::spawn_blocking(move || run_blocking(cmd))
-        .await
-        .unwrap();
+    let o = output(cmd).await;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
     (read("headers").to_lowercase(), read("body"))
@@ -625,9 +611,7 @@ async fn metrics_negotiate_their_format_and_promtool_accepts_the_default() {
     check
         .args(["check", "metrics"])
         .stdin(std::fs::File::open(&file).unwrap());
-    let o = tokio::task::spawn_blocking(move || run_blocking(check))
-        .await
-        .unwrap();
+    let o = output(check).await;
     assert!(
         o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(),
         "promtool check metrics: {}{}\n{text}",

@@ -1,6 +1,6 @@
 //! Uploads for dead upstream URLs, tokens and scopes, admin endpoints, the audit export.
 
-use crate::common::fixtures::{admin, digests, journal_events, token};
+use crate::common::fixtures::{admin, digests, journal_events, output, token, upcache};
 use crate::common::server::*;
 use crate::common::upstream::*;
 
@@ -503,18 +503,10 @@ async fn audit_export_jsonl_and_csv_match_the_schema() {
     assert_eq!(error_code(r).await.1, "bad_request");
 }
 
-fn upcache_cmd() -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_upcache"));
-    c.env_remove("UPCACHE_SERVER")
-        .env_remove("UPCACHE_TOKEN")
-        .env_remove("UPCACHE_CONFIG");
-    c
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_token_upload_and_audit_export() {
     // `token new` prints a token and config lines that load.
-    let out = upcache_cmd()
+    let out = upcache()
         .args(["token", "new", "packager", "--scope", "upload,admin"])
         .output()
         .unwrap();
@@ -537,7 +529,7 @@ async fn cli_token_upload_and_audit_export() {
         upcache::Config::load_from(Some(&cfg_path), std::collections::HashMap::new()).unwrap();
     assert_eq!(cfg.auth.tokens[0].name, "packager");
     assert_eq!(cfg.auth.tokens[0].scopes, ["upload", "admin"]);
-    let out = upcache_cmd()
+    let out = upcache()
         .args(["token", "new", "x", "--scope", "root"])
         .output()
         .unwrap();
@@ -548,7 +540,7 @@ async fn cli_token_upload_and_audit_export() {
     let body = random_bytes(300_000, 37);
     std::fs::write(&file, &body).unwrap();
     let d = digests(&body);
-    let mut cmd = upcache_cmd();
+    let mut cmd = upcache();
     cmd.arg("upload")
         .arg(&file)
         .args([
@@ -560,9 +552,7 @@ async fn cli_token_upload_and_audit_export() {
             &srv.base,
         ])
         .env("UPCACHE_TOKEN", &token);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let out = output(cmd).await;
     assert!(
         out.status.success(),
         "{}",
@@ -583,7 +573,7 @@ async fn cli_token_upload_and_audit_export() {
     assert_eq!((h["x-cache"].to_str().unwrap(), got), ("HIT", body));
 
     // A wrong md5 fails with the server's message and exit 1.
-    let mut cmd = upcache_cmd();
+    let mut cmd = upcache();
     cmd.arg("upload").arg(&file).args([
         "--md5",
         &"0".repeat(32),
@@ -592,18 +582,14 @@ async fn cli_token_upload_and_audit_export() {
         "--token",
         &token,
     ]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected"));
 
-    let mut cmd = upcache_cmd();
+    let mut cmd = upcache();
     cmd.args(["audit", "export", "--format", "csv", "--server", &srv.base])
         .env("UPCACHE_TOKEN", &token);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let out = output(cmd).await;
     assert!(
         out.status.success(),
         "{}",
@@ -615,11 +601,9 @@ async fn cli_token_upload_and_audit_export() {
         csv.contains(",uploaded,https://gone.example/dead-0.9.tar.bz2,"),
         "{csv}"
     );
-    let mut cmd = upcache_cmd();
+    let mut cmd = upcache();
     cmd.args(["audit", "export", "--server", &srv.base, "--token", "wrong"]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(1));
 }
 

@@ -138,3 +138,10 @@ pub fn assert_none(problems: &[String], what: &str) {
         problems.join("\n  - ")
     );
 }
+
+/// Run `cmd` to its end off the async runtime (the server under test keeps serving).
+pub async fn output(mut cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || cmd.output().expect("the command runs"))
+        .await
+        .unwrap()
+}
