@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::common::fixtures::eventually;
+use crate::common::raw::Answer;
 use crate::common::server::*;
 use crate::common::upstream::*;
 use serde_json::{Value, json};
@@ -17,36 +18,6 @@ use tokio::net::TcpStream;
 use upcache::prefetch::{self, Kind};
 
 const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-
-/// One response read off a raw connection.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The JSON error body (SPEC 4.5); panics, naming the answer, if it is not one.
-    fn error(&self) -> Value {
-        let v: Value = serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "{} answer has no JSON body ({e}): {:?}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        });
-        assert!(v["error"].is_string() && v["message"].is_string(), "{v}");
-        v
-    }
-}
 
 /// A raw HTTP/1.1 connection: requests go out exactly as written, answers are parsed by
 /// hand (Content-Length or chunked).

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::common::raw::Answer;
 use crate::common::server::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -18,30 +19,8 @@ fn spawn() -> (tempfile::TempDir, Process) {
     (cwd, p)
 }
 
-/// One parsed response.
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("{e}: body {:?}", String::from_utf8_lossy(&self.body)))
-    }
-}
-
 /// Send `request` and read until the server closes the connection; every response in it.
-async fn exchange(addr: &str, request: &[u8]) -> Vec<Response> {
+async fn exchange(addr: &str, request: &[u8]) -> Vec<Answer> {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(request).await.unwrap();
     let mut all = Vec::new();
@@ -50,7 +29,7 @@ async fn exchange(addr: &str, request: &[u8]) -> Vec<Response> {
     parse_all(&all)
 }
 
-fn parse_all(mut data: &[u8]) -> Vec<Response> {
+fn parse_all(mut data: &[u8]) -> Vec<Answer> {
     let mut out = Vec::new();
     while !data.is_empty() {
         let end = data
@@ -99,7 +78,7 @@ fn parse_all(mut data: &[u8]) -> Vec<Response> {
             body.extend_from_slice(&data[..len]);
             data = &data[len..];
         }
-        out.push(Response {
+        out.push(Answer {
             status,
             headers,
             body,

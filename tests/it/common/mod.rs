@@ -3,6 +3,7 @@
 pub mod fixtures;
 pub mod ftp;
 pub mod netns;
+pub mod raw;
 pub mod s3;
 pub mod server;
 pub mod source;
