@@ -1,6 +1,6 @@
 //! A scriptable origin server for `scripts/bench.sh`: serves generated files, optionally slow,
 //! and keeps a per-path request count in a JSON file. It is the test suite's upstream
-//! (`tests/common/upstream.rs`) behind a command line.
+//! (`tests/it/common/upstream.rs`) behind a command line.
 //!
 //! ```text
 //! bench_origin --listen 127.0.0.1:9000 --stats /tmp/hits.json \
@@ -8,7 +8,7 @@
 //!     --ttfb-ms 50 --rate 20000000
 //! ```
 
-#[path = "../tests/common/upstream.rs"]
+#[path = "../tests/it/common/upstream.rs"]
 #[allow(dead_code)]
 mod upstream;
 

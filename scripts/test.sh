@@ -22,9 +22,9 @@ tools=(
   "dnf dnf /usr/bin/dnf"                             # tests/build_farm.rs: a real repository through proxy=
   "createrepo_c createrepo-c /usr/bin/createrepo_c"  # ... built with createrepo_c
   "/usr/sbin/nginx nginx /usr/sbin/nginx"            # the gateway tests run deploy/nginx.conf
-  "systemd-analyze systemd /usr/bin/systemd-analyze" # tests/deploy.rs: dist/upcache.service
-  "/usr/bin/promtool prometheus /usr/bin/promtool"   # tests/deploy.rs: deploy/prometheus.yml; tests/process.rs: promtool check metrics
-  "/usr/bin/chromium chromium chromium"              # tests/status.rs: the status page in a browser
+  "systemd-analyze systemd /usr/bin/systemd-analyze" # tests/it/deploy.rs: dist/upcache.service
+  "/usr/bin/promtool prometheus /usr/bin/promtool"   # tests/it/deploy.rs: deploy/prometheus.yml; tests/it/process.rs: promtool check metrics
+  "/usr/bin/chromium chromium chromium"              # tests/it/status.rs: the status page in a browser
 )
 missing=()
 for tool in "${tools[@]}"; do
@@ -46,14 +46,14 @@ if ((${#missing[@]})); then
     exit 1
   fi
 fi
-# The FTP tests run a real FTP server: pyftpdlib (tests/common/ftp_server.py).
+# The FTP tests run a real FTP server: pyftpdlib (tests/it/common/ftp_server.py).
 if ! python3 -c 'import pyftpdlib' 2>/dev/null; then
   log "installing pyftpdlib"
   python3 -m pip install --quiet pyftpdlib 2>/dev/null ||
     python3 -m pip install --quiet --break-system-packages pyftpdlib
 fi
-# The object-store tests (tests/s3.rs) run a real S3 server: moto's, with boto3 to create
-# the bucket (tests/common/s3_server.py). See the README for why moto.
+# The object-store tests (tests/it/s3.rs) run a real S3 server: moto's, with boto3 to create
+# the bucket (tests/it/common/s3_server.py). See the README for why moto.
 if ! python3 -c 'import moto.server, boto3, flask' 2>/dev/null; then
   log "installing moto[server]"
   python3 -m pip install --quiet 'moto[server]' 2>/dev/null ||
@@ -72,7 +72,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 # Tests never change this machine's network: those that need a "public" upstream address make
-# a network namespace of their own (tests/common/netns.rs; root and unshare from util-linux).
+# a network namespace of their own (tests/it/common/netns.rs; root and unshare from util-linux).
 
 # --- checks and tests --------------------------------------------------------------------------
 log "cargo fmt --check"

@@ -446,17 +446,8 @@ impl App {
         source: Option<fill::Source>,
     ) -> Result<(), Error> {
         let now = self.clock.unix_now();
-        let meta = BlobMeta {
-            digests: digests.clone(),
-            size,
-            content_type: head.content_type.clone(),
-            first_seen: now,
-            last_access: now,
-            access_count: 0,
-            origin: Origin::Upstream,
-            pinned: false,
-            placement: Placement::Local,
-        };
+        let meta = BlobMeta::new(digests.clone(), size, Origin::Upstream, now)
+            .with_content_type(head.content_type.clone());
         let record = UrlRecord {
             // The exact URL: it is the index key. Shown URLs are redacted where they are shown.
             url: url.as_str().to_owned(),
@@ -586,17 +577,9 @@ impl App {
             }
         }
         let now = self.clock.unix_now();
-        let meta = BlobMeta {
-            digests: digests.clone(),
-            size,
-            content_type: req.content_type.clone(),
-            first_seen: now,
-            last_access: now,
-            access_count: 0,
-            origin: Origin::Upload,
-            pinned: true,
-            placement: Placement::Local,
-        };
+        let meta = BlobMeta::new(digests.clone(), size, Origin::Upload, now)
+            .with_content_type(req.content_type.clone())
+            .with_pinned(true);
         let record = req.url.as_ref().map(|url| UrlRecord {
             // The exact URL (the index key); `to_string` would hide a password.
             url: url.as_str().to_owned(),

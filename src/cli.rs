@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use tracing::{error, info};
 
 use crate::app::App;
+use crate::client;
 use crate::config::{Config, LogFormat};
 use crate::http::Server;
 use crate::offline::Offline;
@@ -293,7 +294,7 @@ pub fn run(cli: Cli) -> ExitCode {
             output,
             read_timeout,
             server,
-        } => exit(runtime().block_on(crate::client::fetch(
+        } => client::exit(runtime().block_on(client::fetch(
             &server.server,
             &url,
             output.as_deref(),
@@ -330,7 +331,7 @@ pub fn run(cli: Cli) -> ExitCode {
             token,
         } => {
             let urls = match file {
-                Some(f) => match read_url_list(&f) {
+                Some(f) => match client::read_url_list(&f) {
                     Ok(urls) => urls,
                     Err(e) => {
                         eprintln!("upcache: {e}");
@@ -339,7 +340,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 },
                 None => urls,
             };
-            exit(runtime().block_on(crate::client::prefetch(
+            client::exit(runtime().block_on(client::prefetch(
                 &server.server,
                 token.token.as_deref(),
                 urls,
@@ -355,11 +356,11 @@ pub fn run(cli: Cli) -> ExitCode {
             replace,
             server,
             token,
-        } => exit(runtime().block_on(crate::client::upload(
+        } => client::exit(runtime().block_on(client::upload(
             &server.server,
             token.token.as_deref(),
             &file,
-            &crate::client::Upload {
+            &client::Upload {
                 url,
                 md5,
                 sha256,
@@ -379,7 +380,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     server,
                     token,
                 },
-        } => exit(runtime().block_on(crate::client::audit_export(
+        } => client::exit(runtime().block_on(client::audit_export(
             &server.server,
             token.token.as_deref(),
             since.as_deref(),
@@ -445,36 +446,6 @@ fn offline(
     }
     let _log = init_tracing(&cfg);
     crate::offline::run(cfg, command, &runtime(), f)
-}
-
-/// A list of URLs, one per line; blank lines and `#` comments are skipped. `-` is stdin.
-fn read_url_list(path: &Path) -> Result<Vec<String>, String> {
-    let text = if path == Path::new("-") {
-        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("standard input: {e}"))?
-    } else {
-        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
-    };
-    let urls: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_owned)
-        .collect();
-    if urls.is_empty() {
-        return Err(format!("{}: no urls", path.display()));
-    }
-    Ok(urls)
-}
-
-/// Exit code of a client command; its error goes to stderr, once.
-fn exit(result: Result<(), crate::client::ClientError>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("upcache: {e}");
-            e.exit_code()
-        }
-    }
 }
 
 /// `upcache token new NAME --scope ...`

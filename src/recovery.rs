@@ -148,20 +148,15 @@ pub fn reconcile(
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs() as i64);
         let first_seen = replay.first_seen.get(b3).copied().unwrap_or(mtime);
+        let origin = if replay.uploaded.contains(b3) {
+            Origin::Upload
+        } else {
+            Origin::Upstream
+        };
         let meta = BlobMeta {
-            digests,
-            size,
-            content_type: None,
-            first_seen,
             last_access: first_seen.max(mtime),
-            access_count: 0,
-            origin: if replay.uploaded.contains(b3) {
-                Origin::Upload
-            } else {
-                Origin::Upstream
-            },
-            pinned: replay.pinned.get(b3).copied().unwrap_or(false),
-            placement: crate::index::Placement::Local,
+            ..BlobMeta::new(digests, size, origin, first_seen)
+                .with_pinned(replay.pinned.get(b3).copied().unwrap_or(false))
         };
         index.insert_blob(&meta)?;
         for rec in by_blob.get(b3.as_str()).into_iter().flatten() {

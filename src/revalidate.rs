@@ -62,18 +62,10 @@ pub async fn revalidate(
         return Ok(Outcome::Unchanged);
     }
     let now = app.clock.unix_now();
-    let meta = BlobMeta {
-        digests: digests.clone(),
-        size,
-        content_type: head.content_type.clone(),
-        first_seen: now,
-        last_access: now,
-        access_count: 0,
-        origin: Origin::Upstream,
-        // Kept for inspection until an admin unpins or deletes it.
-        pinned: true,
-        placement: crate::index::Placement::Local,
-    };
+    // Pinned: kept for inspection until an admin unpins or deletes it.
+    let meta = BlobMeta::new(digests.clone(), size, Origin::Upstream, now)
+        .with_content_type(head.content_type.clone())
+        .with_pinned(true);
     let describe = |d: &Digests, size: u64| {
         format!(
             "blake3 {} sha256 {} md5 {} size {size}",

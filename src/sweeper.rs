@@ -371,17 +371,7 @@ mod tests {
             w.append(&content).unwrap();
             let (temp, _, _) = w.finish();
             app.store.commit(temp, &digests.blake3).unwrap();
-            let meta = BlobMeta {
-                digests: digests.clone(),
-                size: 100,
-                content_type: None,
-                first_seen: 1,
-                last_access: 1,
-                access_count: 0,
-                origin: Origin::Upstream,
-                pinned: false,
-                placement: crate::index::Placement::Local,
-            };
+            let meta = BlobMeta::new(digests.clone(), 100, Origin::Upstream, 1);
             let url = format!("http://h/{i}");
             let record = UrlRecord {
                 url: url.clone(),

@@ -151,6 +151,35 @@ impl From<BlobMeta> for StoredBlobMeta {
 }
 
 impl BlobMeta {
+    /// A blob first stored at `now` (Unix seconds): not accessed yet, not pinned, and in the
+    /// local store only. The `with_` methods set the rest.
+    pub fn new(digests: Digests, size: u64, origin: Origin, now: i64) -> BlobMeta {
+        BlobMeta {
+            digests,
+            size,
+            content_type: None,
+            first_seen: now,
+            last_access: now,
+            access_count: 0,
+            origin,
+            pinned: false,
+            placement: Placement::Local,
+        }
+    }
+
+    /// With the content type upstream or the uploader gave.
+    pub fn with_content_type(self, content_type: Option<String>) -> BlobMeta {
+        BlobMeta {
+            content_type,
+            ..self
+        }
+    }
+
+    /// Pinned or not: the sweeper never evicts a pinned blob.
+    pub fn with_pinned(self, pinned: bool) -> BlobMeta {
+        BlobMeta { pinned, ..self }
+    }
+
     pub fn blake3(&self) -> &str {
         &self.digests.blake3
     }

@@ -18,6 +18,12 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use crate::bounded::BoundedLru;
 use crate::store::Algo;
 
+mod meta;
+mod records;
+
+pub use meta::{BlobMeta, Origin, Placement};
+pub use records::{UrlEntry, UrlRecord};
+
 /// Errors of the index.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -35,54 +41,6 @@ pub enum IndexError {
         #[source]
         source: serde_json::Error,
     },
-}
-
-mod meta;
-pub use meta::{BlobMeta, Origin, Placement};
-
-/// One bound URL and what upstream said about it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct UrlRecord {
-    pub url: String,
-    pub blake3: String,
-    pub status: u16,
-    pub content_type: Option<String>,
-    pub etag: Option<String>,
-    pub last_modified: Option<String>,
-    pub final_url: String,
-    /// Unix seconds.
-    pub fetched_at: i64,
-    pub instance: String,
-}
-
-/// A bound URL with its blob, as the hit path needs it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UrlEntry {
-    pub record: UrlRecord,
-    pub blob: BlobMeta,
-}
-
-impl UrlEntry {
-    /// Bytes held beyond the struct: its strings (URLs and upstream's header values can be
-    /// long), plus the blob's digests and content type.
-    fn bytes(&self) -> usize {
-        let r = &self.record;
-        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
-        let b = &self.blob;
-        r.url.len()
-            + r.blake3.len()
-            + r.final_url.len()
-            + r.instance.len()
-            + opt(&r.content_type)
-            + opt(&r.etag)
-            + opt(&r.last_modified)
-            + opt(&b.content_type)
-            + b.digests.md5.len()
-            + b.digests.sha256.len()
-            + b.digests.sha512.len()
-            + b.digests.blake3.len()
-            + std::mem::size_of::<UrlEntry>()
-    }
 }
 
 /// Bytes of URL entries kept in memory at most, whatever `cache.memory_entries` says: a URL
@@ -669,17 +627,7 @@ mod tests {
     fn meta(data: &[u8]) -> BlobMeta {
         let mut d = Digester::new();
         d.update(data);
-        BlobMeta {
-            digests: d.finish(),
-            size: data.len() as u64,
-            content_type: None,
-            first_seen: 1,
-            last_access: 1,
-            access_count: 0,
-            origin: Origin::Upstream,
-            pinned: false,
-            placement: Placement::Local,
-        }
+        BlobMeta::new(d.finish(), data.len() as u64, Origin::Upstream, 1)
     }
 
     fn record(url: &str, b: &BlobMeta) -> UrlRecord {
