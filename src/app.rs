@@ -69,7 +69,8 @@ impl Actor {
     }
 }
 
-/// Admission control sweeps at most this often.
+/// After an admission attempt that could not free enough space, further attempts wait this
+/// long (misses that do not fit meanwhile are passed through).
 const ROOM_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Negative-cache entries kept at most, and their bytes (URLs): bounded memory under URL scans
@@ -97,7 +98,7 @@ pub struct App {
     pub jobs: crate::prefetch::Jobs,
     /// Sweeper passes never overlap.
     pub sweep_lock: Mutex<()>,
-    /// When admission control last swept to make room.
+    /// When an admission attempt last failed to make room.
     last_room_sweep: Mutex<Option<Instant>>,
     /// Where the online scrub continues (last blake3 checked).
     pub scrub_cursor: Mutex<Option<String>>,
@@ -728,8 +729,10 @@ impl App {
         }
     }
 
-    /// Whether `incoming` more bytes fit under the high watermark; if not, sweep once (passes
-    /// are serialized, so concurrent callers mostly find the work done) and look again.
+    /// Whether `incoming` more bytes fit under the high watermark; if not, evict just enough
+    /// least recently used, unpinned blobs for them ([`crate::sweeper::make_room`]: one pass
+    /// over the index, no file walk, no scrub) and look again. Only after an attempt that
+    /// could not free the space are further attempts refused for a few seconds.
     pub async fn admit(self: &Arc<Self>, incoming: u64) -> bool {
         let fits = |app: &App| {
             app.used().is_ok_and(|u| {
@@ -740,26 +743,27 @@ impl App {
         if fits(self) {
             return true;
         }
-        // While the disk stays full, every miss would ask for a sweep: one every few seconds
-        // is enough.
+        // While nothing more can be evicted (pinned blobs, other data on the volume), every
+        // miss would scan the index again: one failed attempt every few seconds is enough.
+        if self
+            .last_room_sweep
+            .lock()
+            .is_some_and(|t| t.elapsed() < ROOM_SWEEP_EVERY)
         {
-            let mut last = self.last_room_sweep.lock();
-            if last.is_some_and(|t| t.elapsed() < ROOM_SWEEP_EVERY) {
-                return false;
-            }
-            *last = Some(Instant::now());
+            return false;
         }
         let app = self.clone();
         let swept =
             tokio::task::spawn_blocking(move || crate::sweeper::make_room(&app, incoming)).await;
         if let Ok(Err(e)) = swept {
-            warn!(error = %e, "admission sweep failed");
+            warn!(error = %e, "admission eviction failed");
         }
         let admitted = fits(self);
         if !admitted {
+            *self.last_room_sweep.lock() = Some(Instant::now());
             warn!(
                 bytes = incoming,
-                "no room for a download even after a sweep; passing it through unstored"
+                "no room for a download even after evicting; passing it through unstored"
             );
         }
         admitted

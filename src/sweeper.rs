@@ -137,6 +137,7 @@ pub fn run_once(app: &App) -> Result<Report, Error> {
 struct Candidate {
     blake3: String,
     last_access: i64,
+    size: u64,
 }
 
 /// The blobs the sweeper may evict, in one pass over the index.
@@ -146,6 +147,7 @@ fn candidates(app: &App) -> Result<Vec<Candidate>, Error> {
         if evictable(app, &m) {
             out.push(Candidate {
                 last_access: m.last_access,
+                size: m.size,
                 blake3: m.digests.blake3,
             });
         }
@@ -193,17 +195,69 @@ fn evict_to_low_watermark(
     Ok(())
 }
 
-/// Only the watermark eviction, for admission control of `incoming` bytes: no walks, no
-/// scrub.
+/// Admission control of `incoming` bytes: evict just enough least recently used, unpinned
+/// blobs to bring the cache with them under the high watermark. One pass over the index that
+/// keeps only the oldest candidates covering the bytes to free (memory stays small however
+/// many blobs there are); no file walk, no scrub. The periodic pass still evicts down to the
+/// low watermark.
 pub fn make_room(app: &App, incoming: u64) -> Result<Report, Error> {
     let _one_at_a_time = app.sweep_lock.lock();
     app.index.flush_access()?;
-    let candidates = candidates(app)?;
     let mut r = Report::default();
-    evict_to_low_watermark(app, candidates, incoming, &mut r)?;
-    app.index.flush_blocking()?;
+    let usage = app.used()?;
+    let high = (app.config.cache.high_watermark * usage.total_bytes as f64) as u64;
+    let to_free = usage
+        .used_bytes
+        .saturating_add(incoming)
+        .saturating_sub(high);
+    // Evict nothing for what cannot fit even in an empty cache, or when every evictable
+    // blob together would not be enough.
+    if to_free > 0 && incoming <= high {
+        let victims = oldest_covering(app, to_free)?;
+        let enough = victims.iter().map(|c| c.size).sum::<u64>() >= to_free;
+        for c in victims.into_iter().filter(|_| enough) {
+            if r.freed_bytes >= to_free {
+                break;
+            }
+            evict_candidate(app, &c, "room for a download", &mut r)?;
+        }
+        app.index.flush_blocking()?;
+    }
     r.used_ratio = app.used()?.used_ratio();
     Ok(r)
+}
+
+/// The least recently used evictable blobs whose sizes add up to at least `bytes` (all of
+/// them if they do not), oldest first.
+fn oldest_covering(app: &App, bytes: u64) -> Result<Vec<Candidate>, Error> {
+    use std::collections::BinaryHeap;
+    // A max-heap on last access: the newest of the kept candidates is on top, and leaves as
+    // soon as the others cover the bytes without it.
+    let mut heap: BinaryHeap<(i64, u64, String)> = BinaryHeap::new();
+    let mut kept = 0u64;
+    app.index.visit_stored_blobs(None, |m| {
+        if evictable(app, &m) {
+            kept += m.size;
+            heap.push((m.last_access, m.size, m.digests.blake3));
+            while let Some((_, newest, _)) = heap.peek() {
+                if kept - newest < bytes {
+                    break;
+                }
+                kept -= newest;
+                heap.pop();
+            }
+        }
+        Ok::<_, Error>(true)
+    })?;
+    Ok(heap
+        .into_sorted_vec()
+        .into_iter()
+        .map(|(last_access, size, blake3)| Candidate {
+            blake3,
+            last_access,
+            size,
+        })
+        .collect())
 }
 
 /// Whether the sweeper may remove a blob's local copy: not pinned, here, and with an object
