@@ -31,6 +31,9 @@ pub struct Report {
     pub remote_deleted: u64,
     pub remote_freed_bytes: u64,
     pub used_ratio: f64,
+    /// Milliseconds the scrub took, and the whole pass (scrub included).
+    pub scrub_ms: u64,
+    pub pass_ms: u64,
 }
 
 /// Temp files untouched this long are leftovers.
@@ -40,11 +43,15 @@ const TEMP_MAX_AGE: Duration = Duration::from_secs(3600);
 const ORPHAN_MIN_AGE: Duration = Duration::from_secs(3600);
 /// Bytes re-hashed per pass by the online scrub.
 const SCRUB_BYTES_PER_PASS: u64 = 256 * 1024 * 1024;
+/// Files re-hashed per pass by the online scrub: with many small blobs the byte budget alone
+/// would re-hash the whole store every pass (1,000,000 blobs of 256 bytes are 256 MB).
+const SCRUB_FILES_PER_PASS: u64 = 10_000;
 
 /// One sweeper pass. Blocking (file system walks, hashing): run it on a blocking thread.
 /// Passes never overlap.
 pub fn run_once(app: &App) -> Result<Report, Error> {
     let _one_at_a_time = app.sweep_lock.lock();
+    let started = std::time::Instant::now();
     let mut r = Report::default();
     app.index.flush_access()?;
 
@@ -94,7 +101,9 @@ pub fn run_once(app: &App) -> Result<Report, Error> {
         r.remote_deleted = deleted;
         r.remote_freed_bytes = freed;
     }
+    let scrub_started = std::time::Instant::now();
     scrub(app, &mut r)?;
+    r.scrub_ms = scrub_started.elapsed().as_millis() as u64;
     app.index.flush_blocking()?;
     let cache = &app.config.cache;
     let usage = app.used()?;
@@ -112,8 +121,11 @@ pub fn run_once(app: &App) -> Result<Report, Error> {
             ),
         );
     }
+    r.pass_ms = started.elapsed().as_millis() as u64;
     if r != (Report {
         used_ratio: r.used_ratio,
+        scrub_ms: r.scrub_ms,
+        pass_ms: r.pass_ms,
         ..Report::default()
     }) {
         info!(
@@ -126,6 +138,8 @@ pub fn run_once(app: &App) -> Result<Report, Error> {
             scrubbed = r.scrubbed,
             quarantined = r.quarantined,
             used_ratio = r.used_ratio,
+            scrub_ms = r.scrub_ms,
+            pass_ms = r.pass_ms,
             "sweep"
         );
     }
@@ -290,23 +304,25 @@ fn evict(app: &App, meta: &BlobMeta, why: &str, r: &mut Report) -> Result<(), Er
     Ok(())
 }
 
-/// Re-hash up to [`SCRUB_BYTES_PER_PASS`] of blobs, continuing where the last pass stopped
-/// (blake3 order, wrapping around once). Walks the index one entry at a time.
+/// Re-hash up to [`SCRUB_BYTES_PER_PASS`] and [`SCRUB_FILES_PER_PASS`] of blobs, whichever
+/// comes first, continuing where the last pass stopped (blake3 order, wrapping around once).
+/// Walks the index one entry at a time.
 fn scrub(app: &App, r: &mut Report) -> Result<(), Error> {
-    scrub_bytes(app, SCRUB_BYTES_PER_PASS, r)
+    scrub_bytes(app, SCRUB_BYTES_PER_PASS, SCRUB_FILES_PER_PASS, r)
 }
 
-fn scrub_bytes(app: &App, mut budget: u64, r: &mut Report) -> Result<(), Error> {
+fn scrub_bytes(app: &App, mut budget: u64, mut files: u64, r: &mut Report) -> Result<(), Error> {
     let mut cursor = app.scrub_cursor.lock();
     let start = cursor.clone();
     let mut step = |meta: BlobMeta, cursor: &mut Option<String>| -> Result<bool, Error> {
-        if budget == 0 {
+        if budget == 0 || files == 0 {
             return Ok(false);
         }
         if !meta.is_local() {
             return Ok(true);
         }
         budget = budget.saturating_sub(meta.size.max(1));
+        files -= 1;
         *cursor = Some(meta.blake3().to_owned());
         if check_blob(app, &meta)? {
             r.quarantined += 1;
@@ -459,22 +475,28 @@ mod tests {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (app, all) = app_with_blobs(dir.path(), &rt, 5);
-        let pass = |budget| {
+        let pass_files = |budget, files| {
             let mut r = Report::default();
-            scrub_bytes(&app, budget, &mut r).unwrap();
+            scrub_bytes(&app, budget, files, &mut r).unwrap();
             (r.scrubbed, app.scrub_cursor.lock().clone())
         };
+        let pass = |budget| pass_files(budget, u64::MAX);
         assert_eq!(pass(200), (2, Some(all[1].clone())));
         assert_eq!(pass(200), (2, Some(all[3].clone())));
         // One left before the end, then around to the start.
         assert_eq!(pass(200), (2, Some(all[0].clone())));
         // A budget larger than everything checks each blob once, ending where it began.
         assert_eq!(pass(10_000), (5, Some(all[0].clone())));
+        // The file budget bounds a pass however small the blobs.
+        assert_eq!(pass_files(10_000, 3), (3, Some(all[3].clone())));
+        assert_eq!(pass_files(10_000, 3), (3, Some(all[1].clone())));
+        assert_eq!(pass_files(10_000, 0), (0, Some(all[1].clone())));
+        *app.scrub_cursor.lock() = Some(all[0].clone());
 
         // A corrupt blob is found on its turn and quarantined.
         std::fs::write(app.store.blob_path(&all[2]), [0xffu8; 100]).unwrap();
         let mut r = Report::default();
-        scrub_bytes(&app, 10_000, &mut r).unwrap();
+        scrub_bytes(&app, 10_000, u64::MAX, &mut r).unwrap();
         assert_eq!((r.scrubbed, r.quarantined), (5, 1));
         assert!(app.index.blob(&all[2]).unwrap().is_none());
     }
