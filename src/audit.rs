@@ -129,6 +129,49 @@ impl Journal {
         Ok(event)
     }
 
+    /// Append several events with one fsync (the sweeper's evictions): all of them are
+    /// durable when this returns. Blocking.
+    pub fn append_batch(&self, events: Vec<Event>) -> Result<(), JournalError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut inner = self.inner.lock();
+        let time = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let mut lines = Vec::new();
+        let mut seq = inner.1;
+        let events: Vec<Event> = events
+            .into_iter()
+            .map(|mut event| {
+                seq += 1;
+                event.seq = seq;
+                event.time = time.clone();
+                if event.instance.is_none() {
+                    event.instance = Some(self.instance.clone());
+                }
+                serde_json::to_writer(&mut lines, &event).expect("serializable");
+                lines.push(b'\n');
+                event
+            })
+            .collect();
+        let (file, last) = &mut *inner;
+        file.write_all(&lines)
+            .and_then(|()| file.sync_data())
+            .map_err(|source| JournalError {
+                path: self.path.clone(),
+                source,
+            })?;
+        *last = seq;
+        drop(inner);
+        let mut recent = self.recent.lock();
+        for event in events.into_iter().rev().take(RECENT).rev() {
+            if recent.len() == RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(event);
+        }
+        Ok(())
+    }
+
     /// The latest events, newest first.
     pub fn recent(&self) -> Vec<Event> {
         self.recent.lock().iter().rev().cloned().collect()

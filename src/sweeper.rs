@@ -88,9 +88,13 @@ pub fn run_once(app: &App) -> Result<Report, Error> {
         let cutoff = unix_now() - max_unused.as_secs() as i64;
         let (old, keep): (Vec<_>, Vec<_>) =
             candidates.into_iter().partition(|c| c.last_access < cutoff);
-        for c in old {
-            evict_candidate(app, &c, "unused longer than cache.max_unused", &mut r)?;
-        }
+        evict_batched(
+            app,
+            &old,
+            "unused longer than cache.max_unused",
+            u64::MAX,
+            &mut r,
+        )?;
         candidates = keep;
     }
 
@@ -170,16 +174,33 @@ fn candidates(app: &App) -> Result<Vec<Candidate>, Error> {
     Ok(out)
 }
 
-/// Evict a candidate, if it is still evictable (it may have been pinned, deleted or read
-/// since the candidates were listed). Returns the bytes freed.
-fn evict_candidate(app: &App, c: &Candidate, why: &str, r: &mut Report) -> Result<u64, Error> {
-    match app.index.blob(&c.blake3)? {
-        Some(meta) if evictable(app, &meta) => {
-            evict(app, &meta, why, r)?;
-            Ok(meta.size)
+/// Evictions journaled with one fsync.
+const EVICT_BATCH: usize = 1000;
+
+/// Evict candidates in order until `to_free` bytes are freed, skipping those no longer
+/// evictable (pinned, deleted or read since they were listed), [`EVICT_BATCH`] at a time.
+fn evict_batched(
+    app: &App,
+    candidates: &[Candidate],
+    why: &str,
+    to_free: u64,
+    r: &mut Report,
+) -> Result<(), Error> {
+    let mut batch = Vec::new();
+    let mut chosen = 0u64;
+    for c in candidates {
+        if chosen >= to_free {
+            break;
         }
-        _ => Ok(0),
+        if let Some(meta) = app.index.blob(&c.blake3)?.filter(|m| evictable(app, m)) {
+            chosen = chosen.saturating_add(meta.size);
+            batch.push(meta);
+            if batch.len() == EVICT_BATCH {
+                evict(app, std::mem::take(&mut batch), why, r)?;
+            }
+        }
     }
+    evict(app, batch, why, r)
 }
 
 /// Above the high watermark (counting `incoming` bytes about to be stored): evict least
@@ -197,16 +218,15 @@ fn evict_to_low_watermark(
         return Ok(());
     }
     let target = (cache.low_watermark * usage.total_bytes as f64) as u64;
-    let mut to_free = used.saturating_sub(target);
+    let to_free = used.saturating_sub(target);
     candidates.sort_by_key(|c| c.last_access);
-    for c in &candidates {
-        if to_free == 0 {
-            break;
-        }
-        let freed = evict_candidate(app, c, "cache above its high watermark", r)?;
-        to_free = to_free.saturating_sub(freed);
-    }
-    Ok(())
+    evict_batched(
+        app,
+        &candidates,
+        "cache above its high watermark",
+        to_free,
+        r,
+    )
 }
 
 /// Admission control of `incoming` bytes: evict just enough least recently used, unpinned
@@ -228,12 +248,8 @@ pub fn make_room(app: &App, incoming: u64) -> Result<Report, Error> {
     // blob together would not be enough.
     if to_free > 0 && incoming <= high {
         let victims = oldest_covering(app, to_free)?;
-        let enough = victims.iter().map(|c| c.size).sum::<u64>() >= to_free;
-        for c in victims.into_iter().filter(|_| enough) {
-            if r.freed_bytes >= to_free {
-                break;
-            }
-            evict_candidate(app, &c, "room for a download", &mut r)?;
+        if victims.iter().map(|c| c.size).sum::<u64>() >= to_free {
+            evict_batched(app, &victims, "room for a download", to_free, &mut r)?;
         }
         app.index.flush_blocking()?;
     }
@@ -280,27 +296,44 @@ fn evictable(app: &App, meta: &BlobMeta) -> bool {
     !meta.pinned && meta.is_local() && (app.tier.is_none() || meta.remote)
 }
 
-/// Evict one blob: journal first, then the index (its URLs become misses, its history stays),
-/// then the file. Readers that have it open finish normally (unlink keeps open files).
-/// A blob the bucket holds only leaves the local tier: still a hit, served from the bucket.
-fn evict(app: &App, meta: &BlobMeta, why: &str, r: &mut Report) -> Result<(), Error> {
-    let b3 = meta.blake3();
-    if meta.remote {
-        app.index.set_tier(b3, true, true)?;
-        app.store.remove(b3)?;
+/// Evict a batch of blobs: the journal first (one fsync for the whole batch), then the index
+/// (their URLs become misses, their history stays), then the files. A crash in between
+/// leaves journaled evictions whose blobs are still indexed and stored: served as before, and
+/// a rebuild replaying the journal treats them as evicted (misses, fetched again), the same
+/// window one eviction at a time had. Readers that have a file open finish normally (unlink
+/// keeps open files). A blob the bucket holds only leaves the local tier: still a hit, served
+/// from the bucket, and is not journaled.
+fn evict(app: &App, metas: Vec<BlobMeta>, why: &str, r: &mut Report) -> Result<(), Error> {
+    // Looked at again just before the journal (one may have been pinned since it was chosen):
+    // the window is the batch's fsync, as it was one eviction's.
+    let mut current = Vec::with_capacity(metas.len());
+    for m in metas {
+        if let Some(m) = app.index.blob(m.blake3())?.filter(|m| evictable(app, m)) {
+            current.push(m);
+        }
+    }
+    let (remote, local): (Vec<_>, Vec<_>) = current.into_iter().partition(|m| m.remote);
+    for meta in &remote {
+        app.index.set_tier(meta.blake3(), true, true)?;
+    }
+    let events = local
+        .iter()
+        .map(|meta| {
+            let mut event = Event::new("evicted").with_digests(&meta.digests, meta.size);
+            event.detail = Some(why.to_owned());
+            event
+        })
+        .collect();
+    app.journal.append_batch(events)?;
+    for meta in &local {
+        app.index.evict(meta.blake3())?;
+    }
+    for meta in local.iter().chain(&remote) {
+        app.store.remove(meta.blake3())?;
         app.metrics.evictions.inc();
         r.evicted += 1;
         r.freed_bytes += meta.size;
-        return Ok(());
     }
-    let mut event = Event::new("evicted").with_digests(&meta.digests, meta.size);
-    event.detail = Some(why.to_owned());
-    app.journal.append(event)?;
-    app.index.evict(b3)?;
-    app.store.remove(b3)?;
-    app.metrics.evictions.inc();
-    r.evicted += 1;
-    r.freed_bytes += meta.size;
     Ok(())
 }
 
@@ -499,5 +532,51 @@ mod tests {
         scrub_bytes(&app, 10_000, u64::MAX, &mut r).unwrap();
         assert_eq!((r.scrubbed, r.quarantined), (5, 1));
         assert!(app.index.blob(&all[2]).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_batch_of_evictions_is_journaled_in_order_before_the_index_and_files_change() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (app, all) = app_with_blobs(dir.path(), &rt, 5);
+        app.index.set_pinned(&all[4], true).unwrap();
+        let before = app.journal.read_all().unwrap().len();
+        let candidates: Vec<_> = all
+            .iter()
+            .map(|b3| Candidate {
+                blake3: b3.clone(),
+                last_access: 1,
+                size: 100,
+            })
+            .collect();
+        let mut r = Report::default();
+        // Enough for three blobs: the first three go, the pinned one never.
+        evict_batched(&app, &candidates, "test", 250, &mut r).unwrap();
+        assert_eq!((r.evicted, r.freed_bytes), (3, 300));
+        let events = app.journal.read_all().unwrap();
+        let evicted: Vec<_> = events[before..].iter().collect();
+        assert_eq!(evicted.len(), 3);
+        for (e, b3) in evicted.iter().zip(&all) {
+            assert_eq!(
+                (e.event.as_str(), e.blake3.as_deref()),
+                ("evicted", Some(b3.as_str()))
+            );
+        }
+        assert!(evicted.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+        for b3 in &all[..3] {
+            assert!(app.index.blob(b3).unwrap().unwrap().evicted);
+            assert!(!app.store.exists(b3));
+        }
+        // A pin taken after the choice is honoured: looked at again just before the journal.
+        let meta = app.index.blob(&all[3]).unwrap().unwrap();
+        app.index.set_pinned(&all[3], true).unwrap();
+        let mut r = Report::default();
+        evict(&app, vec![meta], "test", &mut r).unwrap();
+        assert_eq!(r.evicted, 0);
+        assert!(app.store.exists(&all[3]) && app.store.exists(&all[4]));
+        // The journal reopens after the batch: the next event follows the last sequence.
+        let journal = crate::audit::Journal::open(app.journal.path(), "t").unwrap();
+        let next = journal.append(Event::new("pinned")).unwrap();
+        assert_eq!(next.seq, evicted[2].seq + 1);
     }
 }
