@@ -103,37 +103,16 @@ impl Journal {
     }
 
     /// Append and fsync one event. Blocking; returns the event as written.
-    pub fn append(&self, mut event: Event) -> Result<Event, JournalError> {
-        let mut inner = self.inner.lock();
-        event.seq = inner.1 + 1;
-        event.time = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        if event.instance.is_none() {
-            event.instance = Some(self.instance.clone());
-        }
-        let mut line = serde_json::to_vec(&event).expect("serializable");
-        line.push(b'\n');
-        let (file, seq) = &mut *inner;
-        file.write_all(&line)
-            .and_then(|()| file.sync_data())
-            .map_err(|source| JournalError {
-                path: self.path.clone(),
-                source,
-            })?;
-        *seq = event.seq;
-        drop(inner);
-        let mut recent = self.recent.lock();
-        if recent.len() == RECENT {
-            recent.pop_front();
-        }
-        recent.push_back(event.clone());
-        Ok(event)
+    pub fn append(&self, event: Event) -> Result<Event, JournalError> {
+        let mut written = self.append_batch(vec![event])?;
+        Ok(written.pop().expect("one event written"))
     }
 
     /// Append several events with one fsync (the sweeper's evictions): all of them are
-    /// durable when this returns. Blocking.
-    pub fn append_batch(&self, events: Vec<Event>) -> Result<(), JournalError> {
+    /// durable when this returns. Blocking; returns the events as written.
+    pub fn append_batch(&self, events: Vec<Event>) -> Result<Vec<Event>, JournalError> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(events);
         }
         let mut inner = self.inner.lock();
         let time = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
@@ -163,13 +142,13 @@ impl Journal {
         *last = seq;
         drop(inner);
         let mut recent = self.recent.lock();
-        for event in events.into_iter().rev().take(RECENT).rev() {
+        for event in events.iter().skip(events.len().saturating_sub(RECENT)) {
             if recent.len() == RECENT {
                 recent.pop_front();
             }
-            recent.push_back(event);
+            recent.push_back(event.clone());
         }
-        Ok(())
+        Ok(events)
     }
 
     /// The latest events, newest first.
