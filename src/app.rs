@@ -73,6 +73,17 @@ impl Actor {
 /// long (misses that do not fit meanwhile are passed through).
 const ROOM_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// In the data directory after a clean shutdown; removed at start-up.
+const CLEAN_MARKER: &str = "clean-shutdown";
+
+/// Whether the last run shut down cleanly; the marker is removed durably either way.
+fn take_clean_marker(data_dir: &std::path::Path) -> bool {
+    std::fs::remove_file(data_dir.join(CLEAN_MARKER)).is_ok()
+        && std::fs::File::open(data_dir)
+            .and_then(|d| d.sync_all())
+            .is_ok()
+}
+
 /// Negative-cache entries kept at most, and their bytes (URLs): bounded memory under URL scans
 /// however long the URLs are.
 pub const NEGATIVE_ENTRIES: usize = 10_000;
@@ -191,8 +202,19 @@ impl App {
         let (index, rebuild) = open_index(&data_dir.join("index"), config.cache.memory_entries)?;
         // The index lock is ours now: no other process owns these temp files.
         let removed = store.remove_temp_files()?;
-        let dropped = index.drop_missing(|b3| store.exists(b3))?;
-        let recovered = crate::recovery::reconcile(&index, &store, || journal.read_all(), rebuild)?;
+        // After a clean shutdown the index and the files agree: the full walk (which does
+        // not scale to millions of blobs) runs in the background, the service is ready at
+        // once. The marker goes now (durably), so a crash from here on means a full walk.
+        let clean = !rebuild && take_clean_marker(&data_dir);
+        let (dropped, recovered) = if clean {
+            info!("clean shutdown: start-up reconciliation runs in the background");
+            (0, Default::default())
+        } else {
+            (
+                index.drop_missing(|b3| store.exists(b3))?,
+                crate::recovery::reconcile(&index, &store, || journal.read_all(), rebuild)?,
+            )
+        };
         if removed + dropped > 0 || recovered != Default::default() {
             info!(
                 temp_files = removed,
@@ -238,7 +260,49 @@ impl App {
         });
         app.start_tier()
             .map_err(|e| OpenError::Tier(e.to_string()))?;
+        if clean {
+            let app = app.clone();
+            app.runtime
+                .clone()
+                .spawn_blocking(move || app.reconcile_in_background());
+        }
         Ok(app)
+    }
+
+    /// Start-up reconciliation after a clean shutdown, while serving: under the sweep lock
+    /// (no eviction meanwhile). Fills commit the file before the index, so a blob being
+    /// stored is never taken for a missing one.
+    fn reconcile_in_background(&self) {
+        let _no_sweep = self.sweep_lock.lock();
+        let (index, store) = (&self.index, &self.store);
+        let done = index
+            .drop_missing(|b3| store.exists(b3))
+            .map_err(Error::from)
+            .and_then(|dropped| {
+                let recovered =
+                    crate::recovery::reconcile(index, store, || self.journal.read_all(), false)
+                        .map_err(|e| Error::Internal(e.to_string()))?;
+                Ok((dropped, recovered))
+            });
+        match done {
+            Ok((dropped, r)) => info!(
+                missing_blobs = dropped,
+                adopted_blobs = r.adopted,
+                restored_bindings = r.bound,
+                quarantined = r.quarantined,
+                removed_blobs = r.removed,
+                "background reconciliation done"
+            ),
+            Err(e) => warn!(error = %e, "background reconciliation failed"),
+        }
+    }
+
+    /// Leave the clean-shutdown marker (after the index is flushed, at the end of `serve`).
+    pub fn mark_clean_shutdown(&self) -> std::io::Result<()> {
+        let dir = &self.config.storage.data_dir;
+        let f = std::fs::File::create(dir.join(CLEAN_MARKER))?;
+        f.sync_all()?;
+        std::fs::File::open(dir)?.sync_all()
     }
 
     /// The runtime background work (fills, jobs) runs on.
