@@ -14,8 +14,9 @@
 #   4. Stampede: 600 clients at once on one uncached 10 MiB URL: origin requests, total time
 #   5. Peak RSS of each server during 2 (600 connections), during the stampede, and during
 #      600 concurrent 10 MiB hits
-#   6. upcache alone: start-up reconciliation and sweeper passes (nothing to evict, then 10 %
-#      evicted) over an index of SWEEP_BLOBS blobs (default 100000), time and peak RSS
+#   6. upcache alone: making the set, start-up to ready (clean shutdown / after a crash) and
+#      sweeper passes (nothing to evict, then 10 % evicted; scrub time apart) over an index of
+#      SWEEP_BLOBS blobs (default 100000), then SWEEP_BLOBS_1M (default 1000000, 0 skips)
 #   7. upcache alone: time to first byte of a warm 100 KiB HIT fetched through https_proxy
 #      (proxy.connect = "intercept", after the TLS handshake) against the same HIT in plain
 #      proxy form (curl -x, after the TCP connect)
@@ -321,12 +322,20 @@ for s in upcache nginx; do
 done
 
 # --- 6: sweeper over a large index (upcache only: nginx's cache manager has no index) ------------
+# Two sizes: SWEEP_BLOBS (default 100000) and the issue-14 step of SWEEP_BLOBS_1M (default
+# 1000000; 0 skips it). Each phase runs in a fresh process.
 SWEEP_BLOBS=${SWEEP_BLOBS:-100000}
-log "6: sweeper over $SWEEP_BLOBS blobs"
-sweep=$(timeout 1200 "$BIN/examples/bench_sweep" --blobs "$SWEEP_BLOBS")
-for k in blobs startup_reconcile_s idle_pass_s idle_pass_peak_rss_mib evicting_pass_s evicting_pass_peak_rss_mib evicted; do
-  record "sweep_$k" "$(python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$sweep" "$k")"
-done
+SWEEP_BLOBS_1M=${SWEEP_BLOBS_1M:-1000000}
+sweep_step() { # prefix blobs
+  log "6: sweeper over $2 blobs"
+  local sweep
+  sweep=$(timeout 3600 "$BIN/examples/bench_sweep" --blobs "$2")
+  for k in blobs setup_s startup_clean_s startup_after_crash_s idle_pass_s idle_scrub_s idle_pass_peak_rss_mib evicting_pass_s evicting_scrub_s evicting_pass_peak_rss_mib evicted; do
+    record "$1_$k" "$(python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$sweep" "$k")"
+  done
+}
+sweep_step sweep "$SWEEP_BLOBS"
+if [ "$SWEEP_BLOBS_1M" -gt 0 ]; then sweep_step sweep1m "$SWEEP_BLOBS_1M"; fi
 
 # --- 7: intercepted HTTPS hit vs plain proxy-form hit (upcache only) ---------------------------
 log "7: HIT time to first byte, intercepted HTTPS vs proxy form"
@@ -391,13 +400,18 @@ for size in ("1k", "100k"):
 print(f"| 5. Peak RSS, stampede (600 x 10 MiB miss) (MiB) | {mib('rss_stampede_upcache')} | {mib('rss_stampede_nginx')} | |")
 print(f"| 5. Peak RSS, 600 concurrent 10 MiB hits (MiB) | {mib('rss_hits600_upcache')} | {mib('rss_hits600_nginx')} | |")
 print(f"| 5. 600 concurrent 10 MiB hits: total time (ms) | {f('hits600_wall_upcache'):.0f} | {f('hits600_wall_nginx'):.0f} | {ratio('hits600_wall_upcache', 'hits600_wall_nginx')} |")
-n = int(f('sweep_blobs'))
-print(f"\n6. upcache sweeper over an index of {n} blobs (one run):\n")
-print("| measurement | time (s) | peak RSS (MiB) |")
-print("| --- | ---: | ---: |")
-print(f"| start-up reconciliation (index vs files) | {f('sweep_startup_reconcile_s'):.2f} | |")
-print(f"| sweeper pass, nothing to evict | {f('sweep_idle_pass_s'):.2f} | {r['sweep_idle_pass_peak_rss_mib']} |")
-print(f"| sweeper pass evicting {r['sweep_evicted']} blobs | {f('sweep_evicting_pass_s'):.2f} | {r['sweep_evicting_pass_peak_rss_mib']} |")
+for p in ("sweep", "sweep1m"):
+    if p + "_blobs" not in r:
+        continue
+    g = lambda k: f(p + "_" + k)
+    print(f"\n6. upcache sweeper over an index of {int(g('blobs'))} blobs (one run):\n")
+    print("| measurement | time (s) | peak RSS (MiB) |")
+    print("| --- | ---: | ---: |")
+    print(f"| making the set (bulk) | {g('setup_s'):.2f} | |")
+    print(f"| start-up to ready after a clean shutdown | {g('startup_clean_s'):.2f} | |")
+    print(f"| start-up to ready after a crash (full walk) | {g('startup_after_crash_s'):.2f} | |")
+    print(f"| sweeper pass, nothing to evict (scrub {g('idle_scrub_s'):.2f} s of it) | {g('idle_pass_s'):.2f} | {r[p + '_idle_pass_peak_rss_mib']} |")
+    print(f"| sweeper pass evicting {r[p + '_evicted']} blobs (scrub {g('evicting_scrub_s'):.2f} s) | {g('evicting_pass_s'):.2f} | {r[p + '_evicting_pass_peak_rss_mib']} |")
 ti, tp = f("hit_ttfb_intercept"), f("hit_ttfb_plain")
 print(f"\n7. upcache HIT, 100 KiB, time to first byte after the connection is set up (median of {int(runs) * 10}; goal: intercepted at most 5 ms more):\n")
 print("| intercepted HTTPS (after the TLS handshake) (ms) | plain proxy form (ms) | difference (ms) |")

@@ -61,8 +61,20 @@ pub struct UploadRequest {
 
 pub use crate::lifecycle::Actor;
 
-/// Admission control sweeps at most this often.
+/// After an admission attempt that could not free enough space, further attempts wait this
+/// long (misses that do not fit meanwhile are passed through).
 const ROOM_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// In the data directory after a clean shutdown; removed at start-up.
+const CLEAN_MARKER: &str = "clean-shutdown";
+
+/// Whether the last run shut down cleanly; the marker is removed durably either way.
+fn take_clean_marker(data_dir: &std::path::Path) -> bool {
+    std::fs::remove_file(data_dir.join(CLEAN_MARKER)).is_ok()
+        && std::fs::File::open(data_dir)
+            .and_then(|d| d.sync_all())
+            .is_ok()
+}
 
 /// Negative-cache entries kept at most, and their bytes (URLs): bounded memory under URL scans
 /// however long the URLs are.
@@ -89,7 +101,7 @@ pub struct App {
     pub jobs: crate::prefetch::Jobs,
     /// Sweeper passes never overlap.
     pub sweep_lock: Mutex<()>,
-    /// When admission control last swept to make room.
+    /// When an admission attempt last failed to make room.
     last_room_sweep: Mutex<Option<Instant>>,
     /// Where the online scrub continues (last blake3 checked).
     pub scrub_cursor: Mutex<Option<String>>,
@@ -196,8 +208,19 @@ impl App {
         let (index, rebuild) = open_index(&data_dir.join("index"), config.cache.memory_entries)?;
         // The index lock is ours now: no other process owns these temp files.
         let removed = store.remove_temp_files()?;
-        let dropped = index.drop_missing(|b3| store.exists(b3))?;
-        let recovered = crate::recovery::reconcile(&index, &store, || journal.read_all(), rebuild)?;
+        // After a clean shutdown the index and the files agree: the full walk (which does
+        // not scale to millions of blobs) runs in the background, the service is ready at
+        // once. The marker goes now (durably), so a crash from here on means a full walk.
+        let clean = !rebuild && take_clean_marker(&data_dir);
+        let (dropped, recovered) = if clean {
+            info!("clean shutdown: start-up reconciliation runs in the background");
+            (0, Default::default())
+        } else {
+            (
+                index.drop_missing(|b3| store.exists(b3))?,
+                crate::recovery::reconcile(&index, &store, || journal.read_all(), rebuild)?,
+            )
+        };
         if removed + dropped > 0 || recovered != Default::default() {
             info!(
                 temp_files = removed,
@@ -249,6 +272,12 @@ impl App {
         });
         app.start_tier()
             .map_err(|e| OpenError::Tier(e.to_string()))?;
+        if clean {
+            let app = app.clone();
+            app.runtime
+                .clone()
+                .spawn_blocking(move || app.reconcile_in_background());
+        }
         Ok(app)
     }
 
@@ -259,6 +288,42 @@ impl App {
             index: &self.index,
             store: &self.store,
         }
+    }
+
+    /// Start-up reconciliation after a clean shutdown, while serving: under the sweep lock
+    /// (no eviction meanwhile). Fills commit the file before the index, so a blob being
+    /// stored is never taken for a missing one.
+    fn reconcile_in_background(&self) {
+        let _no_sweep = self.sweep_lock.lock();
+        let (index, store) = (&self.index, &self.store);
+        let done = index
+            .drop_missing(|b3| store.exists(b3))
+            .map_err(Error::from)
+            .and_then(|dropped| {
+                let recovered =
+                    crate::recovery::reconcile(index, store, || self.journal.read_all(), false)
+                        .map_err(|e| Error::Internal(e.to_string()))?;
+                Ok((dropped, recovered))
+            });
+        match done {
+            Ok((dropped, r)) => info!(
+                missing_blobs = dropped,
+                adopted_blobs = r.adopted,
+                restored_bindings = r.bound,
+                quarantined = r.quarantined,
+                removed_blobs = r.removed,
+                "background reconciliation done"
+            ),
+            Err(e) => warn!(error = %e, "background reconciliation failed"),
+        }
+    }
+
+    /// Leave the clean-shutdown marker (after the index is flushed, at the end of `serve`).
+    pub fn mark_clean_shutdown(&self) -> std::io::Result<()> {
+        let dir = &self.config.storage.data_dir;
+        let f = std::fs::File::create(dir.join(CLEAN_MARKER))?;
+        f.sync_all()?;
+        std::fs::File::open(dir)?.sync_all()
     }
 
     /// The runtime background work (fills, jobs) runs on.
@@ -715,8 +780,10 @@ impl App {
         }
     }
 
-    /// Whether `incoming` more bytes fit under the high watermark; if not, sweep once (passes
-    /// are serialized, so concurrent callers mostly find the work done) and look again.
+    /// Whether `incoming` more bytes fit under the high watermark; if not, evict just enough
+    /// least recently used, unpinned blobs for them ([`crate::sweeper::make_room`]: one pass
+    /// over the index, no file walk, no scrub) and look again. Only after an attempt that
+    /// could not free the space are further attempts refused for a few seconds.
     pub async fn admit(self: &Arc<Self>, incoming: u64) -> bool {
         let fits = |app: &App| {
             app.used().is_ok_and(|u| {
@@ -727,26 +794,27 @@ impl App {
         if fits(self) {
             return true;
         }
-        // While the disk stays full, every miss would ask for a sweep: one every few seconds
-        // is enough.
+        // While nothing more can be evicted (pinned blobs, other data on the volume), every
+        // miss would scan the index again: one failed attempt every few seconds is enough.
+        if self
+            .last_room_sweep
+            .lock()
+            .is_some_and(|t| t.elapsed() < ROOM_SWEEP_EVERY)
         {
-            let mut last = self.last_room_sweep.lock();
-            if last.is_some_and(|t| t.elapsed() < ROOM_SWEEP_EVERY) {
-                return false;
-            }
-            *last = Some(Instant::now());
+            return false;
         }
         let app = self.clone();
         let swept =
             tokio::task::spawn_blocking(move || crate::sweeper::make_room(&app, incoming)).await;
         if let Ok(Err(e)) = swept {
-            warn!(error = %e, "admission sweep failed");
+            warn!(error = %e, "admission eviction failed");
         }
         let admitted = fits(self);
         if !admitted {
+            *self.last_room_sweep.lock() = Some(Instant::now());
             warn!(
                 bytes = incoming,
-                "no room for a download even after a sweep; passing it through unstored"
+                "no room for a download even after evicting; passing it through unstored"
             );
         }
         admitted

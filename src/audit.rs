@@ -103,30 +103,52 @@ impl Journal {
     }
 
     /// Append and fsync one event. Blocking; returns the event as written.
-    pub fn append(&self, mut event: Event) -> Result<Event, JournalError> {
-        let mut inner = self.inner.lock();
-        event.seq = inner.1 + 1;
-        event.time = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        if event.instance.is_none() {
-            event.instance = Some(self.instance.clone());
+    pub fn append(&self, event: Event) -> Result<Event, JournalError> {
+        let mut written = self.append_batch(vec![event])?;
+        Ok(written.pop().expect("one event written"))
+    }
+
+    /// Append several events with one fsync (the sweeper's evictions): all of them are
+    /// durable when this returns. Blocking; returns the events as written.
+    pub fn append_batch(&self, events: Vec<Event>) -> Result<Vec<Event>, JournalError> {
+        if events.is_empty() {
+            return Ok(events);
         }
-        let mut line = serde_json::to_vec(&event).expect("serializable");
-        line.push(b'\n');
-        let (file, seq) = &mut *inner;
-        file.write_all(&line)
+        let mut inner = self.inner.lock();
+        let time = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let mut lines = Vec::new();
+        let mut seq = inner.1;
+        let events: Vec<Event> = events
+            .into_iter()
+            .map(|mut event| {
+                seq += 1;
+                event.seq = seq;
+                event.time = time.clone();
+                if event.instance.is_none() {
+                    event.instance = Some(self.instance.clone());
+                }
+                serde_json::to_writer(&mut lines, &event).expect("serializable");
+                lines.push(b'\n');
+                event
+            })
+            .collect();
+        let (file, last) = &mut *inner;
+        file.write_all(&lines)
             .and_then(|()| file.sync_data())
             .map_err(|source| JournalError {
                 path: self.path.clone(),
                 source,
             })?;
-        *seq = event.seq;
+        *last = seq;
         drop(inner);
         let mut recent = self.recent.lock();
-        if recent.len() == RECENT {
-            recent.pop_front();
+        for event in events.iter().skip(events.len().saturating_sub(RECENT)) {
+            if recent.len() == RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(event.clone());
         }
-        recent.push_back(event.clone());
-        Ok(event)
+        Ok(events)
     }
 
     /// The latest events, newest first.

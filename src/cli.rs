@@ -582,8 +582,14 @@ async fn serve(cfg: Config) -> ExitCode {
     server.stop(true).await;
     app.shutdown(deadline.saturating_duration_since(std::time::Instant::now()))
         .await;
-    if let Err(e) = app.index.flush_blocking() {
-        error!(error = %e, "cannot flush the index");
+    match app.index.flush_blocking() {
+        Err(e) => error!(error = %e, "cannot flush the index"),
+        // Only a flushed index lets the next start skip the full walk.
+        Ok(()) => {
+            if let Err(e) = app.mark_clean_shutdown() {
+                tracing::warn!(error = %e, "cannot write the clean-shutdown marker");
+            }
+        }
     }
     ExitCode::SUCCESS
 }

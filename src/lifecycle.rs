@@ -80,6 +80,32 @@ impl Lifecycle<'_> {
         }
     }
 
+    /// [`Lifecycle::trim`] for many blobs, with one journal write (one fsync) for all the
+    /// evictions: journal, then index, then files, for the batch as a whole.
+    pub fn trim_batch(&self, metas: &[BlobMeta], why: &str) -> Result<(), Error> {
+        let (remote, local): (Vec<&BlobMeta>, Vec<&BlobMeta>) =
+            metas.iter().partition(|m| m.placement.in_bucket());
+        for meta in remote {
+            self.drop_local(meta.blake3())?;
+        }
+        let events = local
+            .iter()
+            .map(|meta| {
+                let mut event = Event::new("evicted").with_digests(&meta.digests, meta.size);
+                event.detail = Some(why.to_owned());
+                event
+            })
+            .collect();
+        self.journal.append_batch(events)?;
+        for meta in &local {
+            self.index.evict(meta.blake3())?;
+        }
+        for meta in &local {
+            self.store.remove(meta.blake3())?;
+        }
+        Ok(())
+    }
+
     /// s3/obs: the bucket holds a replicated blob; remove the local copy. Nothing is
     /// journaled (the blob is still stored, in the bucket). A blob the bucket does not hold
     /// is left alone (its local copy is the only one). Returns the blob as now recorded.

@@ -31,6 +31,9 @@ pub struct Report {
     pub remote_deleted: u64,
     pub remote_freed_bytes: u64,
     pub used_ratio: f64,
+    /// Milliseconds the scrub took, and the whole pass (scrub included).
+    pub scrub_ms: u64,
+    pub pass_ms: u64,
 }
 
 /// Temp files untouched this long are leftovers.
@@ -40,11 +43,15 @@ const TEMP_MAX_AGE: Duration = Duration::from_secs(3600);
 const ORPHAN_MIN_AGE: Duration = Duration::from_secs(3600);
 /// Bytes re-hashed per pass by the online scrub.
 const SCRUB_BYTES_PER_PASS: u64 = 256 * 1024 * 1024;
+/// Files re-hashed per pass by the online scrub: with many small blobs the byte budget alone
+/// would re-hash the whole store every pass (1,000,000 blobs of 256 bytes are 256 MB).
+const SCRUB_FILES_PER_PASS: u64 = 10_000;
 
 /// One sweeper pass. Blocking (file system walks, hashing): run it on a blocking thread.
 /// Passes never overlap.
 pub fn run_once(app: &App) -> Result<Report, Error> {
     let _one_at_a_time = app.sweep_lock.lock();
+    let started = std::time::Instant::now();
     let mut r = Report::default();
     app.index.flush_access()?;
 
@@ -81,9 +88,13 @@ pub fn run_once(app: &App) -> Result<Report, Error> {
         let cutoff = app.clock.unix_now() - max_unused.as_secs() as i64;
         let (old, keep): (Vec<_>, Vec<_>) =
             candidates.into_iter().partition(|c| c.last_access < cutoff);
-        for c in old {
-            evict_candidate(app, &c, "unused longer than cache.max_unused", &mut r)?;
-        }
+        evict_batched(
+            app,
+            &old,
+            "unused longer than cache.max_unused",
+            u64::MAX,
+            &mut r,
+        )?;
         candidates = keep;
     }
 
@@ -94,7 +105,9 @@ pub fn run_once(app: &App) -> Result<Report, Error> {
         r.remote_deleted = deleted;
         r.remote_freed_bytes = freed;
     }
+    let scrub_started = std::time::Instant::now();
     scrub(app, &mut r)?;
+    r.scrub_ms = scrub_started.elapsed().as_millis() as u64;
     app.index.flush_blocking()?;
     let cache = &app.config.cache;
     let usage = app.used()?;
@@ -112,8 +125,11 @@ pub fn run_once(app: &App) -> Result<Report, Error> {
             ),
         );
     }
+    r.pass_ms = started.elapsed().as_millis() as u64;
     if r != (Report {
         used_ratio: r.used_ratio,
+        scrub_ms: r.scrub_ms,
+        pass_ms: r.pass_ms,
         ..Report::default()
     }) {
         info!(
@@ -126,6 +142,8 @@ pub fn run_once(app: &App) -> Result<Report, Error> {
             scrubbed = r.scrubbed,
             quarantined = r.quarantined,
             used_ratio = r.used_ratio,
+            scrub_ms = r.scrub_ms,
+            pass_ms = r.pass_ms,
             "sweep"
         );
     }
@@ -137,6 +155,7 @@ pub fn run_once(app: &App) -> Result<Report, Error> {
 struct Candidate {
     blake3: String,
     last_access: i64,
+    size: u64,
 }
 
 /// The blobs the sweeper may evict, in one pass over the index.
@@ -146,6 +165,7 @@ fn candidates(app: &App) -> Result<Vec<Candidate>, Error> {
         if evictable(app, &m) {
             out.push(Candidate {
                 last_access: m.last_access,
+                size: m.size,
                 blake3: m.digests.blake3,
             });
         }
@@ -154,16 +174,33 @@ fn candidates(app: &App) -> Result<Vec<Candidate>, Error> {
     Ok(out)
 }
 
-/// Evict a candidate, if it is still evictable (it may have been pinned, deleted or read
-/// since the candidates were listed). Returns the bytes freed.
-fn evict_candidate(app: &App, c: &Candidate, why: &str, r: &mut Report) -> Result<u64, Error> {
-    match app.index.blob(&c.blake3)? {
-        Some(meta) if evictable(app, &meta) => {
-            evict(app, &meta, why, r)?;
-            Ok(meta.size)
+/// Evictions journaled with one fsync.
+const EVICT_BATCH: usize = 1000;
+
+/// Evict candidates in order until `to_free` bytes are freed, skipping those no longer
+/// evictable (pinned, deleted or read since they were listed), [`EVICT_BATCH`] at a time.
+fn evict_batched(
+    app: &App,
+    candidates: &[Candidate],
+    why: &str,
+    to_free: u64,
+    r: &mut Report,
+) -> Result<(), Error> {
+    let mut batch = Vec::new();
+    let mut chosen = 0u64;
+    for c in candidates {
+        if chosen >= to_free {
+            break;
         }
-        _ => Ok(0),
+        if let Some(meta) = app.index.blob(&c.blake3)?.filter(|m| evictable(app, m)) {
+            chosen = chosen.saturating_add(meta.size);
+            batch.push(meta);
+            if batch.len() == EVICT_BATCH {
+                evict(app, std::mem::take(&mut batch), why, r)?;
+            }
+        }
     }
+    evict(app, batch, why, r)
 }
 
 /// Above the high watermark (counting `incoming` bytes about to be stored): evict least
@@ -181,29 +218,76 @@ fn evict_to_low_watermark(
         return Ok(());
     }
     let target = (cache.low_watermark * usage.total_bytes as f64) as u64;
-    let mut to_free = used.saturating_sub(target);
+    let to_free = used.saturating_sub(target);
     candidates.sort_by_key(|c| c.last_access);
-    for c in &candidates {
-        if to_free == 0 {
-            break;
-        }
-        let freed = evict_candidate(app, c, "cache above its high watermark", r)?;
-        to_free = to_free.saturating_sub(freed);
-    }
-    Ok(())
+    evict_batched(
+        app,
+        &candidates,
+        "cache above its high watermark",
+        to_free,
+        r,
+    )
 }
 
-/// Only the watermark eviction, for admission control of `incoming` bytes: no walks, no
-/// scrub.
+/// Admission control of `incoming` bytes: evict just enough least recently used, unpinned
+/// blobs to bring the cache with them under the high watermark. One pass over the index that
+/// keeps only the oldest candidates covering the bytes to free (memory stays small however
+/// many blobs there are); no file walk, no scrub. The periodic pass still evicts down to the
+/// low watermark.
 pub fn make_room(app: &App, incoming: u64) -> Result<Report, Error> {
     let _one_at_a_time = app.sweep_lock.lock();
     app.index.flush_access()?;
-    let candidates = candidates(app)?;
     let mut r = Report::default();
-    evict_to_low_watermark(app, candidates, incoming, &mut r)?;
-    app.index.flush_blocking()?;
+    let usage = app.used()?;
+    let high = (app.config.cache.high_watermark * usage.total_bytes as f64) as u64;
+    let to_free = usage
+        .used_bytes
+        .saturating_add(incoming)
+        .saturating_sub(high);
+    // Evict nothing for what cannot fit even in an empty cache, or when every evictable
+    // blob together would not be enough.
+    if to_free > 0 && incoming <= high {
+        let victims = oldest_covering(app, to_free)?;
+        if victims.iter().map(|c| c.size).sum::<u64>() >= to_free {
+            evict_batched(app, &victims, "room for a download", to_free, &mut r)?;
+        }
+        app.index.flush_blocking()?;
+    }
     r.used_ratio = app.used()?.used_ratio();
     Ok(r)
+}
+
+/// The least recently used evictable blobs whose sizes add up to at least `bytes` (all of
+/// them if they do not), oldest first.
+fn oldest_covering(app: &App, bytes: u64) -> Result<Vec<Candidate>, Error> {
+    use std::collections::BinaryHeap;
+    // A max-heap on last access: the newest of the kept candidates is on top, and leaves as
+    // soon as the others cover the bytes without it.
+    let mut heap: BinaryHeap<(i64, u64, String)> = BinaryHeap::new();
+    let mut kept = 0u64;
+    app.index.visit_stored_blobs(None, |m| {
+        if evictable(app, &m) {
+            kept += m.size;
+            heap.push((m.last_access, m.size, m.digests.blake3));
+            while let Some((_, newest, _)) = heap.peek() {
+                if kept - newest < bytes {
+                    break;
+                }
+                kept -= newest;
+                heap.pop();
+            }
+        }
+        Ok::<_, Error>(true)
+    })?;
+    Ok(heap
+        .into_sorted_vec()
+        .into_iter()
+        .map(|(last_access, size, blake3)| Candidate {
+            blake3,
+            last_access,
+            size,
+        })
+        .collect())
 }
 
 /// Whether the sweeper may remove a blob's local copy: not pinned, here, and with an object
@@ -212,33 +296,49 @@ fn evictable(app: &App, meta: &BlobMeta) -> bool {
     !meta.pinned && meta.is_local() && (app.tier.is_none() || meta.placement.in_bucket())
 }
 
-/// Evict one blob (see [`crate::lifecycle::Lifecycle::trim`]): a blob the bucket holds only
-/// leaves the local tier (still a hit, served from the bucket); any other is evicted.
-fn evict(app: &App, meta: &BlobMeta, why: &str, r: &mut Report) -> Result<(), Error> {
-    app.lifecycle().trim(meta, why)?;
-    app.metrics.evictions.inc();
-    r.evicted += 1;
-    r.freed_bytes += meta.size;
+/// Evict a batch of blobs (see [`crate::lifecycle::Lifecycle::trim_batch`]): the journal first
+/// (one fsync for the whole batch), then the index, then the files. A blob the bucket holds
+/// only leaves the local tier (still a hit, served from the bucket). A crash in between leaves
+/// journaled evictions whose blobs are still indexed and stored: served as before, and a
+/// rebuild replaying the journal treats them as evicted (misses, fetched again), the same
+/// window one eviction at a time had.
+fn evict(app: &App, metas: Vec<BlobMeta>, why: &str, r: &mut Report) -> Result<(), Error> {
+    // Looked at again just before the journal (one may have been pinned since it was chosen):
+    // the window is the batch's fsync, as it was one eviction's.
+    let mut current = Vec::with_capacity(metas.len());
+    for m in metas {
+        if let Some(m) = app.index.blob(m.blake3())?.filter(|m| evictable(app, m)) {
+            current.push(m);
+        }
+    }
+    app.lifecycle().trim_batch(&current, why)?;
+    for meta in &current {
+        app.metrics.evictions.inc();
+        r.evicted += 1;
+        r.freed_bytes += meta.size;
+    }
     Ok(())
 }
 
-/// Re-hash up to [`SCRUB_BYTES_PER_PASS`] of blobs, continuing where the last pass stopped
-/// (blake3 order, wrapping around once). Walks the index one entry at a time.
+/// Re-hash up to [`SCRUB_BYTES_PER_PASS`] and [`SCRUB_FILES_PER_PASS`] of blobs, whichever
+/// comes first, continuing where the last pass stopped (blake3 order, wrapping around once).
+/// Walks the index one entry at a time.
 fn scrub(app: &App, r: &mut Report) -> Result<(), Error> {
-    scrub_bytes(app, SCRUB_BYTES_PER_PASS, r)
+    scrub_bytes(app, SCRUB_BYTES_PER_PASS, SCRUB_FILES_PER_PASS, r)
 }
 
-fn scrub_bytes(app: &App, mut budget: u64, r: &mut Report) -> Result<(), Error> {
+fn scrub_bytes(app: &App, mut budget: u64, mut files: u64, r: &mut Report) -> Result<(), Error> {
     let mut cursor = app.scrub_cursor.lock();
     let start = cursor.clone();
     let mut step = |meta: BlobMeta, cursor: &mut Option<String>| -> Result<bool, Error> {
-        if budget == 0 {
+        if budget == 0 || files == 0 {
             return Ok(false);
         }
         if !meta.is_local() {
             return Ok(true);
         }
         budget = budget.saturating_sub(meta.size.max(1));
+        files -= 1;
         *cursor = Some(meta.blake3().to_owned());
         if check_blob(app, &meta)? {
             r.quarantined += 1;
@@ -349,6 +449,7 @@ impl Worker for SweepWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::Event;
     use crate::index::{Origin, UrlRecord};
     use crate::store::{Digester, TempWriter};
 
@@ -411,23 +512,75 @@ mod tests {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (app, all) = app_with_blobs(dir.path(), &rt, 5);
-        let pass = |budget| {
+        let pass_files = |budget, files| {
             let mut r = Report::default();
-            scrub_bytes(&app, budget, &mut r).unwrap();
+            scrub_bytes(&app, budget, files, &mut r).unwrap();
             (r.scrubbed, app.scrub_cursor.lock().clone())
         };
+        let pass = |budget| pass_files(budget, u64::MAX);
         assert_eq!(pass(200), (2, Some(all[1].clone())));
         assert_eq!(pass(200), (2, Some(all[3].clone())));
         // One left before the end, then around to the start.
         assert_eq!(pass(200), (2, Some(all[0].clone())));
         // A budget larger than everything checks each blob once, ending where it began.
         assert_eq!(pass(10_000), (5, Some(all[0].clone())));
+        // The file budget bounds a pass however small the blobs.
+        assert_eq!(pass_files(10_000, 3), (3, Some(all[3].clone())));
+        assert_eq!(pass_files(10_000, 3), (3, Some(all[1].clone())));
+        assert_eq!(pass_files(10_000, 0), (0, Some(all[1].clone())));
+        *app.scrub_cursor.lock() = Some(all[0].clone());
 
         // A corrupt blob is found on its turn and quarantined.
         std::fs::write(app.store.blob_path(&all[2]), [0xffu8; 100]).unwrap();
         let mut r = Report::default();
-        scrub_bytes(&app, 10_000, &mut r).unwrap();
+        scrub_bytes(&app, 10_000, u64::MAX, &mut r).unwrap();
         assert_eq!((r.scrubbed, r.quarantined), (5, 1));
         assert!(app.index.blob(&all[2]).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_batch_of_evictions_is_journaled_in_order_before_the_index_and_files_change() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (app, all) = app_with_blobs(dir.path(), &rt, 5);
+        app.index.set_pinned(&all[4], true).unwrap();
+        let before = app.journal.read_all().unwrap().len();
+        let candidates: Vec<_> = all
+            .iter()
+            .map(|b3| Candidate {
+                blake3: b3.clone(),
+                last_access: 1,
+                size: 100,
+            })
+            .collect();
+        let mut r = Report::default();
+        // Enough for three blobs: the first three go, the pinned one never.
+        evict_batched(&app, &candidates, "test", 250, &mut r).unwrap();
+        assert_eq!((r.evicted, r.freed_bytes), (3, 300));
+        let events = app.journal.read_all().unwrap();
+        let evicted: Vec<_> = events[before..].iter().collect();
+        assert_eq!(evicted.len(), 3);
+        for (e, b3) in evicted.iter().zip(&all) {
+            assert_eq!(
+                (e.event.as_str(), e.blake3.as_deref()),
+                ("evicted", Some(b3.as_str()))
+            );
+        }
+        assert!(evicted.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+        for b3 in &all[..3] {
+            assert!(app.index.blob(b3).unwrap().unwrap().placement.is_evicted());
+            assert!(!app.store.exists(b3));
+        }
+        // A pin taken after the choice is honoured: looked at again just before the journal.
+        let meta = app.index.blob(&all[3]).unwrap().unwrap();
+        app.index.set_pinned(&all[3], true).unwrap();
+        let mut r = Report::default();
+        evict(&app, vec![meta], "test", &mut r).unwrap();
+        assert_eq!(r.evicted, 0);
+        assert!(app.store.exists(&all[3]) && app.store.exists(&all[4]));
+        // The journal reopens after the batch: the next event follows the last sequence.
+        let journal = crate::audit::Journal::open(app.journal.path(), "t").unwrap();
+        let next = journal.append(Event::new("pinned")).unwrap();
+        assert_eq!(next.seq, evicted[2].seq + 1);
     }
 }

@@ -294,6 +294,108 @@ async fn admission_sweeps_first_and_bypasses_what_cannot_fit() {
     );
 }
 
+/// Issue 14, "Admission at scale": right after a room-making eviction, a 2 MiB miss in an
+/// 8 MiB cache at about 56 % use used to be passed through (a full sweep, then a refusal
+/// window). Now admission evicts just enough least recently used blobs for it, every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_evicts_just_enough_lru_blobs_even_right_after_an_eviction() {
+    const MIB: usize = 1 << 20;
+    let up = Upstream::start().await;
+    let sizes = [MIB, MIB, MIB, MIB, MIB, MIB, MIB, MIB / 2, 2 * MIB];
+    for (i, size) in sizes.iter().enumerate() {
+        up.route(
+            &format!("/m/{i}.tar.gz"),
+            Route::ok(random_bytes(*size, 80 + i as u64)),
+        );
+    }
+    let cwd = tempfile::tempdir().unwrap();
+    let p = Process::spawn(
+        cwd.path(),
+        &[],
+        &[
+            ("UPCACHE__UPSTREAM__ALLOW_PRIVATE", "true"),
+            ("UPCACHE__CACHE__MAX_SIZE", "8MiB"),
+            ("UPCACHE__CACHE__HIGH_WATERMARK", "0.8"),
+            ("UPCACHE__CACHE__LOW_WATERMARK", "0.5"),
+        ],
+    );
+    let c = client();
+    let fetch = |i: usize| {
+        format!(
+            "{}/fetch?url={}",
+            p.base,
+            enc(&up.url(&format!("/m/{i}.tar.gz")))
+        )
+    };
+    let get = |i: usize| {
+        let (c, url) = (c.clone(), fetch(i));
+        async move {
+            let r = c.get(&url).send().await.unwrap();
+            let x = r.headers()["x-cache"].to_str().unwrap().to_owned();
+            assert_eq!(r.bytes().await.unwrap().len(), sizes[i]);
+            x
+        }
+    };
+    // Stored once a hit answers (the commit ends after the response).
+    let stored = |i: usize| {
+        let c = c.clone();
+        let url = fetch(i);
+        async move { get_until_hit(&c, &url, &random_bytes(sizes[i], 80 + i as u64)).await }
+    };
+    let present = |i: usize| {
+        let c = c.clone();
+        let url = format!(
+            "{}/api/v1/lookup?url={}",
+            p.base,
+            enc(&up.url(&format!("/m/{i}.tar.gz")))
+        );
+        async move {
+            let r = c.get(&url).send().await.unwrap();
+            if r.status() == 404 {
+                return false;
+            }
+            let v: serde_json::Value = r.json().await.unwrap();
+            v["present"].as_bool().unwrap()
+        }
+    };
+    // 0-2 are the oldest (last access has 1 s resolution), 3-5 newer: 6 MiB, 75 %.
+    for i in 0..6 {
+        if i == 3 {
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
+        assert_eq!(get(i).await, "MISS");
+        stored(i).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // 7 MiB > 6.4: room is made (the old code swept to the 50 % low watermark here).
+    assert_eq!(get(6).await, "MISS");
+    stored(6).await;
+    assert_eq!(get(7).await, "MISS");
+    stored(7).await;
+    // At once after that: the 2 MiB download is stored too, not passed through.
+    assert_eq!(get(8).await, "MISS");
+    stored(8).await;
+    assert_eq!(get(8).await, "HIT");
+    // The least recently used went; the newest stay.
+    for i in 0..3 {
+        assert!(!present(i).await, "blob {i}, the oldest, evicted");
+    }
+    for i in 6..9 {
+        assert!(present(i).await, "blob {i}, the newest, kept");
+    }
+    let mut kept = 0;
+    let mut newer_kept = 0;
+    for (i, size) in sizes.iter().enumerate() {
+        if present(i).await {
+            kept += size;
+            newer_kept += usize::from((3..6).contains(&i));
+        }
+    }
+    assert!(kept <= 8 * MIB * 4 / 5, "under the high watermark: {kept}");
+    // Just enough: of 3-5 (6.5 MiB of 8 with the 2 MiB file), at least two are still here.
+    assert!(newer_kept >= 2, "{newer_kept} of blobs 3-5 kept");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_or_corrupt_index_is_rebuilt_from_blob_files_and_the_journal() {
     let (token, tc) = admin();

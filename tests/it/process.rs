@@ -735,3 +735,76 @@ async fn sigterm_lets_downloads_in_progress_finish_and_keeps_them() {
         assert_eq!(up.hits(path), 1, "{path}");
     }
 }
+
+/// Issue 14: after a clean shutdown (SIGTERM) the start-up file walk runs in the background;
+/// after kill -9 (no marker) it runs before serving, as always.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_skips_the_start_up_walk_and_a_crash_does_not() {
+    let up = Upstream::start().await;
+    let body = random_bytes(50_000, 90);
+    up.route("/c/a.tar.gz", Route::ok(body.clone()));
+    let cwd = tempfile::tempdir().unwrap();
+    let data = cwd.path().join("upcache-data");
+    let marker = data.join("clean-shutdown");
+    let c = client();
+    // A valid blob file the index does not know: adopted by the start-up walk.
+    let plant = |seed: u64| {
+        let bytes = random_bytes(10_000, seed);
+        let mut d = upcache::store::Digester::new();
+        d.update(&bytes);
+        let b3 = d.finish().blake3;
+        let dir = data.join("blobs").join(&b3[..2]).join(&b3[2..4]);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(&b3), &bytes).unwrap();
+        b3
+    };
+    let present = |base: String, b3: String| {
+        let c = c.clone();
+        async move {
+            let r = c
+                .get(format!("{base}/api/v1/lookup?blake3={b3}"))
+                .send()
+                .await
+                .unwrap();
+            r.status() == 200 && r.json::<serde_json::Value>().await.unwrap()["present"] == true
+        }
+    };
+    let mut p = Process::spawn(cwd.path(), &[], &[PRIVATE_OK]);
+    let url = format!("{}/fetch?url={}", p.base, enc(&up.url("/c/a.tar.gz")));
+    get_until_hit(&c, &url, &body).await;
+    terminate(&mut p);
+    assert!(marker.exists(), "a clean shutdown leaves the marker");
+
+    let first = plant(91);
+    let mut p = Process::spawn(cwd.path(), &[], &[PRIVATE_OK]);
+    assert!(!marker.exists(), "taken at start-up");
+    assert!(
+        p.log()
+            .contains("start-up reconciliation runs in the background"),
+        "{}",
+        p.log()
+    );
+    let url = format!("{}/fetch?url={}", p.base, enc(&up.url("/c/a.tar.gz")));
+    get_until_hit(&c, &url, &body).await;
+    // The background walk adopts the planted file while the instance serves.
+    while !present(p.base.clone(), first.clone()).await {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    p.kill9();
+    assert!(!marker.exists(), "no marker after a crash");
+
+    let second = plant(92);
+    let p = Process::spawn(cwd.path(), &[], &[PRIVATE_OK]);
+    assert!(
+        !p.log().contains("in the background"),
+        "a full walk before serving: {}",
+        p.log()
+    );
+    assert!(
+        present(p.base.clone(), second).await,
+        "adopted before listening"
+    );
+    let url = format!("{}/fetch?url={}", p.base, enc(&up.url("/c/a.tar.gz")));
+    get_until_hit(&c, &url, &body).await;
+    assert_eq!(up.hits("/c/a.tar.gz"), 1);
+}
