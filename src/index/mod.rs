@@ -549,9 +549,14 @@ impl Index {
         Ok(())
     }
 
-    /// Make everything written so far durable.
+    /// Make everything written so far durable. sled 0.34's `flush_async` deadlocks when
+    /// called concurrently (spacejam/sled#1308, fixed only on its unreleased main branch), so
+    /// this runs the blocking `flush` on tokio's blocking pool.
     pub async fn flush(&self) -> Result<(), IndexError> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| IndexError::Db(sled::Error::Io(std::io::Error::other(e))))??;
         Ok(())
     }
 
@@ -653,6 +658,39 @@ mod tests {
         })
         .unwrap();
         out
+    }
+
+    /// sled 0.34's `flush_async` deadlocks when called concurrently on one database
+    /// (spacejam/sled#1308); every commit flushes, so fills finishing together did exactly
+    /// that. On the old code this test hangs (nextest's slow-timeout ends it).
+    #[test]
+    fn concurrent_flushes_after_concurrent_binds_all_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = std::sync::Arc::new(Index::open(dir.path(), 10).unwrap());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for round in 0..20u32 {
+                let tasks: Vec<_> = (0..64u32)
+                    .map(|i| {
+                        let idx = idx.clone();
+                        tokio::spawn(async move {
+                            let b = meta(format!("{round}-{i}").as_bytes());
+                            idx.bind(&b, &record(&format!("http://a/{round}/{i}"), &b))
+                                .unwrap();
+                            idx.flush().await.unwrap();
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            }
+        });
+        assert_eq!(idx.stats().blobs, 20 * 64);
     }
 
     #[test]
