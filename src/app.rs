@@ -5,19 +5,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::alerts::{Alerter, Kind};
-use crate::audit::{Event, Journal, UpstreamInfo};
+use crate::audit::{Event, UpstreamInfo};
 use crate::auth::{Principal, Scope, Tokens};
 use crate::bounded::Recent;
+use crate::cache::Cache;
 use crate::config::{Backend, Config, ServeMode};
 use crate::error::Error;
 use crate::fill::{self, Fill, FillError, Flight, Flights, Requester};
-use crate::index::{BlobMeta, Index, Origin, Placement, UrlEntry, UrlRecord};
-use crate::lifecycle::Lifecycle;
-use crate::metrics::Metrics;
-use crate::store::{Committed, Digests, DiskUsage, Expected, LocalStore, TempBlob, TempWriter};
+use crate::index::{BlobMeta, Origin, UrlEntry, UrlRecord};
+use crate::store::{Digests, Expected, TempBlob, TempWriter};
 use crate::time::Clock;
 use crate::upstream::{Head, Upstream, UpstreamError};
 use crate::url::UpstreamUrl;
@@ -59,22 +58,11 @@ pub struct UploadRequest {
     pub content_type: Option<String>,
 }
 
-pub use crate::lifecycle::Actor;
+pub use crate::cache::lifecycle::Actor;
 
 /// After an admission attempt that could not free enough space, further attempts wait this
 /// long (misses that do not fit meanwhile are passed through).
 const ROOM_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// In the data directory after a clean shutdown; removed at start-up.
-const CLEAN_MARKER: &str = "clean-shutdown";
-
-/// Whether the last run shut down cleanly; the marker is removed durably either way.
-fn take_clean_marker(data_dir: &std::path::Path) -> bool {
-    std::fs::remove_file(data_dir.join(CLEAN_MARKER)).is_ok()
-        && std::fs::File::open(data_dir)
-            .and_then(|d| d.sync_all())
-            .is_ok()
-}
 
 /// Negative-cache entries kept at most, and their bytes (URLs): bounded memory under URL scans
 /// however long the URLs are.
@@ -83,28 +71,21 @@ pub const NEGATIVE_BYTES: usize = 4 << 20;
 
 /// The running service.
 pub struct App {
+    /// The same configuration as `cache.config`.
     pub config: Arc<Config>,
-    pub instance: String,
-    pub index: Index,
-    pub store: LocalStore,
+    /// The data directory: index, store, journal, metrics, alerts, clock.
+    pub cache: Arc<Cache>,
     pub upstream: Upstream,
-    pub journal: Arc<Journal>,
-    pub metrics: Metrics,
     pub flights: Flights,
     /// Per-client and upstream limits (`[limits]`).
     pub limits: crate::limits::Limits,
     /// The last `/readyz` verdict; new downloads are refused while unready.
     pub readiness: Arc<crate::readiness::Readiness>,
     pub tokens: Tokens,
-    pub alerts: Alerter,
     /// Prefetch and revalidation jobs.
     pub jobs: crate::prefetch::Jobs,
-    /// Sweeper passes never overlap.
-    pub sweep_lock: Mutex<()>,
     /// When an admission attempt last failed to make room.
     last_room_sweep: Mutex<Option<Instant>>,
-    /// Where the online scrub continues (last blake3 checked).
-    pub scrub_cursor: Mutex<Option<String>>,
     /// URLs upstream recently answered 404/410 for, trusted for `cache.negative_ttl`.
     pub negative: Recent,
     /// Start time and recent failures, for the status page.
@@ -116,8 +97,6 @@ pub struct App {
     /// `backend = "s3" | "obs"`: the bucket (durable tier and shared index); `data_dir` is
     /// then the L1 tier.
     pub tier: Option<crate::remote::sync::Tier>,
-    /// What ages blobs, negative answers and rate limits (manual in tests).
-    pub clock: Clock,
     /// The background workers, stopped in order by [`App::shutdown`].
     pub workers: crate::background::Workers,
 }
@@ -126,11 +105,7 @@ pub struct App {
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error(transparent)]
-    Index(#[from] crate::index::IndexError),
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    #[error(transparent)]
-    Journal(#[from] crate::audit::JournalError),
+    Cache(#[from] crate::cache::OpenError),
     #[error("cannot build the upstream client: {0}")]
     Client(#[from] crate::upstream::roots::ClientError),
     #[error("{0}")]
@@ -139,49 +114,17 @@ pub enum OpenError {
     Remote(#[from] crate::remote::RemoteError),
     #[error("cannot start the object store tier: {0}")]
     Tier(String),
-    #[error(transparent)]
-    Recovery(#[from] crate::recovery::RecoveryError),
-    #[error("cannot move the unreadable index {path} aside: {source}")]
-    MoveIndex {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// Open the index, or, if it is missing or unreadable, a fresh one to rebuild (`true`). An
-/// index held by another process is an error, never a reason to rebuild.
-fn open_index(dir: &std::path::Path, memory: usize) -> Result<(Index, bool), OpenError> {
-    let missing = !dir.exists();
-    // sled may panic rather than fail on some corruptions.
-    let opened = std::panic::catch_unwind(|| Index::open(dir, memory));
-    match opened {
-        Ok(Ok(index)) => Ok((index, missing)),
-        Ok(Err(e)) if e.is_locked() => Err(e.into()),
-        failed => {
-            let reason = match failed {
-                Ok(Err(e)) => e.to_string(),
-                _ => "the index database panicked while opening".to_owned(),
-            };
-            let aside = dir.with_extension(format!("broken-{}", unix_now()));
-            warn!(index = %dir.display(), moved_to = %aside.display(), %reason, "index unreadable; rebuilding it from the blob files and the journal");
-            std::fs::rename(dir, &aside).map_err(|source| OpenError::MoveIndex {
-                path: dir.display().to_string(),
-                source,
-            })?;
-            Ok((Index::open(dir, memory)?, true))
-        }
-    }
 }
 
 impl App {
-    /// Open the data directory: index (which locks it), store, journal; remove leftovers of a
-    /// crash and drop index entries whose file is gone.
+    /// Open the data directory ([`Cache::open`]) and start the service's machinery: the
+    /// readiness prober, the alert sender, the object-store tier.
     pub fn open(config: Config, runtime: tokio::runtime::Handle) -> Result<Arc<App>, OpenError> {
         App::open_with_clock(config, runtime, Clock::system())
     }
 
-    /// [`App::open`] keeping time with `clock`.
+    /// [`App::open`] keeping time with `clock` (what ages blobs, negative answers and rate
+    /// limits; manual in tests).
     pub fn open_with_clock(
         config: Config,
         runtime: tokio::runtime::Handle,
@@ -201,46 +144,18 @@ impl App {
                     .with_clock(clock.clone()),
             )),
         };
-        let data_dir = config.storage.data_dir.clone();
-        let store = LocalStore::open(&data_dir)?;
-        let instance = config.instance_name();
-        let journal = Arc::new(Journal::open(&data_dir.join("journal.jsonl"), &instance)?);
-        let (index, rebuild) = open_index(&data_dir.join("index"), config.cache.memory_entries)?;
-        // The index lock is ours now: no other process owns these temp files.
-        let removed = store.remove_temp_files()?;
-        // After a clean shutdown the index and the files agree: the full walk (which does
-        // not scale to millions of blobs) runs in the background, the service is ready at
-        // once. The marker goes now (durably), so a crash from here on means a full walk.
-        let clean = !rebuild && take_clean_marker(&data_dir);
-        let (dropped, recovered) = if clean {
-            info!("clean shutdown: start-up reconciliation runs in the background");
-            (0, Default::default())
-        } else {
-            (
-                index.drop_missing(|b3| store.exists(b3))?,
-                crate::recovery::reconcile(&index, &store, || journal.read_all(), rebuild)?,
-            )
-        };
-        if removed + dropped > 0 || recovered != Default::default() {
-            info!(
-                temp_files = removed,
-                missing_blobs = dropped,
-                adopted_blobs = recovered.adopted,
-                restored_bindings = recovered.bound,
-                quarantined = recovered.quarantined,
-                removed_blobs = recovered.removed,
-                rebuilt = rebuild,
-                "start-up reconciliation"
-            );
-        }
+        let config = Arc::new(config);
+        let opened = Cache::open(config.clone(), runtime.clone(), clock.clone(), {
+            Alerter::new(&config.alerts, &config.instance_name(), &runtime)
+        })?;
+        let cache = opened.cache;
         let upstream = Upstream::new(&config.upstream, &config.user_agent())?;
-        let metrics = Metrics::new();
         let readiness = Arc::new(crate::readiness::Readiness::default());
         let workers = crate::background::Workers::default();
         workers.prober.spawn(
             crate::readiness::Prober::new(
                 Arc::downgrade(&readiness),
-                store.temp_dir().to_owned(),
+                cache.store.temp_dir().to_owned(),
                 tier.as_ref().map(|t| t.bucket.prober()),
             ),
             &runtime,
@@ -250,80 +165,42 @@ impl App {
             workers,
             limits: crate::limits::Limits::with_clock(&config.limits, clock.clone()),
             readiness,
-            instance,
-            index,
-            store,
             upstream,
-            journal,
-            metrics,
             flights: Flights::default(),
             tokens: Tokens::new(&config.auth),
-            alerts: Alerter::new(&config.alerts, &config.instance_name(), &runtime),
             jobs: crate::prefetch::Jobs::new(&config.limits),
-            sweep_lock: Mutex::new(()),
-            scrub_cursor: Mutex::new(None),
             last_room_sweep: Mutex::new(None),
-            negative: Recent::with_clock(NEGATIVE_ENTRIES, NEGATIVE_BYTES, clock.clone()),
+            negative: Recent::with_clock(NEGATIVE_ENTRIES, NEGATIVE_BYTES, clock),
             status: Default::default(),
             volatile: crate::volatile::Volatile::new(&config.cache),
-            clock,
             runtime,
-            config: Arc::new(config),
+            cache,
+            config,
         });
         app.start_tier()
             .map_err(|e| OpenError::Tier(e.to_string()))?;
-        if clean {
-            let app = app.clone();
+        if opened.clean {
+            let cache = app.cache.clone();
             app.runtime
-                .clone()
-                .spawn_blocking(move || app.reconcile_in_background());
+                .spawn_blocking(move || cache.reconcile_in_background());
         }
         Ok(app)
     }
 
-    /// The lifecycle operations (evict, delete, pin, ...) over this data directory.
-    pub fn lifecycle(&self) -> Lifecycle<'_> {
-        Lifecycle {
-            journal: &self.journal,
-            index: &self.index,
-            store: &self.store,
-        }
-    }
-
-    /// Start-up reconciliation after a clean shutdown, while serving: under the sweep lock
-    /// (no eviction meanwhile). Fills commit the file before the index, so a blob being
-    /// stored is never taken for a missing one.
-    fn reconcile_in_background(&self) {
-        let _no_sweep = self.sweep_lock.lock();
-        let (index, store) = (&self.index, &self.store);
-        let done = index
-            .drop_missing(|b3| store.exists(b3))
-            .map_err(Error::from)
-            .and_then(|dropped| {
-                let recovered =
-                    crate::recovery::reconcile(index, store, || self.journal.read_all(), false)
-                        .map_err(|e| Error::Internal(e.to_string()))?;
-                Ok((dropped, recovered))
-            });
-        match done {
-            Ok((dropped, r)) => info!(
-                missing_blobs = dropped,
-                adopted_blobs = r.adopted,
-                restored_bindings = r.bound,
-                quarantined = r.quarantined,
-                removed_blobs = r.removed,
-                "background reconciliation done"
-            ),
-            Err(e) => warn!(error = %e, "background reconciliation failed"),
-        }
-    }
-
-    /// Leave the clean-shutdown marker (after the index is flushed, at the end of `serve`).
-    pub fn mark_clean_shutdown(&self) -> std::io::Result<()> {
-        let dir = &self.config.storage.data_dir;
-        let f = std::fs::File::create(dir.join(CLEAN_MARKER))?;
-        f.sync_all()?;
-        std::fs::File::open(dir)?.sync_all()
+    /// One sweeper pass ([`crate::sweeper::run_once`]) over this service's cache: fills in
+    /// progress keep their temp files, and the bucket, if any, runs its own cleanup.
+    /// Blocking: run it on a blocking thread.
+    pub fn sweep(&self) -> Result<crate::sweeper::Report, Error> {
+        let remote = || match &self.tier {
+            Some(tier) => self.runtime.block_on(tier.remote_sweep(&self.cache)),
+            None => Ok((0, 0)),
+        };
+        let remote: crate::sweeper::RemoteSweep<'_> = &remote;
+        crate::sweeper::run_once(
+            &self.cache,
+            || self.flights.temp_paths(),
+            self.tier.is_some().then_some(remote),
+        )
     }
 
     /// The runtime background work (fills, jobs) runs on.
@@ -341,7 +218,7 @@ impl App {
     ) -> Result<Resolution, Error> {
         self.upstream.policy().check_url(url)?;
         if let Some(exp) = expected {
-            if let Some(blob) = self.index.by_checksum(exp.algo, &exp.hex)? {
+            if let Some(blob) = self.cache.index.by_checksum(exp.algo, &exp.hex)? {
                 // Found by the first checksum, it must have the others too.
                 if blob.is_stored() && exp.matches(&blob.digests) {
                     return Ok(Resolution::Checksum(blob));
@@ -356,7 +233,8 @@ impl App {
                     entry.blob.digests.get(algo),
                 );
                 let exp = expected.expect("a mismatch has an expectation");
-                self.integrity_failed(url, &entry.blob.digests, exp, client);
+                self.cache
+                    .integrity_failed(url, &entry.blob.digests, exp, client);
                 return Err(Error::IntegrityMismatch {
                     message,
                     upload: false,
@@ -413,10 +291,10 @@ impl App {
     ) -> Result<Flight<Arc<UrlEntry>, ()>, Error> {
         let flight = self
             .flights
-            .join_or_start(url, check, || self.store.create_temp())?;
+            .join_or_start(url, check, || self.cache.store.create_temp())?;
         Ok(match flight {
             Flight::Joined(fill) => {
-                self.metrics.coalesced_joins.inc();
+                self.cache.metrics.coalesced_joins.inc();
                 Flight::Joined(fill)
             }
             Flight::Started(fill, temp) => {
@@ -431,40 +309,7 @@ impl App {
     /// The URL's bound blob, per the index. Whether its file still exists is found out by
     /// [`App::open_blob`] when it is served (one `open` instead of a `stat` and an `open`).
     fn stored(&self, url: &UpstreamUrl) -> Result<Option<Arc<UrlEntry>>, Error> {
-        Ok(self.index.url(url.as_str())?)
-    }
-
-    /// Open a stored blob for serving. A file that vanished (deleted behind our back) drops
-    /// its index entry, so the next resolution treats its URLs as misses.
-    /// With an object store, a blob it holds only loses its local copy: its URLs stay hits,
-    /// served from the bucket.
-    pub fn open_blob(&self, meta: &BlobMeta) -> Result<Option<Arc<std::fs::File>>, Error> {
-        let b3 = meta.blake3();
-        match self.store.open_blob(b3)? {
-            Some((file, len)) if len == meta.size => {
-                if meta.placement == Placement::RemoteOnly {
-                    // Copied back into the local tier since this entry was read.
-                    self.lifecycle().restore_local(b3)?;
-                }
-                Ok(Some(file))
-            }
-            None if meta.placement.in_bucket() => {
-                if meta.placement != Placement::RemoteOnly {
-                    // The local copy is gone (the bucket still holds the bytes).
-                    self.lifecycle().drop_local(b3)?;
-                }
-                Ok(None)
-            }
-            Some((_, len)) => Err(Error::Internal(format!(
-                "blob {b3} is {len} bytes on disk, {} in the index",
-                meta.size
-            ))),
-            None => {
-                warn!(blake3 = b3, "blob file missing; dropping its index entry");
-                self.lifecycle().forget(b3)?;
-                Ok(None)
-            }
-        }
+        Ok(self.cache.index.url(url.as_str())?)
     }
 
     /// An upstream HEAD for a miss.
@@ -510,7 +355,7 @@ impl App {
         who: &Requester,
         source: Option<fill::Source>,
     ) -> Result<(), Error> {
-        let now = self.clock.unix_now();
+        let now = self.cache.clock.unix_now();
         let meta = BlobMeta::new(digests.clone(), size, Origin::Upstream, now)
             .with_content_type(head.content_type.clone());
         let record = UrlRecord {
@@ -523,7 +368,7 @@ impl App {
             last_modified: head.last_modified.clone(),
             final_url: head.final_url.clone(),
             fetched_at: now,
-            instance: self.instance.clone(),
+            instance: self.cache.instance.clone(),
         };
         // A volatile URL's new content (SPEC 9): expected, so `updated`, never `drift`.
         let kind = match who.revalidating {
@@ -561,10 +406,8 @@ impl App {
         Ok(())
     }
 
-    /// Make a fully written temp file a stored blob: commit the file (fsync, rename), append
-    /// and fsync the journal event, then record the blob (and bind `record.url`, if any) in
-    /// the index and flush it. A pinned `meta` pins an already stored blob too. Returns the
-    /// blob as now stored and whether its bytes are new.
+    /// Store a blob ([`Cache::commit_blob`]), then hand it to the tier (bytes, then the
+    /// shared records that point at them).
     pub(crate) async fn commit_blob(
         self: &Arc<Self>,
         temp: TempBlob,
@@ -572,29 +415,7 @@ impl App {
         record: Option<UrlRecord>,
         event: Event,
     ) -> Result<(BlobMeta, bool), Error> {
-        let app = self.clone();
-        let stored = tokio::task::spawn_blocking(move || -> Result<(BlobMeta, bool), Error> {
-            let b3 = meta.blake3().to_owned();
-            let known = app.index.blob(&b3)?.is_some();
-            let committed = app.store.commit(temp, &b3)?;
-            // Journal first: it is the durable record the index can be rebuilt from.
-            app.journal.append(event)?;
-            match &record {
-                Some(record) => app.index.bind(&meta, record)?,
-                None => {
-                    app.index.insert_blob(&meta)?;
-                }
-            }
-            if meta.pinned {
-                app.index.set_pinned(&b3, true)?;
-            }
-            let now = app.index.blob(&b3)?.unwrap_or(meta);
-            Ok((now, !known || committed == Committed::New))
-        })
-        .await
-        .map_err(|e| Error::failed("the commit task ended early", e))??;
-        self.index.flush().await?;
-        // The bucket gets it next (bytes, then the shared records that point at them).
+        let stored = self.cache.commit_blob(temp, meta, record, event).await?;
         self.publish_later(stored.0.blake3());
         Ok(stored)
     }
@@ -622,7 +443,7 @@ impl App {
         }
         let mut replaced = None;
         if let Some(url) = &req.url {
-            if let Some(bound) = self.index.url(url.as_str())? {
+            if let Some(bound) = self.cache.index.url(url.as_str())? {
                 if bound.blob.blake3() != digests.blake3 {
                     if !req.replace {
                         return Err(Error::Conflict(format!(
@@ -641,7 +462,7 @@ impl App {
                 }
             }
         }
-        let now = self.clock.unix_now();
+        let now = self.cache.clock.unix_now();
         let meta = BlobMeta::new(digests.clone(), size, Origin::Upload, now)
             .with_content_type(req.content_type.clone())
             .with_pinned(true);
@@ -655,7 +476,7 @@ impl App {
             last_modified: None,
             final_url: url.to_string(),
             fetched_at: now,
-            instance: self.instance.clone(),
+            instance: self.cache.instance.clone(),
         });
         let mut event = Event::new("uploaded").with_digests(&digests, size);
         event.url = req.url.as_ref().map(|u| u.to_string());
@@ -682,7 +503,8 @@ impl App {
         let app = self.clone();
         let b3 = blake3.to_owned();
         let meta = tokio::task::spawn_blocking(move || -> Result<BlobMeta, Error> {
-            app.lifecycle()
+            app.cache
+                .lifecycle()
                 .pin(&b3, pinned, &who)?
                 .ok_or_else(|| Error::NotFound(format!("no stored blob has blake3 {b3}")))
         })
@@ -703,20 +525,21 @@ impl App {
         blake3: &str,
         who: Actor,
     ) -> Result<BlobMeta, Error> {
-        if let Some(meta) = self.index.blob(blake3)? {
-            self.delete_remote(&meta, self.index.urls_of(blake3)?)
+        if let Some(meta) = self.cache.index.blob(blake3)? {
+            self.delete_remote(&meta, self.cache.index.urls_of(blake3)?)
                 .await?;
         }
         let app = self.clone();
         let b3 = blake3.to_owned();
         let meta = tokio::task::spawn_blocking(move || -> Result<BlobMeta, Error> {
-            app.lifecycle()
+            app.cache
+                .lifecycle()
                 .delete(&b3, &who)?
                 .ok_or_else(|| Error::NotFound(format!("no stored blob has blake3 {b3}")))
         })
         .await
         .map_err(|e| Error::failed("the delete task ended early", e))??;
-        self.index.flush().await?;
+        self.cache.index.flush().await?;
         Ok(meta)
     }
 
@@ -739,7 +562,7 @@ impl App {
             // Upstream did its part; our storage did not.
             FillError::NotStored { .. } => {
                 warn!(url = %url, error = %e, "download complete but not stored");
-                self.alerts.raise(
+                self.cache.alerts.raise(
                     Kind::StorageUnavailable,
                     &self.config.storage.data_dir.display().to_string(),
                     e.to_string(),
@@ -751,15 +574,17 @@ impl App {
         };
         warn!(url = %url, error = %e, "download failed");
         match e {
-            FillError::Store(s) => self.storage_failed(s),
+            FillError::Store(s) => self.cache.storage_failed(s),
             FillError::Integrity { .. } => {
                 // The shown form of the URL: alerts leave the machine, passwords must not.
-                self.alerts
+                self.cache
+                    .alerts
                     .raise(Kind::IntegrityFailed, &url.to_string(), e.to_string())
             }
             _ => {
-                self.metrics.upstream_failures.inc();
-                self.alerts
+                self.cache.metrics.upstream_failures.inc();
+                self.cache
+                    .alerts
                     .raise(Kind::UpstreamFailed, url.host(), e.to_string());
             }
         }
@@ -773,7 +598,7 @@ impl App {
                 ..UpstreamInfo::default()
             });
         }
-        let journal = self.journal.clone();
+        let journal = self.cache.journal.clone();
         let written = tokio::task::spawn_blocking(move || journal.append(event)).await;
         if let Ok(Err(e)) = written {
             warn!(error = %e, "cannot write audit event");
@@ -786,7 +611,7 @@ impl App {
     /// could not free the space are further attempts refused for a few seconds.
     pub async fn admit(self: &Arc<Self>, incoming: u64) -> bool {
         let fits = |app: &App| {
-            app.used().is_ok_and(|u| {
+            app.cache.used().is_ok_and(|u| {
                 (u.used_bytes.saturating_add(incoming)) as f64
                     <= app.config.cache.high_watermark * u.total_bytes as f64
             })
@@ -805,7 +630,8 @@ impl App {
         }
         let app = self.clone();
         let swept =
-            tokio::task::spawn_blocking(move || crate::sweeper::make_room(&app, incoming)).await;
+            tokio::task::spawn_blocking(move || crate::sweeper::make_room(&app.cache, incoming))
+                .await;
         if let Ok(Err(e)) = swept {
             warn!(error = %e, "admission eviction failed");
         }
@@ -885,58 +711,5 @@ impl App {
             .await
             .map_err(|_| Error::Internal("pass-through task ended early".into()))??;
         Ok((head, rx))
-    }
-
-    /// A write to the data volume failed: alert (the volume being full or read-only is what
-    /// `/readyz` reports too).
-    pub fn storage_failed(&self, e: &crate::store::StoreError) {
-        warn!(error = %e, "storage write failed");
-        self.alerts.raise(
-            Kind::StorageUnavailable,
-            &self.config.storage.data_dir.display().to_string(),
-            format!("cannot write to the data directory: {e}"),
-        );
-    }
-
-    /// A reader's expected checksum did not match the content.
-    pub fn integrity_failed(
-        &self,
-        url: &UpstreamUrl,
-        digests: &Digests,
-        expected: &Expected,
-        client: Option<String>,
-    ) {
-        let mut event = Event::new("integrity_failed");
-        event.url = Some(url.to_string());
-        event.blake3 = Some(digests.blake3.clone());
-        event.sha256 = Some(digests.sha256.clone());
-        event.md5 = Some(digests.md5.clone());
-        event.client = client;
-        event.detail = Some(format!("expected {expected}"));
-        self.journal_later(event);
-    }
-
-    /// Append an event without making the caller wait for the fsync.
-    fn journal_later(&self, event: Event) {
-        let journal = self.journal.clone();
-        self.runtime.spawn_blocking(move || {
-            if let Err(e) = journal.append(event) {
-                warn!(error = %e, "cannot write audit event");
-            }
-        });
-    }
-}
-
-impl App {
-    /// How full the cache is: stored bytes against `max_size` when set, else the volume.
-    pub fn used(&self) -> Result<DiskUsage, Error> {
-        let max = self.config.cache.max_size;
-        if max > 0 {
-            return Ok(DiskUsage {
-                used_bytes: self.index.stats().bytes,
-                total_bytes: max,
-            });
-        }
-        Ok(self.store.disk_usage()?)
     }
 }

@@ -50,9 +50,12 @@ impl Default for Workers {
 /// run until [`App::shutdown`].
 pub fn spawn_background(app: &Arc<App>) {
     let rt = app.runtime().clone();
+    let interval = app.config.cache.sweep_interval;
+    let a = app.clone();
+    let pass: crate::sweeper::Pass = Arc::new(move || a.sweep());
     app.workers
         .sweeper
-        .spawn(crate::sweeper::SweepWorker::new(app.clone()), &rt);
+        .spawn(crate::sweeper::SweepWorker::new(interval, pass), &rt);
     app.workers
         .access
         .spawn(AccessFlush { app: app.clone() }, &rt);
@@ -70,7 +73,7 @@ impl Worker for AccessFlush {
 
     async fn work(&mut self) -> Result<State, WorkError> {
         let a = self.app.clone();
-        let read = tokio::task::spawn_blocking(move || a.index.flush_access()).await??;
+        let read = tokio::task::spawn_blocking(move || a.cache.index.flush_access()).await??;
         self.app.touch_remote(read);
         Ok(State::Idle)
     }
@@ -111,6 +114,6 @@ impl App {
         for group in [&w.sweeper, &w.publish, &w.access, &w.prober] {
             group.stop(left()).await;
         }
-        self.alerts.stop(left()).await;
+        self.cache.alerts.stop(left()).await;
     }
 }

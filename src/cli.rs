@@ -301,7 +301,7 @@ pub fn run(cli: Cli) -> ExitCode {
             read_timeout,
         ))),
         Command::Gc { config, data_dir } => offline(&config, data_dir, Offline::Gc, |app| {
-            let report = crate::sweeper::run_once(app).map_err(|e| e.to_string())?;
+            let report = app.sweep().map_err(|e| e.to_string())?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&report).expect("serializable")
@@ -311,7 +311,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Verify { config, data_dir } => {
             offline(&config, data_dir, Offline::Verify, |app| {
                 let (checked, corrupt) =
-                    crate::sweeper::verify_all(app).map_err(|e| e.to_string())?;
+                    crate::sweeper::verify_all(&app.cache).map_err(|e| e.to_string())?;
                 println!(
                     "{}",
                     serde_json::json!({"checked": checked, "corrupt": corrupt})
@@ -435,7 +435,7 @@ fn offline(
     config: &ConfigArg,
     data_dir: Option<PathBuf>,
     command: Offline,
-    f: impl FnOnce(&App) -> Result<ExitCode, String>,
+    f: impl FnOnce(&crate::offline::DataDir) -> Result<ExitCode, String>,
 ) -> ExitCode {
     let mut cfg = match load_config(config.config.as_deref()) {
         Ok(c) => c,
@@ -582,11 +582,11 @@ async fn serve(cfg: Config) -> ExitCode {
     server.stop(true).await;
     app.shutdown(deadline.saturating_duration_since(std::time::Instant::now()))
         .await;
-    match app.index.flush_blocking() {
+    match app.cache.index.flush_blocking() {
         Err(e) => error!(error = %e, "cannot flush the index"),
         // Only a flushed index lets the next start skip the full walk.
         Ok(()) => {
-            if let Err(e) = app.mark_clean_shutdown() {
+            if let Err(e) = app.cache.mark_clean_shutdown() {
                 tracing::warn!(error = %e, "cannot write the clean-shutdown marker");
             }
         }

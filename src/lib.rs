@@ -14,6 +14,7 @@ pub mod audit;
 pub mod auth;
 pub mod background;
 pub mod bounded;
+pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -22,7 +23,7 @@ pub mod fill;
 pub mod http;
 pub mod index;
 pub mod intercept;
-pub mod lifecycle;
+
 pub mod limits;
 pub mod metrics;
 pub mod offline;

@@ -586,7 +586,7 @@ async fn run_item(app: &Arc<App>, job: &Job, index: usize, url: &UpstreamUrl, wh
     if job.kind == Kind::Revalidate && app.volatile.matches(url) {
         // Repository metadata is expected to change: new content is rebound (`updated`),
         // never reported as drift.
-        if let Ok(Some(entry)) = app.index.url(url.as_str()) {
+        if let Ok(Some(entry)) = app.cache.index.url(url.as_str()) {
             let outcome =
                 crate::volatile::revalidate_now(app, url, entry.clone(), who.client.clone()).await;
             job.update(index, |item| match outcome {
@@ -641,14 +641,14 @@ pub async fn fetch(app: &Arc<App>, url: &UpstreamUrl, who: &Submitter) -> Result
     for _ in 0..3 {
         match app.resolve(url, None, who.client.clone(), true)? {
             Resolution::Hit(entry) => {
-                if app.open_blob(&entry.blob)?.is_some() || entry.blob.placement.in_bucket() {
+                if app.cache.open_blob(&entry.blob)?.is_some() || entry.blob.placement.in_bucket() {
                     return Ok(entry.blob.clone());
                 }
             }
             Resolution::Stale(entry) => return Ok(entry.blob.clone()),
             Resolution::Miss { fill, .. } | Resolution::Revalidate { fill, .. } => {
                 let state = fill.ended().await;
-                if let Some(entry) = app.index.url(url.as_str())? {
+                if let Some(entry) = app.cache.index.url(url.as_str())? {
                     return Ok(entry.blob.clone());
                 }
                 return Err(match &state.phase {

@@ -83,8 +83,8 @@ pub async fn probe(app: Arc<App>) -> Result<(), String> {
     let a = app.clone();
     let (index, volume) = tokio::task::spawn_blocking(move || {
         (
-            a.index.ping().map_err(|e| e.to_string()),
-            a.store.write_probe().map_err(|e| volume_reason(&e)),
+            a.cache.index.ping().map_err(|e| e.to_string()),
+            a.cache.store.write_probe().map_err(|e| volume_reason(&e)),
         )
     })
     .await

@@ -31,10 +31,13 @@ pub enum Outcome {
 
 /// The blob `url` is bound to, if it is bound and its bytes are here.
 pub fn bound_blob(app: &App, url: &UpstreamUrl) -> Result<Option<BlobMeta>, Error> {
-    let Some(entry) = app.index.url(url.as_str())? else {
+    let Some(entry) = app.cache.index.url(url.as_str())? else {
         return Ok(None);
     };
-    Ok(app.open_blob(&entry.blob)?.map(|_| entry.blob.clone()))
+    Ok(app
+        .cache
+        .open_blob(&entry.blob)?
+        .map(|_| entry.blob.clone()))
 }
 
 /// Download `url` again (with the usual retries) and compare it with `bound`.
@@ -61,7 +64,7 @@ pub async fn revalidate(
         drop(temp);
         return Ok(Outcome::Unchanged);
     }
-    let now = app.clock.unix_now();
+    let now = app.cache.clock.unix_now();
     // Pinned: kept for inspection until an admin unpins or deletes it.
     let meta = BlobMeta::new(digests.clone(), size, Origin::Upstream, now)
         .with_content_type(head.content_type.clone())
@@ -96,7 +99,8 @@ pub async fn revalidate(
 
 /// The `drift` webhook alert (SPEC 6), de-duplicated per URL.
 fn send_drift_alert(app: &App, url: &UpstreamUrl, message: String) {
-    app.alerts
+    app.cache
+        .alerts
         .raise(Kind::Drift, &url.to_string(), format!("{url}: {message}"));
 }
 
@@ -106,7 +110,7 @@ async fn download(
     url: &UpstreamUrl,
 ) -> Result<(TempBlob, Digests, u64, Head), FillError> {
     let mut dl = app.upstream.get(url, None).await?;
-    let mut writer = TempWriter::new(app.store.create_temp()?);
+    let mut writer = TempWriter::new(app.cache.store.create_temp()?);
     while let Some(chunk) = dl.chunk().await? {
         app.upstream
             .policy()

@@ -84,7 +84,7 @@ pub(crate) fn resolve(
     }
     // Under the flight lock: a revalidation that ended while we looked made it fresh.
     let check = || -> Result<Option<Arc<UrlEntry>>, Error> {
-        Ok(app.index.url(url.as_str())?.filter(|e| fresh(e)))
+        Ok(app.cache.index.url(url.as_str())?.filter(|e| fresh(e)))
     };
     let who = Requester {
         client,
@@ -124,7 +124,7 @@ pub(crate) async fn revalidate_now(
             e => Err(Error::from(e)),
         };
     }
-    let now = app.index.url(url.as_str())?;
+    let now = app.cache.index.url(url.as_str())?;
     Ok(now
         .filter(|e| e.blob.blake3() != bound.blob.blake3())
         .map(|e| e.blob.clone()))

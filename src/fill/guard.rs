@@ -27,7 +27,7 @@ pub(super) struct FillGuard {
 impl FillGuard {
     /// Count the fill as in flight until the guard is dropped.
     pub(super) fn new(app: &Arc<App>, fill: &Arc<Fill>) -> FillGuard {
-        app.metrics.inflight.inc();
+        app.cache.metrics.inflight.inc();
         FillGuard {
             app: app.clone(),
             fill: fill.clone(),
@@ -65,7 +65,7 @@ impl Drop for FillGuard {
                 }
             });
         }
-        self.app.metrics.inflight.dec();
+        self.app.cache.metrics.inflight.dec();
         self.fill.state.send_modify(|s| s.ended = true);
         self.app.flights.finished();
     }

@@ -427,9 +427,9 @@ async fn download(
     };
     // Beyond `upstream_concurrency`, wait for a slot (readers attached to this fill wait with
     // it, still `Connecting`), but no longer than upstream itself may stay silent.
-    app.metrics.upstream_waiting.inc();
+    app.cache.metrics.upstream_waiting.inc();
     let slot = app.limits.upstream_slot(cfg.read_timeout).await;
-    app.metrics.upstream_waiting.dec();
+    app.cache.metrics.upstream_waiting.dec();
     let _slot = slot?;
     let mut progress = Progress {
         writer: TempWriter::new(temp),
@@ -456,9 +456,9 @@ async fn download(
         loop {
             if attempt > 0 {
                 tokio::time::sleep(backoff(cfg.retry_backoff, attempt)).await;
-                app.metrics.upstream_retries.inc();
+                app.cache.metrics.upstream_retries.inc();
             }
-            app.metrics.upstream_fetches.inc();
+            app.cache.metrics.upstream_fetches.inc();
             let result = attempt_once(app, fill, &mut progress, source, index, revalidating).await;
             match result {
                 Ok(()) => {

@@ -67,7 +67,7 @@ pub fn admit(
         return Ok(None);
     }
     app.limits.admit(ip).map_err(|rejection| {
-        app.metrics.rate_limited.inc();
+        app.cache.metrics.rate_limited.inc();
         let ip = crate::limits::describe_client(ip);
         let limits = &app.config.limits;
         let message = match rejection {

@@ -190,7 +190,7 @@ impl Drop for LoggedBody {
             });
         }
         if let Some(app) = &l.app {
-            let m = &app.metrics;
+            let m = &app.cache.metrics;
             m.bytes_served.inc_by(bytes);
             m.request_duration.observe(elapsed.as_secs_f64());
             m.http_status(l.status);

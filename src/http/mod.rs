@@ -449,7 +449,7 @@ async fn serve_blob(
         let location = app.presign_blob(meta).await?;
         return Ok(Some(serve::redirect_hit(req, app, head, &location)));
     }
-    if let Some(file) = app.open_blob(meta)? {
+    if let Some(file) = app.cache.open_blob(meta)? {
         return serve::hit(req, app, head, file).map(Some);
     }
     if !meta.placement.in_bucket() {
@@ -518,6 +518,7 @@ async fn serve_checksum(
     let not_found = || Error::NotFound(format!("no stored blob has {} {hex}", algo.name()));
     app.learn_checksum(algo, &hex).await?;
     let meta = app
+        .cache
         .index
         .by_checksum(algo, &hex)?
         .filter(|m| m.is_stored())
@@ -525,6 +526,7 @@ async fn serve_checksum(
     let file_name = match name {
         Some(n) => n,
         None => app
+            .cache
             .index
             .urls_of(meta.blake3())?
             .first()

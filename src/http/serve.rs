@@ -182,7 +182,9 @@ pub fn prepare(req: &HttpRequest, app: &App, head: &HitHead) -> Result<Prepared,
         }
     };
 
-    app.index.record_access(b3, app.clock.unix_now());
+    app.cache
+        .index
+        .record_access(b3, app.cache.clock.unix_now());
 
     for (name, value) in &head.content {
         res.insert_header((name.clone(), value.clone()));
@@ -222,7 +224,9 @@ pub fn redirect_hit(req: &HttpRequest, app: &App, head: &HitHead, location: &str
             return res.finish();
         }
     }
-    app.index.record_access(&head.blake3, app.clock.unix_now());
+    app.cache
+        .index
+        .record_access(&head.blake3, app.cache.clock.unix_now());
     let mut res = HttpResponse::Found();
     res.insert_header((header::LOCATION, location))
         .insert_header((X_CACHE.clone(), HeaderValue::from_static("HIT")))
@@ -320,7 +324,7 @@ pub async fn miss(
         let exp = expected.clone();
         move |d: &crate::store::Digests| {
             if let Some(exp) = exp {
-                app.integrity_failed(&url, d, &exp, client);
+                app.cache.integrity_failed(&url, d, &exp, client);
             }
         }
     };

@@ -79,14 +79,14 @@ impl Server {
             me: web::Data::new(SelfAuthority::new(addr, &app.config.public_url())),
             targets: web::Data::new(TargetCache::new()),
             served_by: web::Data::new(log::ServedBy(
-                actix_web::http::header::HeaderValue::from_str(&app.instance).unwrap_or_else(
+                actix_web::http::header::HeaderValue::from_str(&app.cache.instance).unwrap_or_else(
                     |_| actix_web::http::header::HeaderValue::from_static("upcache"),
                 ),
             )),
             authority,
         };
         let check = Arc::new(HeadCheck {
-            served_by: app.instance.clone(),
+            served_by: app.cache.instance.clone(),
         });
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         let server = actix_server::Server::build()

@@ -294,7 +294,7 @@ fn events(b: &mut String, app: &App) {
         "<h2>Recent events</h2><table id=\"events\"><tr><th>Time</th><th>Event</th>\
          <th>URL / blob</th><th>Size</th><th>Client</th></tr>",
     );
-    for e in app.journal.recent() {
+    for e in app.cache.journal.recent() {
         let b3 = e.blake3.as_deref().map(esc);
         let what = match (&e.url, &b3) {
             (Some(u), Some(b3)) => format!("<a href=\"ui/blob/{b3}\">{}</a>", esc(u)),
@@ -345,18 +345,18 @@ fn find(app: &App, q: &str) -> Result<Option<BlobMeta>, Error> {
         let Ok(url) = UpstreamUrl::parse(q) else {
             return Ok(None);
         };
-        return Ok(app.index.url(url.as_str())?.map(|e| e.blob.clone()));
+        return Ok(app.cache.index.url(url.as_str())?.map(|e| e.blob.clone()));
     }
     for algo in [Algo::Md5, Algo::Sha256, Algo::Sha512] {
         if let Some(hex) = algo.normalize_hex(q) {
-            if let Some(meta) = app.index.by_checksum(algo, &hex)? {
+            if let Some(meta) = app.cache.index.by_checksum(algo, &hex)? {
                 return Ok(Some(meta));
             }
         }
     }
     // 64 hex digits may be a sha256 (tried above) or a blake3.
     match Algo::Blake3.normalize_hex(q) {
-        Some(hex) => Ok(app.index.blob(&hex)?),
+        Some(hex) => Ok(app.cache.index.blob(&hex)?),
         None => Ok(None),
     }
 }
@@ -366,6 +366,7 @@ async fn blob(path: web::Path<String>, app: web::Data<App>) -> Result<HttpRespon
         .normalize_hex(&path)
         .ok_or_else(|| Error::BadRequest(format!("{:?} is not a blake3 digest", &*path)))?;
     let meta = app
+        .cache
         .index
         .blob(&b3)?
         .ok_or_else(|| Error::NotFound(format!("no stored blob has blake3 {b3}")))?;
@@ -397,11 +398,15 @@ async fn blob(path: web::Path<String>, app: web::Data<App>) -> Result<HttpRespon
         rfc3339(meta.first_seen),
         rfc3339(meta.last_access),
         meta.access_count,
-        if app.store.exists(&b3) { "yes" } else { "no" },
+        if app.cache.store.exists(&b3) {
+            "yes"
+        } else {
+            "no"
+        },
     );
     b.push_str("<h2>Provenance</h2><table><tr><th>URL</th><th>Fetched</th><th>Final URL</th><th>Upstream ETag / Last-Modified</th><th>Instance</th></tr>");
-    for url in app.index.urls_of(&b3)? {
-        let rec = app.index.url(&url)?.map(|e| e.record.clone());
+    for url in app.cache.index.urls_of(&b3)? {
+        let rec = app.cache.index.url(&url)?.map(|e| e.record.clone());
         match rec {
             Some(r) => {
                 let _ = write!(

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use super::{Remote, RemoteError, SharedBlob};
 use crate::alerts::Kind;
 use crate::app::App;
+use crate::cache::Cache;
 use crate::error::Error;
 use crate::index::{BlobMeta, Placement, UrlRecord};
 use crate::store::Algo;
@@ -76,6 +77,48 @@ impl Tier {
         self.publishing.lock().len()
     }
 
+    /// Remote cleanup (`cache.remote_max_unused`): delete blobs nobody read for that long,
+    /// unless pinned, with their shared records; journal each as evicted here.
+    pub async fn remote_sweep(&self, cache: &Cache) -> Result<(u64, u64), Error> {
+        let tier = self;
+        let max_unused = cache.config.cache.remote_max_unused;
+        if max_unused.is_zero() {
+            return Ok((0, 0));
+        }
+        let cutoff = cache.clock.unix_now() - max_unused.as_secs() as i64;
+        let (mut deleted, mut freed) = (0, 0);
+        for (b3, written) in tier.bucket.list_meta().await? {
+            if written >= cutoff {
+                continue;
+            }
+            let Some(shared) = tier.bucket.get_meta(&b3).await? else {
+                continue;
+            };
+            let local = cache.index.blob(&b3)?;
+            if local.as_ref().is_some_and(|m| m.pinned) || tier.bucket.is_pinned(&b3).await? {
+                continue;
+            }
+            let last = local.as_ref().map_or(shared.meta.last_access, |m| {
+                m.last_access.max(shared.meta.last_access)
+            });
+            if last >= cutoff {
+                continue;
+            }
+            tier.bucket.delete_blob(&shared).await?;
+            cache.lifecycle().evict(
+                &shared.meta.digests,
+                shared.meta.size,
+                format!(
+                    "deleted from the object store: unused longer than cache.remote_max_unused; urls: {}",
+                    shared.urls.join(" ")
+                ),
+            )?;
+            deleted += 1;
+            freed += shared.meta.size;
+        }
+        Ok((deleted, freed))
+    }
+
     /// Wait until every publication started so far has finished (tests, shutdown).
     pub async fn wait_published(&self) {
         loop {
@@ -96,7 +139,7 @@ impl App {
             return Ok(());
         };
         let mut pending = Vec::new();
-        self.index.visit_stored_blobs(None, |m| {
+        self.cache.index.visit_stored_blobs(None, |m| {
             if m.placement == Placement::Local {
                 pending.push(m.digests.blake3);
             }
@@ -140,14 +183,14 @@ impl App {
     /// One publication of a blob (idempotent).
     async fn publish_once(self: &Arc<Self>, b3: &str) -> Result<(), Error> {
         let tier = self.tier.as_ref().expect("publishing needs a tier");
-        let Some(local) = self.index.blob(b3)? else {
+        let Some(local) = self.cache.index.blob(b3)? else {
             return Ok(());
         };
         if !local.is_stored() {
             return Ok(());
         }
         if !local.placement.in_bucket() && !tier.bucket.has_blob(b3, local.size).await? {
-            let path = self.store.blob_path(b3);
+            let path = self.cache.store.blob_path(b3);
             if !path.exists() {
                 warn!(blake3 = b3, "cannot upload: the local copy is gone");
                 return Ok(());
@@ -162,8 +205,8 @@ impl App {
             );
         }
         let mut records: Vec<UrlRecord> = Vec::new();
-        for url in self.index.urls_of(b3)? {
-            if let Some(entry) = self.index.url(&url)? {
+        for url in self.cache.index.urls_of(b3)? {
+            if let Some(entry) = self.cache.index.url(&url)? {
                 if entry.record.blake3 == b3 {
                     records.push(entry.record.clone());
                 }
@@ -189,7 +232,7 @@ impl App {
             }
         }
         tier.bucket.publish(&shared, &records).await?;
-        self.lifecycle().replicated(b3)?;
+        self.cache.lifecycle().replicated(b3)?;
         Ok(())
     }
 
@@ -201,7 +244,7 @@ impl App {
         };
         let key = url.as_str();
         // While the bucket is down, asking it would only delay the 503 of a new download.
-        if self.index.url(key)?.is_some()
+        if self.cache.index.url(key)?.is_some()
             || self.flights.contains(url)
             || tier.bucket.recently_absent(key)
             || !self.remote_ready()
@@ -211,7 +254,7 @@ impl App {
         match tier.bucket.lookup_url(key).await {
             Ok(Some((record, shared))) => {
                 let meta = self.learned(shared.meta);
-                self.index.bind(&meta, &record)?;
+                self.cache.index.bind(&meta, &record)?;
             }
             Ok(None) => {}
             // Unknown, as far as we can tell: the fill path decides (and refuses while the
@@ -227,6 +270,7 @@ impl App {
             return Ok(());
         };
         if self
+            .cache
             .index
             .by_checksum(algo, hex)?
             .is_some_and(|m| m.is_stored())
@@ -237,7 +281,7 @@ impl App {
         match tier.bucket.lookup_checksum(algo, hex).await {
             Ok(Some(shared)) => {
                 let meta = self.learned(shared.meta);
-                self.index.insert_blob(&meta)?;
+                self.cache.index.insert_blob(&meta)?;
             }
             Ok(None) => {}
             Err(e) => warn!(algo = algo.name(), hex, error = %e, "shared index lookup failed"),
@@ -248,7 +292,7 @@ impl App {
     /// A blob as the shared index describes it, recorded locally: in the bucket, local only
     /// if a file happens to be here; pins are the bucket's business (`pins/`).
     fn learned(&self, meta: BlobMeta) -> BlobMeta {
-        let here = self.store.exists(meta.blake3());
+        let here = self.cache.store.exists(meta.blake3());
         BlobMeta {
             placement: if here {
                 Placement::Replicated
@@ -330,7 +374,7 @@ impl App {
             blake3 = b3,
             "blob is gone from the object store; dropping its index entry"
         );
-        self.lifecycle().forget(b3)?;
+        self.cache.lifecycle().forget(b3)?;
         Ok(())
     }
 
@@ -352,7 +396,7 @@ impl App {
         let _release = claimed.then(|| Release(self.clone(), b3.clone()));
         let mut temp = None;
         if claimed && self.admit(size).await {
-            temp = self.store.create_temp().ok();
+            temp = self.cache.store.create_temp().ok();
         }
         let mut hasher = blake3::Hasher::new();
         let mut pos = 0u64;
@@ -391,7 +435,9 @@ impl App {
                  expected {size} bytes"
             );
             warn!("{msg}");
-            self.alerts.raise(Kind::IntegrityFailed, &b3, msg.clone());
+            self.cache
+                .alerts
+                .raise(Kind::IntegrityFailed, &b3, msg.clone());
             let _ = tx.send(Err(std::io::Error::other(msg))).await;
             return;
         }
@@ -404,8 +450,8 @@ impl App {
         let Some(temp) = temp else { return };
         let app = self.clone();
         let stored = tokio::task::spawn_blocking(move || -> Result<(), Error> {
-            app.store.commit(temp, &b3)?;
-            app.lifecycle().restore_local(&b3)?;
+            app.cache.store.commit(temp, &b3)?;
+            app.cache.lifecycle().restore_local(&b3)?;
             Ok(())
         })
         .await;
@@ -437,6 +483,7 @@ impl App {
             };
             if due
                 && self
+                    .cache
                     .index
                     .blob(&b3)
                     .ok()
@@ -446,50 +493,6 @@ impl App {
                 self.publish_later(&b3);
             }
         }
-    }
-
-    /// Remote cleanup (`cache.remote_max_unused`): delete blobs nobody read for that long,
-    /// unless pinned, with their shared records; journal each as evicted here.
-    pub async fn remote_sweep(&self) -> Result<(u64, u64), Error> {
-        let Some(tier) = &self.tier else {
-            return Ok((0, 0));
-        };
-        let max_unused = self.config.cache.remote_max_unused;
-        if max_unused.is_zero() {
-            return Ok((0, 0));
-        }
-        let cutoff = self.clock.unix_now() - max_unused.as_secs() as i64;
-        let (mut deleted, mut freed) = (0, 0);
-        for (b3, written) in tier.bucket.list_meta().await? {
-            if written >= cutoff {
-                continue;
-            }
-            let Some(shared) = tier.bucket.get_meta(&b3).await? else {
-                continue;
-            };
-            let local = self.index.blob(&b3)?;
-            if local.as_ref().is_some_and(|m| m.pinned) || tier.bucket.is_pinned(&b3).await? {
-                continue;
-            }
-            let last = local.as_ref().map_or(shared.meta.last_access, |m| {
-                m.last_access.max(shared.meta.last_access)
-            });
-            if last >= cutoff {
-                continue;
-            }
-            tier.bucket.delete_blob(&shared).await?;
-            self.lifecycle().evict(
-                &shared.meta.digests,
-                shared.meta.size,
-                format!(
-                    "deleted from the object store: unused longer than cache.remote_max_unused; urls: {}",
-                    shared.urls.join(" ")
-                ),
-            )?;
-            deleted += 1;
-            freed += shared.meta.size;
-        }
-        Ok((deleted, freed))
     }
 
     /// Admin delete: the bucket's copy and records first (a failure leaves everything as

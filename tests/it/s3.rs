@@ -376,7 +376,10 @@ async fn trimming_the_local_tier_keeps_blobs_in_the_bucket() {
     let v = sweep(&srv, &admin).await;
     assert_eq!(v["evicted"], 1, "{v}");
     let blake3 = blake3::hash(&body).to_hex().to_string();
-    assert!(!srv.app.store.exists(&blake3), "the local copy is gone");
+    assert!(
+        !srv.app.cache.store.exists(&blake3),
+        "the local copy is gone"
+    );
     // Still a hit: from the bucket.
     let (_, h, got) = srv.get_bytes(&srv.fetch_url(&up.url(PATH))).await;
     assert_eq!((h["x-cache"].to_str().unwrap(), got), ("HIT", body));
@@ -455,7 +458,7 @@ async fn reads_on_one_instance_keep_a_blob_from_cleanup_by_another() {
     // A reads it (a hit), and its periodic flush writes the read to the bucket.
     let (_, h, _) = a.get_bytes(&a.fetch_url(&up.url(PATH))).await;
     assert_eq!(h["x-cache"], "HIT");
-    let read = a.app.index.flush_access().unwrap();
+    let read = a.app.cache.index.flush_access().unwrap();
     a.app.touch_remote(read);
     settle(&a).await;
     // B never read it, but sees A's read: nothing to delete.

@@ -101,7 +101,7 @@ impl TestServer {
         // As `upcache serve` does: fills, then the background workers, which hold the app
         // (and its index lock) while they run; an offline command may follow at once.
         self.app.shutdown(std::time::Duration::from_secs(10)).await;
-        self.app.index.flush_blocking().unwrap();
+        self.app.cache.index.flush_blocking().unwrap();
     }
 
     /// Stop gracefully and release the data directory (the index lock), keeping the files:
