@@ -2,9 +2,7 @@
 //! for each request whether it is a hit, a checksum hit, a join or a new fill.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use parking_lot::Mutex;
 use tracing::warn;
 
 use crate::alerts::{Alerter, Kind};
@@ -60,10 +58,6 @@ pub struct UploadRequest {
 
 pub use crate::cache::lifecycle::Actor;
 
-/// After an admission attempt that could not free enough space, further attempts wait this
-/// long (misses that do not fit meanwhile are passed through).
-const ROOM_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Negative-cache entries kept at most, and their bytes (URLs): bounded memory under URL scans
 /// however long the URLs are.
 pub const NEGATIVE_ENTRIES: usize = 10_000;
@@ -84,8 +78,8 @@ pub struct App {
     pub tokens: Tokens,
     /// Prefetch and revalidation jobs.
     pub jobs: crate::prefetch::Jobs,
-    /// When an admission attempt last failed to make room.
-    last_room_sweep: Mutex<Option<Instant>>,
+    /// Admission control: room for a download, or a pass-through.
+    pub admission: Arc<crate::sweeper::Admission>,
     /// URLs upstream recently answered 404/410 for, trusted for `cache.negative_ttl`.
     pub negative: Recent,
     /// Start time and recent failures, for the status page.
@@ -94,9 +88,9 @@ pub struct App {
     pub volatile: crate::volatile::Volatile,
     /// Where fills and other background work run (not tied to any HTTP worker).
     runtime: tokio::runtime::Handle,
-    /// `backend = "s3" | "obs"`: the bucket (durable tier and shared index); `data_dir` is
-    /// then the L1 tier.
-    pub tier: Option<crate::remote::sync::Tier>,
+    /// Where blobs live besides the data directory: nowhere (`fs`), or the bucket (`s3`,
+    /// `obs`: the durable tier and shared index; `data_dir` is then the local tier).
+    pub tier: crate::tier::DynTier,
     /// The background workers, stopped in order by [`App::shutdown`].
     pub workers: crate::background::Workers,
 }
@@ -137,12 +131,12 @@ impl App {
                  (a local directory has no presigned URLs)",
             ));
         }
-        let tier = match config.storage.backend {
+        let bucket = match config.storage.backend {
             Backend::Fs => None,
-            Backend::S3 | Backend::Obs => Some(crate::remote::sync::Tier::new(
+            Backend::S3 | Backend::Obs => Some(
                 crate::remote::Remote::new(&config.storage, config.cache.index_refresh)?
                     .with_clock(clock.clone()),
-            )),
+            ),
         };
         let config = Arc::new(config);
         let opened = Cache::open(config.clone(), runtime.clone(), clock.clone(), {
@@ -151,12 +145,14 @@ impl App {
         let cache = opened.cache;
         let upstream = Upstream::new(&config.upstream, &config.user_agent())?;
         let readiness = Arc::new(crate::readiness::Readiness::default());
+        let admission = Arc::new(crate::sweeper::Admission::default());
+        let tier = crate::tier::open(&cache, bucket, readiness.clone(), admission.clone());
         let workers = crate::background::Workers::default();
         workers.prober.spawn(
             crate::readiness::Prober::new(
                 Arc::downgrade(&readiness),
                 cache.store.temp_dir().to_owned(),
-                tier.as_ref().map(|t| t.bucket.prober()),
+                tier.probe(),
             ),
             &runtime,
         );
@@ -169,7 +165,7 @@ impl App {
             flights: Flights::default(),
             tokens: Tokens::new(&config.auth),
             jobs: crate::prefetch::Jobs::new(&config.limits),
-            last_room_sweep: Mutex::new(None),
+            admission,
             negative: Recent::with_clock(NEGATIVE_ENTRIES, NEGATIVE_BYTES, clock),
             status: Default::default(),
             volatile: crate::volatile::Volatile::new(&config.cache),
@@ -177,7 +173,8 @@ impl App {
             cache,
             config,
         });
-        app.start_tier()
+        app.tier
+            .start()
             .map_err(|e| OpenError::Tier(e.to_string()))?;
         if opened.clean {
             let cache = app.cache.clone();
@@ -191,16 +188,31 @@ impl App {
     /// progress keep their temp files, and the bucket, if any, runs its own cleanup.
     /// Blocking: run it on a blocking thread.
     pub fn sweep(&self) -> Result<crate::sweeper::Report, Error> {
-        let remote = || match &self.tier {
-            Some(tier) => self.runtime.block_on(tier.remote_sweep(&self.cache)),
-            None => Ok((0, 0)),
-        };
-        let remote: crate::sweeper::RemoteSweep<'_> = &remote;
-        crate::sweeper::run_once(
-            &self.cache,
-            || self.flights.temp_paths(),
-            self.tier.is_some().then_some(remote),
-        )
+        crate::sweeper::run_once(&self.cache, || self.flights.temp_paths(), &|| {
+            self.tier.sweep().map(|f| self.runtime.block_on(f))
+        })
+    }
+
+    /// Before deciding hit or miss: what the tier knows about `url` (s3/obs: the shared
+    /// index), unless a fill of it is running here.
+    pub async fn learn_url(&self, url: &UpstreamUrl) -> Result<(), Error> {
+        if self.flights.contains(url) {
+            return Ok(());
+        }
+        self.tier.learn_url(url).await
+    }
+
+    /// The same for a checksum lookup.
+    pub async fn learn_checksum(&self, algo: crate::store::Algo, hex: &str) -> Result<(), Error> {
+        self.tier.learn_checksum(algo, hex).await
+    }
+
+    /// Open a stored blob for serving ([`crate::tier::Tier::open_for_serving`]).
+    pub async fn open_for_serving(
+        &self,
+        meta: &BlobMeta,
+    ) -> Result<Option<crate::tier::Serving>, Error> {
+        self.tier.clone().open_for_serving(meta).await
     }
 
     /// The runtime background work (fills, jobs) runs on.
@@ -416,7 +428,7 @@ impl App {
         event: Event,
     ) -> Result<(BlobMeta, bool), Error> {
         let stored = self.cache.commit_blob(temp, meta, record, event).await?;
-        self.publish_later(stored.0.blake3());
+        self.tier.stored(stored.0.blake3());
         Ok(stored)
     }
 
@@ -511,9 +523,9 @@ impl App {
         .await
         .map_err(|e| Error::failed("the pin task ended early", e))??;
         if pinned {
-            self.publish_later(blake3);
+            self.tier.stored(blake3);
         } else {
-            self.unpin_remote(blake3);
+            self.tier.unpinned(blake3);
         }
         Ok(meta)
     }
@@ -526,7 +538,8 @@ impl App {
         who: Actor,
     ) -> Result<BlobMeta, Error> {
         if let Some(meta) = self.cache.index.blob(blake3)? {
-            self.delete_remote(&meta, self.cache.index.urls_of(blake3)?)
+            self.tier
+                .delete(&meta, self.cache.index.urls_of(blake3)?)
                 .await?;
         }
         let app = self.clone();
@@ -605,45 +618,9 @@ impl App {
         }
     }
 
-    /// Whether `incoming` more bytes fit under the high watermark; if not, evict just enough
-    /// least recently used, unpinned blobs for them ([`crate::sweeper::make_room`]: one pass
-    /// over the index, no file walk, no scrub) and look again. Only after an attempt that
-    /// could not free the space are further attempts refused for a few seconds.
+    /// Admission control ([`crate::sweeper::Admission::admit`]).
     pub async fn admit(self: &Arc<Self>, incoming: u64) -> bool {
-        let fits = |app: &App| {
-            app.cache.used().is_ok_and(|u| {
-                (u.used_bytes.saturating_add(incoming)) as f64
-                    <= app.config.cache.high_watermark * u.total_bytes as f64
-            })
-        };
-        if fits(self) {
-            return true;
-        }
-        // While nothing more can be evicted (pinned blobs, other data on the volume), every
-        // miss would scan the index again: one failed attempt every few seconds is enough.
-        if self
-            .last_room_sweep
-            .lock()
-            .is_some_and(|t| t.elapsed() < ROOM_SWEEP_EVERY)
-        {
-            return false;
-        }
-        let app = self.clone();
-        let swept =
-            tokio::task::spawn_blocking(move || crate::sweeper::make_room(&app.cache, incoming))
-                .await;
-        if let Ok(Err(e)) = swept {
-            warn!(error = %e, "admission eviction failed");
-        }
-        let admitted = fits(self);
-        if !admitted {
-            *self.last_room_sweep.lock() = Some(Instant::now());
-            warn!(
-                bytes = incoming,
-                "no room for a download even after evicting; passing it through unstored"
-            );
-        }
-        admitted
+        self.admission.admit(&self.cache, incoming).await
     }
 
     /// Stream `url` from upstream to one client without storing it (`X-Cache: BYPASS`),

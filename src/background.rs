@@ -4,7 +4,7 @@
 //! |---|---|---|---|
 //! | readiness prober | `prober` | `App::open` | probe the data volume (and the bucket) every second |
 //! | alert sender | inside `Alerter` | `App::open` (with a webhook) | deliver one alert, retried with backoff |
-//! | publication (one per blob) | `publish` | `App::publish_later` (s3/obs) | upload a blob and its shared records |
+//! | publication (one per blob) | inside the bucket tier | `Tier::stored` (s3/obs) | upload a blob and its shared records |
 //! | sweeper | `sweeper` | [`spawn_background`] (`upcache serve`) | one pass every `cache.sweep_interval` |
 //! | access-stat flush | `access` | [`spawn_background`] | write batched reads to the index every 10 s |
 //!
@@ -31,7 +31,6 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 pub struct Workers {
     pub sweeper: Group,
     pub access: Group,
-    pub publish: Group,
     pub prober: Group,
 }
 
@@ -40,7 +39,6 @@ impl Default for Workers {
         Workers {
             sweeper: Group::new("sweeper"),
             access: Group::new("access-stat flush"),
-            publish: Group::new("publications"),
             prober: Group::new("readiness prober"),
         }
     }
@@ -74,7 +72,7 @@ impl Worker for AccessFlush {
     async fn work(&mut self) -> Result<State, WorkError> {
         let a = self.app.clone();
         let read = tokio::task::spawn_blocking(move || a.cache.index.flush_access()).await??;
-        self.app.touch_remote(read);
+        self.app.tier.touch(read);
         Ok(State::Idle)
     }
 
@@ -111,7 +109,9 @@ impl App {
             );
         }
         let w = &self.workers;
-        for group in [&w.sweeper, &w.publish, &w.access, &w.prober] {
+        w.sweeper.stop(left()).await;
+        self.tier.stop(left()).await;
+        for group in [&w.access, &w.prober] {
             group.stop(left()).await;
         }
         self.cache.alerts.stop(left()).await;

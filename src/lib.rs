@@ -37,6 +37,7 @@ pub mod spec_check;
 pub mod status;
 pub mod store;
 pub mod sweeper;
+pub mod tier;
 pub mod time;
 pub mod upstream;
 pub mod url;

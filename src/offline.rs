@@ -15,7 +15,6 @@ use crate::alerts::Alerter;
 use crate::cache::{Cache, OpenError};
 use crate::config::Config;
 use crate::error::Error;
-use crate::remote::sync::Tier;
 
 /// An offline command, for messages.
 #[derive(Debug, Clone, Copy)]
@@ -131,11 +130,10 @@ pub fn run(
         return ExitCode::from(1);
     }
     let dir = cfg.storage.data_dir.display().to_string();
-    // The bucket of s3/obs, for its own cleanup: nothing is started (no uploads, no probes).
-    let bucket = match cfg.storage.backend {
+    let remote = match cfg.storage.backend {
         crate::config::Backend::Fs => None,
         _ => match crate::remote::Remote::new(&cfg.storage, cfg.cache.index_refresh) {
-            Ok(remote) => Some(Tier::new(remote)),
+            Ok(remote) => Some(remote),
             Err(e) => {
                 eprintln!("upcache: cannot open the data directory: {e}");
                 return ExitCode::from(1);
@@ -161,9 +159,18 @@ pub fn run(
             return ExitCode::from(1);
         }
     };
+    // The bucket of s3/obs, for its own cleanup: nothing is started (no uploads, no probes).
+    let tier = remote.map(|remote| {
+        crate::tier::Bucket::new(
+            cache.clone(),
+            remote,
+            Default::default(),
+            Default::default(),
+        )
+    });
     let dir = DataDir {
         cache,
-        bucket,
+        tier,
         runtime: runtime.handle().clone(),
     };
     let code = match f(&dir) {
@@ -183,7 +190,7 @@ pub fn run(
 /// What an offline command works on: the data directory and, with s3/obs, the bucket.
 pub struct DataDir {
     pub cache: Arc<Cache>,
-    bucket: Option<Tier>,
+    tier: Option<Arc<crate::tier::Bucket>>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -191,13 +198,12 @@ impl DataDir {
     /// One sweeper pass (`upcache gc`): no fill is running; the bucket, if any, runs its
     /// own cleanup.
     pub fn sweep(&self) -> Result<crate::sweeper::Report, Error> {
-        let remote = || match &self.bucket {
-            Some(tier) => self.runtime.block_on(tier.remote_sweep(&self.cache)),
-            None => Ok((0, 0)),
+        use crate::tier::Tier;
+        let remote = || {
+            let tier = self.tier.as_ref()?;
+            tier.sweep().map(|f| self.runtime.block_on(f))
         };
-        let remote: crate::sweeper::RemoteSweep<'_> = &remote;
-        let remote = self.bucket.is_some().then_some(remote);
-        crate::sweeper::run_once(&self.cache, Default::default, remote)
+        crate::sweeper::run_once(&self.cache, Default::default, &remote)
     }
 }
 

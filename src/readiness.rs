@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 
-use crate::app::App;
+use crate::cache::Cache;
 use crate::worker::{State, WorkError, Worker};
 
 /// How often the probe runs by itself.
@@ -79,12 +79,16 @@ fn volume_reason(e: &crate::store::StoreError) -> String {
 
 /// Probe the index and the data volume now (on the blocking pool), remember the verdict and
 /// return it: what `/readyz` answers.
-pub async fn probe(app: Arc<App>) -> Result<(), String> {
-    let a = app.clone();
+pub async fn probe(
+    readiness: &Readiness,
+    cache: Arc<Cache>,
+    bucket: Option<crate::remote::BucketProbe>,
+) -> Result<(), String> {
+    let a = cache;
     let (index, volume) = tokio::task::spawn_blocking(move || {
         (
-            a.cache.index.ping().map_err(|e| e.to_string()),
-            a.cache.store.write_probe().map_err(|e| volume_reason(&e)),
+            a.index.ping().map_err(|e| e.to_string()),
+            a.store.write_probe().map_err(|e| volume_reason(&e)),
         )
     })
     .await
@@ -92,11 +96,11 @@ pub async fn probe(app: Arc<App>) -> Result<(), String> {
         let failed = Err(format!("probe task failed: {e}"));
         (failed.clone(), failed)
     });
-    app.readiness.record(Some(&index), &volume);
-    let remote = match &app.tier {
-        Some(tier) => {
-            let verdict = tier.bucket.probe().await;
-            app.readiness.record_remote(&verdict);
+    readiness.record(Some(&index), &volume);
+    let remote = match bucket {
+        Some(bucket) => {
+            let verdict = bucket.probe().await;
+            readiness.record_remote(&verdict);
             verdict
         }
         None => Ok(()),

@@ -8,8 +8,9 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use serde::Serialize;
 use tracing::{info, warn};
 
@@ -57,7 +58,7 @@ const SCRUB_FILES_PER_PASS: u64 = 10_000;
 pub fn run_once(
     cache: &Cache,
     busy_temps: impl FnOnce() -> HashSet<PathBuf>,
-    remote_sweep: Option<RemoteSweep<'_>>,
+    remote_sweep: RemoteSweep<'_>,
 ) -> Result<Report, Error> {
     let _one_at_a_time = cache.sweep_lock.lock();
     let started = std::time::Instant::now();
@@ -105,12 +106,13 @@ pub fn run_once(
     }
 
     evict_to_low_watermark(cache, candidates, 0, &mut r)?;
-    let remote_sweep = remote_sweep.filter(|_| !cache.config.cache.remote_max_unused.is_zero());
-    if let Some(remote_sweep) = remote_sweep {
+    if !cache.config.cache.remote_max_unused.is_zero() {
         // Blocking thread (or the offline command): it waits for the bucket.
-        let (deleted, freed) = remote_sweep()?;
-        r.remote_deleted = deleted;
-        r.remote_freed_bytes = freed;
+        if let Some(swept) = remote_sweep() {
+            let (deleted, freed) = swept?;
+            r.remote_deleted = deleted;
+            r.remote_freed_bytes = freed;
+        }
     }
     let scrub_started = std::time::Instant::now();
     scrub(cache, &mut r)?;
@@ -420,6 +422,58 @@ pub fn verify_all(cache: &Cache) -> Result<(u64, u64), Error> {
     Ok((checked, corrupt))
 }
 
+/// After an admission attempt that could not free enough space, further attempts wait this
+/// long (misses that do not fit meanwhile are passed through).
+const ROOM_SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Admission control for downloads (and copies from a bucket into the local tier).
+#[derive(Default)]
+pub struct Admission {
+    /// When an admission attempt last failed to make room.
+    last_room_sweep: Mutex<Option<Instant>>,
+}
+
+impl Admission {
+    /// Whether `incoming` more bytes fit under the high watermark; if not, evict just enough
+    /// least recently used, unpinned blobs for them ([`make_room`]: one pass over the index,
+    /// no file walk, no scrub) and look again. Only after an attempt that could not free the
+    /// space are further attempts refused for a few seconds.
+    pub async fn admit(&self, cache: &Arc<Cache>, incoming: u64) -> bool {
+        let fits = |cache: &Cache| {
+            cache.used().is_ok_and(|u| {
+                (u.used_bytes.saturating_add(incoming)) as f64
+                    <= cache.config.cache.high_watermark * u.total_bytes as f64
+            })
+        };
+        if fits(cache) {
+            return true;
+        }
+        // While nothing more can be evicted (pinned blobs, other data on the volume), every
+        // miss would scan the index again: one failed attempt every few seconds is enough.
+        if self
+            .last_room_sweep
+            .lock()
+            .is_some_and(|t| t.elapsed() < ROOM_SWEEP_EVERY)
+        {
+            return false;
+        }
+        let c = cache.clone();
+        let swept = tokio::task::spawn_blocking(move || make_room(&c, incoming)).await;
+        if let Ok(Err(e)) = swept {
+            warn!(error = %e, "admission eviction failed");
+        }
+        let admitted = fits(cache);
+        if !admitted {
+            *self.last_room_sweep.lock() = Some(Instant::now());
+            warn!(
+                bytes = incoming,
+                "no room for a download even after evicting; passing it through unstored"
+            );
+        }
+        admitted
+    }
+}
+
 /// The background sweeper: a pass every `cache.sweep_interval` (the first one interval
 /// after the start). After a failed pass it waits longer, not shorter: twice the interval,
 /// doubling with each consecutive failure up to eight times (a failing pass would likely
@@ -433,8 +487,8 @@ pub struct SweepWorker {
 /// One whole pass, as the service runs it (with its fills and its tier).
 pub type Pass = Arc<dyn Fn() -> Result<Report, Error> + Send + Sync>;
 
-/// An object store's own cleanup: blobs deleted from it and their bytes.
-pub type RemoteSweep<'a> = &'a dyn Fn() -> Result<(u64, u64), Error>;
+/// A tier's own cleanup: blobs deleted from it and their bytes (`None`: it has none).
+pub type RemoteSweep<'a> = &'a dyn Fn() -> Option<Result<(u64, u64), Error>>;
 
 impl SweepWorker {
     pub fn new(interval: Duration, pass: Pass) -> SweepWorker {
@@ -533,7 +587,7 @@ mod tests {
         let app = open(cfg, &rt);
         let w = SweepWorker::new(
             interval,
-            Arc::new(move || run_once(&app, Default::default, None)),
+            Arc::new(move || run_once(&app, Default::default, &|| None)),
         );
         let m = Duration::from_secs(60);
         let pauses: Vec<_> = (1..=5).map(|n| w.retry_after(n)).collect();

@@ -19,7 +19,6 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
@@ -683,16 +682,12 @@ fn verify_prefix(url: &str, temp: &TempBlob, pos: u64, data: &[u8]) -> Result<()
     Ok(())
 }
 
-/// `base * 2^(attempt-1)`, with ±50% jitter so that many fills failing together do not retry
-/// in lockstep; capped at a minute.
-pub(crate) fn backoff(base: Duration, attempt: u32) -> Duration {
-    let exp = base.saturating_mul(1u32 << (attempt - 1).min(16));
-    exp.mul_f64(0.5 + rand::random::<f64>())
-        .min(Duration::from_secs(60))
-}
+pub(crate) use crate::worker::jittered as backoff;
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

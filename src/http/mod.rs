@@ -30,6 +30,7 @@ use crate::error::Error;
 use crate::fill::FillError;
 use crate::metrics::Form;
 use crate::store::{Algo, Expected};
+use crate::tier::Serving;
 use crate::url::{UpstreamUrl, from_mirror_path};
 
 pub use log::ReqInfo;
@@ -363,12 +364,10 @@ async fn artifact(
     };
     // s3/obs: what another instance stored is a hit here too. Policy first: a refused URL
     // costs no lookup and leaves nothing remembered.
-    if app.tier.is_some() {
-        app.upstream.policy().check_url(url)?;
-        app.learn_url(url).await?;
-        if let Some(exp) = &expected {
-            app.learn_checksum(exp.algo, &exp.hex).await?;
-        }
+    app.upstream.policy().check_url(url)?;
+    app.learn_url(url).await?;
+    if let Some(exp) = &expected {
+        app.learn_checksum(exp.algo, &exp.hex).await?;
     }
     // A blob whose file vanished is dropped from the index by `open_blob`; resolving again
     // then finds the next source (another checksum match, or upstream).
@@ -433,8 +432,8 @@ async fn artifact(
     )))
 }
 
-/// Serve a stored blob: a redirect to the bucket (`serve = "redirect"`, while the bucket
-/// answers), the local copy, or the bucket's copy streamed through. `None`: the bytes are gone
+/// Serve a stored blob as its tier opens it ([`crate::tier::Serving`]): a redirect, the
+/// local copy, or a stream. `None`: the bytes are gone
 /// (its index entry was dropped; resolving again finds what is left).
 async fn serve_blob(
     req: &HttpRequest,
@@ -442,19 +441,14 @@ async fn serve_blob(
     head: &HitHead,
     meta: &crate::index::BlobMeta,
 ) -> Result<Option<HttpResponse>, Error> {
-    if meta.placement.in_bucket()
-        && app.config.storage.serve == crate::config::ServeMode::Redirect
-        && app.remote_ready()
-    {
-        let location = app.presign_blob(meta).await?;
-        return Ok(Some(serve::redirect_hit(req, app, head, &location)));
-    }
-    if let Some(file) = app.cache.open_blob(meta)? {
-        return serve::hit(req, app, head, file).map(Some);
-    }
-    if !meta.placement.in_bucket() {
-        return Ok(None);
-    }
+    let streamer = match app.open_for_serving(meta).await? {
+        None => return Ok(None),
+        Some(Serving::Redirect(location)) => {
+            return Ok(Some(serve::redirect_hit(req, app, head, &location)));
+        }
+        Some(Serving::File(file)) => return serve::hit(req, app, head, file).map(Some),
+        Some(Serving::Stream(streamer)) => streamer,
+    };
     let (res, start, end) = match serve::prepare(req, app, head)? {
         serve::Prepared::Done(done) => return Ok(Some(done)),
         serve::Prepared::Body { res, start, end } => (res, start, end),
@@ -463,8 +457,8 @@ async fn serve_blob(
         let empty = futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>();
         return Ok(Some(serve::stream_hit(req, res, start, end, empty)));
     }
-    Ok(app
-        .remote_body(meta, start, end)
+    Ok(streamer
+        .body(start, end)
         .await?
         .map(|body| serve::stream_hit(req, res, start, end, body)))
 }

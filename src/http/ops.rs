@@ -28,7 +28,7 @@ async fn healthz() -> HttpResponse {
 /// remembered: while unready, new downloads are refused (see `readiness`).
 async fn readyz(app: web::Data<App>) -> HttpResponse {
     let app = app.into_inner();
-    match crate::readiness::probe(app.clone()).await {
+    match crate::readiness::probe(&app.readiness, app.cache.clone(), app.tier.probe()).await {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
         Err(reason) => {
             app.cache.alerts.raise(
@@ -64,8 +64,8 @@ async fn metrics(req: HttpRequest, app: web::Data<App>) -> HttpResponse {
         m.bounded_state("targets", targets.size());
     }
     m.bounded_state("negative", app.negative.size());
-    if let Some(tier) = &app.tier {
-        m.bounded_state("absent", tier.bucket.absent.size());
+    if let Some(size) = app.tier.absent_size() {
+        m.bounded_state("absent", size);
     }
     m.bounded_state("alerts", app.cache.alerts.size());
     m.bounded_state("prefetch_jobs", app.jobs.retained());

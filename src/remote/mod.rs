@@ -12,9 +12,7 @@
 //! - `pins/<b3>`: present while the blob is pinned (pins are the one thing instances change
 //!   after the fact, so they are their own objects rather than a field someone may overwrite).
 //!
-//! This module knows keys, records and the operator; `sync` wires it to the app.
-
-pub mod sync;
+//! This module knows keys, records and the operator; `crate::tier::Bucket` wires it to the cache.
 
 use std::time::Duration;
 
