@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use serde_json::{Value, json};
-use upcache::App;
+use upcache::Service;
 use upcache::index::{BlobMeta, Origin, UrlRecord};
 use upcache::store::Digester;
 
@@ -63,7 +63,8 @@ fn main() {
     let data = args.data.clone().expect("--data");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let t = Instant::now();
-    let app = App::open(config(&args, &data, phase == "evict"), rt.handle().clone()).expect("open");
+    let app =
+        Service::open(config(&args, &data, phase == "evict"), rt.handle().clone()).expect("open");
     let open_s = t.elapsed().as_secs_f64();
     let out = if phase == "setup" {
         setup(&args, &app);
@@ -139,7 +140,7 @@ fn driver(args: &Args) {
 }
 
 /// N blobs of `size` bytes, each bound to its own URL.
-fn setup(args: &Args, app: &App) {
+fn setup(args: &Args, app: &Service) {
     for i in 0..args.blobs {
         let mut content = vec![0u8; args.size];
         content[..8].copy_from_slice(&i.to_le_bytes());

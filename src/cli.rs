@@ -9,11 +9,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tracing::{error, info};
 
-use crate::app::App;
 use crate::client;
 use crate::config::{Config, LogFormat};
 use crate::http::Server;
 use crate::offline::Offline;
+use crate::service::Service;
 use crate::spec::Define;
 use crate::spec_check;
 
@@ -549,7 +549,7 @@ fn raise_fd_limit() {
 async fn serve(cfg: Config) -> ExitCode {
     raise_fd_limit();
     let listen = cfg.server.listen.clone();
-    let app = match App::open(cfg, tokio::runtime::Handle::current()) {
+    let app = match Service::open(cfg, tokio::runtime::Handle::current()) {
         Ok(app) => app,
         Err(e) => {
             // Once, on stderr: a log line as well would say the same thing twice there.
@@ -578,7 +578,7 @@ async fn serve(cfg: Config) -> ExitCode {
     // Stop accepting; connections in progress get the grace period to finish, then fills
     // and background workers get what is left of it.
     info!("shutting down");
-    let deadline = std::time::Instant::now() + crate::background::SHUTDOWN_GRACE;
+    let deadline = std::time::Instant::now() + crate::service::workers::SHUTDOWN_GRACE;
     server.stop(true).await;
     app.shutdown(deadline.saturating_duration_since(std::time::Instant::now()))
         .await;

@@ -10,10 +10,10 @@ use futures::StreamExt;
 use serde_json::json;
 
 use super::{app_of, checksum_hex, client_ip, query_pairs};
-use crate::app::{Actor, App, UploadRequest};
 use crate::audit::{CSV_HEADER, Event};
 use crate::auth::{Principal, Scope};
 use crate::error::Error;
+use crate::service::{Actor, Service, UploadRequest};
 use crate::store::{Algo, Expected, TempWriter};
 use crate::url::UpstreamUrl;
 
@@ -32,7 +32,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// The caller, if its bearer token has `scope` (401 without a valid token, 403 without the
 /// scope). Tokens are read from the `Authorization` header only, never from the query.
-pub(super) fn authorize(req: &HttpRequest, app: &App, scope: Scope) -> Result<Principal, Error> {
+pub(super) fn authorize(
+    req: &HttpRequest,
+    app: &Service,
+    scope: Scope,
+) -> Result<Principal, Error> {
     let header = req
         .headers()
         .get(header::AUTHORIZATION)

@@ -3,10 +3,10 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
-use crate::app::{App, rfc3339};
 use crate::error::Error;
 use crate::index::BlobMeta;
 use crate::metrics::Exposition;
+use crate::service::{Service, rfc3339};
 use crate::store::Algo;
 use crate::url::UpstreamUrl;
 
@@ -26,7 +26,7 @@ async fn healthz() -> HttpResponse {
 
 /// Ready when the index answers and the data volume accepts a write. The verdict is also
 /// remembered: while unready, new downloads are refused (see `readiness`).
-async fn readyz(app: web::Data<App>) -> HttpResponse {
+async fn readyz(app: web::Data<Service>) -> HttpResponse {
     let app = app.into_inner();
     match crate::readiness::probe(&app.readiness, app.cache.clone(), app.tier.probe()).await {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
@@ -47,7 +47,7 @@ async fn readyz(app: web::Data<App>) -> HttpResponse {
 }
 
 /// Prometheus text 0.0.4, or OpenMetrics when `Accept` asks for it (SPEC 9).
-async fn metrics(req: HttpRequest, app: web::Data<App>) -> HttpResponse {
+async fn metrics(req: HttpRequest, app: web::Data<Service>) -> HttpResponse {
     let stats = app.cache.index.stats();
     let m = &app.cache.metrics;
     m.store_bytes.set(stats.bytes as i64);
@@ -83,13 +83,13 @@ async fn metrics(req: HttpRequest, app: web::Data<App>) -> HttpResponse {
 }
 
 /// What the status page shows, as JSON (`status::Snapshot`).
-async fn status(app: web::Data<App>) -> Result<HttpResponse, Error> {
+async fn status(app: web::Data<Service>) -> Result<HttpResponse, Error> {
     Ok(HttpResponse::Ok()
         .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
-        .json(crate::status::snapshot(&app)?))
+        .json(app.snapshot()?))
 }
 
-async fn stats(app: web::Data<App>) -> Result<HttpResponse, Error> {
+async fn stats(app: web::Data<Service>) -> Result<HttpResponse, Error> {
     let s = app.cache.index.stats();
     let du = app.cache.used()?;
     let m = &app.cache.metrics;
@@ -111,7 +111,7 @@ async fn stats(app: web::Data<App>) -> Result<HttpResponse, Error> {
 }
 
 /// `GET /api/v1/lookup?url=|md5=|sha256=|sha512=|blake3=`
-async fn lookup(req: HttpRequest, app: web::Data<App>) -> Result<HttpResponse, Error> {
+async fn lookup(req: HttpRequest, app: web::Data<Service>) -> Result<HttpResponse, Error> {
     let pairs = super::query_pairs(&req);
     let Some((key, value)) = pairs.first() else {
         return Err(Error::BadRequest(
@@ -140,7 +140,7 @@ async fn lookup(req: HttpRequest, app: web::Data<App>) -> Result<HttpResponse, E
 }
 
 /// The lookup JSON of a blob (SPEC 4.3), shared with the upload API.
-pub fn blob_json(app: &App, meta: &BlobMeta) -> Result<Value, Error> {
+pub fn blob_json(app: &Service, meta: &BlobMeta) -> Result<Value, Error> {
     // Fold in reads not yet flushed to the index.
     let meta = app
         .cache

@@ -10,9 +10,9 @@ use std::fmt::Write as _;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use crate::app::{App, rfc3339};
 use crate::error::Error;
 use crate::index::BlobMeta;
+use crate::service::{Service, rfc3339};
 use crate::status::Snapshot;
 use crate::store::Algo;
 use crate::url::UpstreamUrl;
@@ -119,8 +119,8 @@ fn search_form(root: &str) -> String {
     )
 }
 
-async fn status(app: web::Data<App>) -> Result<HttpResponse, Error> {
-    let s = crate::status::snapshot(&app)?;
+async fn status(app: web::Data<Service>) -> Result<HttpResponse, Error> {
+    let s = app.snapshot()?;
     let mut b = search_form("");
     // The part status.js replaces with the same part of a fresh copy of this page.
     b.push_str("<div id=\"live\">");
@@ -289,7 +289,7 @@ fn failures(b: &mut String, list: &[crate::status::Failure]) {
     b.push_str("</table>");
 }
 
-fn events(b: &mut String, app: &App) {
+fn events(b: &mut String, app: &Service) {
     b.push_str(
         "<h2>Recent events</h2><table id=\"events\"><tr><th>Time</th><th>Event</th>\
          <th>URL / blob</th><th>Size</th><th>Client</th></tr>",
@@ -315,7 +315,7 @@ fn events(b: &mut String, app: &App) {
 }
 
 /// `/ui/search?q=`: a checksum of any supported kind, or an upstream URL.
-async fn search(req: HttpRequest, app: web::Data<App>) -> Result<HttpResponse, Error> {
+async fn search(req: HttpRequest, app: web::Data<Service>) -> Result<HttpResponse, Error> {
     let q = super::query_pairs(&req)
         .into_iter()
         .find(|(k, _)| k == "q")
@@ -340,7 +340,7 @@ async fn search(req: HttpRequest, app: web::Data<App>) -> Result<HttpResponse, E
     })
 }
 
-fn find(app: &App, q: &str) -> Result<Option<BlobMeta>, Error> {
+fn find(app: &Service, q: &str) -> Result<Option<BlobMeta>, Error> {
     if q.contains("://") {
         let Ok(url) = UpstreamUrl::parse(q) else {
             return Ok(None);
@@ -361,7 +361,7 @@ fn find(app: &App, q: &str) -> Result<Option<BlobMeta>, Error> {
     }
 }
 
-async fn blob(path: web::Path<String>, app: web::Data<App>) -> Result<HttpResponse, Error> {
+async fn blob(path: web::Path<String>, app: web::Data<Service>) -> Result<HttpResponse, Error> {
     let b3 = Algo::Blake3
         .normalize_hex(&path)
         .ok_or_else(|| Error::BadRequest(format!("{:?} is not a blake3 digest", &*path)))?;

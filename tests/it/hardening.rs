@@ -15,7 +15,7 @@ use crate::common::upstream::*;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use upcache::prefetch::{self, Kind};
+use upcache::jobs::{self as prefetch, Kind};
 
 const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 

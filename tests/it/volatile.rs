@@ -376,7 +376,7 @@ async fn revalidate_job(srv: &TestServer, token: &str, url: &str) -> Value {
     assert_eq!(r.status(), 202);
     let started: Value = r.json().await.unwrap();
     let id = started["id"].as_str().unwrap();
-    let kind = upcache::prefetch::Kind::Revalidate;
+    let kind = upcache::jobs::Kind::Revalidate;
     srv.app.jobs.get(kind, id).unwrap().wait().await;
     let status = srv
         .client

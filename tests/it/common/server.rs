@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tempfile::TempDir;
-use upcache::{App, Config, Server};
+use upcache::{Config, Server, Service};
 
 /// Configuration for tests: loopback upstreams allowed, fast retries, no per-client limits.
 pub fn test_config(data_dir: &Path) -> Config {
@@ -30,7 +30,7 @@ pub fn test_config(data_dir: &Path) -> Config {
 
 /// An in-process server. Dropping it stops nothing gracefully; call `stop` for that.
 pub struct TestServer {
-    pub app: Arc<App>,
+    pub app: Arc<Service>,
     server: Option<Server>,
     pub base: String,
     pub dir: Arc<TempDir>,

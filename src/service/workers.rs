@@ -2,13 +2,13 @@
 //!
 //! | worker | group | started by | step |
 //! |---|---|---|---|
-//! | readiness prober | `prober` | `App::open` | probe the data volume (and the bucket) every second |
-//! | alert sender | inside `Alerter` | `App::open` (with a webhook) | deliver one alert, retried with backoff |
+//! | readiness prober | `prober` | `Service::open` | probe the data volume (and the bucket) every second |
+//! | alert sender | inside `Alerter` | `Service::open` (with a webhook) | deliver one alert, retried with backoff |
 //! | publication (one per blob) | inside the bucket tier | `Tier::stored` (s3/obs) | upload a blob and its shared records |
 //! | sweeper | `sweeper` | [`spawn_background`] (`upcache serve`) | one pass every `cache.sweep_interval` |
 //! | access-stat flush | `access` | [`spawn_background`] | write batched reads to the index every 10 s |
 //!
-//! [`App::shutdown`] stops them in this order: in-flight fills first (they commit what they
+//! [`Service::shutdown`] stops them in this order: in-flight fills first (they commit what they
 //! downloaded), then the sweeper, publications, the access-stat flush, the prober, and the
 //! alert sender last (so that what failed while stopping is still reported).
 
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::app::App;
+use crate::service::Service;
 use crate::worker::{Group, State, WorkError, Worker};
 
 /// How often batched read statistics are written to the index.
@@ -45,8 +45,8 @@ impl Default for Workers {
 }
 
 /// Start the workers of a serving instance (the sweeper and the access-stat flush); they
-/// run until [`App::shutdown`].
-pub fn spawn_background(app: &Arc<App>) {
+/// run until [`Service::shutdown`].
+pub fn spawn_background(app: &Arc<Service>) {
     let rt = app.runtime().clone();
     let interval = app.config.cache.sweep_interval;
     let a = app.clone();
@@ -61,7 +61,7 @@ pub fn spawn_background(app: &Arc<App>) {
 
 /// Writes batched read statistics to the index, and (s3/obs) the reads to the bucket.
 struct AccessFlush {
-    app: Arc<App>,
+    app: Arc<Service>,
 }
 
 impl Worker for AccessFlush {
@@ -81,7 +81,7 @@ impl Worker for AccessFlush {
     }
 }
 
-impl App {
+impl Service {
     /// Stop everything running in the background, in order (see the module documentation),
     /// within `grace` in all: a fill still running then is cut (its readers get an error,
     /// its temp file goes), a worker still in a step is aborted. The caller then flushes the

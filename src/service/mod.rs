@@ -1,20 +1,28 @@
-//! The service core: owns the index, store, upstream client, journal and flights, and decides
-//! for each request whether it is a hit, a checksum hit, a join or a new fill.
+//! The service: composes the [`Cache`], the flights, the sweeper, the tier, the jobs, the
+//! upstream client, limits, readiness, tokens, the negative cache, volatile state and the
+//! workers; decides for each request whether it is a hit, a checksum hit, a join or a new
+//! fill ([`Service::resolve`]), with one fetch-with-retries entry point for HTTP and jobs
+//! ([`Service::fetch`]). Nothing below it names it: fills reach it through
+//! [`crate::fill::Host`], jobs through a closure.
+
+mod fill_host;
+mod jobs;
+mod status;
+mod volatile;
+pub mod workers;
 
 use std::sync::Arc;
 
-use tracing::warn;
-
-use crate::alerts::{Alerter, Kind};
-use crate::audit::{Event, UpstreamInfo};
+use crate::alerts::Alerter;
+use crate::audit::Event;
 use crate::auth::{Principal, Scope, Tokens};
 use crate::bounded::Recent;
 use crate::cache::Cache;
 use crate::config::{Backend, Config, ServeMode};
 use crate::error::Error;
-use crate::fill::{self, Fill, FillError, Flight, Flights, Requester};
+use crate::fill::{self, Fill, Flight, Flights, Requester};
 use crate::index::{BlobMeta, Origin, UrlEntry, UrlRecord};
-use crate::store::{Digests, Expected, TempBlob, TempWriter};
+use crate::store::{Expected, TempBlob, TempWriter};
 use crate::time::Clock;
 use crate::upstream::{Head, Upstream, UpstreamError};
 use crate::url::UpstreamUrl;
@@ -64,7 +72,7 @@ pub const NEGATIVE_ENTRIES: usize = 10_000;
 pub const NEGATIVE_BYTES: usize = 4 << 20;
 
 /// The running service.
-pub struct App {
+pub struct Service {
     /// The same configuration as `cache.config`.
     pub config: Arc<Config>,
     /// The data directory: index, store, journal, metrics, alerts, clock.
@@ -77,7 +85,7 @@ pub struct App {
     pub readiness: Arc<crate::readiness::Readiness>,
     pub tokens: Tokens,
     /// Prefetch and revalidation jobs.
-    pub jobs: crate::prefetch::Jobs,
+    pub jobs: crate::jobs::Jobs,
     /// Admission control: room for a download, or a pass-through.
     pub admission: Arc<crate::sweeper::Admission>,
     /// URLs upstream recently answered 404/410 for, trusted for `cache.negative_ttl`.
@@ -91,8 +99,8 @@ pub struct App {
     /// Where blobs live besides the data directory: nowhere (`fs`), or the bucket (`s3`,
     /// `obs`: the durable tier and shared index; `data_dir` is then the local tier).
     pub tier: crate::tier::DynTier,
-    /// The background workers, stopped in order by [`App::shutdown`].
-    pub workers: crate::background::Workers,
+    /// The background workers, stopped in order by [`Service::shutdown`].
+    pub workers: crate::service::workers::Workers,
 }
 
 /// Errors opening the service.
@@ -110,20 +118,23 @@ pub enum OpenError {
     Tier(String),
 }
 
-impl App {
+impl Service {
     /// Open the data directory ([`Cache::open`]) and start the service's machinery: the
     /// readiness prober, the alert sender, the object-store tier.
-    pub fn open(config: Config, runtime: tokio::runtime::Handle) -> Result<Arc<App>, OpenError> {
-        App::open_with_clock(config, runtime, Clock::system())
+    pub fn open(
+        config: Config,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Arc<Service>, OpenError> {
+        Service::open_with_clock(config, runtime, Clock::system())
     }
 
-    /// [`App::open`] keeping time with `clock` (what ages blobs, negative answers and rate
+    /// [`Service::open`] keeping time with `clock` (what ages blobs, negative answers and rate
     /// limits; manual in tests).
     pub fn open_with_clock(
         config: Config,
         runtime: tokio::runtime::Handle,
         clock: Clock,
-    ) -> Result<Arc<App>, OpenError> {
+    ) -> Result<Arc<Service>, OpenError> {
         // Presigned URLs exist only for object stores.
         if config.storage.backend == Backend::Fs && config.storage.serve == ServeMode::Redirect {
             return Err(OpenError::Unsupported(
@@ -147,7 +158,7 @@ impl App {
         let readiness = Arc::new(crate::readiness::Readiness::default());
         let admission = Arc::new(crate::sweeper::Admission::default());
         let tier = crate::tier::open(&cache, bucket, readiness.clone(), admission.clone());
-        let workers = crate::background::Workers::default();
+        let workers = crate::service::workers::Workers::default();
         workers.prober.spawn(
             crate::readiness::Prober::new(
                 Arc::downgrade(&readiness),
@@ -156,7 +167,7 @@ impl App {
             ),
             &runtime,
         );
-        let app = Arc::new(App {
+        let app = Arc::new(Service {
             tier,
             workers,
             limits: crate::limits::Limits::with_clock(&config.limits, clock.clone()),
@@ -164,7 +175,7 @@ impl App {
             upstream,
             flights: Flights::default(),
             tokens: Tokens::new(&config.auth),
-            jobs: crate::prefetch::Jobs::new(&config.limits),
+            jobs: crate::jobs::Jobs::new(&config.limits),
             admission,
             negative: Recent::with_clock(NEGATIVE_ENTRIES, NEGATIVE_BYTES, clock),
             status: Default::default(),
@@ -253,7 +264,7 @@ impl App {
                 });
             }
             if start_fill && expected.is_none() && self.volatile.matches(url) {
-                return crate::volatile::resolve(self, url, entry, client);
+                return self.resolve_volatile(url, entry, client);
             }
             return Ok(Resolution::Hit(entry));
         }
@@ -319,7 +330,7 @@ impl App {
     }
 
     /// The URL's bound blob, per the index. Whether its file still exists is found out by
-    /// [`App::open_blob`] when it is served (one `open` instead of a `stat` and an `open`).
+    /// [`Service::open_blob`] when it is served (one `open` instead of a `stat` and an `open`).
     fn stored(&self, url: &UpstreamUrl) -> Result<Option<Arc<UrlEntry>>, Error> {
         Ok(self.cache.index.url(url.as_str())?)
     }
@@ -355,73 +366,10 @@ impl App {
         }
     }
 
-    /// Store a completed fill: commit the file, journal it, bind the URL, make it durable.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn commit_fill(
-        self: &Arc<Self>,
-        temp: TempBlob,
-        url: &UpstreamUrl,
-        head: &Head,
-        digests: &Digests,
-        size: u64,
-        who: &Requester,
-        source: Option<fill::Source>,
-    ) -> Result<(), Error> {
-        let now = self.cache.clock.unix_now();
-        let meta = BlobMeta::new(digests.clone(), size, Origin::Upstream, now)
-            .with_content_type(head.content_type.clone());
-        let record = UrlRecord {
-            // The exact URL: it is the index key. Shown URLs are redacted where they are shown.
-            url: url.as_str().to_owned(),
-            blake3: digests.blake3.clone(),
-            status: head.status,
-            content_type: head.content_type.clone(),
-            etag: head.etag.clone(),
-            last_modified: head.last_modified.clone(),
-            final_url: head.final_url.clone(),
-            fetched_at: now,
-            instance: self.cache.instance.clone(),
-        };
-        // A volatile URL's new content (SPEC 9): expected, so `updated`, never `drift`.
-        let kind = match who.revalidating {
-            Some(_) => "updated",
-            None => "fetched",
-        };
-        let mut event = Event::new(kind).with_digests(digests, size);
-        event.url = Some(url.to_string());
-        event.client = who.client.clone();
-        event.upstream = Some(UpstreamInfo {
-            status: Some(head.status),
-            etag: head.etag.clone(),
-            last_modified: head.last_modified.clone(),
-            final_url: Some(head.final_url.clone()),
-        });
-        // Which source served the bytes: `upstream.final_url` names it; the detail says why
-        // it was not the URL itself.
-        event.detail = source.map(|s| {
-            format!(
-                "served by mirror {} because the primary failed: {}",
-                s.url, s.primary_error
-            )
-        });
-        if let Some(old) = &who.revalidating {
-            event.detail = Some(format!(
-                "repository metadata changed upstream; rebound from blake3 {}",
-                old.blob.blake3()
-            ));
-        }
-        self.commit_blob(temp, meta, Some(record), event).await?;
-        // Validated now: the binding (and its `fetched_at`) is brand new.
-        if self.volatile.matches(url) {
-            self.volatile.validated(url);
-        }
-        Ok(())
-    }
-
     /// Store a blob ([`Cache::commit_blob`]), then hand it to the tier (bytes, then the
     /// shared records that point at them).
-    pub(crate) async fn commit_blob(
-        self: &Arc<Self>,
+    pub(crate) async fn store_blob(
+        &self,
         temp: TempBlob,
         meta: BlobMeta,
         record: Option<UrlRecord>,
@@ -502,7 +450,7 @@ impl App {
             detail.push(format!("rebound from blake3 {old}"));
         }
         event.detail = (!detail.is_empty()).then(|| detail.join("; "));
-        self.commit_blob(temp, meta, record, event).await
+        self.store_blob(temp, meta, record, event).await
     }
 
     /// Pin or unpin a stored blob (admin), with an audit event.
@@ -556,70 +504,8 @@ impl App {
         Ok(meta)
     }
 
-    /// Account for a failed fill: negative cache, metrics, journal, alerts.
-    pub(crate) async fn fill_failed(&self, url: &UpstreamUrl, e: &FillError, who: &Requester) {
-        let (_, code) = Error::from(e).status_and_code();
-        self.status.failures.record(url, code, &e.to_string());
-        let kind = match e.cause() {
-            FillError::Upstream(UpstreamError::NotFound { .. }) => {
-                self.remember_not_found(url);
-                return;
-            }
-            FillError::Upstream(u) if u.is_policy() => return,
-            // Our own capacity, not upstream's failure: nothing to remember or journal.
-            FillError::Busy(busy) => {
-                warn!(url = %url, error = %busy, "download not started");
-                return;
-            }
-            FillError::Bypass => return,
-            // Upstream did its part; our storage did not.
-            FillError::NotStored { .. } => {
-                warn!(url = %url, error = %e, "download complete but not stored");
-                self.cache.alerts.raise(
-                    Kind::StorageUnavailable,
-                    &self.config.storage.data_dir.display().to_string(),
-                    e.to_string(),
-                );
-                return;
-            }
-            FillError::Integrity { .. } => "integrity_failed",
-            _ => "upstream_failed",
-        };
-        warn!(url = %url, error = %e, "download failed");
-        match e {
-            FillError::Store(s) => self.cache.storage_failed(s),
-            FillError::Integrity { .. } => {
-                // The shown form of the URL: alerts leave the machine, passwords must not.
-                self.cache
-                    .alerts
-                    .raise(Kind::IntegrityFailed, &url.to_string(), e.to_string())
-            }
-            _ => {
-                self.cache.metrics.upstream_failures.inc();
-                self.cache
-                    .alerts
-                    .raise(Kind::UpstreamFailed, url.host(), e.to_string());
-            }
-        }
-        let mut event = Event::new(kind);
-        event.url = Some(url.to_string());
-        event.client = who.client.clone();
-        event.detail = Some(e.to_string());
-        if let FillError::Upstream(u) = e.cause() {
-            event.upstream = u.status().map(|s| UpstreamInfo {
-                status: Some(s),
-                ..UpstreamInfo::default()
-            });
-        }
-        let journal = self.cache.journal.clone();
-        let written = tokio::task::spawn_blocking(move || journal.append(event)).await;
-        if let Ok(Err(e)) = written {
-            warn!(error = %e, "cannot write audit event");
-        }
-    }
-
     /// Admission control ([`crate::sweeper::Admission::admit`]).
-    pub async fn admit(self: &Arc<Self>, incoming: u64) -> bool {
+    pub async fn admit(&self, incoming: u64) -> bool {
         self.admission.admit(&self.cache, incoming).await
     }
 
