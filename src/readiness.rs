@@ -109,9 +109,9 @@ pub async fn probe(
 }
 
 /// Probes the data volume (and, s3/obs, the bucket) every [`PROBE_EVERY`] while
-/// `readiness` is alive (the app owns it): the one prober of an instance. Only the temp
-/// directory and the bucket's operator are held, not the app: a probe in progress must never
-/// keep a closed app (and its index lock) alive.
+/// `readiness` is alive (the service owns it): the one prober of an instance. Only the temp
+/// directory and the bucket's operator are held, not the service: a probe in progress must
+/// never keep a closed service (and its index lock) alive.
 ///
 /// The bucket is probed at once, the volume first after [`PROBE_EVERY`] (start-up has just
 /// written to it, and a probe file must not look like a leftover of the previous run).

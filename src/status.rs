@@ -126,7 +126,7 @@ pub struct Totals {
     pub upstream_failures: u64,
 }
 
-/// Kept by the app for the status page.
+/// Kept by the service for the status page.
 pub struct Status {
     pub started: Instant,
     pub started_at: i64,

@@ -522,7 +522,7 @@ impl Remote {
     }
 
     /// What probes the bucket, without the rest of this instance's state (for the
-    /// readiness prober, which must not keep the app alive).
+    /// readiness prober, which must not keep the service alive).
     pub fn prober(&self) -> BucketProbe {
         BucketProbe {
             op: self.op.clone(),

@@ -15,7 +15,7 @@ use crate::worker::{State, WorkError, Worker};
 
 impl Bucket {
     /// Publish a blob to the bucket in the background: upload its bytes unless the bucket has
-    /// them, then its shared records. Retried with backoff until it succeeds (or the app
+    /// them, then its shared records. Retried with backoff until it succeeds (or the tier
     /// closes; the next start publishes what is left). The local copy is never trimmed before.
     pub fn publish_later(&self, blake3: &str) {
         {
@@ -91,8 +91,8 @@ impl Bucket {
 }
 
 /// One blob's publication ([`Bucket::publish_later`]): a worker that retries with backoff
-/// until it succeeds, the app closes, or the instance shuts down (the next start publishes
-/// what is left).
+/// until it succeeds, the tier is dropped, or the instance shuts down (the next start
+/// publishes what is left).
 struct Publication {
     bucket: Weak<Bucket>,
     slots: Arc<Semaphore>,
