@@ -330,7 +330,8 @@ impl Service {
     }
 
     /// The URL's bound blob, per the index. Whether its file still exists is found out by
-    /// [`Service::open_blob`] when it is served (one `open` instead of a `stat` and an `open`).
+    /// [`Service::open_for_serving`] when it is served (one `open` instead of a `stat` and
+    /// an `open`).
     fn stored(&self, url: &UpstreamUrl) -> Result<Option<Arc<UrlEntry>>, Error> {
         Ok(self.cache.index.url(url.as_str())?)
     }
