@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use serde_json::{Value, json};
-use upcache::App;
+use upcache::Service;
 use upcache::index::{BlobMeta, Origin, UrlRecord};
 use upcache::store::Digester;
 
@@ -63,7 +63,8 @@ fn main() {
     let data = args.data.clone().expect("--data");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let t = Instant::now();
-    let app = App::open(config(&args, &data, phase == "evict"), rt.handle().clone()).expect("open");
+    let app =
+        Service::open(config(&args, &data, phase == "evict"), rt.handle().clone()).expect("open");
     let open_s = t.elapsed().as_secs_f64();
     let out = if phase == "setup" {
         setup(&args, &app);
@@ -73,7 +74,7 @@ fn main() {
     } else {
         let rss_before = status_kib("VmRSS:");
         let t = Instant::now();
-        let r = upcache::sweeper::run_once(&app).expect("sweep");
+        let r = app.sweep().expect("sweep");
         json!({
             "startup_s": open_s,
             "rss_after_startup_mib": rss_before / 1024,
@@ -139,7 +140,7 @@ fn driver(args: &Args) {
 }
 
 /// N blobs of `size` bytes, each bound to its own URL.
-fn setup(args: &Args, app: &App) {
+fn setup(args: &Args, app: &Service) {
     for i in 0..args.blobs {
         let mut content = vec![0u8; args.size];
         content[..8].copy_from_slice(&i.to_le_bytes());
@@ -148,7 +149,7 @@ fn setup(args: &Args, app: &App) {
         let digests = d.finish();
         // In bulk: the file written in place, no fsync per blob (the service's commit fsyncs
         // the file and its directory, which made a 1M set take 1,107 s); one sync at the end.
-        let path = app.store.blob_path(&digests.blake3);
+        let path = app.cache.store.blob_path(&digests.blake3);
         let dir = path.parent().expect("fan-out dir");
         if !dir.is_dir() {
             std::fs::create_dir_all(dir).expect("fan-out dir");
@@ -177,11 +178,11 @@ fn setup(args: &Args, app: &App) {
             fetched_at: i as i64,
             instance: "bench".into(),
         };
-        app.index.bind(&meta, &record).expect("bind");
+        app.cache.index.bind(&meta, &record).expect("bind");
     }
-    app.index.flush_blocking().expect("flush");
+    app.cache.index.flush_blocking().expect("flush");
     // SAFETY: sync(2) has no preconditions.
     unsafe { libc::sync() };
     // As a clean shutdown leaves it: the next start is ready at once.
-    app.mark_clean_shutdown().expect("marker");
+    app.cache.mark_clean_shutdown().expect("marker");
 }

@@ -86,6 +86,18 @@ impl Alerter {
         }
     }
 
+    /// An alerter that sends nothing (the offline commands).
+    pub fn off() -> Alerter {
+        Alerter {
+            tx: None,
+            last: Mutex::new(LruCache::new(NonZeroUsize::MIN)),
+            hasher: Default::default(),
+            min_interval: Duration::ZERO,
+            instance: String::new(),
+            sender: Group::new("alert sender"),
+        }
+    }
+
     /// Stop the sender (shutdown): alerts not delivered within `deadline` are dropped.
     pub async fn stop(&self, deadline: Duration) {
         self.sender.stop(deadline).await;

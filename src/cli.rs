@@ -9,11 +9,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tracing::{error, info};
 
-use crate::app::App;
 use crate::client;
 use crate::config::{Config, LogFormat};
 use crate::http::Server;
 use crate::offline::Offline;
+use crate::service::Service;
 use crate::spec::Define;
 use crate::spec_check;
 
@@ -301,7 +301,7 @@ pub fn run(cli: Cli) -> ExitCode {
             read_timeout,
         ))),
         Command::Gc { config, data_dir } => offline(&config, data_dir, Offline::Gc, |app| {
-            let report = crate::sweeper::run_once(app).map_err(|e| e.to_string())?;
+            let report = app.sweep().map_err(|e| e.to_string())?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&report).expect("serializable")
@@ -311,7 +311,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Verify { config, data_dir } => {
             offline(&config, data_dir, Offline::Verify, |app| {
                 let (checked, corrupt) =
-                    crate::sweeper::verify_all(app).map_err(|e| e.to_string())?;
+                    crate::sweeper::verify_all(&app.cache).map_err(|e| e.to_string())?;
                 println!(
                     "{}",
                     serde_json::json!({"checked": checked, "corrupt": corrupt})
@@ -435,7 +435,7 @@ fn offline(
     config: &ConfigArg,
     data_dir: Option<PathBuf>,
     command: Offline,
-    f: impl FnOnce(&App) -> Result<ExitCode, String>,
+    f: impl FnOnce(&crate::offline::DataDir) -> Result<ExitCode, String>,
 ) -> ExitCode {
     let mut cfg = match load_config(config.config.as_deref()) {
         Ok(c) => c,
@@ -549,7 +549,7 @@ fn raise_fd_limit() {
 async fn serve(cfg: Config) -> ExitCode {
     raise_fd_limit();
     let listen = cfg.server.listen.clone();
-    let app = match App::open(cfg, tokio::runtime::Handle::current()) {
+    let app = match Service::open(cfg, tokio::runtime::Handle::current()) {
         Ok(app) => app,
         Err(e) => {
             // Once, on stderr: a log line as well would say the same thing twice there.
@@ -578,15 +578,15 @@ async fn serve(cfg: Config) -> ExitCode {
     // Stop accepting; connections in progress get the grace period to finish, then fills
     // and background workers get what is left of it.
     info!("shutting down");
-    let deadline = std::time::Instant::now() + crate::background::SHUTDOWN_GRACE;
+    let deadline = std::time::Instant::now() + crate::service::workers::SHUTDOWN_GRACE;
     server.stop(true).await;
     app.shutdown(deadline.saturating_duration_since(std::time::Instant::now()))
         .await;
-    match app.index.flush_blocking() {
+    match app.cache.index.flush_blocking() {
         Err(e) => error!(error = %e, "cannot flush the index"),
         // Only a flushed index lets the next start skip the full walk.
         Ok(()) => {
-            if let Err(e) = app.mark_clean_shutdown() {
+            if let Err(e) = app.cache.mark_clean_shutdown() {
                 tracing::warn!(error = %e, "cannot write the clean-shutdown marker");
             }
         }

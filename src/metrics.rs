@@ -7,7 +7,8 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -182,7 +183,7 @@ pub struct Metrics {
     pub hits: Counter,
     pub misses: Counter,
     /// Hits and misses per minute over the last hour, for the status page.
-    pub hit_window: crate::status::HitWindow,
+    pub hit_window: HitWindow,
     /// Entries and bytes of the bounded in-memory state kept from requests, by `state`.
     memory_entries: Family<Labels, Gauge>,
     memory_bytes: Family<Labels, Gauge>,
@@ -441,9 +442,99 @@ fn prometheus_text(openmetrics: &str) -> String {
     out
 }
 
+/// Minutes the hit ratio covers.
+pub const WINDOW_MINUTES: u64 = 60;
+
+/// Hits and misses per minute over the last [`WINDOW_MINUTES`], lock-free: counting a request
+/// costs a clock read and two atomic operations. A bucket is reused by the minute an hour
+/// later; a request racing with that reset may be lost, which a ratio can afford.
+pub struct HitWindow {
+    start: Instant,
+    buckets: [Bucket; WINDOW_MINUTES as usize],
+}
+
+#[derive(Default)]
+struct Bucket {
+    /// The minute (since `start`) plus one that the counts belong to; 0: never used.
+    minute: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl Default for HitWindow {
+    fn default() -> Self {
+        HitWindow {
+            start: Instant::now(),
+            buckets: std::array::from_fn(|_| Bucket::default()),
+        }
+    }
+}
+
+impl HitWindow {
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_secs() / 60
+    }
+
+    pub fn record(&self, hit: bool) {
+        self.record_at(self.now(), hit);
+    }
+
+    fn record_at(&self, minute: u64, hit: bool) {
+        let b = &self.buckets[(minute % WINDOW_MINUTES) as usize];
+        let tag = minute + 1;
+        let seen = b.minute.load(Ordering::Relaxed);
+        if seen != tag
+            && b.minute
+                .compare_exchange(seen, tag, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            b.hits.store(0, Ordering::Relaxed);
+            b.misses.store(0, Ordering::Relaxed);
+        }
+        let counter = if hit { &b.hits } else { &b.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Hits and misses over the last hour (this minute included).
+    pub fn totals(&self) -> (u64, u64) {
+        self.totals_at(self.now())
+    }
+
+    fn totals_at(&self, now: u64) -> (u64, u64) {
+        let oldest = (now + 1).saturating_sub(WINDOW_MINUTES);
+        self.buckets
+            .iter()
+            .filter(|b| {
+                let tag = b.minute.load(Ordering::Relaxed);
+                tag > 0 && (oldest..=now).contains(&(tag - 1))
+            })
+            .fold((0, 0), |(h, m), b| {
+                (
+                    h + b.hits.load(Ordering::Relaxed),
+                    m + b.misses.load(Ordering::Relaxed),
+                )
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hit_window_covers_the_last_hour_only() {
+        let w = HitWindow::default();
+        w.record_at(0, true);
+        w.record_at(0, false);
+        w.record_at(30, true);
+        assert_eq!(w.totals_at(30), (2, 1));
+        // Minute 0 leaves the window at minute 60; its bucket is reused then.
+        assert_eq!(w.totals_at(59), (2, 1));
+        assert_eq!(w.totals_at(60), (1, 0));
+        w.record_at(60, false);
+        assert_eq!(w.totals_at(60), (1, 1));
+        assert_eq!(w.totals_at(200), (0, 0));
+    }
 
     #[test]
     fn accept_negotiation() {

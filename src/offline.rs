@@ -9,8 +9,12 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::app::App;
+use std::sync::Arc;
+
+use crate::alerts::Alerter;
+use crate::cache::{Cache, OpenError};
 use crate::config::Config;
+use crate::error::Error;
 
 /// An offline command, for messages.
 #[derive(Debug, Clone, Copy)]
@@ -119,17 +123,29 @@ pub fn run(
     cfg: Config,
     command: Offline,
     runtime: &tokio::runtime::Runtime,
-    f: impl FnOnce(&App) -> Result<ExitCode, String>,
+    f: impl FnOnce(&DataDir) -> Result<ExitCode, String>,
 ) -> ExitCode {
     if let Err(e) = check(&cfg.storage.data_dir, command) {
         eprintln!("upcache: {e}");
         return ExitCode::from(1);
     }
     let dir = cfg.storage.data_dir.display().to_string();
-    let app = match App::open(cfg, runtime.handle().clone()) {
-        Ok(app) => app,
+    let remote = match cfg.storage.backend {
+        crate::config::Backend::Fs => None,
+        _ => match crate::remote::Remote::new(&cfg.storage, cfg.cache.index_refresh) {
+            Ok(remote) => Some(remote),
+            Err(e) => {
+                eprintln!("upcache: cannot open the data directory: {e}");
+                return ExitCode::from(1);
+            }
+        },
+    };
+    let (clock, alerts) = (crate::time::Clock::system(), Alerter::off());
+    let opened = Cache::open(Arc::new(cfg), runtime.handle().clone(), clock, alerts);
+    let cache = match opened {
+        Ok(opened) => opened.cache,
         // A server that started after the check: the same sentence.
-        Err(crate::app::OpenError::Index(e)) if e.is_locked() => {
+        Err(OpenError::Index(e)) if e.is_locked() => {
             let e = Refusal::InUse {
                 dir,
                 command: command.name(),
@@ -143,18 +159,52 @@ pub fn run(
             return ExitCode::from(1);
         }
     };
-    let code = match f(&app) {
+    // The bucket of s3/obs, for its own cleanup: nothing is started (no uploads, no probes).
+    let tier = remote.map(|remote| {
+        crate::tier::Bucket::new(
+            cache.clone(),
+            remote,
+            Default::default(),
+            Default::default(),
+        )
+    });
+    let dir = DataDir {
+        cache,
+        tier,
+        runtime: runtime.handle().clone(),
+    };
+    let code = match f(&dir) {
         Ok(code) => code,
         Err(msg) => {
             eprintln!("upcache: {msg}");
             ExitCode::from(1)
         }
     };
-    if let Err(e) = app.index.flush_blocking() {
+    if let Err(e) = dir.cache.index.flush_blocking() {
         eprintln!("upcache: cannot flush the index: {e}");
         return ExitCode::from(1);
     }
     code
+}
+
+/// What an offline command works on: the data directory and, with s3/obs, the bucket.
+pub struct DataDir {
+    pub cache: Arc<Cache>,
+    tier: Option<Arc<crate::tier::Bucket>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl DataDir {
+    /// One sweeper pass (`upcache gc`): no fill is running; the bucket, if any, runs its
+    /// own cleanup.
+    pub fn sweep(&self) -> Result<crate::sweeper::Report, Error> {
+        use crate::tier::Tier;
+        let remote = || {
+            let tier = self.tier.as_ref()?;
+            tier.sweep().map(|f| self.runtime.block_on(f))
+        };
+        crate::sweeper::run_once(&self.cache, Default::default, &remote)
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 
-use crate::app::App;
+use crate::cache::Cache;
 use crate::worker::{State, WorkError, Worker};
 
 /// How often the probe runs by itself.
@@ -79,8 +79,12 @@ fn volume_reason(e: &crate::store::StoreError) -> String {
 
 /// Probe the index and the data volume now (on the blocking pool), remember the verdict and
 /// return it: what `/readyz` answers.
-pub async fn probe(app: Arc<App>) -> Result<(), String> {
-    let a = app.clone();
+pub async fn probe(
+    readiness: &Readiness,
+    cache: Arc<Cache>,
+    bucket: Option<crate::remote::BucketProbe>,
+) -> Result<(), String> {
+    let a = cache;
     let (index, volume) = tokio::task::spawn_blocking(move || {
         (
             a.index.ping().map_err(|e| e.to_string()),
@@ -92,11 +96,11 @@ pub async fn probe(app: Arc<App>) -> Result<(), String> {
         let failed = Err(format!("probe task failed: {e}"));
         (failed.clone(), failed)
     });
-    app.readiness.record(Some(&index), &volume);
-    let remote = match &app.tier {
-        Some(tier) => {
-            let verdict = tier.bucket.probe().await;
-            app.readiness.record_remote(&verdict);
+    readiness.record(Some(&index), &volume);
+    let remote = match bucket {
+        Some(bucket) => {
+            let verdict = bucket.probe().await;
+            readiness.record_remote(&verdict);
             verdict
         }
         None => Ok(()),
@@ -105,9 +109,9 @@ pub async fn probe(app: Arc<App>) -> Result<(), String> {
 }
 
 /// Probes the data volume (and, s3/obs, the bucket) every [`PROBE_EVERY`] while
-/// `readiness` is alive (the app owns it): the one prober of an instance. Only the temp
-/// directory and the bucket's operator are held, not the app: a probe in progress must never
-/// keep a closed app (and its index lock) alive.
+/// `readiness` is alive (the service owns it): the one prober of an instance. Only the temp
+/// directory and the bucket's operator are held, not the service: a probe in progress must
+/// never keep a closed service (and its index lock) alive.
 ///
 /// The bucket is probed at once, the volume first after [`PROBE_EVERY`] (start-up has just
 /// written to it, and a probe file must not look like a leftover of the previous run).

@@ -1,23 +1,19 @@
 //! What the status page and `GET /api/v1/status` show: one [`Snapshot`] of this instance,
 //! assembled from state kept cheaply elsewhere (fills' atomics, breakers, readiness) and the
-//! two bounded records kept here: the hit ratio per minute over the last hour ([`HitWindow`])
-//! and the most recent failed downloads ([`Failures`]).
+//! bounded record kept here, the most recent failed downloads ([`Failures`]); the hit ratio per
+//! minute over the last hour is the metrics' [`HitWindow`].
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::app::{App, rfc3339, unix_now};
-use crate::error::Error;
 use crate::fill::InFlight;
+pub use crate::metrics::{HitWindow, WINDOW_MINUTES};
+use crate::time::{rfc3339, unix_now};
 use crate::upstream::breaker::HostState;
 use crate::url::UpstreamUrl;
-
-/// Minutes the hit ratio covers.
-pub const WINDOW_MINUTES: u64 = 60;
 
 /// Failed downloads remembered, and the longest URL or reason kept of each (in bytes): at
 /// most 100 × 2 KiB, whatever the URLs.
@@ -26,78 +22,6 @@ const TEXT_MAX: usize = 1024;
 
 /// Breaker states shown at most (up to 10,000 hosts are remembered).
 pub const BREAKERS_SHOWN: usize = 50;
-
-/// Hits and misses per minute over the last [`WINDOW_MINUTES`], lock-free: counting a request
-/// costs a clock read and two atomic operations. A bucket is reused by the minute an hour
-/// later; a request racing with that reset may be lost, which a ratio can afford.
-pub struct HitWindow {
-    start: Instant,
-    buckets: [Bucket; WINDOW_MINUTES as usize],
-}
-
-#[derive(Default)]
-struct Bucket {
-    /// The minute (since `start`) plus one that the counts belong to; 0: never used.
-    minute: AtomicU64,
-    hits: AtomicU64,
-    misses: AtomicU64,
-}
-
-impl Default for HitWindow {
-    fn default() -> Self {
-        HitWindow {
-            start: Instant::now(),
-            buckets: std::array::from_fn(|_| Bucket::default()),
-        }
-    }
-}
-
-impl HitWindow {
-    fn now(&self) -> u64 {
-        self.start.elapsed().as_secs() / 60
-    }
-
-    pub fn record(&self, hit: bool) {
-        self.record_at(self.now(), hit);
-    }
-
-    fn record_at(&self, minute: u64, hit: bool) {
-        let b = &self.buckets[(minute % WINDOW_MINUTES) as usize];
-        let tag = minute + 1;
-        let seen = b.minute.load(Ordering::Relaxed);
-        if seen != tag
-            && b.minute
-                .compare_exchange(seen, tag, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            b.hits.store(0, Ordering::Relaxed);
-            b.misses.store(0, Ordering::Relaxed);
-        }
-        let counter = if hit { &b.hits } else { &b.misses };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Hits and misses over the last hour (this minute included).
-    pub fn totals(&self) -> (u64, u64) {
-        self.totals_at(self.now())
-    }
-
-    fn totals_at(&self, now: u64) -> (u64, u64) {
-        let oldest = (now + 1).saturating_sub(WINDOW_MINUTES);
-        self.buckets
-            .iter()
-            .filter(|b| {
-                let tag = b.minute.load(Ordering::Relaxed);
-                tag > 0 && (oldest..=now).contains(&(tag - 1))
-            })
-            .fold((0, 0), |(h, m), b| {
-                (
-                    h + b.hits.load(Ordering::Relaxed),
-                    m + b.misses.load(Ordering::Relaxed),
-                )
-            })
-    }
-}
 
 /// A download that failed, with why.
 #[derive(Debug, Clone, Serialize)]
@@ -202,10 +126,10 @@ pub struct Totals {
     pub upstream_failures: u64,
 }
 
-/// Kept by the app for the status page.
+/// Kept by the service for the status page.
 pub struct Status {
-    started: Instant,
-    started_at: i64,
+    pub started: Instant,
+    pub started_at: i64,
     pub failures: Failures,
 }
 
@@ -219,70 +143,9 @@ impl Default for Status {
     }
 }
 
-/// This instance now. Reads no file but the index's counters and the volume's `statvfs`.
-pub fn snapshot(app: &App) -> Result<Snapshot, Error> {
-    let du = app.used()?;
-    let stats = app.index.stats();
-    let m = &app.metrics;
-    let (hits, misses) = m.hit_window.totals();
-    let reason = app.readiness.unready_reason();
-    let cache = &app.config.cache;
-    Ok(Snapshot {
-        instance: app.instance.clone(),
-        version: env!("CARGO_PKG_VERSION"),
-        started_at: rfc3339(app.status.started_at),
-        uptime_seconds: app.status.started.elapsed().as_secs(),
-        ready: reason.is_none(),
-        reason,
-        disk: Disk {
-            used_bytes: du.used_bytes,
-            total_bytes: du.total_bytes,
-            used_ratio: du.used_ratio(),
-            high_watermark: cache.high_watermark,
-            low_watermark: cache.low_watermark,
-            max_size: cache.max_size,
-        },
-        store: Store {
-            blobs: stats.blobs,
-            bytes: stats.bytes,
-            urls: stats.urls,
-        },
-        hit_ratio: HitRatio {
-            window_seconds: WINDOW_MINUTES * 60,
-            hits,
-            misses,
-            ratio: (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64),
-        },
-        totals: Totals {
-            hits: m.hits.get(),
-            misses: m.misses.get(),
-            upstream_fetches: m.upstream_fetches.get(),
-            upstream_failures: m.upstream_failures.get(),
-        },
-        downloads: app.flights.in_flight(),
-        breakers: app.upstream.breakers(BREAKERS_SHOWN),
-        failures: app.status.failures.recent(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hit_window_covers_the_last_hour_only() {
-        let w = HitWindow::default();
-        w.record_at(0, true);
-        w.record_at(0, false);
-        w.record_at(30, true);
-        assert_eq!(w.totals_at(30), (2, 1));
-        // Minute 0 leaves the window at minute 60; its bucket is reused then.
-        assert_eq!(w.totals_at(59), (2, 1));
-        assert_eq!(w.totals_at(60), (1, 0));
-        w.record_at(60, false);
-        assert_eq!(w.totals_at(60), (1, 1));
-        assert_eq!(w.totals_at(200), (0, 0));
-    }
 
     #[test]
     fn failures_are_bounded_newest_first() {

@@ -5,14 +5,17 @@
 //! [`run_once`] is one bounded pass, used by the background worker, `POST /api/v1/sweep`,
 //! admission control and the offline `upcache gc`.
 
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::alerts::Kind;
-use crate::app::App;
+use crate::cache::Cache;
 use crate::error::Error;
 use crate::index::BlobMeta;
 use crate::worker::{State, WorkError, Worker};
@@ -49,17 +52,21 @@ const SCRUB_FILES_PER_PASS: u64 = 10_000;
 
 /// One sweeper pass. Blocking (file system walks, hashing): run it on a blocking thread.
 /// Passes never overlap.
-pub fn run_once(app: &App) -> Result<Report, Error> {
-    let _one_at_a_time = app.sweep_lock.lock();
+///
+/// `busy_temps` names the temp files of fills in progress (asked under the sweep lock);
+/// `remote_sweep`, with an object store, is its own cleanup (`cache.remote_max_unused`).
+pub fn run_once(
+    cache: &Cache,
+    busy_temps: impl FnOnce() -> HashSet<PathBuf>,
+    remote_sweep: RemoteSweep<'_>,
+) -> Result<Report, Error> {
+    let _one_at_a_time = cache.sweep_lock.lock();
     let started = std::time::Instant::now();
     let mut r = Report::default();
-    app.index.flush_access()?;
+    cache.index.flush_access()?;
 
     // Leftover temp files (not those of fills in progress).
-    for path in app
-        .store
-        .stale_temp_files(TEMP_MAX_AGE, &app.flights.temp_paths())?
-    {
+    for path in cache.store.stale_temp_files(TEMP_MAX_AGE, &busy_temps())? {
         if std::fs::remove_file(&path).is_ok() {
             r.removed_temp += 1;
         }
@@ -67,29 +74,29 @@ pub fn run_once(app: &App) -> Result<Report, Error> {
 
     // Files without index entries, and index entries without files. One file and one index
     // entry at a time: memory stays flat however many blobs there are.
-    let now = app.clock.system_time();
-    app.store.visit_blob_files(|b3| {
-        let old = app
+    let now = cache.clock.system_time();
+    cache.store.visit_blob_files(|b3| {
+        let old = cache
             .store
             .blob_mtime(b3)
             .is_some_and(|t| now.duration_since(t).unwrap_or_default() >= ORPHAN_MIN_AGE);
-        if old && app.index.blob(b3)?.is_none_or(|m| !m.is_stored()) {
-            app.store.remove(b3)?;
+        if old && cache.index.blob(b3)?.is_none_or(|m| !m.is_stored()) {
+            cache.store.remove(b3)?;
             r.removed_orphans += 1;
         }
         Ok::<_, Error>(())
     })?;
-    r.dropped_missing = app.index.drop_missing(|b3| app.store.exists(b3))? as u64;
+    r.dropped_missing = cache.index.drop_missing(|b3| cache.store.exists(b3))? as u64;
 
     // Age: blobs not read for `max_unused`.
-    let max_unused = app.config.cache.max_unused;
-    let mut candidates = candidates(app)?;
+    let max_unused = cache.config.cache.max_unused;
+    let mut candidates = candidates(cache)?;
     if !max_unused.is_zero() {
-        let cutoff = app.clock.unix_now() - max_unused.as_secs() as i64;
+        let cutoff = cache.clock.unix_now() - max_unused.as_secs() as i64;
         let (old, keep): (Vec<_>, Vec<_>) =
             candidates.into_iter().partition(|c| c.last_access < cutoff);
         evict_batched(
-            app,
+            cache,
             &old,
             "unused longer than cache.max_unused",
             u64::MAX,
@@ -98,30 +105,32 @@ pub fn run_once(app: &App) -> Result<Report, Error> {
         candidates = keep;
     }
 
-    evict_to_low_watermark(app, candidates, 0, &mut r)?;
-    if app.tier.is_some() && !app.config.cache.remote_max_unused.is_zero() {
-        // Blocking thread (or the offline command): wait for the bucket here.
-        let (deleted, freed) = app.runtime().block_on(app.remote_sweep())?;
-        r.remote_deleted = deleted;
-        r.remote_freed_bytes = freed;
+    evict_to_low_watermark(cache, candidates, 0, &mut r)?;
+    if !cache.config.cache.remote_max_unused.is_zero() {
+        // Blocking thread (or the offline command): it waits for the bucket.
+        if let Some(swept) = remote_sweep() {
+            let (deleted, freed) = swept?;
+            r.remote_deleted = deleted;
+            r.remote_freed_bytes = freed;
+        }
     }
     let scrub_started = std::time::Instant::now();
-    scrub(app, &mut r)?;
+    scrub(cache, &mut r)?;
     r.scrub_ms = scrub_started.elapsed().as_millis() as u64;
-    app.index.flush_blocking()?;
-    let cache = &app.config.cache;
-    let usage = app.used()?;
+    cache.index.flush_blocking()?;
+    let settings = &cache.config.cache;
+    let usage = cache.used()?;
     r.used_ratio = usage.used_ratio();
-    app.metrics.disk_used_ratio.set(r.used_ratio);
-    if r.used_ratio > cache.high_watermark {
-        app.alerts.raise(
+    cache.metrics.disk_used_ratio.set(r.used_ratio);
+    if r.used_ratio > settings.high_watermark {
+        cache.alerts.raise(
             Kind::DiskHigh,
-            &app.config.storage.data_dir.display().to_string(),
+            &cache.config.storage.data_dir.display().to_string(),
             format!(
                 "the cache is {:.1} % full after a sweep (high watermark {:.0} %): nothing \
                  more can be evicted (pinned blobs, or other data on the volume)",
                 100.0 * r.used_ratio,
-                100.0 * cache.high_watermark
+                100.0 * settings.high_watermark
             ),
         );
     }
@@ -159,10 +168,10 @@ struct Candidate {
 }
 
 /// The blobs the sweeper may evict, in one pass over the index.
-fn candidates(app: &App) -> Result<Vec<Candidate>, Error> {
+fn candidates(cache: &Cache) -> Result<Vec<Candidate>, Error> {
     let mut out = Vec::new();
-    app.index.visit_stored_blobs(None, |m| {
-        if evictable(app, &m) {
+    cache.index.visit_stored_blobs(None, |m| {
+        if evictable(cache, &m) {
             out.push(Candidate {
                 last_access: m.last_access,
                 size: m.size,
@@ -180,7 +189,7 @@ const EVICT_BATCH: usize = 1000;
 /// Evict candidates in order until `to_free` bytes are freed, skipping those no longer
 /// evictable (pinned, deleted or read since they were listed), [`EVICT_BATCH`] at a time.
 fn evict_batched(
-    app: &App,
+    cache: &Cache,
     candidates: &[Candidate],
     why: &str,
     to_free: u64,
@@ -192,36 +201,36 @@ fn evict_batched(
         if chosen >= to_free {
             break;
         }
-        if let Some(meta) = app.index.blob(&c.blake3)?.filter(|m| evictable(app, m)) {
+        if let Some(meta) = cache.index.blob(&c.blake3)?.filter(|m| evictable(cache, m)) {
             chosen = chosen.saturating_add(meta.size);
             batch.push(meta);
             if batch.len() == EVICT_BATCH {
-                evict(app, std::mem::take(&mut batch), why, r)?;
+                evict(cache, std::mem::take(&mut batch), why, r)?;
             }
         }
     }
-    evict(app, batch, why, r)
+    evict(cache, batch, why, r)
 }
 
 /// Above the high watermark (counting `incoming` bytes about to be stored): evict least
 /// recently used candidates until below the low one.
 fn evict_to_low_watermark(
-    app: &App,
+    cache: &Cache,
     mut candidates: Vec<Candidate>,
     incoming: u64,
     r: &mut Report,
 ) -> Result<(), Error> {
-    let cache = &app.config.cache;
-    let usage = app.used()?;
+    let settings = &cache.config.cache;
+    let usage = cache.used()?;
     let used = usage.used_bytes.saturating_add(incoming);
-    if used as f64 <= cache.high_watermark * usage.total_bytes as f64 {
+    if used as f64 <= settings.high_watermark * usage.total_bytes as f64 {
         return Ok(());
     }
-    let target = (cache.low_watermark * usage.total_bytes as f64) as u64;
+    let target = (settings.low_watermark * usage.total_bytes as f64) as u64;
     let to_free = used.saturating_sub(target);
     candidates.sort_by_key(|c| c.last_access);
     evict_batched(
-        app,
+        cache,
         &candidates,
         "cache above its high watermark",
         to_free,
@@ -234,12 +243,12 @@ fn evict_to_low_watermark(
 /// keeps only the oldest candidates covering the bytes to free (memory stays small however
 /// many blobs there are); no file walk, no scrub. The periodic pass still evicts down to the
 /// low watermark.
-pub fn make_room(app: &App, incoming: u64) -> Result<Report, Error> {
-    let _one_at_a_time = app.sweep_lock.lock();
-    app.index.flush_access()?;
+pub fn make_room(cache: &Cache, incoming: u64) -> Result<Report, Error> {
+    let _one_at_a_time = cache.sweep_lock.lock();
+    cache.index.flush_access()?;
     let mut r = Report::default();
-    let usage = app.used()?;
-    let high = (app.config.cache.high_watermark * usage.total_bytes as f64) as u64;
+    let usage = cache.used()?;
+    let high = (cache.config.cache.high_watermark * usage.total_bytes as f64) as u64;
     let to_free = usage
         .used_bytes
         .saturating_add(incoming)
@@ -247,26 +256,26 @@ pub fn make_room(app: &App, incoming: u64) -> Result<Report, Error> {
     // Evict nothing for what cannot fit even in an empty cache, or when every evictable
     // blob together would not be enough.
     if to_free > 0 && incoming <= high {
-        let victims = oldest_covering(app, to_free)?;
+        let victims = oldest_covering(cache, to_free)?;
         if victims.iter().map(|c| c.size).sum::<u64>() >= to_free {
-            evict_batched(app, &victims, "room for a download", to_free, &mut r)?;
+            evict_batched(cache, &victims, "room for a download", to_free, &mut r)?;
         }
-        app.index.flush_blocking()?;
+        cache.index.flush_blocking()?;
     }
-    r.used_ratio = app.used()?.used_ratio();
+    r.used_ratio = cache.used()?.used_ratio();
     Ok(r)
 }
 
 /// The least recently used evictable blobs whose sizes add up to at least `bytes` (all of
 /// them if they do not), oldest first.
-fn oldest_covering(app: &App, bytes: u64) -> Result<Vec<Candidate>, Error> {
+fn oldest_covering(cache: &Cache, bytes: u64) -> Result<Vec<Candidate>, Error> {
     use std::collections::BinaryHeap;
     // A max-heap on last access: the newest of the kept candidates is on top, and leaves as
     // soon as the others cover the bytes without it.
     let mut heap: BinaryHeap<(i64, u64, String)> = BinaryHeap::new();
     let mut kept = 0u64;
-    app.index.visit_stored_blobs(None, |m| {
-        if evictable(app, &m) {
+    cache.index.visit_stored_blobs(None, |m| {
+        if evictable(cache, &m) {
             kept += m.size;
             heap.push((m.last_access, m.size, m.digests.blake3));
             while let Some((_, newest, _)) = heap.peek() {
@@ -292,8 +301,8 @@ fn oldest_covering(app: &App, bytes: u64) -> Result<Vec<Candidate>, Error> {
 
 /// Whether the sweeper may remove a blob's local copy: not pinned, here, and with an object
 /// store, already safe in the bucket.
-fn evictable(app: &App, meta: &BlobMeta) -> bool {
-    !meta.pinned && meta.is_local() && (app.tier.is_none() || meta.placement.in_bucket())
+fn evictable(cache: &Cache, meta: &BlobMeta) -> bool {
+    !meta.pinned && meta.is_local() && (!cache.tiered() || meta.placement.in_bucket())
 }
 
 /// Evict a batch of blobs (see [`crate::lifecycle::Lifecycle::trim_batch`]): the journal first
@@ -302,18 +311,22 @@ fn evictable(app: &App, meta: &BlobMeta) -> bool {
 /// journaled evictions whose blobs are still indexed and stored: served as before, and a
 /// rebuild replaying the journal treats them as evicted (misses, fetched again), the same
 /// window one eviction at a time had.
-fn evict(app: &App, metas: Vec<BlobMeta>, why: &str, r: &mut Report) -> Result<(), Error> {
+fn evict(cache: &Cache, metas: Vec<BlobMeta>, why: &str, r: &mut Report) -> Result<(), Error> {
     // Looked at again just before the journal (one may have been pinned since it was chosen):
     // the window is the batch's fsync, as it was one eviction's.
     let mut current = Vec::with_capacity(metas.len());
     for m in metas {
-        if let Some(m) = app.index.blob(m.blake3())?.filter(|m| evictable(app, m)) {
+        if let Some(m) = cache
+            .index
+            .blob(m.blake3())?
+            .filter(|m| evictable(cache, m))
+        {
             current.push(m);
         }
     }
-    app.lifecycle().trim_batch(&current, why)?;
+    cache.lifecycle().trim_batch(&current, why)?;
     for meta in &current {
-        app.metrics.evictions.inc();
+        cache.metrics.evictions.inc();
         r.evicted += 1;
         r.freed_bytes += meta.size;
     }
@@ -323,12 +336,17 @@ fn evict(app: &App, metas: Vec<BlobMeta>, why: &str, r: &mut Report) -> Result<(
 /// Re-hash up to [`SCRUB_BYTES_PER_PASS`] and [`SCRUB_FILES_PER_PASS`] of blobs, whichever
 /// comes first, continuing where the last pass stopped (blake3 order, wrapping around once).
 /// Walks the index one entry at a time.
-fn scrub(app: &App, r: &mut Report) -> Result<(), Error> {
-    scrub_bytes(app, SCRUB_BYTES_PER_PASS, SCRUB_FILES_PER_PASS, r)
+fn scrub(cache: &Cache, r: &mut Report) -> Result<(), Error> {
+    scrub_bytes(cache, SCRUB_BYTES_PER_PASS, SCRUB_FILES_PER_PASS, r)
 }
 
-fn scrub_bytes(app: &App, mut budget: u64, mut files: u64, r: &mut Report) -> Result<(), Error> {
-    let mut cursor = app.scrub_cursor.lock();
+fn scrub_bytes(
+    cache: &Cache,
+    mut budget: u64,
+    mut files: u64,
+    r: &mut Report,
+) -> Result<(), Error> {
+    let mut cursor = cache.scrub_cursor.lock();
     let start = cursor.clone();
     let mut step = |meta: BlobMeta, cursor: &mut Option<String>| -> Result<bool, Error> {
         if budget == 0 || files == 0 {
@@ -340,17 +358,18 @@ fn scrub_bytes(app: &App, mut budget: u64, mut files: u64, r: &mut Report) -> Re
         budget = budget.saturating_sub(meta.size.max(1));
         files -= 1;
         *cursor = Some(meta.blake3().to_owned());
-        if check_blob(app, &meta)? {
+        if check_blob(cache, &meta)? {
             r.quarantined += 1;
         }
         r.scrubbed += 1;
         Ok(true)
     };
     // From the cursor to the end, then from the start up to the cursor.
-    app.index
+    cache
+        .index
         .visit_stored_blobs(start.as_deref(), |m| step(m, &mut cursor))?;
     if let Some(start) = start {
-        app.index.visit_stored_blobs(None, |m| {
+        cache.index.visit_stored_blobs(None, |m| {
             if m.blake3() > start.as_str() {
                 return Ok(false);
             }
@@ -362,20 +381,20 @@ fn scrub_bytes(app: &App, mut budget: u64, mut files: u64, r: &mut Report) -> Re
 
 /// Re-hash one blob; a mismatch is quarantined, dropped from the index, journaled and
 /// alerted (the next request refetches it). Returns whether it was corrupt.
-pub fn check_blob(app: &App, meta: &BlobMeta) -> Result<bool, Error> {
+pub fn check_blob(cache: &Cache, meta: &BlobMeta) -> Result<bool, Error> {
     let b3 = meta.blake3();
-    let (digests, size) = match app.store.hash_blob(b3) {
+    let (digests, size) = match cache.store.hash_blob(b3) {
         Ok(d) => d,
         // Gone meanwhile (deleted, evicted): nothing to check.
-        Err(_) if !app.store.exists(b3) => return Ok(false),
+        Err(_) if !cache.store.exists(b3) => return Ok(false),
         Err(e) => return Err(e.into()),
     };
     if digests.blake3 == b3 && size == meta.size {
         return Ok(false);
     }
-    let path = app.lifecycle().quarantine(meta, &digests, size)?;
+    let path = cache.lifecycle().quarantine(meta, &digests, size)?;
     warn!(blake3 = b3, actual = %digests.blake3, size, path = %path.display(), "corrupt blob quarantined");
-    app.alerts.raise(
+    cache.alerts.raise(
         Kind::IntegrityFailed,
         b3,
         format!(
@@ -387,20 +406,72 @@ pub fn check_blob(app: &App, meta: &BlobMeta) -> Result<bool, Error> {
 }
 
 /// Re-hash every stored blob (`upcache verify`). Blocking.
-pub fn verify_all(app: &App) -> Result<(u64, u64), Error> {
+pub fn verify_all(cache: &Cache) -> Result<(u64, u64), Error> {
     let mut checked = 0;
     let mut corrupt = 0;
-    app.index.visit_stored_blobs(None, |meta| {
+    cache.index.visit_stored_blobs(None, |meta| {
         if meta.is_local() {
             checked += 1;
-            if check_blob(app, &meta)? {
+            if check_blob(cache, &meta)? {
                 corrupt += 1;
             }
         }
         Ok::<_, Error>(true)
     })?;
-    app.index.flush_blocking()?;
+    cache.index.flush_blocking()?;
     Ok((checked, corrupt))
+}
+
+/// After an admission attempt that could not free enough space, further attempts wait this
+/// long (misses that do not fit meanwhile are passed through).
+const ROOM_SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Admission control for downloads (and copies from a bucket into the local tier).
+#[derive(Default)]
+pub struct Admission {
+    /// When an admission attempt last failed to make room.
+    last_room_sweep: Mutex<Option<Instant>>,
+}
+
+impl Admission {
+    /// Whether `incoming` more bytes fit under the high watermark; if not, evict just enough
+    /// least recently used, unpinned blobs for them ([`make_room`]: one pass over the index,
+    /// no file walk, no scrub) and look again. Only after an attempt that could not free the
+    /// space are further attempts refused for a few seconds.
+    pub async fn admit(&self, cache: &Arc<Cache>, incoming: u64) -> bool {
+        let fits = |cache: &Cache| {
+            cache.used().is_ok_and(|u| {
+                (u.used_bytes.saturating_add(incoming)) as f64
+                    <= cache.config.cache.high_watermark * u.total_bytes as f64
+            })
+        };
+        if fits(cache) {
+            return true;
+        }
+        // While nothing more can be evicted (pinned blobs, other data on the volume), every
+        // miss would scan the index again: one failed attempt every few seconds is enough.
+        if self
+            .last_room_sweep
+            .lock()
+            .is_some_and(|t| t.elapsed() < ROOM_SWEEP_EVERY)
+        {
+            return false;
+        }
+        let c = cache.clone();
+        let swept = tokio::task::spawn_blocking(move || make_room(&c, incoming)).await;
+        if let Ok(Err(e)) = swept {
+            warn!(error = %e, "admission eviction failed");
+        }
+        let admitted = fits(cache);
+        if !admitted {
+            *self.last_room_sweep.lock() = Some(Instant::now());
+            warn!(
+                bytes = incoming,
+                "no room for a download even after evicting; passing it through unstored"
+            );
+        }
+        admitted
+    }
 }
 
 /// The background sweeper: a pass every `cache.sweep_interval` (the first one interval
@@ -408,16 +479,22 @@ pub fn verify_all(app: &App) -> Result<(u64, u64), Error> {
 /// doubling with each consecutive failure up to eight times (a failing pass would likely
 /// fail again; admission control still sweeps when a download needs room).
 pub struct SweepWorker {
-    app: Arc<App>,
+    pass: Pass,
     interval: Duration,
     started: bool,
 }
 
+/// One whole pass, as the service runs it (with its fills and its tier).
+pub type Pass = Arc<dyn Fn() -> Result<Report, Error> + Send + Sync>;
+
+/// A tier's own cleanup: blobs deleted from it and their bytes (`None`: it has none).
+pub type RemoteSweep<'a> = &'a dyn Fn() -> Option<Result<(u64, u64), Error>>;
+
 impl SweepWorker {
-    pub fn new(app: Arc<App>) -> SweepWorker {
+    pub fn new(interval: Duration, pass: Pass) -> SweepWorker {
         SweepWorker {
-            interval: app.config.cache.sweep_interval.max(Duration::from_secs(1)),
-            app,
+            interval: interval.max(Duration::from_secs(1)),
+            pass,
             started: false,
         }
     }
@@ -432,8 +509,8 @@ impl Worker for SweepWorker {
         if !std::mem::replace(&mut self.started, true) {
             return Ok(State::Idle);
         }
-        let a = self.app.clone();
-        tokio::task::spawn_blocking(move || run_once(&a)).await??;
+        let pass = self.pass.clone();
+        tokio::task::spawn_blocking(move || pass()).await??;
         Ok(State::Idle)
     }
 
@@ -453,15 +530,22 @@ mod tests {
     use crate::index::{Origin, UrlRecord};
     use crate::store::{Digester, TempWriter};
 
+    fn open(cfg: crate::Config, rt: &tokio::runtime::Runtime) -> Arc<Cache> {
+        let (clock, alerts) = (crate::time::Clock::system(), crate::alerts::Alerter::off());
+        Cache::open(Arc::new(cfg), rt.handle().clone(), clock, alerts)
+            .unwrap()
+            .cache
+    }
+
     /// An app over a temp dir with `n` blobs of 100 bytes; their blake3s, sorted.
     fn app_with_blobs(
         dir: &std::path::Path,
         rt: &tokio::runtime::Runtime,
         n: u8,
-    ) -> (Arc<App>, Vec<String>) {
+    ) -> (Arc<Cache>, Vec<String>) {
         let mut cfg = crate::Config::default();
         cfg.storage.data_dir = dir.to_owned();
-        let app = App::open(cfg, rt.handle().clone()).unwrap();
+        let app = open(cfg, rt);
         let mut all = Vec::new();
         for i in 0..n {
             let content = [i; 100];
@@ -499,8 +583,12 @@ mod tests {
         let mut cfg = crate::Config::default();
         cfg.storage.data_dir = dir.path().to_owned();
         cfg.cache.sweep_interval = Duration::from_secs(600);
-        let app = App::open(cfg, rt.handle().clone()).unwrap();
-        let w = SweepWorker::new(app);
+        let interval = cfg.cache.sweep_interval;
+        let app = open(cfg, &rt);
+        let w = SweepWorker::new(
+            interval,
+            Arc::new(move || run_once(&app, Default::default, &|| None)),
+        );
         let m = Duration::from_secs(60);
         let pauses: Vec<_> = (1..=5).map(|n| w.retry_after(n)).collect();
         assert_eq!(pauses, [m * 20, m * 40, m * 80, m * 80, m * 80]);

@@ -6,18 +6,11 @@
 //! `cache.volatile_ttl` after its last validation; the next request after that revalidates it
 //! (a conditional fill, see `fill`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::warn;
-
-use crate::app::{App, Resolution, unix_now};
 use crate::bounded::Recent;
 use crate::config::CacheConfig;
-use crate::error::Error;
-use crate::fill::{Fill, FillError, Flight, Phase, Requester};
-use crate::index::{BlobMeta, UrlEntry, UrlRecord};
-use crate::upstream::{Conditional, Download, Validators};
+use crate::index::UrlRecord;
 use crate::url::UpstreamUrl;
 
 /// `Cache-Control` of volatile answers: clients and caches in front of us may keep the bytes
@@ -64,98 +57,6 @@ impl Volatile {
     /// Upstream has just confirmed (or sent) the bound copy of `url`.
     pub fn validated(&self, url: &UpstreamUrl) {
         self.validated.remember(url.as_str());
-    }
-}
-
-/// A stored volatile URL: its copy while fresh, else the revalidation to follow (one per URL:
-/// a fill in the flight table, joined by every request meanwhile).
-pub(crate) fn resolve(
-    app: &Arc<App>,
-    url: &UpstreamUrl,
-    entry: Arc<UrlEntry>,
-    client: Option<String>,
-) -> Result<Resolution, Error> {
-    let fresh = |entry: &UrlEntry| app.volatile.is_fresh(url, &entry.record, unix_now());
-    if fresh(&entry) {
-        return Ok(Resolution::Hit(entry));
-    }
-    if app.readiness.unready_reason().is_some() {
-        return Ok(Resolution::Stale(entry));
-    }
-    // Under the flight lock: a revalidation that ended while we looked made it fresh.
-    let check = || -> Result<Option<Arc<UrlEntry>>, Error> {
-        Ok(app.index.url(url.as_str())?.filter(|e| fresh(e)))
-    };
-    let who = Requester {
-        client,
-        expected: None,
-        revalidating: Some(entry.clone()),
-    };
-    Ok(match app.join_or_spawn(url, check, who)? {
-        Flight::Joined(fill) | Flight::Started(fill, ()) => Resolution::Revalidate {
-            fill,
-            stored: entry,
-        },
-        Flight::Stored(entry) => Resolution::Hit(entry),
-    })
-}
-
-/// Revalidate volatile `url` now, however recently it was validated (the admin's revalidate
-/// job): the blob it is bound to afterwards when that changed, `None` when upstream confirmed
-/// the copy (or sent the same bytes).
-pub(crate) async fn revalidate_now(
-    app: &Arc<App>,
-    url: &UpstreamUrl,
-    bound: Arc<UrlEntry>,
-    client: Option<String>,
-) -> Result<Option<BlobMeta>, Error> {
-    let who = Requester {
-        client,
-        expected: None,
-        revalidating: Some(bound.clone()),
-    };
-    let fill = match app.join_or_spawn(url, || Ok(None), who)? {
-        Flight::Joined(fill) | Flight::Started(fill, ()) => fill,
-        Flight::Stored(_) => return Ok(None),
-    };
-    if let Phase::Failed(e) = fill.ended().await.phase {
-        return match &*e {
-            FillError::NotModified { .. } => Ok(None),
-            e => Err(Error::from(e)),
-        };
-    }
-    let now = app.index.url(url.as_str())?;
-    Ok(now
-        .filter(|e| e.blob.blake3() != bound.blob.blake3())
-        .map(|e| e.blob.clone()))
-}
-
-/// A revalidation's request: a GET quoting the validators upstream gave for `bound`. A 304
-/// is [`FillError::NotModified`].
-pub(crate) async fn conditional_get(
-    app: &App,
-    source: &UpstreamUrl,
-    bound: &UrlEntry,
-) -> Result<Download, FillError> {
-    let validators = Validators {
-        etag: bound.record.etag.clone(),
-        last_modified: bound.record.last_modified.clone(),
-    };
-    match app.upstream.get_if_modified(source, &validators).await? {
-        Conditional::NotModified => Err(FillError::NotModified {
-            url: source.as_str().to_owned(),
-        }),
-        Conditional::Modified(dl) => Ok(*dl),
-    }
-}
-
-/// A revalidation ended without new bytes. The copy we have stays bound and is served
-/// (REVALIDATED after a 304, STALE after a failure): a failure is no download failure to
-/// report (it would repeat on every request while upstream is down), only to log.
-pub(crate) fn not_updated(app: &App, fill: &Fill, e: &FillError) {
-    match e {
-        FillError::NotModified { .. } => app.volatile.validated(&fill.url),
-        e => warn!(url = %fill.url, error = %e, "revalidation failed; serving the cached copy"),
     }
 }
 

@@ -57,6 +57,14 @@ pub fn backoff(base: Duration, errors: u32, max: Duration) -> Duration {
         .max(base.min(max))
 }
 
+/// `base * 2^(attempt-1)`, with ±50% jitter so that many fills failing together do not retry
+/// in lockstep; capped at a minute.
+pub fn jittered(base: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(1u32 << (attempt - 1).min(16));
+    exp.mul_f64(0.5 + rand::random::<f64>())
+        .min(Duration::from_secs(60))
+}
+
 /// A worker's progress, as the runner sees it (for tests and logs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Status {

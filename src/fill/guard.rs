@@ -13,21 +13,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing::warn;
 
-use super::{Fill, FillError, Phase};
-use crate::app::App;
+use super::{Fill, FillError, Host, Phase};
 
 /// Held by a running fill task from its start to its end.
-pub(super) struct FillGuard {
-    app: Arc<App>,
+pub(super) struct FillGuard<H: Host> {
+    app: Arc<H>,
     fill: Arc<Fill>,
     /// The task published its outcome itself.
     settled: bool,
 }
 
-impl FillGuard {
+impl<H: Host> FillGuard<H> {
     /// Count the fill as in flight until the guard is dropped.
-    pub(super) fn new(app: &Arc<App>, fill: &Arc<Fill>) -> FillGuard {
-        app.metrics.inflight.inc();
+    pub(super) fn new(app: &Arc<H>, fill: &Arc<Fill>) -> FillGuard<H> {
+        app.cache().metrics.inflight.inc();
         FillGuard {
             app: app.clone(),
             fill: fill.clone(),
@@ -41,7 +40,7 @@ impl FillGuard {
     }
 }
 
-impl Drop for FillGuard {
+impl<H: Host> Drop for FillGuard<H> {
     fn drop(&mut self) {
         if !self.settled {
             // A panic has been reported by the panic hook already; a cancellation happens at
@@ -52,7 +51,7 @@ impl Drop for FillGuard {
             );
             // Leave the table before readers learn of the failure, so that a client retrying
             // at once starts a new fill instead of joining this one.
-            self.app.flights.remove(&self.fill);
+            self.app.flights().remove(&self.fill);
             let aborted = Arc::new(FillError::Aborted {
                 url: self.fill.url.to_string(),
             });
@@ -65,9 +64,9 @@ impl Drop for FillGuard {
                 }
             });
         }
-        self.app.metrics.inflight.dec();
+        self.app.cache().metrics.inflight.dec();
         self.fill.state.send_modify(|s| s.ended = true);
-        self.app.flights.finished();
+        self.app.flights().finished();
     }
 }
 

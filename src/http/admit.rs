@@ -18,10 +18,10 @@ use std::sync::Arc;
 use actix_web::dev::ServiceRequest;
 use actix_web::{HttpMessage, HttpRequest};
 
-use crate::app::App;
 use crate::error::Error;
 use crate::fill::Fill;
 use crate::limits::{ClientPermit, Rejection};
+use crate::service::Service;
 
 /// Longest request target accepted.
 pub const MAX_TARGET: usize = 8 * 1024;
@@ -34,7 +34,7 @@ const UNLIMITED_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 /// Check `req`; the permit, if any, must be kept until the response body is finished.
 pub fn admit(
     req: &ServiceRequest,
-    app: &App,
+    app: &Service,
     client: Option<IpAddr>,
 ) -> Result<Option<ClientPermit>, Error> {
     let uri = req.uri();
@@ -67,7 +67,7 @@ pub fn admit(
         return Ok(None);
     }
     app.limits.admit(ip).map_err(|rejection| {
-        app.metrics.rate_limited.inc();
+        app.cache.metrics.rate_limited.inc();
         let ip = crate::limits::describe_client(ip);
         let limits = &app.config.limits;
         let message = match rejection {
@@ -97,7 +97,7 @@ pub fn admit(
 /// Whether `req` carries a valid token with the admin scope: such requests are never
 /// limited. An invalid or upload-only token is limited like no token (guessing tokens does
 /// not get around the limits).
-fn is_admin(req: &ServiceRequest, app: &App) -> bool {
+fn is_admin(req: &ServiceRequest, app: &Service) -> bool {
     req.headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -128,7 +128,7 @@ impl RequestPermit {
 /// ends, also after the response is over (the 302 of `miss = "redirect"`, a client that went
 /// away), so that no client keeps more than `per_client_concurrency` downloads (and temp
 /// files) going.
-pub fn hold_for_fill(req: &HttpRequest, app: &App, fill: Arc<Fill>) {
+pub fn hold_for_fill(req: &HttpRequest, app: &Service, fill: Arc<Fill>) {
     let Some(permit) = req.extensions().get::<RequestPermit>().cloned() else {
         return;
     };

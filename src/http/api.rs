@@ -10,10 +10,10 @@ use futures::StreamExt;
 use serde_json::json;
 
 use super::{app_of, checksum_hex, client_ip, query_pairs};
-use crate::app::{Actor, App, UploadRequest};
 use crate::audit::{CSV_HEADER, Event};
 use crate::auth::{Principal, Scope};
 use crate::error::Error;
+use crate::service::{Actor, Service, UploadRequest};
 use crate::store::{Algo, Expected, TempWriter};
 use crate::url::UpstreamUrl;
 
@@ -32,7 +32,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// The caller, if its bearer token has `scope` (401 without a valid token, 403 without the
 /// scope). Tokens are read from the `Authorization` header only, never from the query.
-pub(super) fn authorize(req: &HttpRequest, app: &App, scope: Scope) -> Result<Principal, Error> {
+pub(super) fn authorize(
+    req: &HttpRequest,
+    app: &Service,
+    scope: Scope,
+) -> Result<Principal, Error> {
     let header = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -122,7 +126,7 @@ async fn upload(req: HttpRequest, mut body: web::Payload) -> Result<HttpResponse
         return Err(too_large());
     }
 
-    let mut writer = TempWriter::new(app.store.create_temp()?);
+    let mut writer = TempWriter::new(app.cache.store.create_temp()?);
     let mut batch = BytesMut::with_capacity(UPLOAD_BATCH);
     let mut received = 0u64;
     loop {
@@ -141,7 +145,7 @@ async fn upload(req: HttpRequest, mut body: web::Payload) -> Result<HttpResponse
             writer = match write_batch(writer, data).await {
                 Ok(w) => w,
                 Err((e, Some(store_error))) => {
-                    app.storage_failed(&store_error);
+                    app.cache.storage_failed(&store_error);
                     return Err(e);
                 }
                 Err((e, None)) => return Err(e),
@@ -219,7 +223,7 @@ async fn sweep(req: HttpRequest) -> Result<HttpResponse, Error> {
     let app = app_of(&req);
     authorize(&req, &app, Scope::Admin)?;
     let a = app.clone();
-    let report = tokio::task::spawn_blocking(move || crate::sweeper::run_once(&a))
+    let report = tokio::task::spawn_blocking(move || a.sweep())
         .await
         .map_err(|e| Error::failed("the sweep task ended early", e))??;
     Ok(HttpResponse::Ok().json(report))
@@ -292,7 +296,7 @@ async fn audit(req: HttpRequest) -> Result<HttpResponse, Error> {
             )));
         }
     };
-    let path = app.journal.path().to_owned();
+    let path = app.cache.journal.path().to_owned();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     tokio::task::spawn_blocking(move || export(&path, since, until, csv, &tx));
     let body = tokio_stream_from(rx);

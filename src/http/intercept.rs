@@ -137,8 +137,8 @@ async fn serve(
 type Handler = BoxService<(InterceptedIo, Option<SocketAddr>), (), DispatchError>;
 
 thread_local! {
-    /// Built on a worker's first intercepted connection. Keyed by the server's `App` (tests
-    /// run several servers in one process, each on worker threads of its own).
+    /// Built on a worker's first intercepted connection. Keyed by the server's `Service`
+    /// (tests run several servers in one process, each on worker threads of its own).
     static HANDLER: RefCell<Option<(usize, Rc<Handler>)>> = const { RefCell::new(None) };
 }
 

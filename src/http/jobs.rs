@@ -10,7 +10,7 @@ use serde_json::json;
 use super::{app_of, client_ip};
 use crate::auth::Scope;
 use crate::error::Error;
-use crate::prefetch::{self, Kind, Submitter};
+use crate::jobs::{Kind, Submitter};
 
 /// Largest job body: 10 000 URLs of a few hundred bytes each. What a job may keep in memory
 /// is bounded in `prefetch` (per job, per client and in total).
@@ -77,7 +77,7 @@ async fn start(req: HttpRequest, payload: web::Payload, kind: Kind) -> Result<Ht
         key: client.map(crate::limits::client_key),
         actor,
     };
-    let job = prefetch::submit(&app, kind, urls, who)?;
+    let job = app.submit_job(kind, urls, who)?;
     let status_url = format!("{}/{}", kind.path(), job.id);
     Ok(HttpResponse::Accepted()
         .insert_header(("Location", status_url.as_str()))

@@ -19,8 +19,8 @@ use bytes::Bytes;
 
 use super::sendfile::SentBytes;
 use crate::accesslog;
-use crate::app::App;
 use crate::metrics::{CacheResult, Form};
+use crate::service::Service;
 
 /// What a handler tells the log about an artifact request.
 #[derive(Debug, Clone)]
@@ -46,7 +46,7 @@ pub async fn log_requests(
     let target = req.uri().clone();
     let client = super::client_ip(req.request());
     let app = req
-        .app_data::<web::Data<App>>()
+        .app_data::<web::Data<Service>>()
         .map(|d| d.clone().into_inner());
     let served_by = req.app_data::<web::Data<ServedBy>>().map(|s| s.0.clone());
     let admitted = match &app {
@@ -122,7 +122,7 @@ struct Line {
     status: u16,
     cache: CacheResult,
     info: Option<ReqInfo>,
-    app: Option<Arc<App>>,
+    app: Option<Arc<Service>>,
 }
 
 struct LoggedBody {
@@ -190,7 +190,7 @@ impl Drop for LoggedBody {
             });
         }
         if let Some(app) = &l.app {
-            let m = &app.metrics;
+            let m = &app.cache.metrics;
             m.bytes_served.inc_by(bytes);
             m.request_duration.observe(elapsed.as_secs_f64());
             m.http_status(l.status);

@@ -24,12 +24,13 @@ use std::sync::Arc;
 use actix_web::http::Method;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, guard, web};
 
-use crate::app::{App, Resolution};
 use crate::config::MissMode;
 use crate::error::Error;
 use crate::fill::FillError;
 use crate::metrics::Form;
+use crate::service::{Resolution, Service};
 use crate::store::{Algo, Expected};
+use crate::tier::Serving;
 use crate::url::{UpstreamUrl, from_mirror_path};
 
 pub use log::ReqInfo;
@@ -139,7 +140,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
 /// so everything left of the first untrusted entry, from the right, is the client's say).
 pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
     let peer = req.peer_addr()?.ip();
-    let app = req.app_data::<web::Data<App>>()?;
+    let app = req.app_data::<web::Data<Service>>()?;
     Some(forwarded_client(
         peer,
         &app.config.server.trusted_proxies,
@@ -361,100 +362,91 @@ async fn artifact(
         };
         HitHead::new(art, cache_control)
     };
-    // s3/obs: what another instance stored is a hit here too. Policy first: a refused URL
-    // costs no lookup and leaves nothing remembered.
-    if app.tier.is_some() {
-        app.upstream.policy().check_url(url)?;
-        app.learn_url(url).await?;
-        if let Some(exp) = &expected {
-            app.learn_checksum(exp.algo, &exp.hex).await?;
-        }
-    }
-    // A blob whose file vanished is dropped from the index by `open_blob`; resolving again
-    // then finds the next source (another checksum match, or upstream).
-    for _ in 0..3 {
-        match app.resolve(url, expected.as_ref(), client.clone(), start_fill)? {
+    // One entry point with prefetch ([`Service::fetch`]): a blob whose bytes vanished
+    // (`serve_blob` answers `None`) is resolved again.
+    let (app, stored, expected, client, parsed) = (&app, &stored, &expected, &client, &parsed);
+    let serve = |resolution| async move {
+        Ok(match resolution {
             Resolution::Hit(entry) => {
                 let head = target.hit_head(&entry, || stored(&entry.blob, Some(&entry.record)));
-                if let Some(res) = serve_blob(req, &app, &head, &entry.blob).await? {
+                let res = serve_blob(req, app, &head, &entry.blob).await?;
+                if res.is_some() {
                     parsed.hit(req);
-                    return Ok(res);
                 }
+                res
             }
-            Resolution::Checksum(meta) => {
-                if let Some(res) = serve_blob(req, &app, &stored(&meta, None), &meta).await? {
-                    return Ok(res);
-                }
-            }
-            Resolution::NotStored => return head_miss(&app, url).await,
+            Resolution::Checksum(meta) => serve_blob(req, app, &stored(&meta, None), &meta).await?,
+            Resolution::NotStored => Some(head_miss(app, url).await?),
             Resolution::Revalidate {
                 fill,
                 stored: entry,
             } => {
                 let x_cache = match fill.head().await {
                     // New content (or upstream ignored the conditional): follow it.
-                    Ok(_) => return serve::miss(req, &app, fill, expected, client).await,
+                    Ok(_) => {
+                        let (exp, who) = (expected.clone(), client.clone());
+                        return serve::miss(req, app, fill, exp, who).await.map(Some);
+                    }
                     Err(e) if matches!(*e, FillError::NotModified { .. }) => "REVALIDATED",
                     Err(_) => "STALE",
                 };
                 let head = target.hit_head(&entry, || stored(&entry.blob, Some(&entry.record)));
-                if let Some(mut res) = serve_blob(req, &app, &head, &entry.blob).await? {
-                    serve::relabel(&mut res, x_cache);
-                    return Ok(res);
+                let mut res = serve_blob(req, app, &head, &entry.blob).await?;
+                if let Some(res) = &mut res {
+                    serve::relabel(res, x_cache);
                 }
+                res
             }
             Resolution::Stale(entry) => {
                 let head = target.hit_head(&entry, || stored(&entry.blob, Some(&entry.record)));
-                if let Some(mut res) = serve_blob(req, &app, &head, &entry.blob).await? {
-                    serve::relabel(&mut res, "STALE");
-                    return Ok(res);
+                let mut res = serve_blob(req, app, &head, &entry.blob).await?;
+                if let Some(res) = &mut res {
+                    serve::relabel(res, "STALE");
                 }
+                res
             }
             Resolution::Miss { fill, joined } if app.config.upstream.miss == MissMode::Redirect => {
                 if !joined {
-                    admit::hold_for_fill(req, &app, fill);
+                    admit::hold_for_fill(req, app, fill);
                 }
                 // The fill runs in the background; the client gets the bytes from upstream.
-                return Ok(HttpResponse::Found()
-                    .insert_header(("Location", url.as_str()))
-                    .insert_header(("X-Cache", "MISS"))
-                    .finish());
+                Some(
+                    HttpResponse::Found()
+                        .insert_header(("Location", url.as_str()))
+                        .insert_header(("X-Cache", "MISS"))
+                        .finish(),
+                )
             }
             Resolution::Miss { fill, joined } => {
                 if !joined {
-                    admit::hold_for_fill(req, &app, fill.clone());
+                    admit::hold_for_fill(req, app, fill.clone());
                 }
-                return serve::miss(req, &app, fill, expected, client).await;
+                let (exp, who) = (expected.clone(), client.clone());
+                Some(serve::miss(req, app, fill, exp, who).await?)
             }
-        }
-    }
-    Err(Error::Unavailable(format!(
-        "the stored copy of {url} keeps vanishing; try again"
-    )))
+        })
+    };
+    app.fetch(url, expected.as_ref(), client.clone(), start_fill, serve)
+        .await
 }
 
-/// Serve a stored blob: a redirect to the bucket (`serve = "redirect"`, while the bucket
-/// answers), the local copy, or the bucket's copy streamed through. `None`: the bytes are gone
+/// Serve a stored blob as its tier opens it ([`crate::tier::Serving`]): a redirect, the
+/// local copy, or a stream. `None`: the bytes are gone
 /// (its index entry was dropped; resolving again finds what is left).
 async fn serve_blob(
     req: &HttpRequest,
-    app: &Arc<App>,
+    app: &Arc<Service>,
     head: &HitHead,
     meta: &crate::index::BlobMeta,
 ) -> Result<Option<HttpResponse>, Error> {
-    if meta.placement.in_bucket()
-        && app.config.storage.serve == crate::config::ServeMode::Redirect
-        && app.remote_ready()
-    {
-        let location = app.presign_blob(meta).await?;
-        return Ok(Some(serve::redirect_hit(req, app, head, &location)));
-    }
-    if let Some(file) = app.open_blob(meta)? {
-        return serve::hit(req, app, head, file).map(Some);
-    }
-    if !meta.placement.in_bucket() {
-        return Ok(None);
-    }
+    let streamer = match app.open_for_serving(meta).await? {
+        None => return Ok(None),
+        Some(Serving::Redirect(location)) => {
+            return Ok(Some(serve::redirect_hit(req, app, head, &location)));
+        }
+        Some(Serving::File(file)) => return serve::hit(req, app, head, file).map(Some),
+        Some(Serving::Stream(streamer)) => streamer,
+    };
     let (res, start, end) = match serve::prepare(req, app, head)? {
         serve::Prepared::Done(done) => return Ok(Some(done)),
         serve::Prepared::Body { res, start, end } => (res, start, end),
@@ -463,14 +455,14 @@ async fn serve_blob(
         let empty = futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>();
         return Ok(Some(serve::stream_hit(req, res, start, end, empty)));
     }
-    Ok(app
-        .remote_body(meta, start, end)
+    Ok(streamer
+        .body(start, end)
         .await?
         .map(|body| serve::stream_hit(req, res, start, end, body)))
 }
 
 /// HEAD on a miss: upstream's status and headers, nothing stored.
-async fn head_miss(app: &Arc<App>, url: &UpstreamUrl) -> Result<HttpResponse, Error> {
+async fn head_miss(app: &Arc<Service>, url: &UpstreamUrl) -> Result<HttpResponse, Error> {
     let head = app.head_upstream(url).await?;
     let file_name = url_file_name(url);
     let mut res = HttpResponse::Ok();
@@ -518,6 +510,7 @@ async fn serve_checksum(
     let not_found = || Error::NotFound(format!("no stored blob has {} {hex}", algo.name()));
     app.learn_checksum(algo, &hex).await?;
     let meta = app
+        .cache
         .index
         .by_checksum(algo, &hex)?
         .filter(|m| m.is_stored())
@@ -525,6 +518,7 @@ async fn serve_checksum(
     let file_name = match name {
         Some(n) => n,
         None => app
+            .cache
             .index
             .urls_of(meta.blake3())?
             .first()
@@ -580,8 +574,8 @@ async fn fallback(req: HttpRequest, payload: web::Payload) -> Result<HttpRespons
     Err(Error::NotFound(format!("no such endpoint: {}", req.path())))
 }
 
-fn app_of(req: &HttpRequest) -> Arc<App> {
-    req.app_data::<web::Data<App>>()
+fn app_of(req: &HttpRequest) -> Arc<Service> {
+    req.app_data::<web::Data<Service>>()
         .expect("app data is registered")
         .clone()
         .into_inner()

@@ -3,10 +3,10 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
-use crate::app::{App, rfc3339};
 use crate::error::Error;
 use crate::index::BlobMeta;
 use crate::metrics::Exposition;
+use crate::service::{Service, rfc3339};
 use crate::store::Algo;
 use crate::url::UpstreamUrl;
 
@@ -26,12 +26,12 @@ async fn healthz() -> HttpResponse {
 
 /// Ready when the index answers and the data volume accepts a write. The verdict is also
 /// remembered: while unready, new downloads are refused (see `readiness`).
-async fn readyz(app: web::Data<App>) -> HttpResponse {
+async fn readyz(app: web::Data<Service>) -> HttpResponse {
     let app = app.into_inner();
-    match crate::readiness::probe(app.clone()).await {
+    match crate::readiness::probe(&app.readiness, app.cache.clone(), app.tier.probe()).await {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
         Err(reason) => {
-            app.alerts.raise(
+            app.cache.alerts.raise(
                 crate::alerts::Kind::StorageUnavailable,
                 &app.config.storage.data_dir.display().to_string(),
                 format!("not ready: {reason}"),
@@ -47,11 +47,11 @@ async fn readyz(app: web::Data<App>) -> HttpResponse {
 }
 
 /// Prometheus text 0.0.4, or OpenMetrics when `Accept` asks for it (SPEC 9).
-async fn metrics(req: HttpRequest, app: web::Data<App>) -> HttpResponse {
-    let stats = app.index.stats();
-    let m = &app.metrics;
+async fn metrics(req: HttpRequest, app: web::Data<Service>) -> HttpResponse {
+    let stats = app.cache.index.stats();
+    let m = &app.cache.metrics;
     m.store_bytes.set(stats.bytes as i64);
-    if let Ok(du) = app.used() {
+    if let Ok(du) = app.cache.used() {
         m.disk_used_ratio.set(du.used_ratio());
         m.disk_used_bytes.set(du.used_bytes as i64);
         m.disk_total_bytes.set(du.total_bytes as i64);
@@ -64,12 +64,12 @@ async fn metrics(req: HttpRequest, app: web::Data<App>) -> HttpResponse {
         m.bounded_state("targets", targets.size());
     }
     m.bounded_state("negative", app.negative.size());
-    if let Some(tier) = &app.tier {
-        m.bounded_state("absent", tier.bucket.absent.size());
+    if let Some(size) = app.tier.absent_size() {
+        m.bounded_state("absent", size);
     }
-    m.bounded_state("alerts", app.alerts.size());
+    m.bounded_state("alerts", app.cache.alerts.size());
     m.bounded_state("prefetch_jobs", app.jobs.retained());
-    m.bounded_state("index_urls", app.index.memory_size());
+    m.bounded_state("index_urls", app.cache.index.memory_size());
     let accept: Vec<&str> = req
         .headers()
         .get_all(actix_web::http::header::ACCEPT)
@@ -83,16 +83,16 @@ async fn metrics(req: HttpRequest, app: web::Data<App>) -> HttpResponse {
 }
 
 /// What the status page shows, as JSON (`status::Snapshot`).
-async fn status(app: web::Data<App>) -> Result<HttpResponse, Error> {
+async fn status(app: web::Data<Service>) -> Result<HttpResponse, Error> {
     Ok(HttpResponse::Ok()
         .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
-        .json(crate::status::snapshot(&app)?))
+        .json(app.snapshot()?))
 }
 
-async fn stats(app: web::Data<App>) -> Result<HttpResponse, Error> {
-    let s = app.index.stats();
-    let du = app.used()?;
-    let m = &app.metrics;
+async fn stats(app: web::Data<Service>) -> Result<HttpResponse, Error> {
+    let s = app.cache.index.stats();
+    let du = app.cache.used()?;
+    let m = &app.cache.metrics;
     Ok(HttpResponse::Ok().json(json!({
         "blobs": s.blobs,
         "bytes": s.bytes,
@@ -111,7 +111,7 @@ async fn stats(app: web::Data<App>) -> Result<HttpResponse, Error> {
 }
 
 /// `GET /api/v1/lookup?url=|md5=|sha256=|sha512=|blake3=`
-async fn lookup(req: HttpRequest, app: web::Data<App>) -> Result<HttpResponse, Error> {
+async fn lookup(req: HttpRequest, app: web::Data<Service>) -> Result<HttpResponse, Error> {
     let pairs = super::query_pairs(&req);
     let Some((key, value)) = pairs.first() else {
         return Err(Error::BadRequest(
@@ -121,7 +121,8 @@ async fn lookup(req: HttpRequest, app: web::Data<App>) -> Result<HttpResponse, E
     let meta = if key == "url" {
         let url = UpstreamUrl::parse(value)?;
         app.learn_url(&url).await?;
-        app.index
+        app.cache
+            .index
             .url(url.as_str())?
             .map(|e| e.blob.clone())
             .ok_or_else(|| Error::NotFound(format!("{url} is not cached")))?
@@ -130,7 +131,8 @@ async fn lookup(req: HttpRequest, app: web::Data<App>) -> Result<HttpResponse, E
             .ok_or_else(|| Error::BadRequest(format!("unknown lookup key {key:?}")))?;
         let hex = super::checksum_hex(algo, value)?;
         app.learn_checksum(algo, &hex).await?;
-        app.index
+        app.cache
+            .index
             .by_checksum(algo, &hex)?
             .ok_or_else(|| Error::NotFound(format!("no stored blob has {key} {hex}")))?
     };
@@ -138,9 +140,10 @@ async fn lookup(req: HttpRequest, app: web::Data<App>) -> Result<HttpResponse, E
 }
 
 /// The lookup JSON of a blob (SPEC 4.3), shared with the upload API.
-pub fn blob_json(app: &App, meta: &BlobMeta) -> Result<Value, Error> {
+pub fn blob_json(app: &Service, meta: &BlobMeta) -> Result<Value, Error> {
     // Fold in reads not yet flushed to the index.
     let meta = app
+        .cache
         .index
         .blob(meta.blake3())?
         .unwrap_or_else(|| meta.clone());
@@ -157,10 +160,10 @@ pub fn blob_json(app: &App, meta: &BlobMeta) -> Result<Value, Error> {
         "last_access": rfc3339(meta.last_access),
         "access_count": meta.access_count,
         "present": meta.is_stored()
-            && (meta.placement.in_bucket() || app.store.exists(meta.blake3())),
+            && (meta.placement.in_bucket() || app.cache.store.exists(meta.blake3())),
         // s3/obs: whether the bucket holds it yet (uploads run in the background).
         "remote": meta.placement.in_bucket(),
-        "urls": app
+        "urls": app.cache
             .index
             .urls_of(meta.blake3())?
             .iter()

@@ -14,10 +14,10 @@ use bytes::{Bytes, BytesMut};
 use futures::Stream;
 
 use super::sendfile::{ConnSocket, InlineBody, SendfileBody, SentBytes};
-use crate::app::App;
 use crate::error::Error;
 use crate::fill::{Fill, FillError};
 use crate::index::BlobMeta;
+use crate::service::Service;
 use crate::store::Expected;
 use crate::url::{UpstreamUrl, content_disposition};
 
@@ -150,7 +150,7 @@ pub enum Prepared {
 
 /// Headers, conditionals and ranges of a HIT (200, 206, 304 or 416, with all checksum
 /// headers), wherever its bytes come from. Counts the read.
-pub fn prepare(req: &HttpRequest, app: &App, head: &HitHead) -> Result<Prepared, Error> {
+pub fn prepare(req: &HttpRequest, app: &Service, head: &HitHead) -> Result<Prepared, Error> {
     let b3 = head.blake3.as_str();
     let mut res = HttpResponse::Ok();
     for (name, value) in &head.validators {
@@ -182,7 +182,9 @@ pub fn prepare(req: &HttpRequest, app: &App, head: &HitHead) -> Result<Prepared,
         }
     };
 
-    app.index.record_access(b3, app.clock.unix_now());
+    app.cache
+        .index
+        .record_access(b3, app.cache.clock.unix_now());
 
     for (name, value) in &head.content {
         res.insert_header((name.clone(), value.clone()));
@@ -212,7 +214,12 @@ where
 
 /// A HIT answered with a redirect to a presigned object-store URL (`serve = "redirect"`);
 /// a client that already has the bytes (`If-None-Match`) gets its 304 here.
-pub fn redirect_hit(req: &HttpRequest, app: &App, head: &HitHead, location: &str) -> HttpResponse {
+pub fn redirect_hit(
+    req: &HttpRequest,
+    app: &Service,
+    head: &HitHead,
+    location: &str,
+) -> HttpResponse {
     if let Some(inm) = header_str(req, header::IF_NONE_MATCH) {
         if etag_list_matches(inm, &head.blake3) {
             let mut res = HttpResponse::NotModified();
@@ -222,7 +229,9 @@ pub fn redirect_hit(req: &HttpRequest, app: &App, head: &HitHead, location: &str
             return res.finish();
         }
     }
-    app.index.record_access(&head.blake3, app.clock.unix_now());
+    app.cache
+        .index
+        .record_access(&head.blake3, app.cache.clock.unix_now());
     let mut res = HttpResponse::Found();
     res.insert_header((header::LOCATION, location))
         .insert_header((X_CACHE.clone(), HeaderValue::from_static("HIT")))
@@ -235,7 +244,7 @@ pub fn redirect_hit(req: &HttpRequest, app: &App, head: &HitHead, location: &str
 /// A HIT from the local tier. `file` is the open blob.
 pub fn hit(
     req: &HttpRequest,
-    app: &App,
+    app: &Service,
     head: &HitHead,
     file: Arc<File>,
 ) -> Result<HttpResponse, Error> {
@@ -290,7 +299,7 @@ const INLINE_READ: u64 = 128 * 1024;
 /// A MISS: headers as soon as upstream's are known, then the bytes as they arrive.
 pub async fn miss(
     req: &HttpRequest,
-    app: &Arc<App>,
+    app: &Arc<Service>,
     fill: Arc<Fill>,
     expected: Option<Expected>,
     client: Option<String>,
@@ -320,7 +329,7 @@ pub async fn miss(
         let exp = expected.clone();
         move |d: &crate::store::Digests| {
             if let Some(exp) = exp {
-                app.integrity_failed(&url, d, &exp, client);
+                app.cache.integrity_failed(&url, d, &exp, client);
             }
         }
     };
@@ -361,7 +370,7 @@ pub async fn miss(
 /// No room to store it: this client gets the bytes straight from upstream (`X-Cache: BYPASS`).
 async fn bypass(
     req: &HttpRequest,
-    app: &Arc<App>,
+    app: &Arc<Service>,
     url: &UpstreamUrl,
     expected: Option<Expected>,
 ) -> Result<HttpResponse, Error> {

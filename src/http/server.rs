@@ -17,13 +17,13 @@ use tracing::info;
 use super::headcheck::{CheckedStream, HeadCheck};
 use super::targets::TargetCache;
 use super::{SelfAuthority, log, routes, sendfile};
-use crate::app::App;
+use crate::service::Service;
 
 /// What every actix `App` of a server is built from: one per worker thread, and one more per
 /// worker for intercepted HTTPS connections (`intercept`), which must be served identically.
 #[derive(Clone)]
 pub(crate) struct AppParts {
-    pub(super) app: web::Data<App>,
+    pub(super) app: web::Data<Service>,
     me: web::Data<SelfAuthority>,
     targets: web::Data<TargetCache>,
     served_by: web::Data<log::ServedBy>,
@@ -69,7 +69,7 @@ pub struct Server {
 impl Server {
     /// Serve `app` on an already bound listener. Runs in the current tokio runtime; actix
     /// starts its own worker threads.
-    pub fn start(app: Arc<App>, listener: TcpListener) -> std::io::Result<Server> {
+    pub fn start(app: Arc<Service>, listener: TcpListener) -> std::io::Result<Server> {
         let addr = listener.local_addr()?;
         // proxy.connect = "intercept": a CA that cannot be used is a reason not to start.
         let authority = crate::intercept::Authority::from_config(&app.config.proxy)
@@ -79,21 +79,21 @@ impl Server {
             me: web::Data::new(SelfAuthority::new(addr, &app.config.public_url())),
             targets: web::Data::new(TargetCache::new()),
             served_by: web::Data::new(log::ServedBy(
-                actix_web::http::header::HeaderValue::from_str(&app.instance).unwrap_or_else(
+                actix_web::http::header::HeaderValue::from_str(&app.cache.instance).unwrap_or_else(
                     |_| actix_web::http::header::HeaderValue::from_static("upcache"),
                 ),
             )),
             authority,
         };
         let check = Arc::new(HeadCheck {
-            served_by: app.instance.clone(),
+            served_by: app.cache.instance.clone(),
         });
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         let server = actix_server::Server::build()
             .workers(workers)
             .disable_signals()
             // A graceful stop lets responses in progress finish within the shutdown grace.
-            .shutdown_timeout(crate::background::SHUTDOWN_GRACE.as_secs())
+            .shutdown_timeout(crate::service::workers::SHUTDOWN_GRACE.as_secs())
             .listen("upcache", listener, move || {
                 let app = parts
                     .build()

@@ -19,9 +19,9 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::{ReqInfo, app_of};
-use crate::app::App;
 use crate::error::Error;
 use crate::metrics::Form;
+use crate::service::Service;
 use crate::upstream::ssrf;
 
 /// Where a CONNECT goes, once its port and host passed the policy.
@@ -43,7 +43,7 @@ pub async fn connect(req: HttpRequest, payload: web::Payload) -> Result<HttpResp
 /// Check a CONNECT request's target: a port of `proxy.connect_ports` (anything else, SMTP,
 /// SSH, internal services, is exactly what an open proxy must not reach) and a host the
 /// fetch policy allows (allowed schemes, `allow_hosts`, literal IPs).
-pub fn target(req: &HttpRequest, app: &App) -> Result<Target, Error> {
+pub fn target(req: &HttpRequest, app: &Service) -> Result<Target, Error> {
     let raw = req.uri().to_string();
     req.extensions_mut().insert(ReqInfo {
         form: Form::Proxy,
@@ -81,7 +81,7 @@ pub fn target(req: &HttpRequest, app: &App) -> Result<Target, Error> {
 
 /// The addresses of `target` that the SSRF guard lets us connect to; 403 when it resolves
 /// only to forbidden ones.
-pub async fn allowed_addresses(app: &App, target: &Target) -> Result<Vec<SocketAddr>, Error> {
+pub async fn allowed_addresses(app: &Service, target: &Target) -> Result<Vec<SocketAddr>, Error> {
     let (host, port) = (target.host.as_str(), target.port);
     let cfg = &app.config.upstream;
     let resolved: Vec<SocketAddr> =
@@ -110,7 +110,7 @@ pub async fn allowed_addresses(app: &App, target: &Target) -> Result<Vec<SocketA
 
 /// Connect to `target` and relay the CONNECT payload to it and its bytes back.
 pub async fn relay(
-    app: &App,
+    app: &Service,
     target: &Target,
     payload: web::Payload,
 ) -> Result<HttpResponse, Error> {

@@ -10,9 +10,9 @@ use std::fmt::Write as _;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use crate::app::{App, rfc3339};
 use crate::error::Error;
 use crate::index::BlobMeta;
+use crate::service::{Service, rfc3339};
 use crate::status::Snapshot;
 use crate::store::Algo;
 use crate::url::UpstreamUrl;
@@ -119,8 +119,8 @@ fn search_form(root: &str) -> String {
     )
 }
 
-async fn status(app: web::Data<App>) -> Result<HttpResponse, Error> {
-    let s = crate::status::snapshot(&app)?;
+async fn status(app: web::Data<Service>) -> Result<HttpResponse, Error> {
+    let s = app.snapshot()?;
     let mut b = search_form("");
     // The part status.js replaces with the same part of a fresh copy of this page.
     b.push_str("<div id=\"live\">");
@@ -289,12 +289,12 @@ fn failures(b: &mut String, list: &[crate::status::Failure]) {
     b.push_str("</table>");
 }
 
-fn events(b: &mut String, app: &App) {
+fn events(b: &mut String, app: &Service) {
     b.push_str(
         "<h2>Recent events</h2><table id=\"events\"><tr><th>Time</th><th>Event</th>\
          <th>URL / blob</th><th>Size</th><th>Client</th></tr>",
     );
-    for e in app.journal.recent() {
+    for e in app.cache.journal.recent() {
         let b3 = e.blake3.as_deref().map(esc);
         let what = match (&e.url, &b3) {
             (Some(u), Some(b3)) => format!("<a href=\"ui/blob/{b3}\">{}</a>", esc(u)),
@@ -315,7 +315,7 @@ fn events(b: &mut String, app: &App) {
 }
 
 /// `/ui/search?q=`: a checksum of any supported kind, or an upstream URL.
-async fn search(req: HttpRequest, app: web::Data<App>) -> Result<HttpResponse, Error> {
+async fn search(req: HttpRequest, app: web::Data<Service>) -> Result<HttpResponse, Error> {
     let q = super::query_pairs(&req)
         .into_iter()
         .find(|(k, _)| k == "q")
@@ -340,32 +340,33 @@ async fn search(req: HttpRequest, app: web::Data<App>) -> Result<HttpResponse, E
     })
 }
 
-fn find(app: &App, q: &str) -> Result<Option<BlobMeta>, Error> {
+fn find(app: &Service, q: &str) -> Result<Option<BlobMeta>, Error> {
     if q.contains("://") {
         let Ok(url) = UpstreamUrl::parse(q) else {
             return Ok(None);
         };
-        return Ok(app.index.url(url.as_str())?.map(|e| e.blob.clone()));
+        return Ok(app.cache.index.url(url.as_str())?.map(|e| e.blob.clone()));
     }
     for algo in [Algo::Md5, Algo::Sha256, Algo::Sha512] {
         if let Some(hex) = algo.normalize_hex(q) {
-            if let Some(meta) = app.index.by_checksum(algo, &hex)? {
+            if let Some(meta) = app.cache.index.by_checksum(algo, &hex)? {
                 return Ok(Some(meta));
             }
         }
     }
     // 64 hex digits may be a sha256 (tried above) or a blake3.
     match Algo::Blake3.normalize_hex(q) {
-        Some(hex) => Ok(app.index.blob(&hex)?),
+        Some(hex) => Ok(app.cache.index.blob(&hex)?),
         None => Ok(None),
     }
 }
 
-async fn blob(path: web::Path<String>, app: web::Data<App>) -> Result<HttpResponse, Error> {
+async fn blob(path: web::Path<String>, app: web::Data<Service>) -> Result<HttpResponse, Error> {
     let b3 = Algo::Blake3
         .normalize_hex(&path)
         .ok_or_else(|| Error::BadRequest(format!("{:?} is not a blake3 digest", &*path)))?;
     let meta = app
+        .cache
         .index
         .blob(&b3)?
         .ok_or_else(|| Error::NotFound(format!("no stored blob has blake3 {b3}")))?;
@@ -397,11 +398,15 @@ async fn blob(path: web::Path<String>, app: web::Data<App>) -> Result<HttpRespon
         rfc3339(meta.first_seen),
         rfc3339(meta.last_access),
         meta.access_count,
-        if app.store.exists(&b3) { "yes" } else { "no" },
+        if app.cache.store.exists(&b3) {
+            "yes"
+        } else {
+            "no"
+        },
     );
     b.push_str("<h2>Provenance</h2><table><tr><th>URL</th><th>Fetched</th><th>Final URL</th><th>Upstream ETag / Last-Modified</th><th>Instance</th></tr>");
-    for url in app.index.urls_of(&b3)? {
-        let rec = app.index.url(&url)?.map(|e| e.record.clone());
+    for url in app.cache.index.urls_of(&b3)? {
+        let rec = app.cache.index.url(&url)?.map(|e| e.record.clone());
         match rec {
             Some(r) => {
                 let _ = write!(

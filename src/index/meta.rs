@@ -13,7 +13,7 @@ pub enum Origin {
     Upload,
 }
 
-/// Where a blob's bytes are: the one word the lifecycle (`crate::lifecycle`) changes.
+/// Where a blob's bytes are: the one word the lifecycle (`crate::cache::lifecycle`) changes.
 ///
 /// ```text
 ///   Local --publish--> Replicated --drop_local--> RemoteOnly

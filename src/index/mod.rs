@@ -387,7 +387,7 @@ impl Index {
     /// [`Placement::RemoteOnly`]: `change` gets the current placement and returns the new one.
     /// Keeps the byte count of the local tier right. An evicted blob stays evicted (only
     /// [`Index::evict`] evicts, only a new binding revives). `None` if there is no such blob
-    /// (or it is evicted). Used by `crate::lifecycle`, which owns the transitions.
+    /// (or it is evicted). Used by `crate::cache::lifecycle`, which owns the transitions.
     pub fn set_placement(
         &self,
         blake3: &str,

@@ -12,9 +12,7 @@
 //! - `pins/<b3>`: present while the blob is pinned (pins are the one thing instances change
 //!   after the fact, so they are their own objects rather than a field someone may overwrite).
 //!
-//! This module knows keys, records and the operator; `sync` wires it to the app.
-
-pub mod sync;
+//! This module knows keys, records and the operator; `crate::tier::Bucket` wires it to the cache.
 
 use std::time::Duration;
 
@@ -524,7 +522,7 @@ impl Remote {
     }
 
     /// What probes the bucket, without the rest of this instance's state (for the
-    /// readiness prober, which must not keep the app alive).
+    /// readiness prober, which must not keep the service alive).
     pub fn prober(&self) -> BucketProbe {
         BucketProbe {
             op: self.op.clone(),

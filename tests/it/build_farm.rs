@@ -248,7 +248,7 @@ async fn rpmbuild_fetches_source0_through_http_proxy_and_the_second_build_is_a_h
         1,
         "the second build hit the cache"
     );
-    assert!(srv.app.index.url(&source).unwrap().is_some());
+    assert!(srv.app.cache.index.url(&source).unwrap().is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -265,7 +265,7 @@ async fn admission_sweeps_first_and_bypasses_what_cannot_fit() {
     assert_eq!(h["x-cache"], "MISS");
     assert_eq!(body, random_bytes(500_000, 61));
     srv.app.flights.wait_idle().await;
-    assert_eq!(srv.app.index.stats().blobs, 1);
+    assert_eq!(srv.app.cache.index.stats().blobs, 1);
     // 900k can never fit under 800k: streamed through, not stored.
     let (s, h, body) = get(2).await;
     assert_eq!(
@@ -275,7 +275,14 @@ async fn admission_sweeps_first_and_bypasses_what_cannot_fit() {
     assert_eq!(h["content-length"], "900000");
     assert_eq!(body, random_bytes(900_000, 62));
     srv.app.flights.wait_idle().await;
-    assert!(srv.app.index.url(&up.url("/a/2.tar.gz")).unwrap().is_none());
+    assert!(
+        srv.app
+            .cache
+            .index
+            .url(&up.url("/a/2.tar.gz"))
+            .unwrap()
+            .is_none()
+    );
     assert!(srv.temp_files().is_empty());
     // A pass-through still honours an expected checksum: never a complete wrong body.
     let r = srv
@@ -484,7 +491,13 @@ async fn a_deleted_or_corrupt_index_is_rebuilt_from_blob_files_and_the_journal()
             assert_eq!(h["x-cache"], "HIT", "{damage}: {url}");
         }
         assert_eq!(up.hits("/r/a.tar.gz"), 1);
-        let rec = srv2.app.index.url(&up.url("/r/a.tar.gz")).unwrap().unwrap();
+        let rec = srv2
+            .app
+            .cache
+            .index
+            .url(&up.url("/r/a.tar.gz"))
+            .unwrap()
+            .unwrap();
         assert_eq!(
             rec.record.etag.as_deref(),
             Some("\"a1\""),
@@ -691,7 +704,7 @@ async fn disk_full_fails_cleanly_and_readiness_recovers_by_itself() {
     );
     srv.app.flights.wait_idle().await;
     assert!(srv.temp_files().is_empty(), "no partial blob is left");
-    assert_eq!(srv.app.index.stats().blobs, 0);
+    assert_eq!(srv.app.cache.index.stats().blobs, 0);
     assert_eq!(
         srv.get(&srv.url("/healthz")).await.status(),
         200,
@@ -796,6 +809,7 @@ async fn a_data_directory_written_by_0_1_opens_with_its_placements() {
     let srv = TestServer::start_in(dir.clone(), test_config(&data));
     let sha = |hex: &str| {
         srv.app
+            .cache
             .index
             .by_checksum(Algo::Sha256, hex)
             .unwrap()
@@ -813,7 +827,7 @@ async fn a_data_directory_written_by_0_1_opens_with_its_placements() {
         (c.placement, c.origin, c.pinned, c.size),
         (Placement::Local, Origin::Upload, true, 1000)
     );
-    let stats = srv.app.index.stats();
+    let stats = srv.app.cache.index.stats();
     assert_eq!((stats.blobs, stats.bytes, stats.urls), (2, 4000, 2));
 
     // Served as hits, byte for byte (the fixture's upstream is not running).
@@ -845,5 +859,5 @@ async fn a_data_directory_written_by_0_1_opens_with_its_placements() {
     let events = journal_events(&srv);
     assert_eq!(events.len(), 4);
     assert_eq!(events[1]["event"], "evicted");
-    assert!(srv.app.store.exists(a.blake3()) && !srv.app.store.exists(b.blake3()));
+    assert!(srv.app.cache.store.exists(a.blake3()) && !srv.app.cache.store.exists(b.blake3()));
 }

@@ -116,7 +116,7 @@ async fn an_object_replaced_during_the_retry_is_not_spliced() {
     assert_eq!(r.status(), 200, "the body had started");
     assert!(r.bytes().await.is_err(), "the connection is aborted");
     srv.app.flights.wait_idle().await;
-    assert!(srv.app.index.url(&up.url(PATH)).unwrap().is_none());
+    assert!(srv.app.cache.index.url(&up.url(PATH)).unwrap().is_none());
     let reqs = up.requests(PATH);
     assert_eq!(reqs[1].header("if-range"), Some("\"old\""));
 }

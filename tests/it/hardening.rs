@@ -15,7 +15,7 @@ use crate::common::upstream::*;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use upcache::prefetch::{self, Kind};
+use upcache::jobs::{self as prefetch, Kind};
 
 const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
@@ -653,6 +653,7 @@ async fn html_pages_forbid_sniffing_framing_and_inline_scripts() {
     srv.app.flights.wait_idle().await;
     let b3 = srv
         .app
+        .cache
         .index
         .url(&up.url("/p.tar.gz"))
         .unwrap()
@@ -754,17 +755,17 @@ async fn alert_deduplication_stays_bounded_within_min_interval() {
     })
     .await;
     let bound = 16;
-    srv.app.alerts.set_remembered_max(bound);
+    srv.app.cache.alerts.set_remembered_max(bound);
     for i in 2..50 {
         let url = format!("http://127.0.0.{i}:{closed}/x.tar.gz");
         let r = srv.get(&srv.fetch_url(&url)).await;
         assert_eq!(r.status(), 502, "{url}");
         srv.app.flights.wait_idle().await;
-        let (n, _) = srv.app.alerts.size();
+        let (n, _) = srv.app.cache.alerts.size();
         assert!(n <= bound, "{n} alert keys remembered after {i} hosts");
     }
     assert_eq!(
-        srv.app.alerts.size().0,
+        srv.app.cache.alerts.size().0,
         bound,
         "every host raised its alert"
     );

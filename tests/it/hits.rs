@@ -395,7 +395,7 @@ async fn a_blob_file_that_vanished_is_dropped_and_refetched() {
     // At start-up: entries whose file is gone are dropped.
     std::fs::remove_file(&blob).unwrap();
     let srv = srv.restart().await;
-    assert_eq!(srv.app.index.stats().blobs, 0);
+    assert_eq!(srv.app.cache.index.stats().blobs, 0);
     let r = srv
         .get(&srv.url(&format!("/api/v1/lookup?md5={}", d.md5)))
         .await;

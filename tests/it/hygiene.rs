@@ -1,6 +1,7 @@
 //! HTTP/1.1 hygiene (SPEC 5, RFC 9112) of the real binary, with raw TCP clients: size limits
 //! on the request head, framing conflicts, unread bodies that must never be taken for a
-//! request, and slow clients that must not starve others.
+//! request, and slow clients that must not starve others. And code hygiene: no import cycle
+//! between the top-level modules of `src/`.
 
 use std::time::Duration;
 
@@ -270,4 +271,133 @@ async fn slow_clients_do_not_starve_others_and_are_cut_off() {
             "a slow head was answered: {text}"
         );
     }
+}
+
+// Code hygiene: the top-level modules of `src/` form a one-way graph (docs/ARCHITECTURE.md).
+
+/// The top-level module graph of `src/`: for each module (a file or folder below `src/`,
+/// `main` and `lib` aside), the other top-level modules it names as `crate::x` (or in
+/// `crate::{x, ...}`), outside comments and its `#[cfg(test)] mod tests`.
+fn module_graph() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let tests = regex::Regex::new(r"#\[cfg\(test\)\]\s*mod tests").unwrap();
+    let comment = regex::Regex::new(r"//.*").unwrap();
+    let path = regex::Regex::new(r"crate::(\w+)").unwrap();
+    let group = regex::Regex::new(r"crate::\{([^}]*)\}").unwrap();
+    let member = regex::Regex::new(r"(?:^|,)\s*(\w+)").unwrap();
+    let mut graph = std::collections::BTreeMap::<String, std::collections::BTreeSet<String>>::new();
+    let mut dirs = vec![src.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+                continue;
+            }
+            if p.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let rel = p.strip_prefix(&src).unwrap();
+            let first = rel
+                .components()
+                .next()
+                .unwrap()
+                .as_os_str()
+                .to_str()
+                .unwrap();
+            let top = first.trim_end_matches(".rs").to_owned();
+            if top == "main" || top == "lib" {
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap();
+            let code = tests.split(&text).next().unwrap();
+            let code = comment.replace_all(code, "");
+            let names = graph.entry(top.clone()).or_default();
+            names.extend(path.captures_iter(&code).map(|c| c[1].to_owned()));
+            for g in group.captures_iter(&code) {
+                names.extend(member.captures_iter(&g[1]).map(|c| c[1].to_owned()));
+            }
+            names.remove(&top);
+        }
+    }
+    let known: std::collections::BTreeSet<String> = graph.keys().cloned().collect();
+    for names in graph.values_mut() {
+        names.retain(|n| known.contains(n));
+    }
+    graph
+}
+
+/// A cycle in `graph`, as the path `a -> b -> ... -> a`, if there is one.
+fn find_cycle(
+    graph: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+) -> Option<Vec<String>> {
+    // Depth-first search: 0 unvisited, 1 on the current path, 2 done.
+    fn visit(
+        graph: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        node: &str,
+        state: &mut std::collections::BTreeMap<String, u8>,
+        path: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        state.insert(node.to_owned(), 1);
+        path.push(node.to_owned());
+        for next in &graph[node] {
+            match state.get(next).copied().unwrap_or(0) {
+                1 => {
+                    let start = path.iter().position(|n| n == next).unwrap();
+                    let mut cycle = path[start..].to_vec();
+                    cycle.push(next.clone());
+                    return Some(cycle);
+                }
+                0 => {
+                    if let Some(c) = visit(graph, next, state, path) {
+                        return Some(c);
+                    }
+                }
+                _ => {}
+            }
+        }
+        path.pop();
+        state.insert(node.to_owned(), 2);
+        None
+    }
+    let mut state = std::collections::BTreeMap::new();
+    for node in graph.keys() {
+        if state.get(node).copied().unwrap_or(0) == 0 {
+            if let Some(c) = visit(graph, node, &mut state, &mut Vec::new()) {
+                return Some(c);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn the_top_level_modules_import_each_other_one_way() {
+    let graph = module_graph();
+    // The graph was read: the service names the cache, the cache names the index.
+    assert!(graph["service"].contains("cache") && graph["cache"].contains("index"));
+    if let Some(cycle) = find_cycle(&graph) {
+        panic!(
+            "import cycle between top-level modules: {} (dependencies must point one way, \
+             see docs/ARCHITECTURE.md)",
+            cycle.join(" -> ")
+        );
+    }
+}
+
+#[test]
+fn a_cycle_is_found_and_named() {
+    let graph = [("a", "b"), ("b", "c"), ("c", "a"), ("d", "a")]
+        .into_iter()
+        .fold(std::collections::BTreeMap::new(), |mut g, (from, to)| {
+            g.entry(from.to_owned())
+                .or_insert_with(std::collections::BTreeSet::new)
+                .insert(to.to_owned());
+            g.entry(to.to_owned()).or_default();
+            g
+        });
+    assert_eq!(find_cycle(&graph).unwrap().join(" -> "), "a -> b -> c -> a");
+    let mut acyclic = graph.clone();
+    acyclic.get_mut("c").unwrap().clear();
+    assert_eq!(find_cycle(&acyclic), None);
 }

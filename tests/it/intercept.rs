@@ -253,7 +253,7 @@ async fn clients_that_do_not_trust_the_ca_fail_their_handshake() {
     assert!(error.contains("CERTIFICATE_VERIFY_FAILED"), "{got}");
     // Nothing was served, so nothing was fetched.
     assert_eq!(s.up.total_hits(), 0);
-    assert_eq!(s.srv.app.index.stats().urls, 0);
+    assert_eq!(s.srv.app.cache.index.stats().urls, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,7 +294,7 @@ async fn intercepted_connects_obey_the_ssrf_guard_and_allow_hosts() {
         assert!(text.starts_with("HTTP/1.1 403"), "{target}: {text}");
         assert!(text.contains("forbidden_destination"), "{target}: {text}");
     }
-    assert_eq!(s.srv.app.index.stats().urls, 0);
+    assert_eq!(s.srv.app.cache.index.stats().urls, 0);
     let s = Setup::start(|c| c.upstream.allow_hosts = vec!["ftp.gnu.org".into()]).await;
     let text = s
         .srv
@@ -356,7 +356,7 @@ async fn hosts_outside_intercept_hosts_are_tunneled_and_not_cached() {
     let req = &s.up.requests("/blind.tar.gz")[0];
     assert!(req.header("user-agent").unwrap().starts_with("curl/"));
     s.srv.app.flights.wait_idle().await;
-    let stats = s.srv.app.index.stats();
+    let stats = s.srv.app.cache.index.stats();
     assert_eq!((stats.blobs, stats.urls), (0, 0));
 }
 
@@ -375,7 +375,7 @@ async fn an_untrusted_upstream_certificate_fails_even_when_intercepted() {
         0,
         "no request was sent over the unverified connection"
     );
-    assert_eq!(s.srv.app.index.stats().urls, 0);
+    assert_eq!(s.srv.app.cache.index.stats().urls, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,7 +392,10 @@ async fn expected_checksum_headers_are_honoured_inside_the_tunnel() {
         "complete body delivered: {c:?}"
     );
     s.srv.app.flights.wait_idle().await;
-    assert!(s.srv.app.index.url(&url).unwrap().is_none(), "not bound");
+    assert!(
+        s.srv.app.cache.index.url(&url).unwrap().is_none(),
+        "not bound"
+    );
     assert!(journal(&s.srv).contains("\"event\":\"integrity_failed\""));
     // The right checksum: a normal miss.
     let right = format!("X-Upcache-Expect-Sha256: {}", sha256(&body));

@@ -233,11 +233,11 @@ async fn downloads_beyond_upstream_concurrency_wait_for_a_slot() {
     let b1 = tokio::spawn(s.client.get(&url_b).send());
     let b2 = tokio::spawn(s.client.get(&url_b).send());
     eventually("a fill waiting for an upstream slot", async || {
-        (s.app.metrics.upstream_waiting.get() == 1).then_some(())
+        (s.app.cache.metrics.upstream_waiting.get() == 1).then_some(())
     })
     .await;
     eventually("a second request joining it", async || {
-        (s.app.metrics.coalesced_joins.get() == 1).then_some(())
+        (s.app.cache.metrics.coalesced_joins.get() == 1).then_some(())
     })
     .await;
     assert_eq!(up.hits("/q/b.tar.gz"), 0, "b waits for a's slot");
@@ -250,7 +250,7 @@ async fn downloads_beyond_upstream_concurrency_wait_for_a_slot() {
         assert_eq!(r.bytes().await.unwrap(), b);
     }
     assert_eq!(up.hits("/q/b.tar.gz"), 1);
-    assert_eq!(s.app.metrics.upstream_waiting.get(), 0);
+    assert_eq!(s.app.cache.metrics.upstream_waiting.get(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,7 @@ mod process;
 mod s3;
 mod spec;
 mod status;
+mod tier;
 mod tunnel;
 mod uploads;
 mod upstream_selftest;

@@ -63,7 +63,7 @@ async fn fifty_concurrent_gets_make_one_upstream_request() {
     let (_, h, got) = srv.get_bytes(&url).await;
     assert_eq!((h["x-cache"].to_str().unwrap(), got), ("HIT", body));
     assert_eq!(up.hits(PATH), 1);
-    assert!(srv.app.metrics.coalesced_joins.get() >= 49);
+    assert!(srv.app.cache.metrics.coalesced_joins.get() >= 49);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,7 +137,7 @@ async fn upstream_closing_early_aborts_the_client_and_the_next_request_refetches
     );
     srv.app.flights.wait_idle().await;
     assert!(srv.temp_files().is_empty(), "nothing partial is kept");
-    assert!(srv.app.index.url(&up.url(PATH)).unwrap().is_none());
+    assert!(srv.app.cache.index.url(&up.url(PATH)).unwrap().is_none());
     let (s, h, got) = srv.get_bytes(&url).await;
     assert_eq!((s.as_u16(), h["x-cache"].to_str().unwrap()), (200, "MISS"));
     assert_eq!(got, body);
@@ -161,7 +161,7 @@ async fn a_broken_transfer_is_retried_and_the_client_never_notices() {
     assert_eq!(got, body);
     assert_eq!(up.hits(PATH), 2);
     srv.app.flights.wait_idle().await;
-    let lookup = srv.app.index.url(&up.url(PATH)).unwrap().unwrap();
+    let lookup = srv.app.cache.index.url(&up.url(PATH)).unwrap().unwrap();
     assert_eq!(lookup.blob.size, 300_000);
 }
 
@@ -177,7 +177,7 @@ async fn a_retry_that_returns_different_bytes_fails_instead_of_splicing() {
     let r = srv.get(&srv.fetch_url(&up.url(PATH))).await;
     assert!(r.bytes().await.is_err());
     srv.app.flights.wait_idle().await;
-    assert!(srv.app.index.url(&up.url(PATH)).unwrap().is_none());
+    assert!(srv.app.cache.index.url(&up.url(PATH)).unwrap().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,7 +196,7 @@ async fn flaky_upstream_succeeds_after_retries() {
     let (s, _, got) = srv.get_bytes(&srv.fetch_url(&up.url(PATH))).await;
     assert_eq!((s.as_u16(), got), (200, body));
     assert_eq!(up.hits(PATH), 3);
-    assert_eq!(srv.app.metrics.upstream_retries.get(), 2);
+    assert_eq!(srv.app.cache.metrics.upstream_retries.get(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,6 +308,7 @@ async fn redirects_are_followed_and_the_final_url_recorded() {
     srv.app.flights.wait_idle().await;
     let entry = srv
         .app
+        .cache
         .index
         .url(&up.url("/old/a.tar.gz"))
         .unwrap()
@@ -363,7 +364,7 @@ async fn objects_over_max_object_size_are_refused_and_never_stored() {
     gate.open();
     assert!(r.bytes().await.is_err());
     srv.app.flights.wait_idle().await;
-    assert_eq!(srv.app.index.stats().blobs, 0);
+    assert_eq!(srv.app.cache.index.stats().blobs, 0);
     assert!(srv.temp_files().is_empty());
 }
 
@@ -384,7 +385,7 @@ async fn denied_extensions_and_content_types() {
     let (status, code, _) = error_code(r).await;
     assert_eq!((status, code.as_str()), (403, "denied_by_policy"));
     srv.app.flights.wait_idle().await;
-    assert_eq!(srv.app.index.stats().blobs, 0);
+    assert_eq!(srv.app.cache.index.stats().blobs, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -405,7 +406,7 @@ async fn expected_checksum_mismatch_on_a_miss_is_never_a_complete_response() {
         }
         srv.app.flights.wait_idle().await;
         assert!(
-            srv.app.index.url(&up.url(path)).unwrap().is_none(),
+            srv.app.cache.index.url(&up.url(path)).unwrap().is_none(),
             "mismatching content is not bound"
         );
     }
@@ -449,7 +450,7 @@ async fn head_on_a_miss_asks_upstream_and_stores_nothing() {
         "Wed, 01 Jan 2025 00:00:00 GMT"
     );
     assert_eq!(up.requests(PATH)[0].method, "HEAD");
-    assert_eq!(srv.app.index.stats().blobs, 0);
+    assert_eq!(srv.app.cache.index.stats().blobs, 0);
     let r = srv
         .client
         .head(srv.fetch_url(&up.url("/nope")))
@@ -554,7 +555,11 @@ async fn a_cancelled_fill_task_fails_its_readers_and_frees_its_url() {
         let flight = srv
             .app
             .flights
-            .join_or_start(&url, || Ok(None::<()>), || srv.app.store.create_temp())
+            .join_or_start(
+                &url,
+                || Ok(None::<()>),
+                || srv.app.cache.store.create_temp(),
+            )
             .unwrap();
         match flight {
             Flight::Started(fill, temp) => (fill, temp),

@@ -1040,7 +1040,7 @@ async fn artifact_answers_validate_against_the_document() {
 /// Lookups, uploads, jobs, statistics and administration.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_api_answers_validate_against_the_document() {
-    use upcache::prefetch::Kind;
+    use upcache::jobs::Kind;
     let (mut cases, s) = setup().await;
     let (c, server, d) = (&s.client, &s.server, &s.digests);
     let as_admin =

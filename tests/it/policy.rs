@@ -270,7 +270,7 @@ async fn proxy_form_naming_this_server_is_not_proxied_to_itself() {
     assert_eq!(r.bytes().await.unwrap(), "bytes");
     srv.app.flights.wait_idle().await;
     assert_eq!(
-        srv.app.index.stats().urls,
+        srv.app.cache.index.stats().urls,
         1,
         "only the upstream URL, not our own"
     );

@@ -5,7 +5,7 @@ use crate::common::fixtures::{admin, output, sha256, upcache};
 use crate::common::server::*;
 use crate::common::upstream::*;
 use serde_json::{Value, json};
-use upcache::prefetch::Kind;
+use upcache::jobs::Kind;
 
 async fn post_job(
     srv: &TestServer,
@@ -164,7 +164,7 @@ async fn prefetch_requests_are_validated() {
         let (code, error, _) = error_code(r).await;
         assert_eq!((code, error.as_str()), (400, "bad_request"), "{what}");
     }
-    let too_many: Vec<String> = (0..=upcache::prefetch::MAX_URLS)
+    let too_many: Vec<String> = (0..=upcache::jobs::MAX_URLS)
         .map(|i| format!("http://a.example/{i}.tar.gz"))
         .collect();
     let r = post_job(&srv, "/api/v1/prefetch", None, json!({ "urls": too_many })).await;

@@ -370,7 +370,11 @@ async fn rpmbuild_fetches_sources_through_upcache() {
     assert_eq!(up.hits("/pub/hello-1.0.tar.gz"), 1);
     assert_eq!(up.hits("/pub/fix-build.patch"), 1);
     srv.app.flights.wait_idle().await;
-    assert_eq!(srv.app.index.stats().urls, 2, "both sources are cached");
+    assert_eq!(
+        srv.app.cache.index.stats().urls,
+        2,
+        "both sources are cached"
+    );
 }
 
 /// After a crash: no temp files, every index entry has its file, every file its digests.

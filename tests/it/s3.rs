@@ -51,7 +51,7 @@ async fn fixture(size: usize, seed: u64) -> (S3Server, Upstream, bytes::Bytes) {
 /// Wait until every fill has ended and every blob it stored is in the bucket.
 async fn settle(srv: &TestServer) {
     srv.app.flights.wait_idle().await;
-    let tier = srv.app.tier.as_ref().expect("s3 backend");
+    let tier = &srv.app.tier;
     tokio::time::timeout(Duration::from_secs(30), tier.wait_published())
         .await
         .expect("publishing to the bucket finishes");
@@ -376,7 +376,10 @@ async fn trimming_the_local_tier_keeps_blobs_in_the_bucket() {
     let v = sweep(&srv, &admin).await;
     assert_eq!(v["evicted"], 1, "{v}");
     let blake3 = blake3::hash(&body).to_hex().to_string();
-    assert!(!srv.app.store.exists(&blake3), "the local copy is gone");
+    assert!(
+        !srv.app.cache.store.exists(&blake3),
+        "the local copy is gone"
+    );
     // Still a hit: from the bucket.
     let (_, h, got) = srv.get_bytes(&srv.fetch_url(&up.url(PATH))).await;
     assert_eq!((h["x-cache"].to_str().unwrap(), got), ("HIT", body));
@@ -455,8 +458,8 @@ async fn reads_on_one_instance_keep_a_blob_from_cleanup_by_another() {
     // A reads it (a hit), and its periodic flush writes the read to the bucket.
     let (_, h, _) = a.get_bytes(&a.fetch_url(&up.url(PATH))).await;
     assert_eq!(h["x-cache"], "HIT");
-    let read = a.app.index.flush_access().unwrap();
-    a.app.touch_remote(read);
+    let read = a.app.cache.index.flush_access().unwrap();
+    a.app.tier.touch(read);
     settle(&a).await;
     // B never read it, but sees A's read: nothing to delete.
     let v = sweep(&b, &admin_b).await;
@@ -503,7 +506,7 @@ async fn uploads_while_the_bucket_is_down_stay_local_and_reach_it_when_it_is_bac
         .get_bytes(&srv.fetch_url("https://dead.example/a-1.0.tar.gz"))
         .await;
     assert_eq!((s.as_u16(), got), (200, body.clone()));
-    let tier = srv.app.tier.as_ref().unwrap();
+    let tier = &srv.app.tier;
     assert_eq!(tier.pending(), 1, "the upload is waiting for the bucket");
 
     let s3 = S3Server::start_on(port);

@@ -208,7 +208,7 @@ async fn mismatching_checksums_conflicts_and_size_limits_store_nothing() {
     assert_eq!(error_code(r).await.0, 422);
     let r = s.put("md5=nothex", Some(&s.upload), body.clone()).await;
     assert_eq!(error_code(r).await.1, "bad_request");
-    assert_eq!(s.srv.app.index.stats().blobs, 0, "nothing stored");
+    assert_eq!(s.srv.app.cache.index.stats().blobs, 0, "nothing stored");
     assert!(s.srv.temp_files().is_empty());
 
     // Too large, declared and undeclared (chunked).
@@ -224,7 +224,7 @@ async fn mismatching_checksums_conflicts_and_size_limits_store_nothing() {
         .put("", Some(&s.upload), reqwest::Body::wrap_stream(stream))
         .await;
     assert_eq!(error_code(r).await.1, "too_large");
-    assert_eq!(s.srv.app.index.stats().blobs, 0);
+    assert_eq!(s.srv.app.cache.index.stats().blobs, 0);
     assert!(s.srv.temp_files().is_empty());
 
     // A URL bound to other content: 409; replace=true needs admin; then it rebinds.

@@ -193,7 +193,7 @@ async fn new_bytes_are_stored_and_rebound_with_an_updated_event_not_drift() {
     let (dir, cfg) = srv.shut_down().await;
     std::fs::remove_dir_all(cfg.storage.data_dir.join("index")).unwrap();
     let srv = TestServer::start_in(dir, cfg);
-    let rebuilt = srv.app.index.url(&url).unwrap().expect("still bound");
+    let rebuilt = srv.app.cache.index.url(&url).unwrap().expect("still bound");
     assert_eq!(rebuilt.blob.digests.sha256, sha256_hex(&v2));
     // No drift alert was sent (alerts are sent right away; an `updated` raises none).
     assert_eq!(hook.hits("/hook"), 0);
@@ -255,7 +255,7 @@ async fn concurrent_requests_after_the_ttl_make_one_upstream_revalidation() {
         REPOMD,
         metadata(&v1, "\"v1\"", LM1).hold_headers(gate.clone()),
     );
-    let joins = srv.app.metrics.coalesced_joins.get();
+    let joins = srv.app.cache.metrics.coalesced_joins.get();
     let n = 20;
     let tasks: Vec<_> = (0..n)
         .map(|_| {
@@ -269,7 +269,7 @@ async fn concurrent_requests_after_the_ttl_make_one_upstream_revalidation() {
         .collect();
     gate.reached().await;
     // Every other request joined the one revalidation before upstream answers.
-    until(|| srv.app.metrics.coalesced_joins.get() == joins + n - 1).await;
+    until(|| srv.app.cache.metrics.coalesced_joins.get() == joins + n - 1).await;
     gate.open();
     for t in tasks {
         let (x, body) = t.await.unwrap();
@@ -376,7 +376,7 @@ async fn revalidate_job(srv: &TestServer, token: &str, url: &str) -> Value {
     assert_eq!(r.status(), 202);
     let started: Value = r.json().await.unwrap();
     let id = started["id"].as_str().unwrap();
-    let kind = upcache::prefetch::Kind::Revalidate;
+    let kind = upcache::jobs::Kind::Revalidate;
     srv.app.jobs.get(kind, id).unwrap().wait().await;
     let status = srv
         .client

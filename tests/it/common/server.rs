@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tempfile::TempDir;
-use upcache::{App, Config, Server};
+use upcache::{Config, Server, Service};
 
 /// Configuration for tests: loopback upstreams allowed, fast retries, no per-client limits.
 pub fn test_config(data_dir: &Path) -> Config {
@@ -30,7 +30,7 @@ pub fn test_config(data_dir: &Path) -> Config {
 
 /// An in-process server. Dropping it stops nothing gracefully; call `stop` for that.
 pub struct TestServer {
-    pub app: Arc<App>,
+    pub app: Arc<Service>,
     server: Option<Server>,
     pub base: String,
     pub dir: Arc<TempDir>,
@@ -101,7 +101,7 @@ impl TestServer {
         // As `upcache serve` does: fills, then the background workers, which hold the app
         // (and its index lock) while they run; an offline command may follow at once.
         self.app.shutdown(std::time::Duration::from_secs(10)).await;
-        self.app.index.flush_blocking().unwrap();
+        self.app.cache.index.flush_blocking().unwrap();
     }
 
     /// Stop gracefully and release the data directory (the index lock), keeping the files:

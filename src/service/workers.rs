@@ -2,13 +2,13 @@
 //!
 //! | worker | group | started by | step |
 //! |---|---|---|---|
-//! | readiness prober | `prober` | `App::open` | probe the data volume (and the bucket) every second |
-//! | alert sender | inside `Alerter` | `App::open` (with a webhook) | deliver one alert, retried with backoff |
-//! | publication (one per blob) | `publish` | `App::publish_later` (s3/obs) | upload a blob and its shared records |
+//! | readiness prober | `prober` | `Service::open` | probe the data volume (and the bucket) every second |
+//! | alert sender | inside `Alerter` | `Service::open` (with a webhook) | deliver one alert, retried with backoff |
+//! | publication (one per blob) | inside the bucket tier | `Tier::stored` (s3/obs) | upload a blob and its shared records |
 //! | sweeper | `sweeper` | [`spawn_background`] (`upcache serve`) | one pass every `cache.sweep_interval` |
 //! | access-stat flush | `access` | [`spawn_background`] | write batched reads to the index every 10 s |
 //!
-//! [`App::shutdown`] stops them in this order: in-flight fills first (they commit what they
+//! [`Service::shutdown`] stops them in this order: in-flight fills first (they commit what they
 //! downloaded), then the sweeper, publications, the access-stat flush, the prober, and the
 //! alert sender last (so that what failed while stopping is still reported).
 
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::app::App;
+use crate::service::Service;
 use crate::worker::{Group, State, WorkError, Worker};
 
 /// How often batched read statistics are written to the index.
@@ -31,7 +31,6 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 pub struct Workers {
     pub sweeper: Group,
     pub access: Group,
-    pub publish: Group,
     pub prober: Group,
 }
 
@@ -40,19 +39,21 @@ impl Default for Workers {
         Workers {
             sweeper: Group::new("sweeper"),
             access: Group::new("access-stat flush"),
-            publish: Group::new("publications"),
             prober: Group::new("readiness prober"),
         }
     }
 }
 
 /// Start the workers of a serving instance (the sweeper and the access-stat flush); they
-/// run until [`App::shutdown`].
-pub fn spawn_background(app: &Arc<App>) {
+/// run until [`Service::shutdown`].
+pub fn spawn_background(app: &Arc<Service>) {
     let rt = app.runtime().clone();
+    let interval = app.config.cache.sweep_interval;
+    let a = app.clone();
+    let pass: crate::sweeper::Pass = Arc::new(move || a.sweep());
     app.workers
         .sweeper
-        .spawn(crate::sweeper::SweepWorker::new(app.clone()), &rt);
+        .spawn(crate::sweeper::SweepWorker::new(interval, pass), &rt);
     app.workers
         .access
         .spawn(AccessFlush { app: app.clone() }, &rt);
@@ -60,7 +61,7 @@ pub fn spawn_background(app: &Arc<App>) {
 
 /// Writes batched read statistics to the index, and (s3/obs) the reads to the bucket.
 struct AccessFlush {
-    app: Arc<App>,
+    app: Arc<Service>,
 }
 
 impl Worker for AccessFlush {
@@ -70,8 +71,8 @@ impl Worker for AccessFlush {
 
     async fn work(&mut self) -> Result<State, WorkError> {
         let a = self.app.clone();
-        let read = tokio::task::spawn_blocking(move || a.index.flush_access()).await??;
-        self.app.touch_remote(read);
+        let read = tokio::task::spawn_blocking(move || a.cache.index.flush_access()).await??;
+        self.app.tier.touch(read);
         Ok(State::Idle)
     }
 
@@ -80,7 +81,7 @@ impl Worker for AccessFlush {
     }
 }
 
-impl App {
+impl Service {
     /// Stop everything running in the background, in order (see the module documentation),
     /// within `grace` in all: a fill still running then is cut (its readers get an error,
     /// its temp file goes), a worker still in a step is aborted. The caller then flushes the
@@ -108,9 +109,11 @@ impl App {
             );
         }
         let w = &self.workers;
-        for group in [&w.sweeper, &w.publish, &w.access, &w.prober] {
+        w.sweeper.stop(left()).await;
+        self.tier.stop(left()).await;
+        for group in [&w.access, &w.prober] {
             group.stop(left()).await;
         }
-        self.alerts.stop(left()).await;
+        self.cache.alerts.stop(left()).await;
     }
 }

@@ -5,7 +5,7 @@
 //! removed, a file the index does not know is re-hashed and adopted or quarantined.
 //!
 //! Committing new bytes is the one operation in the other order (the file must be durable
-//! before anything points at it): `App::commit_blob`.
+//! before anything points at it): `Cache::commit_blob`.
 //!
 //! ```text
 //!   Local --replicated--> Replicated --drop_local--> RemoteOnly

@@ -9,15 +9,16 @@
 
 use std::sync::Arc;
 
+use super::Submitter;
 use crate::alerts::Kind;
-use crate::app::App;
 use crate::audit::{Event, UpstreamInfo};
+use crate::cache::Cache;
 use crate::error::Error;
 use crate::fill::FillError;
 use crate::index::{BlobMeta, Origin};
-use crate::prefetch::Submitter;
 use crate::store::{Digests, TempBlob, TempWriter};
-use crate::upstream::Head;
+use crate::tier::DynTier;
+use crate::upstream::{Head, Upstream};
 use crate::url::UpstreamUrl;
 
 /// What a revalidation found.
@@ -30,27 +31,30 @@ pub enum Outcome {
 }
 
 /// The blob `url` is bound to, if it is bound and its bytes are here.
-pub fn bound_blob(app: &App, url: &UpstreamUrl) -> Result<Option<BlobMeta>, Error> {
-    let Some(entry) = app.index.url(url.as_str())? else {
+pub fn bound_blob(cache: &Cache, url: &UpstreamUrl) -> Result<Option<BlobMeta>, Error> {
+    let Some(entry) = cache.index.url(url.as_str())? else {
         return Ok(None);
     };
-    Ok(app.open_blob(&entry.blob)?.map(|_| entry.blob.clone()))
+    Ok(cache.open_blob(&entry.blob)?.map(|_| entry.blob.clone()))
 }
 
-/// Download `url` again (with the usual retries) and compare it with `bound`.
+/// Download `url` again (with the usual retries) and compare it with `bound`. New bytes are
+/// committed to `cache` and handed to `tier`.
 pub async fn revalidate(
-    app: &Arc<App>,
+    cache: &Arc<Cache>,
+    upstream: &Upstream,
+    tier: &DynTier,
     url: &UpstreamUrl,
     bound: &BlobMeta,
     who: &Submitter,
 ) -> Result<Outcome, Error> {
-    let cfg = &app.config.upstream;
+    let cfg = &cache.config.upstream;
     let mut attempt = 0;
     let (temp, digests, size, head) = loop {
         if attempt > 0 {
             tokio::time::sleep(crate::fill::backoff(cfg.retry_backoff, attempt)).await;
         }
-        match download(app, url).await {
+        match download(cache, upstream, url).await {
             Ok(done) => break done,
             Err(e) if e.is_retryable() && attempt < cfg.retries => attempt += 1,
             Err(e) => return Err(Error::from(&e)),
@@ -61,7 +65,7 @@ pub async fn revalidate(
         drop(temp);
         return Ok(Outcome::Unchanged);
     }
-    let now = app.clock.unix_now();
+    let now = cache.clock.unix_now();
     // Pinned: kept for inspection until an admin unpins or deletes it.
     let meta = BlobMeta::new(digests.clone(), size, Origin::Upstream, now)
         .with_content_type(head.content_type.clone())
@@ -88,27 +92,30 @@ pub async fn revalidate(
         final_url: Some(head.final_url.clone()),
     });
     event.detail = Some(detail.clone());
-    let (stored, _) = app.commit_blob(temp, meta, None, event).await?;
+    let (stored, _) = cache.commit_blob(temp, meta, None, event).await?;
+    tier.stored(stored.blake3());
     tracing::warn!(url = %url, bound = %bound.digests.blake3, upstream = %digests.blake3, "drift: upstream content changed");
-    send_drift_alert(app, url, detail);
+    send_drift_alert(cache, url, detail);
     Ok(Outcome::Drift(stored))
 }
 
 /// The `drift` webhook alert (SPEC 6), de-duplicated per URL.
-fn send_drift_alert(app: &App, url: &UpstreamUrl, message: String) {
-    app.alerts
+fn send_drift_alert(cache: &Cache, url: &UpstreamUrl, message: String) {
+    cache
+        .alerts
         .raise(Kind::Drift, &url.to_string(), format!("{url}: {message}"));
 }
 
 /// One download into a temp file, hashed on the way; nothing is served or bound.
 async fn download(
-    app: &Arc<App>,
+    cache: &Cache,
+    upstream: &Upstream,
     url: &UpstreamUrl,
 ) -> Result<(TempBlob, Digests, u64, Head), FillError> {
-    let mut dl = app.upstream.get(url, None).await?;
-    let mut writer = TempWriter::new(app.store.create_temp()?);
+    let mut dl = upstream.get(url, None).await?;
+    let mut writer = TempWriter::new(cache.store.create_temp()?);
     while let Some(chunk) = dl.chunk().await? {
-        app.upstream
+        upstream
             .policy()
             .check_size(url.as_str(), writer.len() + chunk.len() as u64)?;
         writer.append(&chunk)?;

@@ -3,7 +3,7 @@
 //!
 //! A prefetch item ends `cached` (the URL is bound to a stored blob) or `failed`. A
 //! revalidation item whose URL is already cached is downloaded again and compared
-//! (`unchanged` or `drift`, see [`crate::revalidate`]); one that is not cached yet is simply
+//! (`unchanged` or `drift`, see [`revalidate`]); one that is not cached yet is simply
 //! fetched (`cached`). Invalid URLs become failed items; they do not fail the whole job, but
 //! a URL longer than [`MAX_URL_LEN`] refuses it (400).
 //!
@@ -14,6 +14,8 @@
 //! [`KEEP_DETAIL`], or less when room is needed, then a summary (counts and a few failed
 //! items) until [`KEEP_FINISHED`]. The whole instance downloads at most [`Jobs::parallel`]
 //! job items at a time, leaving the rest of `limits.upstream_concurrency` to clients.
+
+pub mod revalidate;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -26,7 +28,6 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-use crate::app::{App, Resolution};
 use crate::config::LimitsConfig;
 use crate::error::Error;
 use crate::index::BlobMeta;
@@ -136,14 +137,14 @@ pub struct Item {
 }
 
 impl Item {
-    fn bound(&mut self, state: State, meta: &BlobMeta) {
+    pub(crate) fn bound(&mut self, state: State, meta: &BlobMeta) {
         self.state = state;
         self.md5 = Some(meta.digests.md5.clone());
         self.sha256 = Some(meta.digests.sha256.clone());
         self.size = Some(meta.size);
     }
 
-    fn failed(&mut self, e: impl ToString) {
+    pub(crate) fn failed(&mut self, e: impl ToString) {
         let mut message = e.to_string();
         if message.len() > MAX_ITEM_ERROR {
             let mut end = MAX_ITEM_ERROR;
@@ -270,7 +271,7 @@ impl Job {
         matches!(*self.items.lock(), Items::Summary { .. })
     }
 
-    fn update(&self, index: usize, f: impl FnOnce(&mut Item)) {
+    pub(crate) fn update(&self, index: usize, f: impl FnOnce(&mut Item)) {
         let was_final;
         let now_final;
         {
@@ -494,11 +495,17 @@ pub struct Submitter {
 }
 
 /// Start a job over `urls`; it runs in the background.
+///
+/// `policy` refuses URLs up front (failed items); `run` works through one item (its index
+/// and URL) on `runtime`, at most [`Jobs::parallel`] at a time.
 pub fn submit(
-    app: &Arc<App>,
+    jobs: &Jobs,
+    policy: &crate::upstream::Policy,
+    runtime: &tokio::runtime::Handle,
     kind: Kind,
     urls: Vec<String>,
     who: Submitter,
+    run: RunItem,
 ) -> Result<Arc<Job>, Error> {
     if urls.is_empty() {
         return Err(Error::BadRequest("\"urls\" is empty".into()));
@@ -529,13 +536,9 @@ pub fn submit(
             error: None,
             drift: None,
         };
-        let url = UpstreamUrl::parse(raw).map_err(Error::from).and_then(|u| {
-            app.upstream
-                .policy()
-                .check_url(&u)
-                .map(|()| u)
-                .map_err(Error::from)
-        });
+        let url = UpstreamUrl::parse(raw)
+            .map_err(Error::from)
+            .and_then(|u| policy.check_url(&u).map(|()| u).map_err(Error::from));
         match url {
             Ok(u) => {
                 item.url = u.to_string();
@@ -562,19 +565,20 @@ pub fn submit(
         created: Instant::now(),
         finished: tokio::sync::watch::Sender::new(remaining == 0),
     });
-    app.jobs.insert(job.clone())?;
-    let (app2, job2) = (app.clone(), job.clone());
-    app.runtime().spawn(async move {
+    jobs.insert(job.clone())?;
+    let (permits, job2, rt) = (jobs.permits.clone(), job.clone(), runtime.clone());
+    runtime.spawn(async move {
         for (index, url) in parsed.into_iter().enumerate() {
             let Some(url) = url else { continue };
             // Bounded: the next item starts only when a permit is free.
-            let Ok(permit) = app2.jobs.permits.clone().acquire_owned().await else {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
             };
-            let (app, job, who) = (app2.clone(), job2.clone(), who.clone());
-            app2.runtime().spawn(async move {
+            let (job, who) = (job2.clone(), who.clone());
+            let item = run(job.clone(), index, url, who);
+            rt.spawn(async move {
                 job.update(index, |i| i.state = State::Fetching);
-                run_item(&app, &job, index, &url, &who).await;
+                item.await;
                 drop(permit);
             });
         }
@@ -582,91 +586,13 @@ pub fn submit(
     Ok(job)
 }
 
-async fn run_item(app: &Arc<App>, job: &Job, index: usize, url: &UpstreamUrl, who: &Submitter) {
-    if job.kind == Kind::Revalidate && app.volatile.matches(url) {
-        // Repository metadata is expected to change: new content is rebound (`updated`),
-        // never reported as drift.
-        if let Ok(Some(entry)) = app.index.url(url.as_str()) {
-            let outcome =
-                crate::volatile::revalidate_now(app, url, entry.clone(), who.client.clone()).await;
-            job.update(index, |item| match outcome {
-                Ok(None) => item.bound(State::Unchanged, &entry.blob),
-                Ok(Some(new)) => item.bound(State::Cached, &new),
-                Err(e) => item.failed(e),
-            });
-            return;
-        }
-    }
-    if job.kind == Kind::Revalidate {
-        match crate::revalidate::bound_blob(app, url) {
-            Ok(Some(bound)) => {
-                let outcome = crate::revalidate::revalidate(app, url, &bound, who).await;
-                job.update(index, |item| match outcome {
-                    Ok(crate::revalidate::Outcome::Unchanged) => {
-                        item.bound(State::Unchanged, &bound)
-                    }
-                    Ok(crate::revalidate::Outcome::Drift(new)) => {
-                        item.bound(State::Drift, &bound);
-                        item.drift = Some(json!({
-                            "blake3": new.digests.blake3,
-                            "sha256": new.digests.sha256,
-                            "md5": new.digests.md5,
-                            "size": new.size,
-                        }));
-                    }
-                    Err(e) => item.failed(e),
-                });
-                return;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                job.update(index, |item| item.failed(e));
-                return;
-            }
-        }
-    }
-    let result = fetch(app, url, who).await;
-    job.update(index, |item| match result {
-        Ok(meta) => item.bound(State::Cached, &meta),
-        Err(e) => item.failed(e),
-    });
-}
-
-/// Make sure `url` is cached, joining or starting its fill; the blob it is bound to.
-pub async fn fetch(app: &Arc<App>, url: &UpstreamUrl, who: &Submitter) -> Result<BlobMeta, Error> {
-    // A blob whose file vanished is dropped from the index by `open_blob`; resolving again
-    // then starts a fill (as for client requests). With an object store, what another
-    // instance stored counts as cached, and so does a blob only the bucket holds.
-    app.learn_url(url).await?;
-    for _ in 0..3 {
-        match app.resolve(url, None, who.client.clone(), true)? {
-            Resolution::Hit(entry) => {
-                if app.open_blob(&entry.blob)?.is_some() || entry.blob.placement.in_bucket() {
-                    return Ok(entry.blob.clone());
-                }
-            }
-            Resolution::Stale(entry) => return Ok(entry.blob.clone()),
-            Resolution::Miss { fill, .. } | Resolution::Revalidate { fill, .. } => {
-                let state = fill.ended().await;
-                if let Some(entry) = app.index.url(url.as_str())? {
-                    return Ok(entry.blob.clone());
-                }
-                return Err(match &state.phase {
-                    crate::fill::Phase::Failed(e) => Error::from(&**e),
-                    _ => Error::Internal(format!("{url} was downloaded but could not be stored")),
-                });
-            }
-            Resolution::Checksum(_) | Resolution::NotStored => {
-                return Err(Error::Internal(
-                    "unexpected resolution for a prefetch".into(),
-                ));
-            }
-        }
-    }
-    Err(Error::Unavailable(format!(
-        "the stored copy of {url} keeps vanishing; try again"
-    )))
-}
+/// One job item's work, as the service does it: the job, the item's index and URL, who
+/// submitted it.
+pub type RunItem = Arc<
+    dyn Fn(Arc<Job>, usize, UpstreamUrl, Submitter) -> crate::tier::BoxFuture<'static, ()>
+        + Send
+        + Sync,
+>;
 
 #[cfg(test)]
 mod tests {
