@@ -208,12 +208,20 @@ impl App {
         let (index, rebuild) = open_index(&data_dir.join("index"), config.cache.memory_entries)?;
         // The index lock is ours now: no other process owns these temp files.
         let removed = store.remove_temp_files()?;
-        // After a clean shutdown the index and the files agree: the full walk (which does
-        // not scale to millions of blobs) runs in the background, the service is ready at
-        // once. The marker goes now (durably), so a crash from here on means a full walk.
+        // The full walk (which does not scale to millions of blobs) runs in the background,
+        // the service is ready at once: after a clean shutdown the index and the files agree,
+        // and after a crash what the walk repairs is safe to serve meanwhile (a URL whose
+        // blob file is not recorded yet is a miss, one whose file is gone is dropped when
+        // read; docs/DECISIONS.md). Only a rebuilt index is filled before serving. The
+        // marker goes now (durably), so a crash from here on is seen as one.
         let clean = !rebuild && take_clean_marker(&data_dir);
-        let (dropped, recovered) = if clean {
-            info!("clean shutdown: start-up reconciliation runs in the background");
+        let background = !rebuild;
+        let (dropped, recovered) = if background {
+            if clean {
+                info!("clean shutdown: start-up reconciliation runs in the background");
+            } else {
+                info!("unclean shutdown: start-up reconciliation runs in the background");
+            }
             (0, Default::default())
         } else {
             (
@@ -272,7 +280,7 @@ impl App {
         });
         app.start_tier()
             .map_err(|e| OpenError::Tier(e.to_string()))?;
-        if clean {
+        if background {
             let app = app.clone();
             app.runtime
                 .clone()
@@ -290,9 +298,9 @@ impl App {
         }
     }
 
-    /// Start-up reconciliation after a clean shutdown, while serving: under the sweep lock
-    /// (no eviction meanwhile). Fills commit the file before the index, so a blob being
-    /// stored is never taken for a missing one.
+    /// Start-up reconciliation while serving: under the sweep lock (no eviction meanwhile).
+    /// Fills commit the file before the index, so a blob being stored is never taken for a
+    /// missing one, and reconciliation looks each file up again before acting on it.
     fn reconcile_in_background(&self) {
         let _no_sweep = self.sweep_lock.lock();
         let (index, store) = (&self.index, &self.store);
