@@ -326,8 +326,10 @@ impl App {
         }
     }
 
-    /// Leave the clean-shutdown marker (after the index is flushed, at the end of `serve`).
+    /// Leave the clean-shutdown marker (after the index is flushed, at the end of `serve`),
+    /// and the index's totals, so that the next start need not count them.
     pub fn mark_clean_shutdown(&self) -> std::io::Result<()> {
+        self.index.save_totals().map_err(std::io::Error::other)?;
         let dir = &self.config.storage.data_dir;
         let f = std::fs::File::create(dir.join(CLEAN_MARKER))?;
         f.sync_all()?;
