@@ -185,11 +185,12 @@ impl Index {
         let (mut blobs, mut bytes) = (0, 0);
         for item in self.blobs.iter() {
             let (k, v) = item?;
-            let meta: BlobMeta = decode(&k, &v)?;
-            if meta.is_stored() {
+            let meta: meta::Sizing = decode(&k, &v)?;
+            let placement = meta.placement();
+            if !placement.is_evicted() {
                 blobs += 1;
             }
-            if meta.is_local() {
+            if placement.is_local() {
                 bytes += meta.size;
             }
         }
@@ -972,6 +973,35 @@ mod tests {
         drop(idx);
         let idx = Index::open(dir.path(), 10).unwrap();
         assert_eq!(idx.stats(), one(2, 3), "saved after the last change");
+    }
+
+    #[test]
+    fn counting_at_open_follows_every_placement() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = {
+            let idx = Index::open(dir.path(), 10).unwrap();
+            let blobs: Vec<_> = (1..=4u8).map(|i| meta(&vec![i; i as usize])).collect();
+            for (i, b) in blobs.iter().enumerate() {
+                idx.bind(b, &record(&format!("http://h/{i}"), b)).unwrap();
+            }
+            idx.set_placement(blobs[1].blake3(), |_| Placement::Replicated)
+                .unwrap();
+            idx.set_placement(blobs[2].blake3(), |_| Placement::RemoteOnly)
+                .unwrap();
+            idx.evict(blobs[3].blake3()).unwrap();
+            idx.flush_blocking().unwrap();
+            idx.stats()
+        };
+        assert_eq!(
+            before,
+            IndexStats {
+                blobs: 3,
+                bytes: 3,
+                urls: 3
+            }
+        );
+        let idx = Index::open(dir.path(), 10).unwrap();
+        assert_eq!(idx.stats(), before, "counted again, the same");
     }
 
     #[test]
