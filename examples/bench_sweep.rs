@@ -1,12 +1,22 @@
 //! Sweeper benchmark for `scripts/bench.sh`: a data directory with N blobs (each bound to a
 //! URL, written in bulk), then, each in a fresh process so that memory is measured from
-//! nothing: start-up after a clean shutdown (no walk), start-up after a crash (the full walk)
-//! plus one sweeper pass with nothing to evict, and start-up plus a pass that evicts 10 %.
-//! Prints the time of each (the scrub's apart) and each process's RSS as JSON.
+//! nothing: start-up after a clean shutdown, start-up after a crash (ready; then the time
+//! until the background walk is done) plus one sweeper pass with nothing to evict, and
+//! start-up plus a pass that evicts 10 %. Prints the time of each (the scrub's apart) and each
+//! process's RSS as JSON.
 //!
 //! ```text
 //! bench_sweep --blobs 100000
+//! bench_sweep --blobs 1000000 --dir /var/tmp/sweep1m   # keep the set, reuse it next time
+//! bench_sweep --blobs 1000000 --phase probe --data /var/tmp/sweep1m/data
 //! ```
+//!
+//! With `--dir` the set is kept there and the next run reuses it: the setup phase then only
+//! writes the blobs that are missing (those the evicting pass removed), which takes a minute
+//! at 1M instead of nine. `--phase probe` times the steps of a start-up after a crash apart
+//! (open, the missing-file check, the walk) with the RSS after each.
+//!
+//! The process uses mimalloc, as `upcache serve` does, so that RSS is the server's.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,6 +27,10 @@ use serde_json::{Value, json};
 use upcache::Service;
 use upcache::index::{BlobMeta, Origin, UrlRecord};
 use upcache::store::Digester;
+
+/// The server's allocator (src/main.rs), so that RSS figures are the server's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 struct Args {
@@ -30,6 +44,9 @@ struct Args {
     phase: Option<String>,
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Keep the set in this directory (`<dir>/data`) and reuse it if it is there.
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
 fn status_kib(field: &str) -> u64 {
@@ -61,23 +78,47 @@ fn main() {
         return driver(&args);
     };
     let data = args.data.clone().expect("--data");
+    if phase == "probe" {
+        return probe(&args, &data);
+    }
+    if phase == "crash" {
+        // What a crash leaves: the index opened (which takes the saved totals), no marker.
+        let index = upcache::index::Index::open(&data.join("index"), 1).expect("index");
+        drop(index);
+        let _ = std::fs::remove_file(data.join("clean-shutdown"));
+        return println!("{{}}");
+    }
+    let log = Log::install();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let t = Instant::now();
     let app =
         Service::open(config(&args, &data, phase == "evict"), rt.handle().clone()).expect("open");
     let open_s = t.elapsed().as_secs_f64();
+    // Start-up reconciliation runs in the background: a pass waits for it (the sweep lock),
+    // so it is timed apart, from the start.
+    let reconciled_s = (phase != "startup" && log.contains("runs in the background")).then(|| {
+        log.wait_for("background reconciliation ");
+        assert!(
+            !log.contains("background reconciliation failed"),
+            "reconciliation failed"
+        );
+        t.elapsed().as_secs_f64()
+    });
     let out = if phase == "setup" {
-        setup(&args, &app);
-        json!({"setup_s": t.elapsed().as_secs_f64()})
+        let written = setup(&args, &app);
+        json!({"setup_s": t.elapsed().as_secs_f64(), "setup_written": written})
     } else if phase == "startup" {
         json!({"startup_s": open_s})
     } else {
         let rss_before = status_kib("VmRSS:");
+        let peak_before = status_kib("VmHWM:");
         let t = Instant::now();
         let r = app.sweep().expect("sweep");
         json!({
             "startup_s": open_s,
+            "reconciled_s": reconciled_s,
             "rss_after_startup_mib": rss_before / 1024,
+            "peak_rss_startup_mib": peak_before / 1024,
             "pass_s": t.elapsed().as_secs_f64(),
             "peak_rss_mib": status_kib("VmHWM:") / 1024,
             "scrubbed": r.scrubbed,
@@ -88,10 +129,47 @@ fn main() {
     println!("{out}");
 }
 
+/// The process's log lines, kept in memory, so that a phase can wait for one.
+#[derive(Clone, Default)]
+struct Log(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Log {
+    fn install() -> Log {
+        let log = Log::default();
+        let writer = log.clone();
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .init();
+        log
+    }
+
+    fn contains(&self, text: &str) -> bool {
+        String::from_utf8_lossy(&self.0.lock().expect("log")).contains(text)
+    }
+
+    fn wait_for(&self, text: &str) {
+        while !self.contains(text) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl std::io::Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Run each phase in a fresh process and merge their reports.
 fn driver(args: &Args) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("data");
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data = args.dir.as_deref().unwrap_or(temp.path()).join("data");
     let me = std::env::current_exe().expect("own path");
     let run = |phase: &str| -> Value {
         let out = Command::new(&me)
@@ -115,8 +193,8 @@ fn driver(args: &Args) {
     let setup = run("setup");
     // After the clean "shutdown" of the setup: ready without the walk.
     let clean = run("startup");
-    // As after a crash: no marker, the full walk before serving.
-    let _ = std::fs::remove_file(data.join("clean-shutdown"));
+    // As after a crash: no marker, no saved totals.
+    run("crash");
     let idle = run("idle");
     let evict = run("evict");
     println!(
@@ -124,9 +202,12 @@ fn driver(args: &Args) {
         json!({
             "blobs": args.blobs,
             "setup_s": setup["setup_s"],
+            "setup_written": setup["setup_written"],
             "startup_clean_s": clean["startup_s"],
             "startup_after_crash_s": idle["startup_s"],
+            "reconciled_after_crash_s": idle["reconciled_s"],
             "rss_after_startup_mib": idle["rss_after_startup_mib"],
+            "startup_peak_rss_mib": idle["peak_rss_startup_mib"],
             "idle_pass_s": idle["pass_s"],
             "idle_pass_peak_rss_mib": idle["peak_rss_mib"],
             "idle_scrubbed": idle["scrubbed"],
@@ -139,8 +220,54 @@ fn driver(args: &Args) {
     );
 }
 
-/// N blobs of `size` bytes, each bound to its own URL.
-fn setup(args: &Args, app: &Service) {
+/// Time and RSS of the steps of a start-up after a crash, apart: opening the index (sled's
+/// recovery and the recount of the totals), dropping entries whose file is gone, and the
+/// walk of the blob files. Read-only on a complete set.
+fn probe(args: &Args, data: &Path) {
+    let cfg = config(args, data, false);
+    let rss = || status_kib("VmRSS:") / 1024;
+    let base = rss();
+    let t = Instant::now();
+    let index =
+        upcache::index::Index::open(&data.join("index"), cfg.cache.memory_entries).expect("index");
+    let open_s = t.elapsed().as_secs_f64();
+    let after_open = rss();
+    let t = Instant::now();
+    let mut stored = 0u64;
+    index
+        .visit_stored_blobs(None, |_| {
+            stored += 1;
+            Ok::<_, upcache::index::IndexError>(true)
+        })
+        .expect("visit");
+    let visit_s = t.elapsed().as_secs_f64();
+    let after_visit = rss();
+    let store = upcache::store::LocalStore::open(data).expect("store");
+    let t = Instant::now();
+    let dropped = index.drop_missing(|b3| store.exists(b3)).expect("drop");
+    let drop_s = t.elapsed().as_secs_f64();
+    let after_drop = rss();
+    let t = Instant::now();
+    let r = upcache::recovery::reconcile(&index, &store, || Ok(Vec::new()), false).expect("walk");
+    let walk_s = t.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({
+            "rss_base_mib": base,
+            "index_open_s": open_s, "rss_after_open_mib": after_open,
+            "visit_all_s": visit_s, "stored": stored, "rss_after_visit_mib": after_visit,
+            "drop_missing_s": drop_s, "dropped": dropped, "rss_after_drop_missing_mib": after_drop,
+            "walk_s": walk_s, "adopted": r.adopted, "rss_after_walk_mib": rss(),
+            "peak_rss_mib": status_kib("VmHWM:") / 1024,
+        })
+    );
+}
+
+/// N blobs of `size` bytes, each bound to its own URL; on a set kept from an earlier run, only
+/// the blobs that are not stored (evicted by its last phase). Returns how many were written.
+fn setup(args: &Args, app: &Service) -> u64 {
+    let reuse = app.cache.index.stats().blobs > 0;
+    let mut written = 0;
     for i in 0..args.blobs {
         let mut content = vec![0u8; args.size];
         content[..8].copy_from_slice(&i.to_le_bytes());
@@ -150,6 +277,18 @@ fn setup(args: &Args, app: &Service) {
         // In bulk: the file written in place, no fsync per blob (the service's commit fsyncs
         // the file and its directory, which made a 1M set take 1,107 s); one sync at the end.
         let path = app.cache.store.blob_path(&digests.blake3);
+        if reuse
+            && path.exists()
+            && app
+                .cache
+                .index
+                .blob(&digests.blake3)
+                .expect("index")
+                .is_some_and(|m| m.is_stored())
+        {
+            continue;
+        }
+        written += 1;
         let dir = path.parent().expect("fan-out dir");
         if !dir.is_dir() {
             std::fs::create_dir_all(dir).expect("fan-out dir");
@@ -185,4 +324,5 @@ fn setup(args: &Args, app: &Service) {
     unsafe { libc::sync() };
     // As a clean shutdown leaves it: the next start is ready at once.
     app.cache.mark_clean_shutdown().expect("marker");
+    written
 }

@@ -16,7 +16,8 @@
 #      600 concurrent 10 MiB hits
 #   6. upcache alone: making the set, start-up to ready (clean shutdown / after a crash) and
 #      sweeper passes (nothing to evict, then 10 % evicted; scrub time apart) over an index of
-#      SWEEP_BLOBS blobs (default 100000), then SWEEP_BLOBS_1M (default 1000000, 0 skips)
+#      SWEEP_BLOBS blobs (default 100000), then SWEEP_BLOBS_1M (default 1000000, 0 skips),
+#      and hit latency on random URLs of a 1M index against a 1k one (bench_index_hits.sh)
 #   7. upcache alone: time to first byte of a warm 100 KiB HIT fetched through https_proxy
 #      (proxy.connect = "intercept", after the TLS handshake) against the same HIT in plain
 #      proxy form (curl -x, after the TCP connect)
@@ -323,19 +324,35 @@ done
 
 # --- 6: sweeper over a large index (upcache only: nginx's cache manager has no index) ------------
 # Two sizes: SWEEP_BLOBS (default 100000) and the issue-14 step of SWEEP_BLOBS_1M (default
-# 1000000; 0 skips it). Each phase runs in a fresh process.
+# 1000000; 0 skips it). Each phase runs in a fresh process. The sets are made in SWEEP_DIR
+# (default: under the work directory) and reused from there by a later run (making 1M takes
+# about 9 minutes; repairing what the evicting pass removed, one or two).
 SWEEP_BLOBS=${SWEEP_BLOBS:-100000}
 SWEEP_BLOBS_1M=${SWEEP_BLOBS_1M:-1000000}
+SWEEP_DIR=${SWEEP_DIR:-$WORK/sets}
 sweep_step() { # prefix blobs
   log "6: sweeper over $2 blobs"
   local sweep
-  sweep=$(timeout 3600 "$BIN/examples/bench_sweep" --blobs "$2")
-  for k in blobs setup_s startup_clean_s startup_after_crash_s idle_pass_s idle_scrub_s idle_pass_peak_rss_mib evicting_pass_s evicting_scrub_s evicting_pass_peak_rss_mib evicted; do
+  mkdir -p "$SWEEP_DIR/$2"
+  sweep=$(timeout 3600 "$BIN/examples/bench_sweep" --blobs "$2" --dir "$SWEEP_DIR/$2")
+  for k in blobs setup_s startup_clean_s startup_after_crash_s reconciled_after_crash_s rss_after_startup_mib startup_peak_rss_mib idle_pass_s idle_scrub_s idle_pass_peak_rss_mib evicting_pass_s evicting_scrub_s evicting_pass_peak_rss_mib evicted; do
     record "$1_$k" "$(python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$sweep" "$k")"
   done
 }
 sweep_step sweep "$SWEEP_BLOBS"
-if [ "$SWEEP_BLOBS_1M" -gt 0 ]; then sweep_step sweep1m "$SWEEP_BLOBS_1M"; fi
+if [ "$SWEEP_BLOBS_1M" -gt 0 ]; then
+  sweep_step sweep1m "$SWEEP_BLOBS_1M"
+  # Hit latency with the 1M index against a 1k one: random URLs of each set (wrk, step 2's
+  # settings), the server alone on its CPU.
+  log "6: hits on an index of 1000 and of $SWEEP_BLOBS_1M blobs"
+  hits=$(BIN=$BIN DURATION=$DURATION scripts/bench_index_hits.sh 1000 "$SWEEP_DIR/1000" \
+    "$SWEEP_BLOBS_1M" "$SWEEP_DIR/$SWEEP_BLOBS_1M")
+  while read -r key value; do record "$key" "$value"; done < <(python3 -c 'import json, sys
+for l in sys.stdin:
+    j = json.loads(l)
+    for k in ("rps", "p99_ms"):
+        print("indexhits_%d_%d_%s" % (j["blobs"], j["conns"], k), j[k])' <<<"$hits")
+fi
 
 # --- 7: intercepted HTTPS hit vs plain proxy-form hit (upcache only) ---------------------------
 log "7: HIT time to first byte, intercepted HTTPS vs proxy form"
@@ -409,9 +426,18 @@ for p in ("sweep", "sweep1m"):
     print("| --- | ---: | ---: |")
     print(f"| making the set (bulk) | {g('setup_s'):.2f} | |")
     print(f"| start-up to ready after a clean shutdown | {g('startup_clean_s'):.2f} | |")
-    print(f"| start-up to ready after a crash (full walk) | {g('startup_after_crash_s'):.2f} | |")
+    print(f"| start-up to ready after a crash (walk in the background) | {g('startup_after_crash_s'):.2f} | {r[p + '_startup_peak_rss_mib']} |")
+    print(f"| ... until the background walk is done | {g('reconciled_after_crash_s'):.2f} | {r[p + '_rss_after_startup_mib']} (after) |")
     print(f"| sweeper pass, nothing to evict (scrub {g('idle_scrub_s'):.2f} s of it) | {g('idle_pass_s'):.2f} | {r[p + '_idle_pass_peak_rss_mib']} |")
     print(f"| sweeper pass evicting {r[p + '_evicted']} blobs (scrub {g('evicting_scrub_s'):.2f} s) | {g('evicting_pass_s'):.2f} | {r[p + '_evicting_pass_peak_rss_mib']} |")
+big = r.get("sweep1m_blobs")
+if big and f"indexhits_1000_64_p99_ms" in r:
+    print(f"\n6. upcache hits on random URLs of an index of 1,000 and of {int(float(big)):,} blobs (256 B each; wrk, {dur}s):\n")
+    print("| connections | 1k: requests/s | 1k: p99 (ms) | 1M: requests/s | 1M: p99 (ms) | p99 1M / 1k |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for c in ("64", "600"):
+        k1, km = f"indexhits_1000_{c}_", f"indexhits_{int(float(big))}_{c}_"
+        print(f"| {c} | {f(k1 + 'rps'):.0f} | {f(k1 + 'p99_ms'):.2f} | {f(km + 'rps'):.0f} | {f(km + 'p99_ms'):.2f} | {ratio(km + 'p99_ms', k1 + 'p99_ms')} |")
 ti, tp = f("hit_ttfb_intercept"), f("hit_ttfb_plain")
 print(f"\n7. upcache HIT, 100 KiB, time to first byte after the connection is set up (median of {int(runs) * 10}; goal: intercepted at most 5 ms more):\n")
 print("| intercepted HTTPS (after the TLS handshake) (ms) | plain proxy form (ms) | difference (ms) |")

@@ -101,72 +101,107 @@ impl Replay {
     }
 }
 
+/// The journal's word on blobs, read once, when the walk meets the first file the index does
+/// not know (after a clean shutdown there are usually none: the journal is not read at all).
+struct Known {
+    replay: Replay,
+    /// blake3 -> the URLs last bound to it.
+    by_blob: HashMap<String, Vec<UrlRecord>>,
+}
+
+impl Known {
+    fn new(events: &[Event]) -> Known {
+        let mut replay = Replay::new(events);
+        let mut by_blob: HashMap<String, Vec<UrlRecord>> = HashMap::new();
+        for (_, rec) in replay.bindings.drain() {
+            by_blob.entry(rec.blake3.clone()).or_default().push(rec);
+        }
+        Known { replay, by_blob }
+    }
+}
+
 /// Record every blob file the index does not know (with `all`, every file: a rebuild).
-/// Blocking; run before the server starts.
+/// One file at a time, as the walk meets it: memory stays flat however many files there are
+/// (a list of 1,000,000 names would take ~100 MB). Blocking: before the server starts, or in
+/// the background while it serves — each file is looked up in the index again just before
+/// it is acted on, so a blob a fill stored meanwhile is left alone.
 pub fn reconcile(
     index: &Index,
     store: &LocalStore,
     events: impl FnOnce() -> Result<Vec<Event>, crate::audit::JournalError>,
     all: bool,
 ) -> Result<Recovered, RecoveryError> {
-    let mut unknown = Vec::new();
-    store.visit_blob_files(|b3| {
-        if all || index.blob(b3)?.is_none_or(|m| !m.is_stored()) {
-            unknown.push(b3.to_owned());
-        }
-        Ok::<_, RecoveryError>(())
-    })?;
     let mut done = Recovered::default();
-    if unknown.is_empty() {
-        return Ok(done);
-    }
-    info!(
-        files = unknown.len(),
-        "re-hashing blob files the index does not know"
-    );
-    let replay = Replay::new(&events()?);
-    let mut by_blob: HashMap<&str, Vec<&UrlRecord>> = HashMap::new();
-    for rec in replay.bindings.values() {
-        by_blob.entry(rec.blake3.as_str()).or_default().push(rec);
-    }
-    for b3 in &unknown {
-        if replay.gone.contains(b3) {
-            // A crash between journaling a deletion or eviction and unlinking the file.
-            store.remove(b3)?;
-            done.removed += 1;
-            continue;
+    let mut events = Some(events);
+    let mut known: Option<Known> = None;
+    let indexed = |b3: &str| Ok::<_, IndexError>(index.blob(b3)?.is_some_and(|m| m.is_stored()));
+    store.visit_blob_files(|b3| {
+        if !all && indexed(b3)? {
+            return Ok(());
         }
-        let (digests, size) = store.hash_blob(b3)?;
-        if &digests.blake3 != b3 {
-            let path = store.quarantine(b3)?;
-            warn!(blake3 = %b3, actual = %digests.blake3, path = %path.display(), "blob file does not match its name; quarantined");
-            done.quarantined += 1;
-            continue;
+        if known.is_none() {
+            info!("re-hashing blob files the index does not know");
+            let read = events.take().expect("read once");
+            known = Some(Known::new(&read()?));
         }
-        let mtime = store
-            .blob_mtime(b3)
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs() as i64);
-        let first_seen = replay.first_seen.get(b3).copied().unwrap_or(mtime);
-        let origin = if replay.uploaded.contains(b3) {
-            Origin::Upload
-        } else {
-            Origin::Upstream
-        };
-        let meta = BlobMeta {
-            last_access: first_seen.max(mtime),
-            ..BlobMeta::new(digests, size, origin, first_seen)
-                .with_pinned(replay.pinned.get(b3).copied().unwrap_or(false))
-        };
-        index.insert_blob(&meta)?;
-        for rec in by_blob.get(b3.as_str()).into_iter().flatten() {
-            index.bind(&meta, rec)?;
-            done.bound += 1;
+        let known = known.as_ref().expect("just read");
+        // Reading the journal takes a while: a fill may have stored this blob meanwhile.
+        if !all && indexed(b3)? {
+            return Ok(());
         }
-        done.adopted += 1;
+        adopt(index, store, known, b3, &mut done)
+    })?;
+    if known.is_some() {
+        index.flush_blocking()?;
     }
-    index.flush_blocking()?;
     Ok(done)
+}
+
+/// Record one blob file the index does not know, remove it (the journal says it went), or
+/// quarantine it (its bytes do not match its name).
+fn adopt(
+    index: &Index,
+    store: &LocalStore,
+    known: &Known,
+    b3: &str,
+    done: &mut Recovered,
+) -> Result<(), RecoveryError> {
+    let replay = &known.replay;
+    if replay.gone.contains(b3) {
+        // A crash between journaling a deletion or eviction and unlinking the file.
+        store.remove(b3)?;
+        done.removed += 1;
+        return Ok(());
+    }
+    let (digests, size) = store.hash_blob(b3)?;
+    if digests.blake3 != b3 {
+        let path = store.quarantine(b3)?;
+        warn!(blake3 = %b3, actual = %digests.blake3, path = %path.display(), "blob file does not match its name; quarantined");
+        done.quarantined += 1;
+        return Ok(());
+    }
+    let mtime = store
+        .blob_mtime(b3)
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs() as i64);
+    let first_seen = replay.first_seen.get(b3).copied().unwrap_or(mtime);
+    let origin = if replay.uploaded.contains(b3) {
+        Origin::Upload
+    } else {
+        Origin::Upstream
+    };
+    let meta = BlobMeta {
+        last_access: first_seen.max(mtime),
+        ..BlobMeta::new(digests, size, origin, first_seen)
+            .with_pinned(replay.pinned.get(b3).copied().unwrap_or(false))
+    };
+    index.insert_blob(&meta)?;
+    for rec in known.by_blob.get(b3).into_iter().flatten() {
+        index.bind(&meta, rec)?;
+        done.bound += 1;
+    }
+    done.adopted += 1;
+    Ok(())
 }
 
 #[cfg(test)]

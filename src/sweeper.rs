@@ -88,24 +88,14 @@ pub fn run_once(
     })?;
     r.dropped_missing = cache.index.drop_missing(|b3| cache.store.exists(b3))? as u64;
 
-    // Age: blobs not read for `max_unused`.
+    // Age: blobs not read for `max_unused`, evicted a batch at a time as the walk finds them.
     let max_unused = cache.config.cache.max_unused;
-    let mut candidates = candidates(cache)?;
     if !max_unused.is_zero() {
         let cutoff = cache.clock.unix_now() - max_unused.as_secs() as i64;
-        let (old, keep): (Vec<_>, Vec<_>) =
-            candidates.into_iter().partition(|c| c.last_access < cutoff);
-        evict_batched(
-            cache,
-            &old,
-            "unused longer than cache.max_unused",
-            u64::MAX,
-            &mut r,
-        )?;
-        candidates = keep;
+        evict_unused(cache, cutoff, &mut r)?;
     }
 
-    evict_to_low_watermark(cache, candidates, 0, &mut r)?;
+    evict_to_low_watermark(cache, &mut r)?;
     if !cache.config.cache.remote_max_unused.is_zero() {
         // Blocking thread (or the offline command): it waits for the bucket.
         if let Some(swept) = remote_sweep() {
@@ -160,27 +150,32 @@ pub fn run_once(
 }
 
 /// What the sweeper keeps in memory per blob while choosing what to evict: not the whole
-/// metadata (four digests), so a pass over 100,000 blobs stays small.
+/// metadata (four digests). Only the blobs chosen are listed, never every blob: a list of
+/// all 1,000,000 took 100 MB (issue 14).
 struct Candidate {
     blake3: String,
-    last_access: i64,
     size: u64,
 }
 
-/// The blobs the sweeper may evict, in one pass over the index.
-fn candidates(cache: &Cache) -> Result<Vec<Candidate>, Error> {
-    let mut out = Vec::new();
+/// Evict the evictable blobs last read before `cutoff`, [`EVICT_BATCH`] at a time during one
+/// walk of the index (sled's iterators allow writes meanwhile): memory stays flat however
+/// many there are.
+fn evict_unused(cache: &Cache, cutoff: i64, r: &mut Report) -> Result<(), Error> {
+    let why = "unused longer than cache.max_unused";
+    let mut batch = Vec::new();
     cache.index.visit_stored_blobs(None, |m| {
-        if evictable(cache, &m) {
-            out.push(Candidate {
-                last_access: m.last_access,
+        if m.last_access < cutoff && evictable(cache, &m) {
+            batch.push(Candidate {
                 size: m.size,
                 blake3: m.digests.blake3,
             });
+            if batch.len() == EVICT_BATCH {
+                evict_batched(cache, &std::mem::take(&mut batch), why, u64::MAX, r)?;
+            }
         }
         Ok::<_, Error>(true)
     })?;
-    Ok(out)
+    evict_batched(cache, &batch, why, u64::MAX, r)
 }
 
 /// Evictions journaled with one fsync.
@@ -212,26 +207,21 @@ fn evict_batched(
     evict(cache, batch, why, r)
 }
 
-/// Above the high watermark (counting `incoming` bytes about to be stored): evict least
-/// recently used candidates until below the low one.
-fn evict_to_low_watermark(
-    cache: &Cache,
-    mut candidates: Vec<Candidate>,
-    incoming: u64,
-    r: &mut Report,
-) -> Result<(), Error> {
+/// Above the high watermark: evict the least recently used evictable blobs until below the
+/// low one. Only the blobs covering the bytes to free are listed (nothing below the high
+/// watermark).
+fn evict_to_low_watermark(cache: &Cache, r: &mut Report) -> Result<(), Error> {
     let settings = &cache.config.cache;
     let usage = cache.used()?;
-    let used = usage.used_bytes.saturating_add(incoming);
-    if used as f64 <= settings.high_watermark * usage.total_bytes as f64 {
+    if usage.used_bytes as f64 <= settings.high_watermark * usage.total_bytes as f64 {
         return Ok(());
     }
     let target = (settings.low_watermark * usage.total_bytes as f64) as u64;
-    let to_free = used.saturating_sub(target);
-    candidates.sort_by_key(|c| c.last_access);
+    let to_free = usage.used_bytes.saturating_sub(target);
+    let victims = oldest_covering(cache, to_free)?;
     evict_batched(
         cache,
-        &candidates,
+        &victims,
         "cache above its high watermark",
         to_free,
         r,
@@ -291,11 +281,7 @@ fn oldest_covering(cache: &Cache, bytes: u64) -> Result<Vec<Candidate>, Error> {
     Ok(heap
         .into_sorted_vec()
         .into_iter()
-        .map(|(last_access, size, blake3)| Candidate {
-            blake3,
-            last_access,
-            size,
-        })
+        .map(|(_, size, blake3)| Candidate { blake3, size })
         .collect())
 }
 
@@ -627,6 +613,24 @@ mod tests {
     }
 
     #[test]
+    fn unused_blobs_are_evicted_in_one_walk_and_recent_or_pinned_ones_stay() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (app, all) = app_with_blobs(dir.path(), &rt, 6);
+        app.index.record_access(&all[1], 1000);
+        app.index.flush_access().unwrap();
+        app.index.set_pinned(&all[2], true).unwrap();
+        let mut r = Report::default();
+        evict_unused(&app, 500, &mut r).unwrap();
+        assert_eq!((r.evicted, r.freed_bytes), (4, 400));
+        for (i, b3) in all.iter().enumerate() {
+            let evicted = app.index.blob(b3).unwrap().unwrap().placement.is_evicted();
+            assert_eq!(evicted, i != 1 && i != 2, "blob {i}");
+            assert_eq!(app.store.exists(b3), !evicted, "blob {i}");
+        }
+    }
+
+    #[test]
     fn a_batch_of_evictions_is_journaled_in_order_before_the_index_and_files_change() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -637,7 +641,6 @@ mod tests {
             .iter()
             .map(|b3| Candidate {
                 blake3: b3.clone(),
-                last_access: 1,
                 size: 100,
             })
             .collect();

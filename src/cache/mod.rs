@@ -67,9 +67,9 @@ pub enum OpenError {
 /// A [`Cache`] just opened.
 pub struct Opened {
     pub cache: Arc<Cache>,
-    /// The last run shut down cleanly: the start-up reconciliation was skipped, and is
-    /// owed in the background ([`Cache::reconcile_in_background`]).
-    pub clean: bool,
+    /// The start-up reconciliation was skipped (the index was not rebuilt), and is owed in
+    /// the background ([`Cache::reconcile_in_background`]).
+    pub background: bool,
 }
 
 /// Whether the last run shut down cleanly; the marker is removed durably either way.
@@ -122,12 +122,20 @@ impl Cache {
         let (index, rebuild) = open_index(&data_dir.join("index"), config.cache.memory_entries)?;
         // The index lock is ours now: no other process owns these temp files.
         let removed = store.remove_temp_files()?;
-        // After a clean shutdown the index and the files agree: the full walk (which does
-        // not scale to millions of blobs) runs in the background, the service is ready at
-        // once. The marker goes now (durably), so a crash from here on means a full walk.
+        // The full walk (which does not scale to millions of blobs) runs in the background,
+        // the service is ready at once: after a clean shutdown the index and the files agree,
+        // and after a crash what the walk repairs is safe to serve meanwhile (a URL whose
+        // blob file is not recorded yet is a miss, one whose file is gone is dropped when
+        // read; docs/DECISIONS.md). Only a rebuilt index is filled before serving. The
+        // marker goes now (durably), so a crash from here on is seen as one.
         let clean = !rebuild && take_clean_marker(&data_dir);
-        let (dropped, recovered) = if clean {
-            info!("clean shutdown: start-up reconciliation runs in the background");
+        let background = !rebuild;
+        let (dropped, recovered) = if background {
+            if clean {
+                info!("clean shutdown: start-up reconciliation runs in the background");
+            } else {
+                info!("unclean shutdown: start-up reconciliation runs in the background");
+            }
             (0, Default::default())
         } else {
             (
@@ -160,7 +168,7 @@ impl Cache {
             runtime,
             config,
         });
-        Ok(Opened { cache, clean })
+        Ok(Opened { cache, background })
     }
 
     /// The lifecycle operations (evict, delete, pin, ...) over this data directory.
@@ -183,9 +191,9 @@ impl Cache {
         &self.runtime
     }
 
-    /// Start-up reconciliation after a clean shutdown, while serving: under the sweep lock
-    /// (no eviction meanwhile). Fills commit the file before the index, so a blob being
-    /// stored is never taken for a missing one.
+    /// Start-up reconciliation while serving: under the sweep lock (no eviction meanwhile).
+    /// Fills commit the file before the index, so a blob being stored is never taken for a
+    /// missing one, and reconciliation looks each file up again before acting on it.
     pub fn reconcile_in_background(&self) {
         let _no_sweep = self.sweep_lock.lock();
         let (index, store) = (&self.index, &self.store);
@@ -211,8 +219,10 @@ impl Cache {
         }
     }
 
-    /// Leave the clean-shutdown marker (after the index is flushed, at the end of `serve`).
+    /// Leave the clean-shutdown marker (after the index is flushed, at the end of `serve`),
+    /// and the index's totals, so that the next start need not count them.
     pub fn mark_clean_shutdown(&self) -> std::io::Result<()> {
+        self.index.save_totals().map_err(std::io::Error::other)?;
         let dir = &self.config.storage.data_dir;
         let f = std::fs::File::create(dir.join(CLEAN_MARKER))?;
         f.sync_all()?;

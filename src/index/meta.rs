@@ -115,6 +115,26 @@ struct StoredBlobMeta {
     remote_only: bool,
 }
 
+/// What counting the totals needs of a stored blob record: its size and placement. The
+/// digests and the rest are skipped, not decoded (a full decode, with its flattened digests,
+/// is most of the count's time at a million blobs).
+#[derive(Deserialize)]
+pub(super) struct Sizing {
+    pub size: u64,
+    #[serde(default)]
+    evicted: bool,
+    #[serde(default)]
+    remote: bool,
+    #[serde(default)]
+    remote_only: bool,
+}
+
+impl Sizing {
+    pub fn placement(&self) -> Placement {
+        Placement::from_flags(self.evicted, self.remote, self.remote_only)
+    }
+}
+
 impl From<StoredBlobMeta> for BlobMeta {
     fn from(s: StoredBlobMeta) -> BlobMeta {
         BlobMeta {

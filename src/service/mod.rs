@@ -187,7 +187,7 @@ impl Service {
         app.tier
             .start()
             .map_err(|e| OpenError::Tier(e.to_string()))?;
-        if opened.clean {
+        if opened.background {
             let cache = app.cache.clone();
             app.runtime
                 .spawn_blocking(move || cache.reconcile_in_background());

@@ -861,3 +861,109 @@ async fn a_data_directory_written_by_0_1_opens_with_its_placements() {
     assert_eq!(events[1]["event"], "evicted");
     assert!(srv.app.cache.store.exists(a.blake3()) && !srv.app.cache.store.exists(b.blake3()));
 }
+
+/// Issue 14: after a crash the instance is ready before the start-up walk, which runs in the
+/// background and still adopts blob files the index does not know, drops entries whose file
+/// is gone and removes files the journal says were evicted. The walk is held back (the
+/// runtime's only blocking thread is busy) to see the instance before it.
+#[test]
+fn after_a_crash_the_instance_is_ready_before_the_background_walk_which_still_repairs() {
+    use upcache::index::{BlobMeta, Origin, UrlRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = test_config(dir.path());
+    let data = cfg.storage.data_dir.clone();
+    // A blob file with valid content, not in the index (yet).
+    let plant = |seed: u64| {
+        let bytes = random_bytes(5_000, seed);
+        let b3 = digests(&bytes).blake3;
+        let path = blob_path(&data, &b3);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+        (b3, bytes)
+    };
+    let (kept, missing, url) = {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let app = upcache::Service::open(cfg.clone(), rt.handle().clone()).unwrap();
+        let mut bound = Vec::new();
+        for seed in [110, 111] {
+            let (b3, bytes) = plant(seed);
+            let meta = BlobMeta::new(digests(&bytes), bytes.len() as u64, Origin::Upstream, 1);
+            let url = format!("https://crash.example/{seed}.tar.gz");
+            let record = UrlRecord {
+                url: url.clone(),
+                blake3: b3.clone(),
+                status: 200,
+                content_type: None,
+                etag: None,
+                last_modified: None,
+                final_url: url.clone(),
+                fetched_at: 1,
+                instance: "test".into(),
+            };
+            app.cache.index.bind(&meta, &record).unwrap();
+            bound.push((b3, url));
+        }
+        app.cache.index.flush_blocking().unwrap();
+        // Journaled as evicted, the crash before its file was unlinked.
+        let (gone, _) = plant(112);
+        let mut e = upcache::audit::Event::new("evicted");
+        e.blake3 = Some(gone);
+        app.cache.journal.append(e).unwrap();
+        // The crash: no clean shutdown, no marker.
+        (bound[0].clone(), bound[1].0.clone(), bound[0].1.clone())
+    };
+    assert!(!data.join("clean-shutdown").exists());
+    std::fs::remove_file(blob_path(&data, &missing)).unwrap();
+    let (adopted, _) = plant(113);
+    let gone = digests(&random_bytes(5_000, 112)).blake3;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    rt.spawn_blocking(move || {
+        started_tx.send(()).unwrap();
+        let _ = gate.recv();
+    });
+    started.recv().unwrap();
+    let app = upcache::Service::open(cfg, rt.handle().clone()).unwrap();
+    // Open and serving, the walk not done: nothing repaired yet.
+    let entry = app
+        .cache
+        .index
+        .url(&url)
+        .unwrap()
+        .expect("a hit right away");
+    assert_eq!(entry.blob.blake3(), kept.0);
+    assert!(app.cache.index.blob(&adopted).unwrap().is_none());
+    assert!(app.cache.index.blob(&missing).unwrap().is_some());
+    assert!(blob_path(&data, &gone).exists());
+
+    release.send(()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let repaired = || {
+        app.cache
+            .index
+            .blob(&adopted)
+            .unwrap()
+            .is_some_and(|m| m.is_stored())
+            && app.cache.index.blob(&missing).unwrap().is_none()
+            && !blob_path(&data, &gone).exists()
+    };
+    while !repaired() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background walk did not repair the store"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        app.cache.index.url(&url).unwrap().is_some(),
+        "the rest untouched"
+    );
+    assert_eq!(app.cache.index.stats().blobs, 2);
+}
