@@ -3,7 +3,9 @@
 # per second or CPU time): upcache runs under `valgrind --tool=callgrind`, one keep-alive
 # client sends N requests for one cached file, and the instructions counted between zeroing
 # and dumping the counters are divided by N. A second pass without valgrind counts system
-# calls per request with `strace -c -f`.
+# calls per request with `strace -c -f`, and a third the TCP segments per request (both
+# directions, from the machine-wide `OutSegs` of /proc/net/snmp: run it on an otherwise idle
+# loopback).
 #
 #   scripts/callgrind-hits.sh [SIZE_BYTES] [N] [BIN]   # defaults: 1024 bytes, 2000 requests,
 #                                                     # target/release/upcache
@@ -90,6 +92,13 @@ SP=$!
 sleep 1
 client "$PU2" "$N"
 kill -INT $SP; wait $SP 2>/dev/null || true
+
+# 3. TCP segments per request (no tracer).
+out_segs() { awk '/^Tcp:/ {n++; if (n == 1) for (i = 1; i <= NF; i++) if ($i == "OutSegs") c = i; if (n == 2) print $c}' /proc/net/snmp; }
+S0=$(out_segs)
+client "$PU2" "$N"
+S1=$(out_segs)
+SEGS=$(python3 -c "print(f'{($S1 - $S0) / $N:.2f}')")
 SYS=$(python3 - "$WORK/strace.txt" "$N" <<'PY'
 import sys
 n = int(sys.argv[2])
@@ -108,4 +117,5 @@ PY
   echo "| --- | ---: |"
   echo "| instructions (callgrind) | $((IR / N)) |"
   echo "| system calls (strace -c -f) | $SYS |"
+  echo "| TCP segments, both directions (OutSegs) | $SEGS |"
 } | tee "$OUT"

@@ -10,7 +10,9 @@
 //!
 //! Small bodies held in memory go out with their response head in one `writev`
 //! ([`InlineBody`]): the connection's stream holds back what actix writes until the body
-//! sends it.
+//! sends it. Larger ones hold the head back the same way and send it with `MSG_MORE` right
+//! before their `sendfile`, so that head and body share TCP segments (the hint covers that
+//! one `send` only: nothing is ever corked across responses).
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -107,17 +109,24 @@ pub struct SendState {
     pub aborted: AtomicBool,
 }
 
-/// `[offset, offset + remaining)` of `file`, written to `socket` by the kernel.
+/// `[offset, offset + remaining)` of `file`, written to `socket` by the kernel, after the
+/// response head actix wrote meanwhile (see [`Held`]).
 pub struct SendfileBody {
     socket: ConnSocket,
     file: Arc<File>,
     offset: i64,
     remaining: u64,
     sent: SentBytes,
+    /// The held head, once taken (first poll); sent with `MSG_MORE` before the body.
+    head: Vec<u8>,
+    head_sent: usize,
+    started: bool,
 }
 
 impl SendfileBody {
     /// `socket` must be the connection's descriptor (it stays open while actix polls us).
+    /// From here until this body is first polled, what actix writes to the connection is
+    /// held back for it.
     pub fn new(
         socket: ConnSocket,
         file: Arc<File>,
@@ -125,13 +134,85 @@ impl SendfileBody {
         len: u64,
         sent: SentBytes,
     ) -> Self {
+        socket.hold.borrow_mut().armed = true;
         SendfileBody {
             socket,
             file,
             offset: offset as i64,
             remaining: len,
             sent,
+            head: Vec::new(),
+            head_sent: 0,
+            started: false,
         }
+    }
+
+    /// Send the held head with `MSG_MORE`: the kernel keeps it back (even with
+    /// `TCP_NODELAY`) until the `sendfile` that follows, whose last piece pushes head and
+    /// body out together. `None` once it is all sent.
+    fn send_head(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Option<Poll<Option<Result<Bytes, io::Error>>>> {
+        if !self.started {
+            self.started = true;
+            self.head = take_held(&self.socket);
+        }
+        while self.head_sent < self.head.len() {
+            let head = &self.head[self.head_sent..];
+            // SAFETY: a valid descriptor and a valid buffer that outlives the call.
+            let n = unsafe {
+                libc::send(
+                    self.socket.fd,
+                    head.as_ptr().cast(),
+                    head.len(),
+                    libc::MSG_MORE | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n >= 0 {
+                self.head_sent += n as usize;
+            } else if let Some(answer) = write_failed(&self.socket, &self.sent, cx) {
+                return Some(answer);
+            }
+        }
+        if !self.head.is_empty() {
+            self.head_sent = 0;
+            give_back(&self.socket, &mut self.head);
+        }
+        None
+    }
+}
+
+/// Stop holding the connection's writes and take what was held.
+fn take_held(socket: &ConnSocket) -> Vec<u8> {
+    let mut held = socket.hold.borrow_mut();
+    held.armed = false;
+    std::mem::take(&mut held.bytes)
+}
+
+/// Empty a sent head's buffer and give it back for the connection's next hit.
+fn give_back(socket: &ConnSocket, buf: &mut Vec<u8>) {
+    buf.clear();
+    let mut held = socket.hold.borrow_mut();
+    if held.bytes.capacity() == 0 {
+        held.bytes = std::mem::take(buf);
+    }
+}
+
+/// A body that held the connection's writes but was never polled (the connection is
+/// failing): stop holding, or later writes would vanish, and forget what was held, which
+/// must never precede a later answer.
+fn release_unpolled(socket: &ConnSocket, started: bool) {
+    if !started {
+        let mut held = socket.hold.borrow_mut();
+        held.armed = false;
+        held.bytes.clear();
+    }
+}
+
+impl Drop for SendfileBody {
+    fn drop(&mut self) {
+        release_unpolled(&self.socket, self.started);
     }
 }
 
@@ -152,6 +233,9 @@ impl MessageBody for SendfileBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, io::Error>>> {
         let this = &mut *self;
+        if let Some(answer) = this.send_head(cx) {
+            return answer;
+        }
         while this.remaining > 0 {
             let count = this.remaining.min(MAX_PER_CALL) as usize;
             // SAFETY: valid descriptors and a valid offset pointer; the kernel advances it.
@@ -266,20 +350,13 @@ impl MessageBody for InlineBody {
         let this = &mut *self;
         if !this.started {
             this.started = true;
-            let mut held = this.socket.hold.borrow_mut();
-            held.armed = false;
-            this.head = std::mem::take(&mut held.bytes);
+            this.head = take_held(&this.socket);
         }
         loop {
             let head = &this.head[this.head_sent..];
             let body = &this.body[this.body_sent..];
             if head.is_empty() && body.is_empty() {
-                // Give the buffer back for the connection's next small hit.
-                let mut held = this.socket.hold.borrow_mut();
-                if held.bytes.capacity() == 0 {
-                    this.head.clear();
-                    held.bytes = std::mem::take(&mut this.head);
-                }
+                give_back(&this.socket, &mut this.head);
                 return Poll::Ready(None);
             }
             let iov = [
@@ -311,13 +388,7 @@ impl MessageBody for InlineBody {
 }
 
 impl Drop for InlineBody {
-    /// Never polled (the connection is failing): stop holding, or later writes would vanish,
-    /// and forget what was held, which must never precede a later answer.
     fn drop(&mut self) {
-        if !self.started {
-            let mut held = self.socket.hold.borrow_mut();
-            held.armed = false;
-            held.bytes.clear();
-        }
+        release_unpolled(&self.socket, self.started);
     }
 }

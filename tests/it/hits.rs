@@ -512,23 +512,30 @@ async fn slow_readers_and_vanishing_clients_get_exact_bytes() {
     );
 }
 
-/// Two tarballs behind one upstream, both filled: one small enough to be sent with its
-/// response head in one write from memory, one sent by sendfile.
-async fn small_and_large() -> (Upstream, TestServer, [(String, bytes::Bytes); 2]) {
+/// Three tarballs behind one upstream, all filled: one small enough to be sent with its
+/// response head in one write from memory, a 100 KiB one and a larger one sent by sendfile
+/// after their head (held back and sent with `MSG_MORE`).
+async fn small_and_large() -> (Upstream, TestServer, [(String, bytes::Bytes); 3]) {
     let up = Upstream::start().await;
     let small = random_bytes(1_000, 11);
+    let mid = random_bytes(100 * 1024, 13);
     let large = random_bytes(200_000, 12);
     up.route("/s/small-1.tar.gz", Route::ok(small.clone()));
+    up.route("/s/mid-1.tar.gz", Route::ok(mid.clone()));
     up.route("/s/large-1.tar.gz", Route::ok(large.clone()));
     let srv = TestServer::start().await;
-    let urls = [up.url("/s/small-1.tar.gz"), up.url("/s/large-1.tar.gz")];
+    let urls = [
+        up.url("/s/small-1.tar.gz"),
+        up.url("/s/mid-1.tar.gz"),
+        up.url("/s/large-1.tar.gz"),
+    ];
     for u in &urls {
         let (s, h, _) = srv.get_bytes(&srv.mirror_url(u)).await;
         assert_eq!((s.as_u16(), h["x-cache"].to_str().unwrap()), (200, "MISS"));
     }
     srv.app.flights.wait_idle().await;
-    let [a, b] = urls;
-    (up, srv, [(a, small), (b, large)])
+    let [a, b, c] = urls;
+    (up, srv, [(a, small), (b, mid), (c, large)])
 }
 
 /// A request (method, headers) and its answer (status, body if checked).
@@ -638,7 +645,9 @@ async fn small_hits_in_one_write_answer_like_sendfile_hits() {
     }
     // The same answers, header for header, whichever way the body went out.
     assert_eq!(shapes[0], shapes[1]);
+    assert_eq!(shapes[0], shapes[2]);
     assert_eq!(up.hits("/s/small-1.tar.gz"), 1);
+    assert_eq!(up.hits("/s/mid-1.tar.gz"), 1);
     assert_eq!(up.hits("/s/large-1.tar.gz"), 1);
     // The bytes of one-write bodies are counted as served.
     let served = || async {
@@ -696,10 +705,11 @@ async fn read_any(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_small_hits_of_every_kind_stay_in_order() {
     use tokio::io::AsyncWriteExt;
-    let (_up, srv, [(small_url, small), (large_url, large)]) = small_and_large().await;
+    let (_up, srv, [(small_url, small), (mid_url, mid), (large_url, large)]) =
+        small_and_large().await;
     let etag = format!("\"{}\"", digests(&small).blake3);
     let path = |u: &str| srv.mirror_url(u).trim_start_matches(&srv.base).to_owned();
-    let (s, l) = (path(&small_url), path(&large_url));
+    let (s, m, l) = (path(&small_url), path(&mid_url), path(&large_url));
     let requests: Vec<(String, bool, &str, Vec<u8>)> = vec![
         (format!("GET {s}"), false, "200", small.to_vec()),
         (
@@ -715,7 +725,15 @@ async fn pipelined_small_hits_of_every_kind_stay_in_order() {
             vec![],
         ),
         (format!("GET {l}"), false, "200", large.to_vec()),
+        (format!("GET {m}"), false, "200", mid.to_vec()),
+        (
+            format!("GET {m} HTTP/1.1\r\nRange: bytes=50000-"),
+            false,
+            "206",
+            mid[50_000..].to_vec(),
+        ),
         ("GET /no/such/endpoint".into(), false, "404", vec![]),
+        (format!("GET {m}"), false, "200", mid.to_vec()),
         (format!("GET {s}"), false, "200", small.to_vec()),
         (format!("GET {l}"), false, "200", large.to_vec()),
         (format!("GET {s}"), false, "200", small.to_vec()),
@@ -763,7 +781,7 @@ async fn pipelined_small_hits_of_every_kind_stay_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_blob_held_in_memory_is_not_served_once_its_file_vanished() {
-    let (up, srv, [(small_url, small), _]) = small_and_large().await;
+    let (up, srv, [(small_url, small), ..]) = small_and_large().await;
     let mirror = srv.mirror_url(&small_url);
     for _ in 0..2 {
         let (s, h, got) = srv.get_bytes(&mirror).await;
@@ -795,7 +813,7 @@ async fn a_small_blob_held_in_memory_is_not_served_once_its_file_vanished() {
 /// form, and errors of the handler itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirror_requests_beside_the_router_answer_as_routed_ones() {
-    let (up, srv, [(small_url, small), _]) = small_and_large().await;
+    let (up, srv, [(small_url, small), ..]) = small_and_large().await;
     let mirror = srv.mirror_url(&small_url);
     let (s, h, got) = srv.get_bytes(&mirror).await;
     assert_eq!((s.as_u16(), h["x-cache"].to_str().unwrap()), (200, "HIT"));
@@ -820,4 +838,66 @@ async fn mirror_requests_beside_the_router_answer_as_routed_ones() {
     let r = srv.proxy_client().get(&small_url).send().await.unwrap();
     assert_eq!(r.headers()["x-cache"], "HIT");
     assert_eq!(up.hits("/s/small-1.tar.gz"), 1);
+}
+
+/// The client's count of TCP segments with data received on `s` (`TCP_INFO`), and the
+/// largest segment it lets the server send (its advertised MSS).
+fn data_segments_in(s: &tokio::net::TcpStream) -> (u32, u32) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain integers; all zeros is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: a valid socket and a buffer of `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    (info.tcpi_data_segs_in, info.tcpi_advmss)
+}
+
+/// A hit sent by sendfile holds its response head back and sends it with `MSG_MORE` right
+/// before the body: head and body share TCP segments instead of the head going alone (a
+/// `sendto`, then the `sendfile`). On loopback (an MSS of about 64 KiB) a 40 KB hit
+/// arrives as one segment, where it used to be two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sendfile_hit_shares_its_first_segment_with_its_head() {
+    use tokio::io::AsyncWriteExt;
+    let (_up, srv, url, body) = filled(40_000).await;
+    let target = srv
+        .mirror_url(&url)
+        .trim_start_matches(&srv.base)
+        .to_owned();
+    let stream = tokio::net::TcpStream::connect(srv.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let mut reader = tokio::io::BufReader::new(stream);
+    let mut fewest = u32::MAX;
+    let mut least_needed = u32::MAX;
+    // The first answers of a connection may be split while its send buffer grows: count the
+    // fewest segments any answer took.
+    for _ in 0..10 {
+        let (before, _) = data_segments_in(reader.get_ref());
+        reader
+            .get_mut()
+            .write_all(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let (head, got) = read_any(&mut reader, false).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.to_ascii_lowercase().contains("x-cache: hit"), "{head}");
+        assert!(got == body);
+        let (after, mss) = data_segments_in(reader.get_ref());
+        fewest = fewest.min(after - before);
+        least_needed = least_needed.min((head.len() + 2 + got.len()).div_ceil(mss as usize) as u32);
+    }
+    assert!(
+        fewest <= least_needed,
+        "each answer took at least {fewest} segments, {least_needed} would do"
+    );
 }
