@@ -244,15 +244,8 @@ mod tests {
             let (temp, _, _) = w.finish();
             self.store.commit(temp, &digests.blake3).unwrap();
             let meta = BlobMeta {
-                digests: digests.clone(),
-                size: content.len() as u64,
-                content_type: None,
-                first_seen: 1,
-                last_access: 1,
-                access_count: 0,
-                origin: Origin::Upstream,
-                pinned: false,
                 placement,
+                ..BlobMeta::new(digests.clone(), content.len() as u64, Origin::Upstream, 1)
             };
             let record = UrlRecord {
                 url: url.into(),
