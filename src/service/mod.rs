@@ -232,14 +232,15 @@ impl Service {
     }
 
     /// Decide how to answer a request for `url`, starting a fill if needed and `start_fill`.
-    pub fn resolve(
+    /// Only through [`Service::fetch`], which has checked the URL against the policy (once
+    /// per request, not once per try: the check parses and lower-cases the URL).
+    fn resolve(
         self: &Arc<Self>,
         url: &UpstreamUrl,
         expected: Option<&Expected>,
         client: Option<String>,
         start_fill: bool,
     ) -> Result<Resolution, Error> {
-        self.upstream.policy().check_url(url)?;
         if let Some(exp) = expected {
             if let Some(blob) = self.cache.index.by_checksum(exp.algo, &exp.hex)? {
                 // Found by the first checksum, it must have the others too.
