@@ -1074,10 +1074,12 @@ mod tests {
     fn second_open_of_same_dir_fails() {
         let dir = tempfile::tempdir().unwrap();
         let _idx = Index::open(dir.path(), 10).unwrap();
-        assert!(matches!(
-            Index::open(dir.path(), 10),
-            Err(IndexError::Open { .. })
-        ));
+        let second = Index::open(dir.path(), 10);
+        assert!(
+            matches!(&second, Err(e @ IndexError::Open { .. }) if e.is_locked()),
+            "{:?}",
+            second.err()
+        );
     }
 
     /// An index written by sled (the trees and JSON values of the earlier versions) opens
@@ -1200,5 +1202,22 @@ mod tests {
         assert_eq!(idx.blob(a.blake3()).unwrap().unwrap(), a);
         assert_eq!(idx.stats().blobs, 1);
         assert!(!dir.path().join("index.redb.migrating").exists());
+    }
+
+    /// A sled index held by a running earlier version is not migrated under it: the open
+    /// fails as locked (not a reason to rebuild), and the sled files stay.
+    #[test]
+    fn a_sled_index_held_by_another_process_is_locked_not_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = sled::open(dir.path()).unwrap();
+        held.flush().unwrap();
+        let opened = Index::open(dir.path(), 10);
+        assert!(
+            matches!(&opened, Err(e @ IndexError::Sled { .. }) if e.is_locked()),
+            "{:?}",
+            opened.err()
+        );
+        assert!(!dir.path().join("index.redb").exists());
+        assert!(dir.path().join("db").exists());
     }
 }
