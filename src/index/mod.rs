@@ -87,6 +87,14 @@ const WALK_CHUNK: usize = 256;
 /// A key and its value, copied out of a read transaction.
 type Record = (Vec<u8>, Vec<u8>);
 
+/// What evicting a stored blob changed: whether its bytes were local, the URLs it was
+/// served under, and how many of them were unbound.
+struct Unbound {
+    was_local: bool,
+    urls: Vec<String>,
+    n: u64,
+}
+
 /// Totals for `/api/v1/stats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexStats {
@@ -245,11 +253,16 @@ impl Index {
             return Ok(None);
         };
         let mut meta: BlobMeta = decode(&key, v.value())?;
+        self.fold_access(blake3, &mut meta);
+        Ok(Some(meta))
+    }
+
+    /// Add the reads of a blob not yet flushed to its stored metadata.
+    fn fold_access(&self, blake3: &str, meta: &mut BlobMeta) {
         if let Some(&(count, last)) = self.access.lock().get(blake3) {
             meta.access_count += count;
             meta.last_access = meta.last_access.max(last);
         }
-        Ok(Some(meta))
     }
 
     /// A blob by any of its checksums (lowercase hex).
@@ -332,41 +345,75 @@ impl Index {
     /// Mark a blob evicted: its URL bindings go (those URLs are misses again), its metadata
     /// and the list of URLs it was served under stay for lookups and audits.
     pub fn evict(&self, blake3: &str) -> Result<Option<BlobMeta>, IndexError> {
-        let Some(mut meta) = self.blob(blake3)? else {
+        Ok(self.evict_all(&[blake3])?.pop().flatten())
+    }
+
+    /// [`Index::evict`] for many blobs, in one write transaction (the sweeper evicts a batch
+    /// at a time). Returns each blob's metadata, in order (`None` for an unknown blob).
+    pub fn evict_all(&self, blake3s: &[&str]) -> Result<Vec<Option<BlobMeta>>, IndexError> {
+        let done = self.write(true, |t| {
+            blake3s
+                .iter()
+                .map(|b3| self.evict_in(t, b3))
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        let mut out = Vec::with_capacity(done.len());
+        for (blake3, evicted) in blake3s.iter().zip(done) {
+            let Some((meta, change)) = evicted else {
+                out.push(None);
+                continue;
+            };
+            if let Some(Unbound { was_local, urls, n }) = change {
+                self.n_blobs.fetch_sub(1, Ordering::Relaxed);
+                if was_local {
+                    self.n_bytes.fetch_sub(meta.size, Ordering::Relaxed);
+                }
+                self.n_urls.fetch_sub(n, Ordering::Relaxed);
+                self.forget_urls(&urls);
+                self.access.lock().remove(*blake3);
+            }
+            out.push(Some(meta));
+        }
+        Ok(out)
+    }
+
+    /// Inside a write transaction: mark one blob evicted (with the reads not yet flushed)
+    /// and unbind the URLs that still point to it. `None` if there is no such blob; no
+    /// [`Unbound`] if it was not stored.
+    fn evict_in(
+        &self,
+        t: &mut Tables<'_>,
+        blake3: &str,
+    ) -> Result<Option<(BlobMeta, Option<Unbound>)>, IndexError> {
+        let Some(key) = hex_key(blake3) else {
             return Ok(None);
         };
+        let Some(old) = t.blobs.get(key.as_slice())?.map(|v| v.value().to_vec()) else {
+            return Ok(None);
+        };
+        let mut meta: BlobMeta = decode(&key, &old)?;
+        self.fold_access(blake3, &mut meta);
         if !meta.is_stored() {
-            return Ok(Some(meta));
+            return Ok(Some((meta, None)));
         }
-        let urls = self.urls_of(blake3)?;
-        let b3 = hex_key(blake3).expect("validated by blob()");
+        let urls = urls_of_in(&t.blob_urls, blake3)?;
         let was_local = meta.is_local();
         meta.placement = Placement::Evicted;
         let json = serde_json::to_vec(&meta).expect("serializable");
-        let unbound = self.write(true, |t| {
-            t.blobs.insert(b3.as_slice(), json.as_slice())?;
-            let mut unbound = 0u64;
-            for url in &urls {
-                // Only bindings that still point here (a URL may have been rebound).
-                let rec = match t.urls.get(url.as_bytes())? {
-                    Some(v) => decode::<UrlRecord>(url.as_bytes(), v.value())?,
-                    None => continue,
-                };
-                if rec.blake3 == blake3 {
-                    t.urls.remove(url.as_bytes())?;
-                    unbound += 1;
-                }
+        t.blobs.insert(key.as_slice(), json.as_slice())?;
+        let mut n = 0u64;
+        for url in &urls {
+            // Only bindings that still point here (a URL may have been rebound).
+            let rec = match t.urls.get(url.as_bytes())? {
+                Some(v) => decode::<UrlRecord>(url.as_bytes(), v.value())?,
+                None => continue,
+            };
+            if rec.blake3 == blake3 {
+                t.urls.remove(url.as_bytes())?;
+                n += 1;
             }
-            Ok(unbound)
-        })?;
-        self.n_blobs.fetch_sub(1, Ordering::Relaxed);
-        if was_local {
-            self.n_bytes.fetch_sub(meta.size, Ordering::Relaxed);
         }
-        self.n_urls.fetch_sub(unbound, Ordering::Relaxed);
-        self.forget_urls(&urls);
-        self.access.lock().remove(blake3);
-        Ok(Some(meta))
+        Ok(Some((meta, Some(Unbound { was_local, urls, n }))))
     }
 
     /// Up to [`WALK_CHUNK`] blob records after `after` (or from the first), in one short
@@ -1219,5 +1266,56 @@ mod tests {
         );
         assert!(!dir.path().join("index.redb").exists());
         assert!(dir.path().join("db").exists());
+    }
+
+    /// Evicting a batch in one transaction: the same answers as one at a time, unknown and
+    /// already evicted blobs included, and a URL rebound elsewhere stays bound.
+    #[test]
+    fn evicting_a_batch_counts_and_unbinds_as_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(dir.path(), 10).unwrap();
+        let (a, b, c) = (meta(b"a"), meta(b"bb"), meta(b"ccc"));
+        idx.bind(&a, &record("http://h/a", &a)).unwrap();
+        idx.bind(&b, &record("http://h/b", &b)).unwrap();
+        idx.bind(&b, &record("http://h/moved", &b)).unwrap();
+        idx.bind(&c, &record("http://h/moved", &c)).unwrap(); // rebound to c
+        idx.bind(&c, &record("http://h/c", &c)).unwrap();
+        idx.evict(c.blake3()).unwrap();
+        idx.record_access(a.blake3(), 77);
+        let unknown = "0".repeat(64);
+        let out = idx
+            .evict_all(&[a.blake3(), &unknown, c.blake3(), b.blake3(), a.blake3()])
+            .unwrap();
+        let placements: Vec<_> = out
+            .iter()
+            .map(|m| m.as_ref().map(|m| m.placement))
+            .collect();
+        assert_eq!(
+            placements,
+            [
+                Some(Placement::Evicted),
+                None,
+                Some(Placement::Evicted),
+                Some(Placement::Evicted),
+                Some(Placement::Evicted)
+            ]
+        );
+        assert_eq!(
+            out[0].as_ref().unwrap().last_access,
+            77,
+            "unflushed reads kept"
+        );
+        assert_eq!(idx.blob(a.blake3()).unwrap().unwrap().access_count, 1);
+        assert_eq!(idx.stats(), IndexStats::default());
+        for url in ["http://h/a", "http://h/b", "http://h/moved", "http://h/c"] {
+            assert!(idx.url(url).unwrap().is_none(), "{url}");
+        }
+        drop(idx);
+        let idx = Index::open(dir.path(), 10).unwrap();
+        assert_eq!(
+            idx.stats(),
+            IndexStats::default(),
+            "counted again, the same"
+        );
     }
 }
