@@ -220,8 +220,8 @@ fn driver(args: &Args) {
     );
 }
 
-/// Time and RSS of the steps of a start-up after a crash, apart: opening the index (sled's
-/// recovery and the recount of the totals), dropping entries whose file is gone, and the
+/// Time and RSS of the steps of a start-up after a crash, apart: opening the index (the
+/// database's recovery and the recount of the totals), dropping entries whose file is gone, and the
 /// walk of the blob files. Read-only on a complete set.
 fn probe(args: &Args, data: &Path) {
     let cfg = config(args, data, false);

@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use std::sync::Arc;
@@ -87,12 +87,21 @@ pub fn check(data_dir: &Path, command: Offline) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Whether another process holds the index lock: sled takes an exclusive `flock` on
-/// `<index>/db` for as long as the database is open (fs2's `try_lock_exclusive`). We take and
-/// release it at once, without waiting.
+/// Whether another process holds the index lock: redb takes an exclusive `flock` on
+/// `<index>/index.redb` for as long as the database is open (sled, in earlier versions, on
+/// `<index>/db`: a running instance of one of them). We take and release it at once,
+/// without waiting.
 fn index_in_use(index: &Path) -> Result<bool, Refusal> {
-    let db: PathBuf = index.join("db");
-    let file = match File::open(&db) {
+    for file in ["index.redb", "db"] {
+        if file_locked(&index.join(file))? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn file_locked(db: &Path) -> Result<bool, Refusal> {
+    let file = match File::open(db) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(source) => {

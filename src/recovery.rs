@@ -1,4 +1,4 @@
-//! Start-up recovery: the sled index is a rebuildable view of the blob files and the audit
+//! Start-up recovery: the index is a rebuildable view of the blob files and the audit
 //! journal. Blob files the index does not know (a crash between rename and index update, a
 //! deleted or corrupt index) are re-hashed and recorded again, with their URL bindings, pins
 //! and origins replayed from the journal.

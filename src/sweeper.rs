@@ -158,7 +158,7 @@ struct Candidate {
 }
 
 /// Evict the evictable blobs last read before `cutoff`, [`EVICT_BATCH`] at a time during one
-/// walk of the index (sled's iterators allow writes meanwhile): memory stays flat however
+/// walk of the index (the index's walk allows writes meanwhile): memory stays flat however
 /// many there are.
 fn evict_unused(cache: &Cache, cutoff: i64, r: &mut Report) -> Result<(), Error> {
     let why = "unused longer than cache.max_unused";

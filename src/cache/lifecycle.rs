@@ -81,7 +81,8 @@ impl Lifecycle<'_> {
     }
 
     /// [`Lifecycle::trim`] for many blobs, with one journal write (one fsync) for all the
-    /// evictions: journal, then index, then files, for the batch as a whole.
+    /// evictions and one index transaction: journal, then index, then files, for the batch as a
+    /// whole.
     pub fn trim_batch(&self, metas: &[BlobMeta], why: &str) -> Result<(), Error> {
         let (remote, local): (Vec<&BlobMeta>, Vec<&BlobMeta>) =
             metas.iter().partition(|m| m.placement.in_bucket());
@@ -97,9 +98,8 @@ impl Lifecycle<'_> {
             })
             .collect();
         self.journal.append_batch(events)?;
-        for meta in &local {
-            self.index.evict(meta.blake3())?;
-        }
+        let blake3s: Vec<&str> = local.iter().map(|m| m.blake3()).collect();
+        self.index.evict_all(&blake3s)?;
         for meta in &local {
             self.store.remove(meta.blake3())?;
         }

@@ -84,7 +84,7 @@ fn take_clean_marker(data_dir: &Path) -> bool {
 /// index held by another process is an error, never a reason to rebuild.
 fn open_index(dir: &Path, memory: usize) -> Result<(Index, bool), OpenError> {
     let missing = !dir.exists();
-    // sled may panic rather than fail on some corruptions.
+    // The database may panic rather than fail on some corruptions.
     let opened = std::panic::catch_unwind(|| Index::open(dir, memory));
     match opened {
         Ok(Ok(index)) => Ok((index, missing)),

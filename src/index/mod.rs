@@ -1,28 +1,32 @@
-//! The index: sled trees mapping URLs and checksums to blobs, with an in-memory LRU in front.
+//! The index: redb tables mapping URLs and checksums to blobs, with an in-memory LRU in front.
 //!
-//! No sled type leaves this module. Values are JSON (small, debuggable, forward-compatible
-//! with `#[serde(default)]`); tree names carry a version so a future layout can live beside
-//! this one. The index is a rebuildable view: the blob files and the audit journal are the
-//! durable truth.
+//! No redb (or sled) type leaves this module. Values are JSON (small, debuggable, forward-
+//! compatible with `#[serde(default)]`); table names carry a version so a future layout can
+//! live beside this one. The index is a rebuildable view: the blob files and the audit
+//! journal are the durable truth. An index written by an earlier version (sled 0.34) is
+//! migrated at the first open (`migrate.rs`).
 
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
+use redb::{ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::bounded::BoundedLru;
 use crate::store::Algo;
 
 mod meta;
+mod migrate;
 mod records;
+mod store;
 
 pub use meta::{BlobMeta, Origin, Placement};
 pub use records::{UrlEntry, UrlRecord};
+use store::{BLOB_URLS, BLOBS, Store, TOTALS_KEY, Tables, URLS, sum_key};
 
 /// Errors of the index.
 #[derive(Debug, thiserror::Error)]
@@ -31,21 +35,65 @@ pub enum IndexError {
     Open {
         path: String,
         #[source]
-        source: sled::Error,
+        source: Box<redb::DatabaseError>,
     },
     #[error("index database: {0}")]
-    Db(#[from] sled::Error),
+    Db(#[source] Box<redb::Error>),
     #[error("index record {key} is unreadable: {source}")]
     Corrupt {
         key: String,
         #[source]
         source: serde_json::Error,
     },
+    #[error("the index of an earlier version at {path}: {source}")]
+    Sled {
+        path: String,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
+
+macro_rules! redb_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for IndexError {
+            fn from(e: $t) -> IndexError {
+                IndexError::Db(Box::new(e.into()))
+            }
+        }
+    )*};
+}
+redb_errors!(
+    redb::Error,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 /// Bytes of URL entries kept in memory at most, whatever `cache.memory_entries` says: a URL
 /// and upstream's header values may be kilobytes long each.
 pub const MEMORY_BYTES: usize = 64 << 20;
+
+/// Blob records read per read transaction by the walks over every blob: a short-lived
+/// transaction does not hold back the pages writes meanwhile free.
+const WALK_CHUNK: usize = 256;
+
+/// A key and its value, copied out of a read transaction.
+type Record = (Vec<u8>, Vec<u8>);
+
+/// What evicting a stored blob changed: whether its bytes were local, the URLs it was
+/// served under, and how many of them were unbound.
+struct Unbound {
+    was_local: bool,
+    urls: Vec<String>,
+    n: u64,
+}
 
 /// Totals for `/api/v1/stats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,103 +103,62 @@ pub struct IndexStats {
     pub urls: u64,
 }
 
-/// The typed index over sled.
+/// The typed index over redb.
 pub struct Index {
-    db: sled::Db,
-    blobs: sled::Tree,
-    urls: sled::Tree,
-    md5: sled::Tree,
-    sha256: sled::Tree,
-    sha512: sled::Tree,
-    /// blake3 ++ url -> (), so a blob's URLs are one prefix scan.
-    blob_urls: sled::Tree,
+    store: Store,
     memory: Mutex<BoundedLru<Arc<UrlEntry>>>,
-    /// Reads not yet written to sled: blake3 -> (count, last access). Batched so that a hit
-    /// never costs an index write.
+    /// Reads not yet written to the database: blake3 -> (count, last access). Batched so
+    /// that a hit never costs an index write.
     access: Mutex<HashMap<String, (u64, i64)>>,
     n_blobs: AtomicU64,
     n_bytes: AtomicU64,
     n_urls: AtomicU64,
-    /// Whether [`TOTALS_KEY`] holds the totals: the first change after
-    /// [`Index::save_totals`] removes it (before the change is written).
-    totals_saved: Mutex<bool>,
 }
-
-/// Key (in sled's default tree) of the totals saved at a clean shutdown, so that the next
-/// start need not count every blob record (4 s at 1,000,000 blobs). Taken, durably, at
-/// open: after a crash there are none and the totals are counted again.
-const TOTALS_KEY: &[u8] = b"totals/v1";
-
-/// How long to wait for another process (or a previous instance) to release the index.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl IndexError {
     /// Another process holds the index (not a reason to rebuild it).
     pub fn is_locked(&self) -> bool {
-        matches!(self, IndexError::Open { source, .. } if is_lock_error(source))
+        match self {
+            IndexError::Open { source, .. } => {
+                matches!(**source, redb::DatabaseError::DatabaseAlreadyOpen)
+            }
+            IndexError::Sled { source, .. } => migrate::is_lock_error(source),
+            _ => false,
+        }
     }
 }
 
-fn is_lock_error(e: &sled::Error) -> bool {
-    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
-}
-
-/// sled's page cache; its default (1 GiB) is not a memory bound we want. The LRU of
-/// `cache.memory_entries` in front already holds the hot entries, and sled uses about twice
-/// this figure beyond its own baseline: with 100,000 blobs, 64 MiB made a process of 135 MiB
-/// after start-up, 16 MiB one of 90 MiB (`scripts/bench.sh`, step 6).
-const SLED_CACHE_BYTES: u64 = 16 * 1024 * 1024;
-
 impl Index {
-    /// Open (or create) the index in `dir`. Fails if another process holds it.
+    /// Open (or create) the index in `dir`, migrating an index of an earlier version first.
+    /// Fails if another process holds it.
     pub fn open(dir: &Path, memory_entries: usize) -> Result<Index, IndexError> {
-        let config = sled::Config::new()
-            .path(dir)
-            .cache_capacity(SLED_CACHE_BYTES)
-            // No background flusher thread: it would keep the database (and its lock) alive
-            // after drop, and we flush explicitly after every binding anyway.
-            .flush_every_ms(None);
-        // A previous owner that is just exiting (a restart) releases the lock shortly; another
-        // live process does not, and then the error names the directory.
-        let deadline = std::time::Instant::now() + LOCK_WAIT;
-        let db = loop {
-            match config.open() {
-                Ok(db) => break db,
-                Err(e) if is_lock_error(&e) && std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                Err(source) => {
-                    return Err(IndexError::Open {
-                        path: dir.display().to_string(),
-                        source,
-                    });
-                }
-            }
-        };
-        let tree = |name: &str| db.open_tree(name);
+        std::fs::create_dir_all(dir).map_err(|source| IndexError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        migrate::from_sled_if_any(dir)?;
+        let store = Store::open(dir)?;
+        migrate::remove_sled_leftovers(dir);
         let index = Index {
-            blobs: tree("blobs/v1")?,
-            urls: tree("urls/v1")?,
-            md5: tree("md5/v1")?,
-            sha256: tree("sha256/v1")?,
-            sha512: tree("sha512/v1")?,
-            blob_urls: tree("blob_urls/v1")?,
-            db,
+            store,
             memory: Mutex::new(BoundedLru::new(memory_entries, MEMORY_BYTES)),
             access: Mutex::new(HashMap::new()),
             n_blobs: AtomicU64::new(0),
             n_bytes: AtomicU64::new(0),
             n_urls: AtomicU64::new(0),
-            totals_saved: Mutex::new(false),
         };
-        let saved = index.db.remove(TOTALS_KEY)?;
+        let saved = {
+            let tx = index.store.db.begin_read()?;
+            let meta = tx.open_table(store::META)?;
+            meta.get(TOTALS_KEY)?.map(|v| v.value().to_vec())
+        };
         match saved.and_then(|v| serde_json::from_slice::<IndexStats>(&v).ok()) {
             Some(t) => {
                 index.n_blobs.store(t.blobs, Ordering::Relaxed);
                 index.n_bytes.store(t.bytes, Ordering::Relaxed);
                 index.n_urls.store(t.urls, Ordering::Relaxed);
                 // Gone for good before anything changes: a crash from here on recounts.
-                index.db.flush()?;
+                index.store.put_meta_durably(TOTALS_KEY, None)?;
             }
             None => index.recount()?,
         }
@@ -159,33 +166,35 @@ impl Index {
     }
 
     /// Save the totals for the next start (at a clean shutdown, after the last change; a
-    /// later change takes them back). Flushes.
+    /// later change takes them back). Durable, with everything before.
     pub fn save_totals(&self) -> Result<(), IndexError> {
         self.flush_access()?;
-        let mut saved = self.totals_saved.lock();
         let totals = serde_json::to_vec(&self.stats()).expect("serializable");
-        self.db.insert(TOTALS_KEY, totals)?;
-        self.db.flush()?;
-        *saved = true;
-        Ok(())
+        self.store.put_meta_durably(TOTALS_KEY, Some(&totals))
     }
 
-    /// Before a change of the totals: forget the saved ones (sled writes in order, so the
-    /// removal is durable whenever the change is).
-    fn totals_change(&self) -> Result<(), IndexError> {
-        let mut saved = self.totals_saved.lock();
-        if *saved {
-            self.db.remove(TOTALS_KEY)?;
-            *saved = false;
-        }
-        Ok(())
+    /// A write transaction; one that changes the totals first removes the saved ones (in the
+    /// same transaction, so the removal is durable whenever the change is).
+    fn write<T>(
+        &self,
+        changes_totals: bool,
+        f: impl FnOnce(&mut Tables<'_>) -> Result<T, IndexError>,
+    ) -> Result<T, IndexError> {
+        self.store.write(|w, t| {
+            if changes_totals && w.totals_saved {
+                t.meta.remove(TOTALS_KEY)?;
+                w.totals_saved = false;
+            }
+            f(t)
+        })
     }
 
     fn recount(&self) -> Result<(), IndexError> {
         let (mut blobs, mut bytes) = (0, 0);
-        for item in self.blobs.iter() {
+        let tx = self.store.db.begin_read()?;
+        for item in tx.open_table(BLOBS)?.iter()? {
             let (k, v) = item?;
-            let meta: meta::Sizing = decode(&k, &v)?;
+            let meta: meta::Sizing = decode(k.value(), v.value())?;
             let placement = meta.placement();
             if !placement.is_evicted() {
                 blobs += 1;
@@ -194,9 +203,10 @@ impl Index {
                 bytes += meta.size;
             }
         }
+        let urls = tx.open_table(URLS)?.len()?;
         self.n_blobs.store(blobs, Ordering::Relaxed);
         self.n_bytes.store(bytes, Ordering::Relaxed);
-        self.n_urls.store(self.urls.len() as u64, Ordering::Relaxed);
+        self.n_urls.store(urls, Ordering::Relaxed);
         Ok(())
     }
 
@@ -211,11 +221,12 @@ impl Index {
         if let Some(hit) = self.memory.lock().get(url) {
             return Ok(Some(hit.clone()));
         }
-        let Some(v) = self.urls.get(url.as_bytes())? else {
+        let tx = self.store.db.begin_read()?;
+        let Some(v) = tx.open_table(URLS)?.get(url.as_bytes())? else {
             return Ok(None);
         };
-        let record: UrlRecord = decode(url.as_bytes(), &v)?;
-        let Some(blob) = self.blob(&record.blake3)? else {
+        let record: UrlRecord = decode(url.as_bytes(), v.value())?;
+        let Some(blob) = self.blob_in(&tx.open_table(BLOBS)?, &record.blake3)? else {
             return Ok(None);
         };
         let entry = Arc::new(UrlEntry { record, blob });
@@ -226,48 +237,56 @@ impl Index {
 
     /// A blob by its BLAKE3 (lowercase hex), with reads not yet flushed folded in.
     pub fn blob(&self, blake3: &str) -> Result<Option<BlobMeta>, IndexError> {
+        let tx = self.store.db.begin_read()?;
+        self.blob_in(&tx.open_table(BLOBS)?, blake3)
+    }
+
+    fn blob_in(
+        &self,
+        blobs: &impl ReadableTable<&'static [u8], &'static [u8]>,
+        blake3: &str,
+    ) -> Result<Option<BlobMeta>, IndexError> {
         let Some(key) = hex_key(blake3) else {
             return Ok(None);
         };
-        let Some(v) = self.blobs.get(&key)? else {
+        let Some(v) = blobs.get(key.as_slice())? else {
             return Ok(None);
         };
-        let mut meta: BlobMeta = decode(&key, &v)?;
+        let mut meta: BlobMeta = decode(&key, v.value())?;
+        self.fold_access(blake3, &mut meta);
+        Ok(Some(meta))
+    }
+
+    /// Add the reads of a blob not yet flushed to its stored metadata.
+    fn fold_access(&self, blake3: &str, meta: &mut BlobMeta) {
         if let Some(&(count, last)) = self.access.lock().get(blake3) {
             meta.access_count += count;
             meta.last_access = meta.last_access.max(last);
         }
-        Ok(Some(meta))
     }
 
     /// A blob by any of its checksums (lowercase hex).
     pub fn by_checksum(&self, algo: Algo, hex: &str) -> Result<Option<BlobMeta>, IndexError> {
-        let tree = match algo {
-            Algo::Blake3 => return self.blob(hex),
-            Algo::Md5 => &self.md5,
-            Algo::Sha256 => &self.sha256,
-            Algo::Sha512 => &self.sha512,
-        };
-        let Some(key) = hex_key(hex) else {
+        if algo == Algo::Blake3 {
+            return self.blob(hex);
+        }
+        let Some(digest) = hex_key(hex) else {
             return Ok(None);
         };
-        match tree.get(key)? {
-            Some(b3) => self.blob(&hex::encode(b3)),
-            None => Ok(None),
-        }
+        let tx = self.store.db.begin_read()?;
+        let Some(b3) = tx
+            .open_table(store::SUMS)?
+            .get(sum_key(algo, &digest).as_slice())?
+        else {
+            return Ok(None);
+        };
+        self.blob_in(&tx.open_table(BLOBS)?, &hex::encode(b3.value()))
     }
 
     /// Every URL bound to a blob.
     pub fn urls_of(&self, blake3: &str) -> Result<Vec<String>, IndexError> {
-        let Some(prefix) = hex_key(blake3) else {
-            return Ok(Vec::new());
-        };
-        let mut urls = Vec::new();
-        for item in self.blob_urls.scan_prefix(&prefix) {
-            let (k, _) = item?;
-            urls.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
-        }
-        Ok(urls)
+        let tx = self.store.db.begin_read()?;
+        urls_of_in(&tx.open_table(BLOB_URLS)?, blake3)
     }
 
     /// Record a blob (if new) and bind `record.url` to it, in one transaction.
@@ -278,30 +297,23 @@ impl Index {
         let rec_json = serde_json::to_vec(record).expect("serializable");
         let url = record.url.as_bytes();
         let link = [b3.as_slice(), url].concat();
-        self.totals_change()?;
-        let (new_blob, new_url) = (
-            &self.blobs,
-            &self.urls,
-            &self.md5,
-            &self.sha256,
-            &self.sha512,
-            &self.blob_urls,
-        )
-            .transaction(|(blobs, urls, md5, sha256, sha512, blob_urls)| {
-                let new_blob = put_blob(blobs, md5, sha256, sha512, &b3, blob)?;
-                let old = urls.insert(url, rec_json.as_slice())?;
-                if let Some(old) = &old {
-                    // Rebinding: unlink the URL from the blob it pointed to before.
-                    let old: UrlRecord =
-                        serde_json::from_slice(old).map_err(ConflictableTransactionError::Abort)?;
-                    if let Some(old_b3) = hex_key(&old.blake3) {
-                        blob_urls.remove([old_b3.as_slice(), url].concat())?;
-                    }
+        let (new_blob, new_url) = self.write(true, |t| {
+            let new_blob = put_blob(t, &b3, blob)?;
+            let old = t
+                .urls
+                .insert(url, rec_json.as_slice())?
+                .map(|v| v.value().to_vec());
+            if let Some(old) = &old {
+                // Rebinding: unlink the URL from the blob it pointed to before.
+                let old: UrlRecord = decode(url, old)?;
+                if let Some(old_b3) = hex_key(&old.blake3) {
+                    t.blob_urls
+                        .remove([old_b3.as_slice(), url].concat().as_slice())?;
                 }
-                blob_urls.insert(link.as_slice(), &[])?;
-                Ok((new_blob, old.is_none()))
-            })
-            .map_err(|e| tx_error(e, &record.url))?;
+            }
+            t.blob_urls.insert(link.as_slice(), [].as_slice())?;
+            Ok((new_blob, old.is_none()))
+        })?;
         if new_blob {
             self.count_new(blob);
         }
@@ -316,12 +328,7 @@ impl Index {
     /// whether it is newly stored; an existing blob keeps its metadata.
     pub fn insert_blob(&self, blob: &BlobMeta) -> Result<bool, IndexError> {
         let b3 = hex_key(blob.blake3()).expect("blob digests are valid hex");
-        self.totals_change()?;
-        let new = (&self.blobs, &self.md5, &self.sha256, &self.sha512)
-            .transaction(|(blobs, md5, sha256, sha512)| {
-                put_blob(blobs, md5, sha256, sha512, &b3, blob)
-            })
-            .map_err(|e| tx_error(e, blob.blake3()))?;
+        let new = self.write(true, |t| put_blob(t, &b3, blob))?;
         if new {
             self.count_new(blob);
         }
@@ -338,95 +345,168 @@ impl Index {
     /// Mark a blob evicted: its URL bindings go (those URLs are misses again), its metadata
     /// and the list of URLs it was served under stay for lookups and audits.
     pub fn evict(&self, blake3: &str) -> Result<Option<BlobMeta>, IndexError> {
-        let Some(mut meta) = self.blob(blake3)? else {
+        Ok(self.evict_all(&[blake3])?.pop().flatten())
+    }
+
+    /// [`Index::evict`] for many blobs, in one write transaction (the sweeper evicts a batch
+    /// at a time). Returns each blob's metadata, in order (`None` for an unknown blob).
+    pub fn evict_all(&self, blake3s: &[&str]) -> Result<Vec<Option<BlobMeta>>, IndexError> {
+        let done = self.write(true, |t| {
+            blake3s
+                .iter()
+                .map(|b3| self.evict_in(t, b3))
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        let mut out = Vec::with_capacity(done.len());
+        for (blake3, evicted) in blake3s.iter().zip(done) {
+            let Some((meta, change)) = evicted else {
+                out.push(None);
+                continue;
+            };
+            if let Some(Unbound { was_local, urls, n }) = change {
+                self.n_blobs.fetch_sub(1, Ordering::Relaxed);
+                if was_local {
+                    self.n_bytes.fetch_sub(meta.size, Ordering::Relaxed);
+                }
+                self.n_urls.fetch_sub(n, Ordering::Relaxed);
+                self.forget_urls(&urls);
+                self.access.lock().remove(*blake3);
+            }
+            out.push(Some(meta));
+        }
+        Ok(out)
+    }
+
+    /// Inside a write transaction: mark one blob evicted (with the reads not yet flushed)
+    /// and unbind the URLs that still point to it. `None` if there is no such blob; no
+    /// [`Unbound`] if it was not stored.
+    fn evict_in(
+        &self,
+        t: &mut Tables<'_>,
+        blake3: &str,
+    ) -> Result<Option<(BlobMeta, Option<Unbound>)>, IndexError> {
+        let Some(key) = hex_key(blake3) else {
             return Ok(None);
         };
+        let Some(old) = t.blobs.get(key.as_slice())?.map(|v| v.value().to_vec()) else {
+            return Ok(None);
+        };
+        let mut meta: BlobMeta = decode(&key, &old)?;
+        self.fold_access(blake3, &mut meta);
         if !meta.is_stored() {
-            return Ok(Some(meta));
+            return Ok(Some((meta, None)));
         }
-        let urls = self.urls_of(blake3)?;
-        let b3 = hex_key(blake3).expect("validated by blob()");
+        let urls = urls_of_in(&t.blob_urls, blake3)?;
         let was_local = meta.is_local();
         meta.placement = Placement::Evicted;
-        self.totals_change()?;
         let json = serde_json::to_vec(&meta).expect("serializable");
-        let unbound = (&self.blobs, &self.urls)
-            .transaction(|(blobs, url_tree)| {
-                blobs.insert(b3.as_slice(), json.as_slice())?;
-                let mut unbound = 0u64;
-                for url in &urls {
-                    // Only bindings that still point here (a URL may have been rebound).
-                    if let Some(v) = url_tree.get(url.as_bytes())? {
-                        let rec: UrlRecord = serde_json::from_slice(&v)
-                            .map_err(ConflictableTransactionError::Abort)?;
-                        if rec.blake3 == blake3 {
-                            url_tree.remove(url.as_bytes())?;
-                            unbound += 1;
-                        }
-                    }
-                }
-                Ok::<_, ConflictableTransactionError<serde_json::Error>>(unbound)
-            })
-            .map_err(|e| tx_error(e, blake3))?;
-        self.n_blobs.fetch_sub(1, Ordering::Relaxed);
-        if was_local {
-            self.n_bytes.fetch_sub(meta.size, Ordering::Relaxed);
-        }
-        self.n_urls.fetch_sub(unbound, Ordering::Relaxed);
-        let mut memory = self.memory.lock();
+        t.blobs.insert(key.as_slice(), json.as_slice())?;
+        let mut n = 0u64;
         for url in &urls {
-            memory.pop(url);
+            // Only bindings that still point here (a URL may have been rebound).
+            let rec = match t.urls.get(url.as_bytes())? {
+                Some(v) => decode::<UrlRecord>(url.as_bytes(), v.value())?,
+                None => continue,
+            };
+            if rec.blake3 == blake3 {
+                t.urls.remove(url.as_bytes())?;
+                n += 1;
+            }
         }
-        drop(memory);
-        self.access.lock().remove(blake3);
-        Ok(Some(meta))
+        Ok(Some((meta, Some(Unbound { was_local, urls, n }))))
+    }
+
+    /// Up to [`WALK_CHUNK`] blob records after `after` (or from the first), in one short
+    /// read transaction.
+    fn blob_chunk(&self, after: Option<&[u8]>) -> Result<Vec<Record>, IndexError> {
+        let tx = self.store.db.begin_read()?;
+        let blobs = tx.open_table(BLOBS)?;
+        let range = match after {
+            Some(key) => blobs.range::<&[u8]>((Bound::Excluded(key), Bound::Unbounded))?,
+            None => blobs.iter()?,
+        };
+        let mut chunk = Vec::with_capacity(WALK_CHUNK);
+        for item in range.take(WALK_CHUNK) {
+            let (k, v) = item?;
+            chunk.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(chunk)
+    }
+
+    /// Every blob record in blake3 order after `after` (or from the first), a chunk at a
+    /// time; `visit` returns `false` to stop.
+    fn walk<E: From<IndexError>>(
+        &self,
+        after: Option<Vec<u8>>,
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
+    ) -> Result<(), E> {
+        let mut cursor = after;
+        loop {
+            let chunk = self.blob_chunk(cursor.as_deref())?;
+            let Some((last, _)) = chunk.last() else {
+                return Ok(());
+            };
+            let last = last.clone();
+            for (k, v) in &chunk {
+                if !visit(k, v)? {
+                    return Ok(());
+                }
+            }
+            cursor = Some(last);
+        }
     }
 
     /// Visit the stored (not evicted) blobs in blake3 order, starting after `after` (or at
-    /// the first); `visit` returns `false` to stop. One at a time: memory stays flat however
-    /// many blobs there are.
+    /// the first); `visit` returns `false` to stop. A few hundred at a time: memory stays
+    /// flat however many blobs there are, and `visit` may change the index.
     pub fn visit_stored_blobs<E: From<IndexError>>(
         &self,
         after: Option<&str>,
         mut visit: impl FnMut(BlobMeta) -> Result<bool, E>,
     ) -> Result<(), E> {
-        let iter = match after.and_then(hex_key) {
-            Some(key) => self
-                .blobs
-                .range::<Vec<u8>, _>((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded)),
-            None => self.blobs.iter(),
-        };
-        for item in iter {
-            let (k, v) = item.map_err(IndexError::from)?;
-            let meta: BlobMeta = decode(&k, &v)?;
-            if meta.is_stored() && !visit(meta)? {
-                break;
+        self.walk(after.and_then(hex_key), |k, v| {
+            let meta: BlobMeta = decode(k, v)?;
+            if meta.is_stored() {
+                return visit(meta);
             }
-        }
-        Ok(())
+            Ok(true)
+        })
+    }
+
+    /// Read a blob record in a write transaction, let `change` update it, write it back.
+    /// `None` if there is no such blob.
+    fn update_blob(
+        &self,
+        blake3: &str,
+        changes_totals: bool,
+        change: impl FnOnce(&mut BlobMeta),
+    ) -> Result<Option<(BlobMeta, BlobMeta)>, IndexError> {
+        let Some(key) = hex_key(blake3) else {
+            return Ok(None);
+        };
+        self.write(changes_totals, |t| {
+            let Some(before) = t.blobs.get(key.as_slice())?.map(|v| v.value().to_vec()) else {
+                return Ok(None);
+            };
+            let before: BlobMeta = decode(&key, &before)?;
+            let mut after = before.clone();
+            change(&mut after);
+            if after != before {
+                let json = serde_json::to_vec(&after).expect("serializable");
+                t.blobs.insert(key.as_slice(), json.as_slice())?;
+            }
+            Ok(Some((before, after)))
+        })
     }
 
     /// Pin or unpin a blob; `None` if there is no such blob.
     pub fn set_pinned(&self, blake3: &str, pinned: bool) -> Result<Option<BlobMeta>, IndexError> {
-        let Some(key) = hex_key(blake3) else {
-            return Ok(None);
-        };
-        let updated = self.blobs.update_and_fetch(&key, |old| {
-            let mut meta: BlobMeta = serde_json::from_slice(old?).ok()?;
-            meta.pinned = pinned;
-            Some(serde_json::to_vec(&meta).expect("serializable"))
-        })?;
-        let Some(v) = updated else {
+        let Some((_, after)) = self.update_blob(blake3, false, |m| m.pinned = pinned)? else {
             return Ok(None);
         };
         // URL entries cached in memory carry the blob's metadata: forget them.
-        let urls = self.urls_of(blake3)?;
-        let mut memory = self.memory.lock();
-        for url in &urls {
-            memory.pop(url);
-        }
-        drop(memory);
-        Ok(Some(decode(&key, &v)?))
+        self.forget_urls_of(blake3)?;
+        Ok(Some(after))
     }
 
     /// Move a stored blob between [`Placement::Local`], [`Placement::Replicated`] and
@@ -439,14 +519,7 @@ impl Index {
         blake3: &str,
         change: impl Fn(Placement) -> Placement,
     ) -> Result<Option<BlobMeta>, IndexError> {
-        let Some(key) = hex_key(blake3) else {
-            return Ok(None);
-        };
-        let mut before = None;
-        self.totals_change()?;
-        let updated = self.blobs.update_and_fetch(&key, |old| {
-            let mut meta: BlobMeta = serde_json::from_slice(old?).ok()?;
-            before = Some(meta.placement);
+        let updated = self.update_blob(blake3, true, |meta| {
             if meta.is_stored() {
                 let next = change(meta.placement);
                 debug_assert!(!next.is_evicted(), "only Index::evict evicts");
@@ -454,15 +527,13 @@ impl Index {
                     meta.placement = next;
                 }
             }
-            Some(serde_json::to_vec(&meta).expect("serializable"))
         })?;
-        let (Some(v), Some(before)) = (updated, before) else {
+        let Some((before, after)) = updated else {
             return Ok(None);
         };
-        let after: BlobMeta = decode(&key, &v)?;
         match (before.is_local(), after.is_local()) {
             (true, false) => self.n_bytes.fetch_sub(after.size, Ordering::Relaxed),
-            (false, true) if !before.is_evicted() => {
+            (false, true) if before.is_stored() => {
                 self.n_bytes.fetch_add(after.size, Ordering::Relaxed)
             }
             _ => 0,
@@ -473,12 +544,15 @@ impl Index {
 
     /// Drop the in-memory URL entries of a blob (they carry a copy of its metadata).
     fn forget_urls_of(&self, blake3: &str) -> Result<(), IndexError> {
-        let urls = self.urls_of(blake3)?;
+        self.forget_urls(&self.urls_of(blake3)?);
+        Ok(())
+    }
+
+    fn forget_urls(&self, urls: &[String]) {
         let mut memory = self.memory.lock();
-        for url in &urls {
+        for url in urls {
             memory.pop(url);
         }
-        Ok(())
     }
 
     /// Remove a blob, its checksum entries and every URL bound to it. Returns its metadata.
@@ -488,27 +562,23 @@ impl Index {
         };
         let urls = self.urls_of(blake3)?;
         let b3 = hex_key(blake3).expect("validated by blob()");
-        self.totals_change()?;
-        (
-            &self.blobs,
-            &self.urls,
-            &self.md5,
-            &self.sha256,
-            &self.sha512,
-            &self.blob_urls,
-        )
-            .transaction(|(blobs, url_tree, md5, sha256, sha512, blob_urls)| {
-                blobs.remove(b3.as_slice())?;
-                md5.remove(hex_key(&meta.digests.md5).unwrap())?;
-                sha256.remove(hex_key(&meta.digests.sha256).unwrap())?;
-                sha512.remove(hex_key(&meta.digests.sha512).unwrap())?;
-                for url in &urls {
-                    url_tree.remove(url.as_bytes())?;
-                    blob_urls.remove([b3.as_slice(), url.as_bytes()].concat())?;
-                }
-                Ok::<_, ConflictableTransactionError<serde_json::Error>>(())
-            })
-            .map_err(|e| tx_error(e, blake3))?;
+        self.write(true, |t| {
+            t.blobs.remove(b3.as_slice())?;
+            for (algo, hex) in [
+                (Algo::Md5, &meta.digests.md5),
+                (Algo::Sha256, &meta.digests.sha256),
+                (Algo::Sha512, &meta.digests.sha512),
+            ] {
+                t.sums
+                    .remove(sum_key(algo, &hex_key(hex).unwrap_or_default()).as_slice())?;
+            }
+            for url in &urls {
+                t.urls.remove(url.as_bytes())?;
+                t.blob_urls
+                    .remove([b3.as_slice(), url.as_bytes()].concat().as_slice())?;
+            }
+            Ok(())
+        })?;
         if meta.is_stored() {
             self.n_blobs.fetch_sub(1, Ordering::Relaxed);
             self.n_urls.fetch_sub(urls.len() as u64, Ordering::Relaxed);
@@ -516,16 +586,12 @@ impl Index {
         if meta.is_local() {
             self.n_bytes.fetch_sub(meta.size, Ordering::Relaxed);
         }
-        let mut memory = self.memory.lock();
-        for url in &urls {
-            memory.pop(url);
-        }
-        drop(memory);
+        self.forget_urls(&urls);
         self.access.lock().remove(blake3);
         Ok(Some(meta))
     }
 
-    /// Note one read of a blob; written to sled by [`Index::flush_access`].
+    /// Note one read of a blob; written to the database by [`Index::flush_access`].
     pub fn record_access(&self, blake3: &str, now: i64) {
         let mut access = self.access.lock();
         match access.get_mut(blake3) {
@@ -539,21 +605,28 @@ impl Index {
         }
     }
 
-    /// Write batched reads to sled. Called periodically and at shutdown. Returns the blobs
-    /// read since the last call.
+    /// Write batched reads to the database, in one transaction, durably. Called periodically
+    /// and at shutdown. Returns the blobs read since the last call.
     pub fn flush_access(&self) -> Result<Vec<String>, IndexError> {
         let pending = std::mem::take(&mut *self.access.lock());
         let read: Vec<String> = pending.keys().cloned().collect();
-        for (b3, (count, last)) in pending {
-            let Some(key) = hex_key(&b3) else { continue };
-            self.blobs.update_and_fetch(&key, |old| {
-                let mut meta: BlobMeta = serde_json::from_slice(old?).ok()?;
-                meta.access_count += count;
-                meta.last_access = meta.last_access.max(last);
-                Some(serde_json::to_vec(&meta).expect("serializable"))
+        if !pending.is_empty() {
+            self.write(false, |t| {
+                for (b3, (count, last)) in &pending {
+                    let Some(key) = hex_key(b3) else { continue };
+                    let Some(old) = t.blobs.get(key.as_slice())?.map(|v| v.value().to_vec()) else {
+                        continue;
+                    };
+                    let mut meta: BlobMeta = decode(&key, &old)?;
+                    meta.access_count += count;
+                    meta.last_access = meta.last_access.max(*last);
+                    let json = serde_json::to_vec(&meta).expect("serializable");
+                    t.blobs.insert(key.as_slice(), json.as_slice())?;
+                }
+                Ok(())
             })?;
         }
-        self.db.flush()?;
+        self.store.durable()?;
         Ok(read)
     }
 
@@ -562,10 +635,9 @@ impl Index {
     pub fn drop_missing(&self, exists: impl Fn(&str) -> bool) -> Result<usize, IndexError> {
         let mut gone = Vec::new();
         let mut remote_only = Vec::new();
-        for item in self.blobs.iter() {
-            let (k, v) = item?;
-            let b3 = hex::encode(&k);
-            let meta = decode::<BlobMeta>(&k, &v)?;
+        self.walk(None, |k, v| {
+            let b3 = hex::encode(k);
+            let meta = decode::<BlobMeta>(k, v)?;
             if meta.is_local() && !exists(&b3) {
                 if meta.placement.in_bucket() {
                     remote_only.push(b3);
@@ -573,7 +645,8 @@ impl Index {
                     gone.push(b3);
                 }
             }
-        }
+            Ok::<_, IndexError>(true)
+        })?;
         for b3 in &remote_only {
             self.set_placement(b3, |_| Placement::RemoteOnly)?;
         }
@@ -593,44 +666,51 @@ impl Index {
 
     /// A cheap read that proves the database answers (`/readyz`).
     pub fn ping(&self) -> Result<(), IndexError> {
-        self.urls.first()?;
+        let tx = self.store.db.begin_read()?;
+        tx.open_table(URLS)?.first()?;
         Ok(())
     }
 
-    /// Make everything written so far durable. sled 0.34's `flush_async` deadlocks when
-    /// called concurrently (spacejam/sled#1308, fixed only on its unreleased main branch), so
-    /// this runs the blocking `flush` on tokio's blocking pool.
+    /// Make everything written so far durable (one durable commit on tokio's blocking pool;
+    /// nothing to do if no write happened since the last one). Concurrent flushes take turns.
     pub async fn flush(&self) -> Result<(), IndexError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
-            .await
-            .map_err(|e| IndexError::Db(sled::Error::Io(std::io::Error::other(e))))??;
-        Ok(())
+        self.store.durable_async().await
     }
 
-    /// Blocking variant of [`Index::flush`], for shutdown and offline commands.
+    /// Blocking variant of [`Index::flush`] that writes the batched reads too, for shutdown
+    /// and offline commands.
     pub fn flush_blocking(&self) -> Result<(), IndexError> {
         self.flush_access()?;
-        self.db.flush()?;
         Ok(())
     }
 }
 
+/// Every URL bound to a blob, from the `blob_urls` table.
+fn urls_of_in(
+    blob_urls: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    blake3: &str,
+) -> Result<Vec<String>, IndexError> {
+    let Some(prefix) = hex_key(blake3) else {
+        return Ok(Vec::new());
+    };
+    let mut urls = Vec::new();
+    for item in blob_urls.range::<&[u8]>(prefix.as_slice()..)? {
+        let (k, _) = item?;
+        let Some(url) = k.value().strip_prefix(prefix.as_slice()) else {
+            break;
+        };
+        urls.push(String::from_utf8_lossy(url).into_owned());
+    }
+    Ok(urls)
+}
+
 /// Inside a transaction: store `blob` if absent, or revive it if it was evicted (keeping
 /// its history: first seen, reads, pin). Returns whether it is newly stored.
-fn put_blob(
-    blobs: &sled::transaction::TransactionalTree,
-    md5: &sled::transaction::TransactionalTree,
-    sha256: &sled::transaction::TransactionalTree,
-    sha512: &sled::transaction::TransactionalTree,
-    b3: &[u8],
-    blob: &BlobMeta,
-) -> Result<bool, ConflictableTransactionError<serde_json::Error>> {
-    let stored = match blobs.get(b3)? {
+fn put_blob(t: &mut Tables<'_>, b3: &[u8], blob: &BlobMeta) -> Result<bool, IndexError> {
+    let stored = match t.blobs.get(b3)?.map(|v| v.value().to_vec()) {
         None => blob.clone(),
         Some(old) => {
-            let old: BlobMeta =
-                serde_json::from_slice(&old).map_err(ConflictableTransactionError::Abort)?;
+            let old: BlobMeta = decode(b3, &old)?;
             if old.is_stored() {
                 return Ok(false);
             }
@@ -644,10 +724,16 @@ fn put_blob(
             }
         }
     };
-    blobs.insert(b3, serde_json::to_vec(&stored).expect("serializable"))?;
-    md5.insert(hex_key(&blob.digests.md5).unwrap(), b3)?;
-    sha256.insert(hex_key(&blob.digests.sha256).unwrap(), b3)?;
-    sha512.insert(hex_key(&blob.digests.sha512).unwrap(), b3)?;
+    let json = serde_json::to_vec(&stored).expect("serializable");
+    t.blobs.insert(b3, json.as_slice())?;
+    for (algo, hex) in [
+        (Algo::Md5, &blob.digests.md5),
+        (Algo::Sha256, &blob.digests.sha256),
+        (Algo::Sha512, &blob.digests.sha512),
+    ] {
+        let digest = hex_key(hex).expect("blob digests are valid hex");
+        t.sums.insert(sum_key(algo, &digest).as_slice(), b3)?;
+    }
     Ok(true)
 }
 
@@ -660,16 +746,6 @@ fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], v: &[u8]) -> Result<T, Index
         key: String::from_utf8(key.to_vec()).unwrap_or_else(|_| hex::encode(key)),
         source,
     })
-}
-
-fn tx_error(e: TransactionError<serde_json::Error>, key: &str) -> IndexError {
-    match e {
-        TransactionError::Storage(e) => IndexError::Db(e),
-        TransactionError::Abort(source) => IndexError::Corrupt {
-            key: key.to_owned(),
-            source,
-        },
-    }
 }
 
 #[cfg(test)]
@@ -708,9 +784,9 @@ mod tests {
         out
     }
 
-    /// sled 0.34's `flush_async` deadlocks when called concurrently on one database
+    /// sled 0.34's `flush_async` deadlocked when called concurrently on one database
     /// (spacejam/sled#1308); every commit flushes, so fills finishing together did exactly
-    /// that. On the old code this test hangs (nextest's slow-timeout ends it).
+    /// that. Kept for redb: concurrent binds and durable commits take turns, none hangs.
     #[test]
     fn concurrent_flushes_after_concurrent_binds_all_finish() {
         let dir = tempfile::tempdir().unwrap();
@@ -990,10 +1066,9 @@ mod tests {
             idx.bind(&a, &record("http://h/a", &a)).unwrap();
             idx.save_totals().unwrap();
             // Saved totals are taken as they are, without counting: made recognizable.
-            idx.db
-                .insert(TOTALS_KEY, br#"{"blobs":7,"bytes":70,"urls":7}"#.to_vec())
+            idx.store
+                .put_meta_durably(TOTALS_KEY, Some(br#"{"blobs":7,"bytes":70,"urls":7}"#))
                 .unwrap();
-            idx.db.flush().unwrap();
         }
         let idx = Index::open(dir.path(), 10).unwrap();
         assert_eq!(idx.stats(), one(7, 70), "saved totals are used");
@@ -1046,9 +1121,201 @@ mod tests {
     fn second_open_of_same_dir_fails() {
         let dir = tempfile::tempdir().unwrap();
         let _idx = Index::open(dir.path(), 10).unwrap();
-        assert!(matches!(
-            Index::open(dir.path(), 10),
-            Err(IndexError::Open { .. })
-        ));
+        let second = Index::open(dir.path(), 10);
+        assert!(
+            matches!(&second, Err(e @ IndexError::Open { .. }) if e.is_locked()),
+            "{:?}",
+            second.err()
+        );
+    }
+
+    /// An index written by sled (the trees and JSON values of the earlier versions) opens
+    /// as redb with the same answers, once: the sled files are gone afterwards.
+    #[test]
+    fn a_sled_index_is_migrated_at_the_first_open_with_the_same_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (meta(b"a"), meta(b"bb"), meta(b"ccc"));
+        let mut evicted = c.clone();
+        evicted.placement = Placement::Evicted;
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let tree = |n: &str| db.open_tree(n).unwrap();
+            let key = |h: &str| hex::decode(h).unwrap();
+            for m in [&a, &b, &evicted] {
+                let b3 = key(m.blake3());
+                tree("blobs/v1")
+                    .insert(&b3, serde_json::to_vec(m).unwrap())
+                    .unwrap();
+                tree("md5/v1")
+                    .insert(key(&m.digests.md5), b3.clone())
+                    .unwrap();
+                tree("sha256/v1")
+                    .insert(key(&m.digests.sha256), b3.clone())
+                    .unwrap();
+                tree("sha512/v1")
+                    .insert(key(&m.digests.sha512), b3.clone())
+                    .unwrap();
+            }
+            for (url, m, bound) in [
+                ("http://h/a", &a, true),
+                ("http://h/a2", &a, true),
+                ("http://h/b", &b, true),
+                ("http://h/c", &evicted, false),
+            ] {
+                if bound {
+                    tree("urls/v1")
+                        .insert(url, serde_json::to_vec(&record(url, m)).unwrap())
+                        .unwrap();
+                }
+                tree("blob_urls/v1")
+                    .insert([key(m.blake3()), url.as_bytes().to_vec()].concat(), &[])
+                    .unwrap();
+            }
+            db.insert(b"totals/v1", br#"{"blobs":9,"bytes":9,"urls":9}"#.to_vec())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        assert!(dir.path().join("db").exists());
+        let check = |idx: &Index| {
+            assert_eq!(
+                idx.stats(),
+                IndexStats {
+                    blobs: 2,
+                    bytes: 3,
+                    urls: 3
+                },
+                "counted, not the sled index's totals"
+            );
+            assert_eq!(idx.url("http://h/a2").unwrap().unwrap().blob, a);
+            assert_eq!(
+                idx.url("http://h/b").unwrap().unwrap().record,
+                record("http://h/b", &b)
+            );
+            assert!(idx.url("http://h/c").unwrap().is_none());
+            for (algo, hex) in [
+                (Algo::Md5, &b.digests.md5),
+                (Algo::Sha256, &b.digests.sha256),
+                (Algo::Sha512, &b.digests.sha512),
+            ] {
+                assert_eq!(idx.by_checksum(algo, hex).unwrap().unwrap(), b);
+            }
+            assert_eq!(
+                idx.by_checksum(Algo::Sha256, &c.digests.sha256)
+                    .unwrap()
+                    .unwrap(),
+                evicted
+            );
+            let mut urls = idx.urls_of(a.blake3()).unwrap();
+            urls.sort();
+            assert_eq!(urls, ["http://h/a", "http://h/a2"]);
+            assert_eq!(idx.urls_of(c.blake3()).unwrap(), ["http://h/c"]);
+        };
+        {
+            let idx = Index::open(dir.path(), 10).unwrap();
+            check(&idx);
+            // Written to after the migration: the next open must not migrate again.
+            idx.remove_blob(b.blake3()).unwrap();
+        }
+        for gone in ["db", "conf", "index.redb.migrating"] {
+            assert!(!dir.path().join(gone).exists(), "{gone}");
+        }
+        let idx = Index::open(dir.path(), 10).unwrap();
+        assert!(
+            idx.blob(b.blake3()).unwrap().is_none(),
+            "not migrated again"
+        );
+        assert_eq!(idx.url("http://h/a").unwrap().unwrap().blob, a);
+    }
+
+    /// A migration that did not finish (its temp file is there, no `index.redb`) leaves the
+    /// sled index in place, and the next open migrates it from the start.
+    #[test]
+    fn an_unfinished_migration_is_done_again_from_the_sled_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = meta(b"a");
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("blobs/v1")
+                .unwrap()
+                .insert(
+                    hex::decode(a.blake3()).unwrap(),
+                    serde_json::to_vec(&a).unwrap(),
+                )
+                .unwrap();
+            db.flush().unwrap();
+        }
+        std::fs::write(dir.path().join("index.redb.migrating"), b"half a database").unwrap();
+        let idx = Index::open(dir.path(), 10).unwrap();
+        assert_eq!(idx.blob(a.blake3()).unwrap().unwrap(), a);
+        assert_eq!(idx.stats().blobs, 1);
+        assert!(!dir.path().join("index.redb.migrating").exists());
+    }
+
+    /// A sled index held by a running earlier version is not migrated under it: the open
+    /// fails as locked (not a reason to rebuild), and the sled files stay.
+    #[test]
+    fn a_sled_index_held_by_another_process_is_locked_not_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = sled::open(dir.path()).unwrap();
+        held.flush().unwrap();
+        let opened = Index::open(dir.path(), 10);
+        assert!(
+            matches!(&opened, Err(e @ IndexError::Sled { .. }) if e.is_locked()),
+            "{:?}",
+            opened.err()
+        );
+        assert!(!dir.path().join("index.redb").exists());
+        assert!(dir.path().join("db").exists());
+    }
+
+    /// Evicting a batch in one transaction: the same answers as one at a time, unknown and
+    /// already evicted blobs included, and a URL rebound elsewhere stays bound.
+    #[test]
+    fn evicting_a_batch_counts_and_unbinds_as_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(dir.path(), 10).unwrap();
+        let (a, b, c) = (meta(b"a"), meta(b"bb"), meta(b"ccc"));
+        idx.bind(&a, &record("http://h/a", &a)).unwrap();
+        idx.bind(&b, &record("http://h/b", &b)).unwrap();
+        idx.bind(&b, &record("http://h/moved", &b)).unwrap();
+        idx.bind(&c, &record("http://h/moved", &c)).unwrap(); // rebound to c
+        idx.bind(&c, &record("http://h/c", &c)).unwrap();
+        idx.evict(c.blake3()).unwrap();
+        idx.record_access(a.blake3(), 77);
+        let unknown = "0".repeat(64);
+        let out = idx
+            .evict_all(&[a.blake3(), &unknown, c.blake3(), b.blake3(), a.blake3()])
+            .unwrap();
+        let placements: Vec<_> = out
+            .iter()
+            .map(|m| m.as_ref().map(|m| m.placement))
+            .collect();
+        assert_eq!(
+            placements,
+            [
+                Some(Placement::Evicted),
+                None,
+                Some(Placement::Evicted),
+                Some(Placement::Evicted),
+                Some(Placement::Evicted)
+            ]
+        );
+        assert_eq!(
+            out[0].as_ref().unwrap().last_access,
+            77,
+            "unflushed reads kept"
+        );
+        assert_eq!(idx.blob(a.blake3()).unwrap().unwrap().access_count, 1);
+        assert_eq!(idx.stats(), IndexStats::default());
+        for url in ["http://h/a", "http://h/b", "http://h/moved", "http://h/c"] {
+            assert!(idx.url(url).unwrap().is_none(), "{url}");
+        }
+        drop(idx);
+        let idx = Index::open(dir.path(), 10).unwrap();
+        assert_eq!(
+            idx.stats(),
+            IndexStats::default(),
+            "counted again, the same"
+        );
     }
 }
