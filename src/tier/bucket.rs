@@ -125,7 +125,9 @@ impl Bucket {
         match self.remote.lookup_url(key).await {
             Ok(Some((record, shared))) => {
                 let meta = self.learned(shared.meta);
-                self.cache.index.bind(&meta, &record)?;
+                // A write may be the durable commit (an fsync): off the async workers.
+                let cache = self.cache.clone();
+                tokio::task::spawn_blocking(move || cache.index.bind(&meta, &record)).await??;
             }
             Ok(None) => {}
             // Unknown, as far as we can tell: the fill path decides (and refuses while the
@@ -149,7 +151,8 @@ impl Bucket {
         match self.remote.lookup_checksum(algo, hex).await {
             Ok(Some(shared)) => {
                 let meta = self.learned(shared.meta);
-                self.cache.index.insert_blob(&meta)?;
+                let cache = self.cache.clone();
+                tokio::task::spawn_blocking(move || cache.index.insert_blob(&meta)).await??;
             }
             Ok(None) => {}
             Err(e) => warn!(algo = algo.name(), hex, error = %e, "shared index lookup failed"),

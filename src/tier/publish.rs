@@ -85,7 +85,9 @@ impl Bucket {
             }
         }
         self.remote.publish(&shared, &records).await?;
-        self.cache.lifecycle().replicated(b3)?;
+        // An index write may be the durable commit (an fsync): off the async workers.
+        let (cache, b3) = (self.cache.clone(), b3.to_owned());
+        tokio::task::spawn_blocking(move || cache.lifecycle().replicated(&b3)).await??;
         Ok(())
     }
 }

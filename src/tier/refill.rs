@@ -26,7 +26,7 @@ impl Bucket {
         let b3 = meta.blake3().to_owned();
         let mut stream = Box::pin(match self.remote.read_blob(&b3, start, end).await {
             Ok(s) => s,
-            Err(e) if e.is_not_found() => return self.remote_gone(&b3).map(|_| None),
+            Err(e) if e.is_not_found() => return self.remote_gone(&b3).await.map(|_| None),
             Err(e) => return Err(e.into()),
         });
         // The first piece (or the error) arrives before any header is sent.
@@ -34,7 +34,7 @@ impl Bucket {
             match stream.next().await {
                 Some(Ok(b)) => Some(b),
                 Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return self.remote_gone(&b3).map(|_| None);
+                    return self.remote_gone(&b3).await.map(|_| None);
                 }
                 Some(Err(e)) => {
                     return Err(Error::Unavailable(format!(
@@ -65,12 +65,14 @@ impl Bucket {
 
     /// The bucket lost a blob this instance believed it had (remote cleanup by another
     /// instance, or a manual delete): forget it here.
-    fn remote_gone(&self, b3: &str) -> Result<(), Error> {
+    async fn remote_gone(&self, b3: &str) -> Result<(), Error> {
         warn!(
             blake3 = b3,
             "blob is gone from the object store; dropping its index entry"
         );
-        self.cache.lifecycle().forget(b3)?;
+        // An index write may be the durable commit (an fsync): off the async workers.
+        let (cache, b3) = (self.cache.clone(), b3.to_owned());
+        tokio::task::spawn_blocking(move || cache.lifecycle().forget(&b3)).await??;
         Ok(())
     }
 
