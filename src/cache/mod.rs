@@ -94,7 +94,12 @@ fn open_index(dir: &Path, memory: usize) -> Result<(Index, bool), OpenError> {
                 Ok(Err(e)) => e.to_string(),
                 _ => "the index database panicked while opening".to_owned(),
             };
-            let aside = dir.with_extension(format!("broken-{}", unix_now()));
+            // Unique even when an index broke twice within a second.
+            let now = unix_now();
+            let aside = std::iter::once(dir.with_extension(format!("broken-{now}")))
+                .chain((1..).map(|n| dir.with_extension(format!("broken-{now}-{n}"))))
+                .find(|p| !p.exists())
+                .expect("an unused name");
             warn!(index = %dir.display(), moved_to = %aside.display(), %reason, "index unreadable; rebuilding it from the blob files and the journal");
             std::fs::rename(dir, &aside).map_err(|source| OpenError::MoveIndex {
                 path: dir.display().to_string(),

@@ -455,11 +455,19 @@ async fn a_deleted_or_corrupt_index_is_rebuilt_from_blob_files_and_the_journal()
     ];
 
     let mut running = Some(srv);
-    for damage in ["delete", "corrupt"] {
+    // "corrupt-sled": an earlier version's (sled) index, unreadable: the migration fails
+    // and the index is rebuilt like any other unreadable one.
+    for damage in ["delete", "corrupt", "corrupt-sled"] {
         let (dir, cfg) = running.take().unwrap().shut_down().await;
         let index = cfg.storage.data_dir.join("index");
         match damage {
             "delete" => std::fs::remove_dir_all(&index).unwrap(),
+            "corrupt-sled" => {
+                std::fs::remove_dir_all(&index).unwrap();
+                std::fs::create_dir(&index).unwrap();
+                std::fs::write(index.join("conf"), b"segment_size: not a number\n").unwrap();
+                std::fs::write(index.join("db"), b"this is not a sled database").unwrap();
+            }
             _ => {
                 for f in std::fs::read_dir(&index).unwrap().flatten() {
                     if f.path().is_file() {
@@ -503,13 +511,20 @@ async fn a_deleted_or_corrupt_index_is_rebuilt_from_blob_files_and_the_journal()
             Some("\"a1\""),
             "upstream facts from the journal"
         );
-        if damage == "corrupt" {
-            let aside = std::fs::read_dir(srv2.data_dir())
-                .unwrap()
-                .flatten()
-                .any(|e| e.file_name().to_string_lossy().starts_with("index.broken-"));
-            assert!(aside, "the unreadable index is kept aside for inspection");
-        }
+        let aside = std::fs::read_dir(srv2.data_dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("index.broken-"))
+            .count();
+        let expected = match damage {
+            "delete" => 0,
+            "corrupt" => 1,
+            _ => 2,
+        };
+        assert_eq!(
+            aside, expected,
+            "{damage}: each unreadable index is kept aside for inspection"
+        );
         running = Some(srv2);
     }
 }
