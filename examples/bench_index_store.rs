@@ -11,6 +11,8 @@
 //! bench_index_store write-redb       1000000 /var/tmp/ix/redb5.db
 //! bench_index_store open-sled /var/tmp/ix/json6
 //! bench_index_store open-redb /var/tmp/ix/redb5.db
+//! bench_index_store write-sled-v1 1000000 /var/tmp/ix/v1   # what upcache 0.1-0.3 wrote
+//! bench_index_store migrate /var/tmp/ix/v1                # upcache's migration to redb
 //! ```
 //!
 //! Layouts (keys per blob, value sizes):
@@ -21,6 +23,11 @@
 //! - `bin2`: only the blob record (with its URL list inside) and the URL record (2 keys): a
 //!   floor, with no digest lookups at all;
 //! - redb: the `bin5` keys and values in four tables, committed 10,000 blobs at a time.
+//!
+//! `write-sled-v1` is the exception: it writes the sled index the earlier versions of upcache
+//! wrote (their trees, upcache's own JSON records of the blobs `bench_sweep` makes), and
+//! `migrate` opens it with `upcache::index::Index`, which migrates it to redb once, and prints
+//! the time and the peak RSS of that.
 //!
 //! Both stores get a 16 MiB cache, as the index gives sled. The process uses mimalloc, as
 //! `upcache serve` does.
@@ -133,6 +140,69 @@ fn write_sled(layout: &str, n: u64, dir: &str) {
     );
 }
 
+/// The sled index of upcache 0.1-0.3 (trees `*/v1`, JSON values), for the blobs
+/// `bench_sweep` makes: blob `i` is 256 bytes, `i` little-endian then zeros.
+fn write_sled_v1(n: u64, dir: &str) {
+    use upcache::index::{BlobMeta, Origin, UrlRecord};
+    let db = sled_config(dir).open().expect("open sled");
+    let tree = |name: &str| db.open_tree(name).expect("open tree");
+    let [blobs, urls, md5, sha256, sha512, blob_urls] =
+        ["blobs", "urls", "md5", "sha256", "sha512", "blob_urls"].map(|t| tree(&format!("{t}/v1")));
+    let key = |h: &str| hex::decode(h).expect("hex");
+    let started = Instant::now();
+    for i in 0..n {
+        let mut content = vec![0u8; 256];
+        content[..8].copy_from_slice(&i.to_le_bytes());
+        let mut d = upcache::store::Digester::new();
+        d.update(&content);
+        let meta = BlobMeta::new(d.finish(), 256, Origin::Upstream, i as i64);
+        let url = format!("https://example.org/pkg/{i}.tar.gz");
+        let record = UrlRecord {
+            url: url.clone(),
+            blake3: meta.blake3().into(),
+            status: 200,
+            content_type: None,
+            etag: None,
+            last_modified: None,
+            final_url: url.clone(),
+            fetched_at: i as i64,
+            instance: "bench".into(),
+        };
+        let b3 = key(meta.blake3());
+        let put = |t: &sled::Tree, k: &[u8], v: &[u8]| {
+            t.insert(k, v).expect("insert");
+        };
+        put(&blobs, &b3, &serde_json::to_vec(&meta).expect("json"));
+        put(
+            &urls,
+            url.as_bytes(),
+            &serde_json::to_vec(&record).expect("json"),
+        );
+        put(&md5, &key(&meta.digests.md5), &b3);
+        put(&sha256, &key(&meta.digests.sha256), &b3);
+        put(&sha512, &key(&meta.digests.sha512), &b3);
+        put(&blob_urls, &[b3.as_slice(), url.as_bytes()].concat(), &[]);
+    }
+    db.flush().expect("flush");
+    println!(
+        "written in {:.1} s; {}",
+        started.elapsed().as_secs_f64(),
+        rss()
+    );
+}
+
+/// Open a sled index with upcache's `Index`: the one-time migration to redb.
+fn migrate(dir: &str) {
+    let started = Instant::now();
+    let index = upcache::index::Index::open(std::path::Path::new(dir), 1).expect("open index");
+    println!(
+        "opened (migrated) in {:.1} s: {:?}; {}",
+        started.elapsed().as_secs_f64(),
+        index.stats(),
+        rss()
+    );
+}
+
 const TABLES: [redb::TableDefinition<&[u8], &[u8]>; 4] = [
     redb::TableDefinition::new("blobs"),
     redb::TableDefinition::new("urls"),
@@ -196,6 +266,8 @@ fn main() {
     match arg(1) {
         "write-sled" => write_sled(arg(2), arg(3).parse().expect("N"), arg(4)),
         "write-redb" => write_redb(arg(2).parse().expect("N"), arg(3)),
+        "write-sled-v1" => write_sled_v1(arg(2).parse().expect("N"), arg(3)),
+        "migrate" => migrate(arg(2)),
         "open-sled" => {
             let started = Instant::now();
             let db = sled_config(arg(2)).open().expect("open sled");
@@ -238,7 +310,8 @@ fn main() {
         _ => {
             eprintln!(
                 "usage: bench_index_store write-sled json6|bin5|bin2 N DIR | write-redb N FILE | \
-                 open-sled DIR | open-redb FILE"
+                 open-sled DIR | open-redb FILE | \
+                 write-sled-v1 N DIR | migrate DIR"
             );
             std::process::exit(2);
         }

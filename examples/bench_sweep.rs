@@ -268,6 +268,14 @@ fn probe(args: &Args, data: &Path) {
 fn setup(args: &Args, app: &Service) -> u64 {
     let reuse = app.cache.index.stats().blobs > 0;
     let mut written = 0;
+    // Bound in batches: one index commit per BATCH blobs.
+    const BATCH: usize = 1000;
+    let mut batch: Vec<(BlobMeta, UrlRecord)> = Vec::with_capacity(BATCH);
+    let bind = |batch: &mut Vec<(BlobMeta, UrlRecord)>| {
+        let pairs: Vec<_> = batch.iter().map(|(m, r)| (m, r)).collect();
+        app.cache.index.bind_all(&pairs).expect("bind");
+        batch.clear();
+    };
     for i in 0..args.blobs {
         let mut content = vec![0u8; args.size];
         content[..8].copy_from_slice(&i.to_le_bytes());
@@ -317,8 +325,12 @@ fn setup(args: &Args, app: &Service) -> u64 {
             fetched_at: i as i64,
             instance: "bench".into(),
         };
-        app.cache.index.bind(&meta, &record).expect("bind");
+        batch.push((meta, record));
+        if batch.len() == BATCH {
+            bind(&mut batch);
+        }
     }
+    bind(&mut batch);
     app.cache.index.flush_blocking().expect("flush");
     // SAFETY: sync(2) has no preconditions.
     unsafe { libc::sync() };
