@@ -11,7 +11,7 @@
 //! bench_index_store write-redb       1000000 /var/tmp/ix/redb5.db
 //! bench_index_store open-sled /var/tmp/ix/json6
 //! bench_index_store open-redb /var/tmp/ix/redb5.db
-//! bench_index_store write-sled-v1 1000000 /var/tmp/ix/v1   # what upcache 0.1-0.3 wrote
+//! bench_index_store write-sled-v1 1000000 /var/tmp/ix/v1   # what earlier versions wrote
 //! bench_index_store migrate /var/tmp/ix/v1                # upcache's migration to redb
 //! ```
 //!
@@ -140,7 +140,7 @@ fn write_sled(layout: &str, n: u64, dir: &str) {
     );
 }
 
-/// The sled index of upcache 0.1-0.3 (trees `*/v1`, JSON values), for the blobs
+/// The sled index of earlier versions (trees `*/v1`, JSON values), for the blobs
 /// `bench_sweep` makes: blob `i` is 256 bytes, `i` little-endian then zeros.
 fn write_sled_v1(n: u64, dir: &str) {
     use upcache::index::{BlobMeta, Origin, UrlRecord};
