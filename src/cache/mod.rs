@@ -355,3 +355,30 @@ impl Cache {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two unreadable indexes in a row (within one second, so the same timestamp): each is
+    /// kept aside under its own name and a fresh index opens both times.
+    #[test]
+    fn unreadable_indexes_within_one_second_are_kept_aside_apart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("index");
+        for _ in 0..2 {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("index.redb"), b"this is not a redb database").unwrap();
+            let (index, rebuild) = open_index(&dir, 10).unwrap();
+            assert!(rebuild);
+            drop(index);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        let aside = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("index.broken-"))
+            .count();
+        assert_eq!(aside, 2);
+    }
+}
