@@ -214,3 +214,47 @@ impl BlobMeta {
         !self.placement.is_evicted()
     }
 }
+
+/// Reads of a blob not yet folded into its record: kept apart (the `reads` table) so that
+/// the periodic access flush writes 16 bytes per blob read, not its whole record. The blob's
+/// read count is its record's plus `count`; its last access, the later of the two.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Reads {
+    pub count: u64,
+    pub last: i64,
+}
+
+impl Reads {
+    pub const LEN: usize = 16;
+
+    /// Little-endian count, then last access.
+    pub fn encode(self) -> [u8; Reads::LEN] {
+        let mut out = [0u8; Reads::LEN];
+        out[..8].copy_from_slice(&self.count.to_le_bytes());
+        out[8..].copy_from_slice(&self.last.to_le_bytes());
+        out
+    }
+
+    /// `None` for a value of another length.
+    pub fn decode(v: &[u8]) -> Option<Reads> {
+        let v: &[u8; Reads::LEN] = v.try_into().ok()?;
+        let (count, last) = v.split_at(8);
+        Some(Reads {
+            count: u64::from_le_bytes(count.try_into().ok()?),
+            last: i64::from_le_bytes(last.try_into().ok()?),
+        })
+    }
+
+    /// These reads and `more`.
+    pub fn add(self, more: Reads) -> Reads {
+        Reads {
+            count: self.count + more.count,
+            last: self.last.max(more.last),
+        }
+    }
+
+    pub fn fold_into(self, meta: &mut BlobMeta) {
+        meta.access_count += self.count;
+        meta.last_access = meta.last_access.max(self.last);
+    }
+}

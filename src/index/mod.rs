@@ -24,9 +24,10 @@ mod migrate;
 mod records;
 mod store;
 
+use meta::Reads;
 pub use meta::{BlobMeta, Origin, Placement};
 pub use records::{UrlEntry, UrlRecord};
-use store::{BLOB_URLS, BLOBS, Store, TOTALS_KEY, Tables, URLS, sum_key};
+use store::{BLOB_URLS, BLOBS, READS, Store, TOTALS_KEY, Tables, URLS, sum_key};
 
 /// Errors of the index.
 #[derive(Debug, thiserror::Error)]
@@ -84,8 +85,8 @@ pub const MEMORY_BYTES: usize = 64 << 20;
 /// transaction does not hold back the pages writes meanwhile free.
 const WALK_CHUNK: usize = 256;
 
-/// A key and its value, copied out of a read transaction.
-type Record = (Vec<u8>, Vec<u8>);
+/// A blob record's key and value, copied out of a read transaction, with its unfolded reads.
+type Record = (Vec<u8>, Vec<u8>, Option<Reads>);
 
 /// What evicting a stored blob changed: whether its bytes were local, the URLs it was
 /// served under, and how many of them were unbound.
@@ -107,9 +108,9 @@ pub struct IndexStats {
 pub struct Index {
     store: Store,
     memory: Mutex<BoundedLru<Arc<UrlEntry>>>,
-    /// Reads not yet written to the database: blake3 -> (count, last access). Batched so
-    /// that a hit never costs an index write.
-    access: Mutex<HashMap<String, (u64, i64)>>,
+    /// Reads not yet written to the database, by blake3. Batched so that a hit never costs
+    /// an index write.
+    access: Mutex<HashMap<String, Reads>>,
     n_blobs: AtomicU64,
     n_bytes: AtomicU64,
     n_urls: AtomicU64,
@@ -228,7 +229,13 @@ impl Index {
             return Ok(None);
         };
         let record: UrlRecord = decode(url.as_bytes(), v.value())?;
-        let Some(blob) = self.blob_in(&tx.open_table(BLOBS)?, &record.blake3)? else {
+        // The hit path needs no read counts: the entry's are its record's (see UrlEntry).
+        let Some(blob) = self.blob_in(
+            &tx.open_table(BLOBS)?,
+            None::<&redb::ReadOnlyTable<_, _>>,
+            &record.blake3,
+        )?
+        else {
             return Ok(None);
         };
         let entry = Arc::new(UrlEntry { record, blob });
@@ -240,12 +247,15 @@ impl Index {
     /// A blob by its BLAKE3 (lowercase hex), with reads not yet flushed folded in.
     pub fn blob(&self, blake3: &str) -> Result<Option<BlobMeta>, IndexError> {
         let tx = self.store.db.begin_read()?;
-        self.blob_in(&tx.open_table(BLOBS)?, blake3)
+        self.blob_in(&tx.open_table(BLOBS)?, Some(&tx.open_table(READS)?), blake3)
     }
 
+    /// A blob record, with its reads (those in `reads`, when given, and those not yet
+    /// flushed) folded in.
     fn blob_in(
         &self,
         blobs: &impl ReadableTable<&'static [u8], &'static [u8]>,
+        reads: Option<&impl ReadableTable<&'static [u8], &'static [u8]>>,
         blake3: &str,
     ) -> Result<Option<BlobMeta>, IndexError> {
         let Some(key) = hex_key(blake3) else {
@@ -255,15 +265,19 @@ impl Index {
             return Ok(None);
         };
         let mut meta: BlobMeta = decode(&key, v.value())?;
-        self.fold_access(blake3, &mut meta);
+        if let Some(reads) = reads {
+            if let Some(r) = reads_in(reads, &key)? {
+                r.fold_into(&mut meta);
+            }
+            self.fold_access(blake3, &mut meta);
+        }
         Ok(Some(meta))
     }
 
     /// Add the reads of a blob not yet flushed to its stored metadata.
     fn fold_access(&self, blake3: &str, meta: &mut BlobMeta) {
-        if let Some(&(count, last)) = self.access.lock().get(blake3) {
-            meta.access_count += count;
-            meta.last_access = meta.last_access.max(last);
+        if let Some(r) = self.access.lock().get(blake3) {
+            r.fold_into(meta);
         }
     }
 
@@ -282,7 +296,12 @@ impl Index {
         else {
             return Ok(None);
         };
-        self.blob_in(&tx.open_table(BLOBS)?, &hex::encode(b3.value()))
+        let reads = tx.open_table(READS)?;
+        self.blob_in(
+            &tx.open_table(BLOBS)?,
+            Some(&reads),
+            &hex::encode(b3.value()),
+        )
     }
 
     /// Every URL bound to a blob.
@@ -389,13 +408,17 @@ impl Index {
             return Ok(None);
         };
         let mut meta: BlobMeta = decode(&key, &old)?;
-        self.fold_access(blake3, &mut meta);
         if !meta.is_stored() {
+            take_reads(t, &key, &mut meta)?;
+            self.fold_access(blake3, &mut meta);
             return Ok(Some((meta, None)));
         }
         let urls = urls_of_in(&t.blob_urls, blake3)?;
         let was_local = meta.is_local();
         meta.placement = Placement::Evicted;
+        // The record keeps its reads (the unflushed ones too: the caller drops those).
+        take_reads(t, &key, &mut meta)?;
+        self.fold_access(blake3, &mut meta);
         let json = serde_json::to_vec(&meta).expect("serializable");
         t.blobs.insert(key.as_slice(), json.as_slice())?;
         let mut n = 0u64;
@@ -418,34 +441,62 @@ impl Index {
     fn blob_chunk(&self, after: Option<&[u8]>) -> Result<Vec<Record>, IndexError> {
         let tx = self.store.db.begin_read()?;
         let blobs = tx.open_table(BLOBS)?;
-        let range = match after {
-            Some(key) => blobs.range::<&[u8]>((Bound::Excluded(key), Bound::Unbounded))?,
-            None => blobs.iter()?,
+        let reads = tx.open_table(READS)?;
+        let start = || match after {
+            Some(key) => (Bound::Excluded(key), Bound::Unbounded),
+            None => (Bound::Unbounded, Bound::Unbounded),
         };
+        // Both tables are in blake3 order: one pass over each, side by side.
+        let mut reads = reads.range::<&[u8]>(start())?.peekable();
         let mut chunk = Vec::with_capacity(WALK_CHUNK);
-        for item in range.take(WALK_CHUNK) {
+        for item in blobs.range::<&[u8]>(start())?.take(WALK_CHUNK) {
             let (k, v) = item?;
-            chunk.push((k.value().to_vec(), v.value().to_vec()));
+            let key = k.value().to_vec();
+            let mut folded = None;
+            while let Some(next) = reads.peek() {
+                let (rk, rv) = match next {
+                    Ok(kv) => kv,
+                    Err(_) => {
+                        return Err(reads
+                            .next()
+                            .expect("peeked")
+                            .err()
+                            .expect("an error")
+                            .into());
+                    }
+                };
+                match rk.value().cmp(key.as_slice()) {
+                    std::cmp::Ordering::Less => {}
+                    std::cmp::Ordering::Equal => folded = Some(decode_reads(&key, rv.value())?),
+                    std::cmp::Ordering::Greater => break,
+                }
+                reads.next();
+            }
+            chunk.push((key, v.value().to_vec(), folded));
         }
         Ok(chunk)
     }
 
-    /// Every blob record in blake3 order after `after` (or from the first), a chunk at a
-    /// time; `visit` returns `false` to stop.
+    /// Every blob record (with its flushed reads) in blake3 order after `after` (or from the
+    /// first), a chunk at a time; `visit` returns `false` to stop.
     fn walk<E: From<IndexError>>(
         &self,
         after: Option<Vec<u8>>,
-        mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
+        mut visit: impl FnMut(BlobMeta) -> Result<bool, E>,
     ) -> Result<(), E> {
         let mut cursor = after;
         loop {
             let chunk = self.blob_chunk(cursor.as_deref())?;
-            let Some((last, _)) = chunk.last() else {
+            let Some((last, _, _)) = chunk.last() else {
                 return Ok(());
             };
             let last = last.clone();
-            for (k, v) in &chunk {
-                if !visit(k, v)? {
+            for (k, v, reads) in &chunk {
+                let mut meta: BlobMeta = decode(k, v)?;
+                if let Some(r) = reads {
+                    r.fold_into(&mut meta);
+                }
+                if !visit(meta)? {
                     return Ok(());
                 }
             }
@@ -461,8 +512,7 @@ impl Index {
         after: Option<&str>,
         mut visit: impl FnMut(BlobMeta) -> Result<bool, E>,
     ) -> Result<(), E> {
-        self.walk(after.and_then(hex_key), |k, v| {
-            let meta: BlobMeta = decode(k, v)?;
+        self.walk(after.and_then(hex_key), |meta| {
             if meta.is_stored() {
                 return visit(meta);
             }
@@ -485,10 +535,12 @@ impl Index {
             let Some(before) = t.blobs.get(key.as_slice())?.map(|v| v.value().to_vec()) else {
                 return Ok(None);
             };
-            let before: BlobMeta = decode(&key, &before)?;
+            let mut before: BlobMeta = decode(&key, &before)?;
+            // The record is rewritten anyway: its reads go into it.
+            let folded = take_reads(t, &key, &mut before)?;
             let mut after = before.clone();
             change(&mut after);
-            if after != before {
+            if after != before || folded {
                 let json = serde_json::to_vec(&after).expect("serializable");
                 t.blobs.insert(key.as_slice(), json.as_slice())?;
             }
@@ -561,6 +613,7 @@ impl Index {
         let b3 = hex_key(blake3).expect("validated by blob()");
         self.write(true, 4 + 2 * urls.len(), |t| {
             t.blobs.remove(b3.as_slice())?;
+            t.reads.remove(b3.as_slice())?;
             for (algo, hex) in [
                 (Algo::Md5, &meta.digests.md5),
                 (Algo::Sha256, &meta.digests.sha256),
@@ -590,35 +643,42 @@ impl Index {
 
     /// Note one read of a blob; written to the database by [`Index::flush_access`].
     pub fn record_access(&self, blake3: &str, now: i64) {
+        let read = Reads {
+            count: 1,
+            last: now,
+        };
         let mut access = self.access.lock();
         match access.get_mut(blake3) {
-            Some(e) => {
-                e.0 += 1;
-                e.1 = e.1.max(now);
-            }
+            Some(r) => *r = r.add(read),
             None => {
-                access.insert(blake3.to_owned(), (1, now));
+                access.insert(blake3.to_owned(), read);
             }
         }
     }
 
-    /// Write batched reads to the database, in one transaction, durably. Called periodically
-    /// and at shutdown. Returns the blobs read since the last call.
+    /// Write batched reads to the database (the `reads` table, 16 bytes a blob, in blake3
+    /// order), in one transaction, durably. Called periodically and at shutdown. Returns the
+    /// blobs read since the last call.
     pub fn flush_access(&self) -> Result<Vec<String>, IndexError> {
         let pending = std::mem::take(&mut *self.access.lock());
         let read: Vec<String> = pending.keys().cloned().collect();
+        let mut pending: Vec<(Vec<u8>, Reads)> = pending
+            .into_iter()
+            .filter_map(|(b3, r)| Some((hex_key(&b3)?, r)))
+            .collect();
+        pending.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         if !pending.is_empty() {
             self.write(false, pending.len(), |t| {
-                for (b3, (count, last)) in &pending {
-                    let Some(key) = hex_key(b3) else { continue };
-                    let Some(old) = t.blobs.get(key.as_slice())?.map(|v| v.value().to_vec()) else {
+                for (key, r) in &pending {
+                    // Reads of a blob removed meanwhile are dropped.
+                    if t.blobs.get(key.as_slice())?.is_none() {
                         continue;
+                    }
+                    let total = match t.reads.get(key.as_slice())? {
+                        Some(v) => decode_reads(key, v.value())?.add(*r),
+                        None => *r,
                     };
-                    let mut meta: BlobMeta = decode(&key, &old)?;
-                    meta.access_count += count;
-                    meta.last_access = meta.last_access.max(*last);
-                    let json = serde_json::to_vec(&meta).expect("serializable");
-                    t.blobs.insert(key.as_slice(), json.as_slice())?;
+                    t.reads.insert(key.as_slice(), total.encode().as_slice())?;
                 }
                 Ok(())
             })?;
@@ -632,9 +692,8 @@ impl Index {
     pub fn drop_missing(&self, exists: impl Fn(&str) -> bool) -> Result<usize, IndexError> {
         let mut gone = Vec::new();
         let mut remote_only = Vec::new();
-        self.walk(None, |k, v| {
-            let b3 = hex::encode(k);
-            let meta = decode::<BlobMeta>(k, v)?;
+        self.walk(None, |meta| {
+            let b3 = meta.digests.blake3.clone();
             if meta.is_local() && !exists(&b3) {
                 if meta.placement.in_bucket() {
                     remote_only.push(b3);
@@ -733,13 +792,15 @@ fn bind_in(
 }
 
 fn put_blob(t: &mut Tables<'_>, b3: &[u8], blob: &BlobMeta) -> Result<bool, IndexError> {
-    let stored = match t.blobs.get(b3)?.map(|v| v.value().to_vec()) {
+    let old = t.blobs.get(b3)?.map(|v| v.value().to_vec());
+    let stored = match old {
         None => blob.clone(),
         Some(old) => {
-            let old: BlobMeta = decode(b3, &old)?;
+            let mut old: BlobMeta = decode(b3, &old)?;
             if old.is_stored() {
                 return Ok(false);
             }
+            take_reads(t, b3, &mut old)?;
             BlobMeta {
                 first_seen: old.first_seen,
                 access_count: old.access_count,
@@ -761,6 +822,38 @@ fn put_blob(t: &mut Tables<'_>, b3: &[u8], blob: &BlobMeta) -> Result<bool, Inde
         t.sums.insert(sum_key(algo, &digest).as_slice(), b3)?;
     }
     Ok(true)
+}
+
+/// The flushed reads of a blob (by its key) in `reads`.
+fn reads_in(
+    reads: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    key: &[u8],
+) -> Result<Option<Reads>, IndexError> {
+    match reads.get(key)? {
+        Some(v) => Ok(Some(decode_reads(key, v.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// Inside a write transaction: move a blob's flushed reads into `meta`, which the caller
+/// then writes as its record. Returns whether there were any.
+fn take_reads(t: &mut Tables<'_>, key: &[u8], meta: &mut BlobMeta) -> Result<bool, IndexError> {
+    let Some(v) = t.reads.remove(key)? else {
+        return Ok(false);
+    };
+    decode_reads(key, v.value())?.fold_into(meta);
+    Ok(true)
+}
+
+fn decode_reads(key: &[u8], v: &[u8]) -> Result<Reads, IndexError> {
+    Reads::decode(v).ok_or_else(|| IndexError::Corrupt {
+        key: hex::encode(key),
+        source: serde::de::Error::custom(format!(
+            "a read count of {} bytes, not {}",
+            v.len(),
+            Reads::LEN
+        )),
+    })
 }
 
 fn hex_key(hex: &str) -> Option<Vec<u8>> {
@@ -1003,6 +1096,116 @@ mod tests {
                 urls: 1
             }
         );
+    }
+
+    /// The raw record of a blob and its row in the reads table.
+    fn raw(idx: &Index, b: &BlobMeta) -> (Vec<u8>, Option<Reads>) {
+        let key = hex_key(b.blake3()).unwrap();
+        let tx = idx.store.db.begin_read().unwrap();
+        let record = tx.open_table(BLOBS).unwrap().get(key.as_slice()).unwrap();
+        let reads = tx.open_table(READS).unwrap().get(key.as_slice()).unwrap();
+        (
+            record.unwrap().value().to_vec(),
+            reads.map(|v| Reads::decode(v.value()).unwrap()),
+        )
+    }
+
+    /// The access flush writes 16 bytes per blob read (the reads table), never the blob's
+    /// record; whatever rewrites the record folds them in; every reader sees the sum.
+    #[test]
+    fn flushed_reads_go_to_their_own_table_and_into_the_record_when_it_is_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(dir.path(), 10).unwrap();
+        let (a, b) = (meta(b"abc"), meta(b"def"));
+        idx.bind(&a, &record("http://a/a", &a)).unwrap();
+        idx.bind(&b, &record("http://a/b", &b)).unwrap();
+        let record_before = raw(&idx, &a).0;
+        for t in [70, 90, 80] {
+            idx.record_access(a.blake3(), t);
+        }
+        idx.flush_access().unwrap();
+        idx.record_access(a.blake3(), 95);
+        idx.flush_access().unwrap();
+        let read = Reads { count: 4, last: 95 };
+        assert_eq!(
+            raw(&idx, &a),
+            (record_before, Some(read)),
+            "the record is untouched"
+        );
+        let counts = |m: BlobMeta| (m.access_count, m.last_access);
+        assert_eq!(counts(idx.blob(a.blake3()).unwrap().unwrap()), (4, 95));
+        let by_md5 = idx.by_checksum(Algo::Md5, &a.digests.md5).unwrap().unwrap();
+        assert_eq!(counts(by_md5), (4, 95));
+        let mut walked = Vec::new();
+        idx.visit_stored_blobs(None, |m| {
+            walked.push((m.digests.blake3.clone(), counts(m)));
+            Ok::<_, IndexError>(true)
+        })
+        .unwrap();
+        walked.sort();
+        let mut want = vec![
+            (a.blake3().to_owned(), (4, 95)),
+            (b.blake3().to_owned(), (0, 1)),
+        ];
+        want.sort();
+        assert_eq!(
+            walked, want,
+            "the walk folds each blob's reads, and only its own"
+        );
+
+        // Pinning rewrites the record: the reads go into it.
+        idx.set_pinned(a.blake3(), true).unwrap();
+        let (bytes, reads) = raw(&idx, &a);
+        let stored: BlobMeta = decode(b"", &bytes).unwrap();
+        assert_eq!((counts(stored), reads), ((4, 95), None));
+        assert_eq!(counts(idx.blob(a.blake3()).unwrap().unwrap()), (4, 95));
+
+        // Evicting too; reviving keeps them; removing drops the row with the record.
+        idx.set_pinned(a.blake3(), false).unwrap();
+        idx.record_access(a.blake3(), 100);
+        idx.flush_access().unwrap();
+        assert_eq!(counts(idx.evict(a.blake3()).unwrap().unwrap()), (5, 100));
+        assert_eq!(raw(&idx, &a).1, None);
+        idx.bind(&a, &record("http://a/a", &a)).unwrap();
+        let revived = idx.blob(a.blake3()).unwrap().unwrap();
+        assert_eq!(revived.access_count, 5, "last access is the new fetch's");
+        idx.record_access(a.blake3(), 110);
+        idx.flush_access().unwrap();
+        idx.remove_blob(a.blake3()).unwrap();
+        let key = hex_key(a.blake3()).unwrap();
+        let tx = idx.store.db.begin_read().unwrap();
+        assert!(
+            tx.open_table(READS)
+                .unwrap()
+                .get(key.as_slice())
+                .unwrap()
+                .is_none()
+        );
+        drop(tx);
+
+        // Reads of a blob removed before the flush are dropped, not kept as an orphan row.
+        idx.record_access(b.blake3(), 120);
+        idx.remove_blob(b.blake3()).unwrap();
+        idx.flush_access().unwrap();
+        let tx = idx.store.db.begin_read().unwrap();
+        assert_eq!(tx.open_table(READS).unwrap().len().unwrap(), 0);
+    }
+
+    /// A row of the reads table that is not 16 bytes is reported as corrupt, naming the blob.
+    #[test]
+    fn a_damaged_reads_row_is_an_unreadable_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(dir.path(), 10).unwrap();
+        let a = meta(b"abc");
+        idx.bind(&a, &record("http://a/a", &a)).unwrap();
+        let key = hex_key(a.blake3()).unwrap();
+        idx.write(false, 1, |t| {
+            t.reads.insert(key.as_slice(), [1u8, 2, 3].as_slice())?;
+            Ok(())
+        })
+        .unwrap();
+        let err = idx.blob(a.blake3()).unwrap_err().to_string();
+        assert!(err.contains(a.blake3()) && err.contains("3 bytes"), "{err}");
     }
 
     #[test]

@@ -20,7 +20,8 @@ pub struct UrlRecord {
     pub instance: String,
 }
 
-/// A bound URL with its blob, as the hit path needs it.
+/// A bound URL with its blob, as the hit path needs it. The blob's read counts are those of
+/// its record, without the reads flushed since (`Index::blob` has those).
 #[derive(Debug, Clone, PartialEq)]
 pub struct UrlEntry {
     pub record: UrlRecord,
