@@ -127,7 +127,6 @@ impl CheckedStream {
         tracing::debug!(client = ?self.peer.map(|p| p.ip()), %error, "request head refused");
         if crate::accesslog::enabled() {
             // The access line of a request no handler saw (its target may be megabytes).
-            let client = self.peer.map(|p| p.ip().to_string());
             crate::accesslog::write(&crate::accesslog::Record {
                 method: "-",
                 form: "-",
@@ -137,7 +136,7 @@ impl CheckedStream {
                 bytes: answer.len() as u64,
                 complete: true,
                 ms: 0.0,
-                client: client.as_deref().unwrap_or("-"),
+                client: self.peer.map(|p| p.ip()),
             });
         }
         self.refusal = Some(answer);

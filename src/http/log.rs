@@ -34,6 +34,7 @@ pub struct ReqInfo {
 pub struct ServedBy(pub HeaderValue);
 
 static X_SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
+static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 /// Middleware: wraps every response body so the request is logged once its last byte is
 /// sent (or the transfer is aborted).
@@ -90,7 +91,7 @@ pub async fn log_requests(
     let sent = res.response().extensions().get::<SentBytes>().cloned();
     let cache = CacheResult::of(
         res.status().as_u16(),
-        res.headers().get("x-cache").map(|v| v.as_bytes()),
+        res.headers().get(&X_CACHE).map(|v| v.as_bytes()),
     );
     let line = Line {
         start,
@@ -176,7 +177,6 @@ impl Drop for LoggedBody {
             None => ("-", l.target.path()),
         };
         if accesslog::enabled() {
-            let client = l.client.map(|ip| ip.to_string());
             accesslog::write(&accesslog::Record {
                 method: l.method.as_str(),
                 form,
@@ -186,7 +186,7 @@ impl Drop for LoggedBody {
                 bytes,
                 complete,
                 ms: elapsed.as_secs_f64() * 1000.0,
-                client: client.as_deref().unwrap_or("-"),
+                client: l.client,
             });
         }
         if let Some(app) = &l.app {

@@ -22,6 +22,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use actix_web::http::Method;
+use actix_web::http::header::HeaderName;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, guard, web};
 
 use crate::config::MissMode;
@@ -145,7 +146,7 @@ pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
         peer,
         &app.config.server.trusted_proxies,
         req.headers()
-            .get_all("x-forwarded-for")
+            .get_all(&X_FORWARDED_FOR)
             .map(|v| v.to_str().unwrap_or("")),
     ))
 }
@@ -199,13 +200,24 @@ pub(crate) fn checksum_hex(algo: Algo, hex: &str) -> Result<String, Error> {
 /// `md5sum=`) never silently turns verification off.
 const FETCH_PARAMS: [&str; 5] = ["url", "md5", "sha256", "sha512", "blake3"];
 
-/// The expected-checksum headers, in the order they are looked at.
-const EXPECT_HEADERS: [(&str, Algo); 4] = [
-    ("x-upcache-expect-md5", Algo::Md5),
-    ("x-upcache-expect-sha256", Algo::Sha256),
-    ("x-upcache-expect-sha512", Algo::Sha512),
-    ("x-upcache-expect-blake3", Algo::Blake3),
+/// The expected-checksum headers, in the order they are looked at. Header names are
+/// constants here: a lookup by `&str` parses the name on every request.
+static EXPECT_HEADERS: [(HeaderName, Algo); 4] = [
+    (HeaderName::from_static("x-upcache-expect-md5"), Algo::Md5),
+    (
+        HeaderName::from_static("x-upcache-expect-sha256"),
+        Algo::Sha256,
+    ),
+    (
+        HeaderName::from_static("x-upcache-expect-sha512"),
+        Algo::Sha512,
+    ),
+    (
+        HeaderName::from_static("x-upcache-expect-blake3"),
+        Algo::Blake3,
+    ),
 ];
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The expected checksums from `md5=`/`sha256=`/`sha512=`/`blake3=` (fetch form) and the
 /// `X-Upcache-Expect-<Algo>` headers (every form): the content must match all of them. A
@@ -231,9 +243,9 @@ fn expected_checksum(
              -Sha256, -Sha512 and -Blake3"
         )));
     }
-    for (name, algo) in EXPECT_HEADERS {
+    for (name, algo) in &EXPECT_HEADERS {
         if let Some(v) = req.headers().get(name) {
-            given.push((algo, v.to_str().unwrap_or("").to_owned()));
+            given.push((*algo, v.to_str().unwrap_or("").to_owned()));
         }
     }
     let mut found: Option<Expected> = None;
@@ -346,7 +358,7 @@ async fn artifact(
         url: url.to_string(),
     });
     let app = app_of(req);
-    let client = client_ip(req).map(|ip| ip.to_string());
+    let client = client_ip(req).map(crate::accesslog::ip_text);
     let start_fill = req.method() != Method::HEAD;
     let stored = |meta: &crate::index::BlobMeta, record: Option<&crate::index::UrlRecord>| {
         // Repository metadata changes upstream: never `immutable` (SPEC 9).
@@ -447,7 +459,7 @@ async fn serve_blob(
         Some(Serving::File(file)) => return serve::hit(req, app, head, file).map(Some),
         Some(Serving::Stream(streamer)) => streamer,
     };
-    let (res, start, end) = match serve::prepare(req, app, head)? {
+    let (res, start, end) = match serve::prepare(req, app, head, false)? {
         serve::Prepared::Done(done) => return Ok(Some(done)),
         serve::Prepared::Body { res, start, end } => (res, start, end),
     };

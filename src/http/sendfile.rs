@@ -113,6 +113,8 @@ pub struct SendState {
 /// response head actix wrote meanwhile (see [`Held`]).
 pub struct SendfileBody {
     socket: ConnSocket,
+    /// Header lines to add to the held head (`name: value\r\n` each).
+    lines: Bytes,
     file: Arc<File>,
     offset: i64,
     remaining: u64,
@@ -126,9 +128,10 @@ pub struct SendfileBody {
 impl SendfileBody {
     /// `socket` must be the connection's descriptor (it stays open while actix polls us).
     /// From here until this body is first polled, what actix writes to the connection is
-    /// held back for it.
+    /// held back for it. `lines` are header lines the head actix writes lacks.
     pub fn new(
         socket: ConnSocket,
+        lines: Bytes,
         file: Arc<File>,
         offset: u64,
         len: u64,
@@ -137,6 +140,7 @@ impl SendfileBody {
         socket.hold.borrow_mut().armed = true;
         SendfileBody {
             socket,
+            lines,
             file,
             offset: offset as i64,
             remaining: len,
@@ -157,6 +161,9 @@ impl SendfileBody {
         if !self.started {
             self.started = true;
             self.head = take_held(&self.socket);
+            if let Err(e) = add_lines(&mut self.head, &self.lines, &self.sent) {
+                return Some(Poll::Ready(Some(Err(e))));
+            }
         }
         while self.head_sent < self.head.len() {
             let head = &self.head[self.head_sent..];
@@ -181,6 +188,26 @@ impl SendfileBody {
         }
         None
     }
+}
+
+/// Complete the held `head` with header `lines` (`name: value\r\n` each; none: nothing to
+/// do). The held bytes end with this response's head, as actix wrote all of it before
+/// polling the body: its blank line goes after the added lines. Anything else is a broken
+/// invariant, and the response is cut rather than sent without its headers.
+fn add_lines(head: &mut Vec<u8>, lines: &[u8], sent: &SentBytes) -> io::Result<()> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    if !head.ends_with(b"\r\n\r\n") {
+        sent.0.aborted.store(true, Ordering::Relaxed);
+        return Err(io::Error::other(
+            "the response head was not held before its body",
+        ));
+    }
+    head.truncate(head.len() - 2);
+    head.extend_from_slice(lines);
+    head.extend_from_slice(b"\r\n");
+    Ok(())
 }
 
 /// Stop holding the connection's writes and take what was held.
@@ -309,7 +336,9 @@ pub fn on_connect(conn: &dyn std::any::Any, hold: &Hold, ext: &mut actix_web::de
 /// it only once everything before it was handed to the stream, which held it for us.
 pub struct InlineBody {
     socket: ConnSocket,
-    /// The held head, once taken (first poll); sent before `body`.
+    /// Header lines to add to the held head (`name: value\r\n` each).
+    lines: Bytes,
+    /// The held head, once taken (first poll) and completed with `lines`; sent before `body`.
     head: Vec<u8>,
     head_sent: usize,
     body: Bytes,
@@ -321,10 +350,12 @@ pub struct InlineBody {
 impl InlineBody {
     /// The body `body` of the response being returned: from here until this body is first
     /// polled, what actix writes to the connection is held back for it.
-    pub fn new(socket: ConnSocket, body: Bytes, sent: SentBytes) -> Self {
+    /// `lines` are header lines the head actix writes lacks: they go in before its end.
+    pub fn new(socket: ConnSocket, lines: Bytes, body: Bytes, sent: SentBytes) -> Self {
         socket.hold.borrow_mut().armed = true;
         InlineBody {
             socket,
+            lines,
             head: Vec::new(),
             head_sent: 0,
             body,
@@ -351,6 +382,9 @@ impl MessageBody for InlineBody {
         if !this.started {
             this.started = true;
             this.head = take_held(&this.socket);
+            if let Err(e) = add_lines(&mut this.head, &this.lines, &this.sent) {
+                return Poll::Ready(Some(Err(e)));
+            }
         }
         loop {
             let head = &this.head[this.head_sent..];

@@ -47,6 +47,11 @@ pub struct HitHead {
     validators: Vec<(HeaderName, HeaderValue)>,
     /// Sent with 200 and 206.
     content: Vec<(HeaderName, HeaderValue)>,
+    /// `validators` (but `X-Cache`, which may be relabelled) and `content` as header lines
+    /// (`name: value\r\n`), for a small hit's [`InlineBody`] to splice into the head actix
+    /// wrote: building eleven headers in a header map and encoding them costs a small hit
+    /// more than any other step.
+    rendered: Bytes,
     /// The whole blob, if it is at most [`INLINE_BODY`] bytes and was served once from
     /// this head (blobs are immutable: their name is their content's hash).
     body: std::sync::OnceLock<Bytes>,
@@ -82,12 +87,22 @@ impl HitHead {
             (X_CHECKSUM_BLAKE3.clone(), value(b3)),
             (header::CONTENT_DISPOSITION, disposition(&art.file_name)),
         ];
+        let mut rendered = Vec::with_capacity(512);
+        for (name, value) in validators.iter().chain(&content) {
+            if name != X_CACHE {
+                rendered.extend_from_slice(name.as_str().as_bytes());
+                rendered.extend_from_slice(b": ");
+                rendered.extend_from_slice(value.as_bytes());
+                rendered.extend_from_slice(b"\r\n");
+            }
+        }
         HitHead {
             blake3: b3.to_owned(),
             size: meta.size,
             last_modified,
             validators,
             content,
+            rendered: rendered.into(),
             body: std::sync::OnceLock::new(),
         }
     }
@@ -117,6 +132,7 @@ impl HitHead {
         let headers = self.validators.iter().chain(&self.content);
         self.blake3.len()
             + self.last_modified.len()
+            + self.rendered.len()
             // The body counts once it may be loaded, so the bound holds whenever it is.
             + if self.size <= INLINE_BODY { self.size as usize } else { 0 }
             + headers
@@ -149,13 +165,17 @@ pub enum Prepared {
 }
 
 /// Headers, conditionals and ranges of a HIT (200, 206, 304 or 416, with all checksum
-/// headers), wherever its bytes come from. Counts the read.
-pub fn prepare(req: &HttpRequest, app: &Service, head: &HitHead) -> Result<Prepared, Error> {
+/// headers), wherever its bytes come from. Counts the read. With `rendered`, a 200 or 206
+/// carries only `X-Cache` (and `Content-Range`) in its header map: the caller sends the rest
+/// as [`HitHead::rendered`] lines.
+pub fn prepare(
+    req: &HttpRequest,
+    app: &Service,
+    head: &HitHead,
+    rendered: bool,
+) -> Result<Prepared, Error> {
     let b3 = head.blake3.as_str();
     let mut res = HttpResponse::Ok();
-    for (name, value) in &head.validators {
-        res.insert_header((name.clone(), value.clone()));
-    }
     let size = head.size;
     let outcome = hit_outcome(
         &Conditionals {
@@ -169,6 +189,9 @@ pub fn prepare(req: &HttpRequest, app: &Service, head: &HitHead) -> Result<Prepa
     );
     let (start, end) = match outcome {
         HitOutcome::NotModified => {
+            for (name, value) in &head.validators {
+                res.insert_header((name.clone(), value.clone()));
+            }
             res.status(StatusCode::NOT_MODIFIED);
             return Ok(Prepared::Done(res.finish()));
         }
@@ -186,8 +209,12 @@ pub fn prepare(req: &HttpRequest, app: &Service, head: &HitHead) -> Result<Prepa
         .index
         .record_access(b3, app.cache.clock.unix_now());
 
-    for (name, value) in &head.content {
-        res.insert_header((name.clone(), value.clone()));
+    if rendered {
+        res.insert_header((X_CACHE.clone(), HeaderValue::from_static("HIT")));
+    } else {
+        for (name, value) in head.validators.iter().chain(&head.content) {
+            res.insert_header((name.clone(), value.clone()));
+        }
     }
     if let HitOutcome::Partial(..) = outcome {
         res.status(StatusCode::PARTIAL_CONTENT).insert_header((
@@ -249,7 +276,13 @@ pub fn hit(
     file: Arc<File>,
 ) -> Result<HttpResponse, Error> {
     let b3 = head.blake3.as_str();
-    let (mut res, start, end) = match prepare(req, app, head)? {
+    // HTTP/1 over plain TCP (a GET): the kernel moves the bytes (see `sendfile.rs`).
+    let socket = (req.method() != Method::HEAD && req.version() <= Version::HTTP_11)
+        .then(|| req.conn_data::<ConnSocket>().cloned())
+        .flatten();
+    // Most headers go pre-rendered; small bodies from memory, in one write with the head.
+    let inline = socket.is_some() && head.size <= INLINE_BODY;
+    let (mut res, start, end) = match prepare(req, app, head, socket.is_some())? {
         Prepared::Done(done) => return Ok(done),
         Prepared::Body { res, start, end } => (res, start, end),
     };
@@ -257,22 +290,28 @@ pub fn hit(
     if req.method() == Method::HEAD {
         return Ok(sized_body(req, res, len, futures::stream::empty()));
     }
-    let socket = req.conn_data::<ConnSocket>().cloned();
-    if let Some(socket) = socket.filter(|_| req.version() <= Version::HTTP_11) {
+    if let Some(socket) = socket {
         let sent = SentBytes::default();
         res.no_chunking(len);
-        if head.size <= INLINE_BODY {
-            // Small: head and body in one write, the body from memory (see `sendfile.rs`).
+        if inline {
             let body = head
                 .small_body(&file)
                 .map_err(|e| Error::Internal(format!("reading blob {b3}: {e}")))?
                 .slice(start as usize..end as usize);
-            let mut res = res.body(InlineBody::new(socket, body, sent.clone()));
+            let body = InlineBody::new(socket, head.rendered.clone(), body, sent.clone());
+            let mut res = res.body(body);
             res.extensions_mut().insert(sent);
             return Ok(res);
         }
-        // HTTP/1 over plain TCP: the kernel moves the bytes (see `sendfile.rs`).
-        let mut res = res.body(SendfileBody::new(socket, file, start, len, sent.clone()));
+        let lines = head.rendered.clone();
+        let mut res = res.body(SendfileBody::new(
+            socket,
+            lines,
+            file,
+            start,
+            len,
+            sent.clone(),
+        ));
         res.extensions_mut().insert(sent);
         return Ok(res);
     }

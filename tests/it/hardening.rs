@@ -771,3 +771,74 @@ async fn alert_deduplication_stays_bounded_within_min_interval() {
     );
     assert_eq!(memory(&srv, "entries", "alerts").await, bound as u64);
 }
+
+/// Hits send most of their headers as pre-rendered lines spliced into the head actix wrote
+/// (issue 14): on the wire, a small hit (its body from memory, one `writev`) and a large one
+/// (`sendfile`) carry every header exactly once, full and ranged, pipelined on one connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hit_heads_on_the_wire_carry_every_header_exactly_once() {
+    let up = Upstream::start().await;
+    let small = random_bytes(1024, 21);
+    let large = random_bytes(100 * 1024, 22);
+    up.route("/pkg/small-1.0.tar.gz", Route::ok(small.clone()));
+    up.route("/pkg/large-1.0.tar.gz", Route::ok(large.clone()));
+    let (_cwd, p) = process(&[]);
+    let c = client();
+    let port = up.addr().port();
+    let every = [
+        "content-length",
+        "date",
+        "x-served-by",
+        "x-cache",
+        "etag",
+        "last-modified",
+        "cache-control",
+        "content-type",
+        "accept-ranges",
+        "x-checksum-md5",
+        "x-checksum-sha256",
+        "x-checksum-sha512",
+        "x-checksum-blake3",
+        "content-disposition",
+    ];
+    for (name, body) in [("small", &small), ("large", &large)] {
+        let target = format!("/http/127.0.0.1:{port}/pkg/{name}-1.0.tar.gz");
+        let url = format!("{}{target}", p.base);
+        eventually("the fill to commit", async || {
+            let r = c.get(&url).send().await.unwrap();
+            (r.headers()["x-cache"] == "HIT").then_some(())
+        })
+        .await;
+        let mut raw = Raw::connect(&p.base).await;
+        let get = |extra: &str| format!("GET {target} HTTP/1.1\r\nHost: t\r\n{extra}\r\n");
+        let pipelined = [get(""), get("Range: bytes=10-19\r\n"), get("")].concat();
+        raw.send(pipelined.as_bytes()).await;
+        for (i, status) in [200, 206, 200].into_iter().enumerate() {
+            let a = raw.answer().await.expect("an answer");
+            assert_eq!(a.status, status, "{name} #{i}");
+            let mut names: Vec<&str> = a.headers.iter().map(|(n, _)| n.as_str()).collect();
+            names.sort_unstable();
+            let mut once = names.clone();
+            once.dedup();
+            assert_eq!(
+                names, once,
+                "{name} #{i}: a header twice in {:?}",
+                a.headers
+            );
+            for h in every {
+                assert!(
+                    a.header(h).is_some(),
+                    "{name} #{i}: no {h} in {:?}",
+                    a.headers
+                );
+            }
+            assert_eq!(a.header("x-cache"), Some("HIT"), "{name} #{i}");
+            let want = if status == 206 {
+                &body[10..20]
+            } else {
+                &body[..]
+            };
+            assert_eq!(a.body, want, "{name} #{i}");
+        }
+    }
+}
