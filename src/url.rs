@@ -216,7 +216,15 @@ impl UpstreamUrl {
     /// "a.tar.xz"), if any. Taken from the decoded name, so `a.mp%33` cannot hide an "mp3";
     /// a leading dot alone (".bashrc") is not an extension.
     pub fn extension(&self) -> Option<String> {
-        let name = self.file_name();
+        // Checked on every request: decode (an allocation) only a name that has escapes.
+        let last = self.url.path().rsplit('/').next().unwrap_or_default();
+        let decoded;
+        let name = if last.contains('%') {
+            decoded = self.file_name();
+            decoded.as_str()
+        } else {
+            last
+        };
         let (stem, ext) = name.rsplit_once('.')?;
         (!stem.is_empty() && !ext.is_empty()).then(|| ext.to_lowercase())
     }
@@ -744,6 +752,7 @@ mod tests {
         );
         assert_eq!(u("https://h/a%20b%C3%BC%2F.mp%33").file_name(), "a bü/.mp3");
         assert_eq!(u("https://h/a.mp%33").extension(), Some("mp3".into()));
+        assert_eq!(u("https://h/a%2EZIP").extension(), Some("zip".into()));
         assert_eq!(u("https://h/dir/").file_name(), "");
         assert_eq!(u("https://h").extension(), None);
         assert_eq!(u("https://h/.bashrc").extension(), None);
