@@ -18,17 +18,9 @@ for tool in nginx wrk curl python3 taskset; do
   command -v $tool >/dev/null || { echo "needs $tool" >&2; exit 1; }
 done
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-WORK=$(mktemp -d /tmp/upcache-ab.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+BENCH_NAME=ab source "$(dirname "$0")/bench-lib.sh"
 
-mkdir -p "$WORK/origin" "$WORK/nginx-cache" "$WORK/nginx-tmp"
+mkdir -p "$WORK/origin"
 head -c 1024 /dev/urandom >"$WORK/origin/1k.bin"
 head -c 102400 /dev/urandom >"$WORK/origin/100k.bin"
 PO=$(free_port)
@@ -46,32 +38,7 @@ for s in a b; do
   PIDS+=($!)
 done
 PORT[n]=$(free_port)
-user_line=""
-[ "$(id -u)" = 0 ] && user_line="user root;"
-cat >"$WORK/nginx.conf" <<NGINX
-$user_line
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log $WORK/nginx-access.log combined buffer=64k flush=1s;
-  sendfile on; tcp_nopush off; tcp_nodelay on;
-  keepalive_timeout 65; keepalive_requests 1000000;
-  client_body_temp_path $WORK/nginx-tmp/body; proxy_temp_path $WORK/nginx-tmp/proxy;
-  fastcgi_temp_path $WORK/nginx-tmp/fastcgi; uwsgi_temp_path $WORK/nginx-tmp/uwsgi;
-  scgi_temp_path $WORK/nginx-tmp/scgi;
-  proxy_cache_path $WORK/nginx-cache levels=1:2 keys_zone=c:64m inactive=1y use_temp_path=off;
-  server {
-    listen 127.0.0.1:${PORT[n]} backlog=4096;
-    location / {
-      proxy_pass http://127.0.0.1:$PO; proxy_http_version 1.1;
-      proxy_cache c; proxy_cache_valid 200 1y; proxy_cache_lock on;
-      add_header X-Cache \$upstream_cache_status;
-    }
-  }
-}
-NGINX
+nginx_conf "${PORT[n]}" "$PO"
 taskset -c 1 nginx -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' >"$WORK/nginx.out" 2>&1 &
 PIDS+=($!)
 url() {

@@ -25,15 +25,7 @@ OUT=target/bench/callgrind-hits.md
 for tool in valgrind callgrind_control strace python3 curl; do
   command -v $tool >/dev/null || { echo "needs $tool (apt-get install valgrind strace)" >&2; exit 1; }
 done
-WORK=$(mktemp -d /tmp/upcache-callgrind.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+BENCH_NAME=callgrind source "$(dirname "$0")/bench-lib.sh"
 # GET until the answer is a HIT (the first GET, once the server listens, fills the cache).
 wait_hit() { for _ in $(seq 600); do curl -s -D - -o /dev/null "$1" | grep -qi '^x-cache: HIT' && return 0; sleep 0.2; done; echo "no HIT at $1" >&2; return 1; }
 

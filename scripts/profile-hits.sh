@@ -19,15 +19,7 @@ BIN=${BIN:-target/release/upcache}
 for tool in nginx wrk strace perf taskset; do
   command -v $tool >/dev/null || { echo "needs $tool (apt-get install nginx wrk strace linux-perf util-linux)" >&2; exit 1; }
 done
-WORK=$(mktemp -d /tmp/upcache-profile.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+BENCH_NAME=profile source "$(dirname "$0")/bench-lib.sh"
 wait_hit() { for _ in $(seq 300); do curl -s -I "$1" | grep -qi '^x-cache: HIT' && return 0; sleep 0.1; done; echo "no HIT at $1" >&2; return 1; }
 
 mkdir -p "$WORK/origin"
@@ -45,33 +37,7 @@ UPCACHE_PID=$!
 PIDS+=($UPCACHE_PID)
 
 PN=$(free_port)
-mkdir -p "$WORK/nginx-cache" "$WORK/nginx-tmp"
-user_line=""
-[ "$(id -u)" = 0 ] && user_line="user root;"
-cat >"$WORK/nginx.conf" <<EOF
-$user_line
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log $WORK/nginx-access.log combined buffer=64k flush=1s;
-  sendfile on; tcp_nopush off; tcp_nodelay on;
-  keepalive_timeout 65; keepalive_requests 1000000;
-  client_body_temp_path $WORK/nginx-tmp/body; proxy_temp_path $WORK/nginx-tmp/proxy;
-  fastcgi_temp_path $WORK/nginx-tmp/fastcgi; uwsgi_temp_path $WORK/nginx-tmp/uwsgi;
-  scgi_temp_path $WORK/nginx-tmp/scgi;
-  proxy_cache_path $WORK/nginx-cache levels=1:2 keys_zone=c:64m inactive=1y use_temp_path=off;
-  server {
-    listen 127.0.0.1:$PN backlog=4096;
-    location / {
-      proxy_pass http://127.0.0.1:$PO; proxy_http_version 1.1;
-      proxy_cache c; proxy_cache_valid 200 1y; proxy_cache_lock on;
-      add_header X-Cache \$upstream_cache_status;
-    }
-  }
-}
-EOF
+nginx_conf "$PN" "$PO"
 taskset -c 1 nginx -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' >"$WORK/nginx.out" 2>&1 &
 PIDS+=($!)
 sleep 0.5
