@@ -426,3 +426,39 @@ impl Drop for InlineBody {
         release_unpolled(&self.socket, self.started);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_go_in_before_the_blank_line_that_ends_the_held_head() {
+        let sent = SentBytes::default();
+        let mut head = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n".to_vec();
+        add_lines(&mut head, b"etag: \"x\"\r\nx-a: b\r\n", &sent).unwrap();
+        assert_eq!(
+            head,
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\netag: \"x\"\r\nx-a: b\r\n\r\n"
+        );
+        // Nothing to add: the head is left as it is, whatever it holds.
+        let mut other = b"partial".to_vec();
+        add_lines(&mut other, b"", &sent).unwrap();
+        assert_eq!(other, b"partial");
+        assert!(!sent.0.aborted.load(Ordering::Relaxed));
+    }
+
+    /// Held bytes that do not end like a head (the invariant of `h1_write_buffer_size(1)`
+    /// broken): the response is cut, never sent without its headers.
+    #[test]
+    fn a_held_head_without_its_end_cuts_the_response() {
+        for held in [&b""[..], b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n"] {
+            let sent = SentBytes::default();
+            let mut head = held.to_vec();
+            assert!(add_lines(&mut head, b"etag: \"x\"\r\n", &sent).is_err());
+            assert!(
+                sent.0.aborted.load(Ordering::Relaxed),
+                "counted as cut short"
+            );
+        }
+    }
+}
