@@ -48,9 +48,9 @@ pub struct HitHead {
     /// Sent with 200 and 206.
     content: Vec<(HeaderName, HeaderValue)>,
     /// `validators` (but `X-Cache`, which may be relabelled) and `content` as header lines
-    /// (`name: value\r\n`), for a small hit's [`InlineBody`] to splice into the head actix
-    /// wrote: building eleven headers in a header map and encoding them costs a small hit
-    /// more than any other step.
+    /// (`name: value\r\n`), for a hit's [`InlineBody`] or [`SendfileBody`] to splice into
+    /// the head actix wrote: building eleven headers in a header map and encoding them cost a
+    /// small hit more than any other step of ours.
     rendered: Bytes,
     /// The whole blob, if it is at most [`INLINE_BODY`] bytes and was served once from
     /// this head (blobs are immutable: their name is their content's hash).

@@ -88,6 +88,12 @@ const WALK_CHUNK: usize = 256;
 /// A blob record's key and value, copied out of a read transaction, with its unfolded reads.
 type Record = (Vec<u8>, Vec<u8>, Option<Reads>);
 
+/// A key and its value, as a table's range yields them.
+type Row<'a> = (
+    redb::AccessGuard<'a, &'static [u8]>,
+    redb::AccessGuard<'a, &'static [u8]>,
+);
+
 /// What evicting a stored blob changed: whether its bytes were local, the URLs it was
 /// served under, and how many of them were unbound.
 struct Unbound {
@@ -453,24 +459,16 @@ impl Index {
             let (k, v) = item?;
             let key = k.value().to_vec();
             let mut folded = None;
-            while let Some(next) = reads.peek() {
-                let (rk, rv) = match next {
-                    Ok(kv) => kv,
-                    Err(_) => {
-                        return Err(reads
-                            .next()
-                            .expect("peeked")
-                            .err()
-                            .expect("an error")
-                            .into());
-                    }
-                };
-                match rk.value().cmp(key.as_slice()) {
-                    std::cmp::Ordering::Less => {}
-                    std::cmp::Ordering::Equal => folded = Some(decode_reads(&key, rv.value())?),
-                    std::cmp::Ordering::Greater => break,
+            // Rows before this key are orphans (their blob is gone): skipped.
+            let at_or_before = |r: &Result<Row<'_>, redb::StorageError>| {
+                r.as_ref()
+                    .map_or(true, |(rk, _)| rk.value() <= key.as_slice())
+            };
+            while let Some(item) = reads.next_if(at_or_before) {
+                let (rk, rv) = item?;
+                if rk.value() == key.as_slice() {
+                    folded = Some(decode_reads(&key, rv.value())?);
                 }
-                reads.next();
             }
             chunk.push((key, v.value().to_vec(), folded));
         }
