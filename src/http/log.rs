@@ -34,7 +34,6 @@ pub struct ReqInfo {
 pub struct ServedBy(pub HeaderValue);
 
 static X_SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
-static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 /// Middleware: wraps every response body so the request is logged once its last byte is
 /// sent (or the transfer is aborted).
@@ -91,7 +90,9 @@ pub async fn log_requests(
     let sent = res.response().extensions().get::<SentBytes>().cloned();
     let cache = CacheResult::of(
         res.status().as_u16(),
-        res.headers().get(&X_CACHE).map(|v| v.as_bytes()),
+        res.headers()
+            .get(&super::serve::X_CACHE)
+            .map(|v| v.as_bytes()),
     );
     let line = Line {
         start,

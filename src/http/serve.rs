@@ -141,7 +141,7 @@ impl HitHead {
     }
 }
 
-static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+pub(super) static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 /// Replace a stored copy's `X-Cache: HIT` with `REVALIDATED` or `STALE` (volatile URLs).
 pub fn relabel(res: &mut HttpResponse, x_cache: &'static str) {
