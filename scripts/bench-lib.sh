@@ -1,6 +1,9 @@
 # Sourced by the hit-profiling scripts (profile-hits.sh, callgrind-hits.sh, bench-hits-ab.sh):
 # a work directory and the processes started, both removed on exit; a free port; and the
-# nginx proxy_cache configuration they compare upcache with (the one of bench.sh).
+# nginx proxy_cache configuration they compare upcache's hits with. It serves hits as
+# bench.sh's does (sendfile, tcp_nopush off, buffered access log, one worker); bench.sh keeps
+# its own, which adds what its miss and stampede steps need (upstream keepalive, lock
+# timeouts, max_size).
 #
 #   BENCH_NAME=profile source "$(dirname "$0")/bench-lib.sh"
 WORK=$(mktemp -d "/tmp/upcache-${BENCH_NAME:-bench}.XXXXXX")

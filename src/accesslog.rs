@@ -179,8 +179,8 @@ pub fn dropped() -> u64 {
 }
 
 /// Append the line of `rec` at `now` to `line`. The text format is written piece by piece
-/// (a hit's line costs no `fmt` machinery beyond the client address, and the timestamp's
-/// date and time are formatted once a second).
+/// (no `fmt` machinery for an IPv4 client; the timestamp's date and time are formatted
+/// once a second).
 fn format_line(line: &mut Vec<u8>, format: LogFormat, now: SystemTime, rec: &Record<'_>) {
     match format {
         LogFormat::Text => {
