@@ -7,12 +7,13 @@
 #   scripts/profile-hits.sh [SIZE_BYTES] [SECONDS]     # defaults: 1024 bytes, 5 s per phase
 #
 # Uses target/release/upcache (build it first; BIN=path picks another build). Server on
-# CPU 1, wrk on CPU 0, 64 connections, one worker per server. Writes the report to
+# CPU 1, wrk on CPU 0, 64 connections (CONNS=n for another count), one worker per server. Writes the report to
 # target/bench/profile-hits.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-1024}
 SECS=${2:-5}
+CONNS=${CONNS:-64}
 OUT=target/bench/profile-hits.md
 BIN=${BIN:-target/release/upcache}
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
@@ -48,7 +49,7 @@ NG=http://127.0.0.1:$PN/f.bin
 for u in "$UP" "$NG"; do curl -s -o /dev/null "$u"; wait_hit "$u"; done
 
 wrk_requests() { # url seconds -> requests completed
-  taskset -c 0 wrk -t1 -c64 -d"${2}s" "$1" | awk '/requests in/ {print $1}'
+  taskset -c 0 wrk -t1 -c"$CONNS" -d"${2}s" "$1" | awk '/requests in/ {print $1}'
 }
 proc_cpu() { # pid -> "utime stime" in clock ticks, summed over threads
   awk '{print $14, $15}' "/proc/$1/stat"
@@ -106,7 +107,7 @@ done
 
 mkdir -p "$(dirname "$OUT")"
 {
-  echo "HIT of a $SIZE-byte file, wrk -t1 -c64 on CPU 0, server on CPU 1 with one worker; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')."
+  echo "HIT of a $SIZE-byte file, wrk -t1 -c$CONNS on CPU 0, server on CPU 1 with one worker; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')."
   echo
   echo "| per request | upcache | nginx |"
   echo "| --- | ---: | ---: |"

@@ -229,6 +229,24 @@ impl UpstreamUrl {
         (!stem.is_empty() && !ext.is_empty()).then(|| ext.to_lowercase())
     }
 
+    /// The entry of `list` (lowercase extensions) that [`Self::extension`] is, if any; for a
+    /// name without escapes (nearly every request: this runs on each) without allocating.
+    pub fn extension_in<'a>(&self, list: &'a [String]) -> Option<&'a str> {
+        // A URL's path is ASCII (the parser percent-encodes the rest).
+        let last = self.url.path().rsplit('/').next().unwrap_or_default();
+        if last.contains('%') {
+            let ext = self.extension()?;
+            return list.iter().find(|d| **d == ext).map(String::as_str);
+        }
+        let (stem, ext) = last.rsplit_once('.')?;
+        if stem.is_empty() || ext.is_empty() {
+            return None;
+        }
+        list.iter()
+            .find(|d| d.eq_ignore_ascii_case(ext))
+            .map(String::as_str)
+    }
+
     /// The mirror path form of this URL: "/<scheme>/<host[:port]>/<path>[?query]" (port only
     /// when non-default; IPv6 hosts in brackets; userinfo is not included).
     pub fn mirror_path(&self) -> String {
@@ -756,6 +774,24 @@ mod tests {
         assert_eq!(u("https://h/dir/").file_name(), "");
         assert_eq!(u("https://h").extension(), None);
         assert_eq!(u("https://h/.bashrc").extension(), None);
+        let deny = ["mp3".to_owned(), "zip".to_owned()];
+        for (url, found) in [
+            ("https://h/a.MP3", Some("mp3")),
+            ("https://h/a.mp%33", Some("mp3")),
+            ("https://h/a%2EZIP?x=.mp3", Some("zip")),
+            ("https://h/a.mp4", None),
+            ("https://h/.mp3", None),
+            ("https://h/mp3", None),
+            ("https://h/a.mp3/", None),
+        ] {
+            let url = u(url);
+            assert_eq!(url.extension_in(&deny), found, "{url}");
+            assert_eq!(
+                url.extension_in(&deny),
+                url.extension().filter(|e| deny.contains(e)).as_deref(),
+                "{url}"
+            );
+        }
         assert_eq!(u("https://h/README").extension(), None);
         assert_eq!(u("https://h/a.").extension(), None);
         assert_eq!(u("https://h/%FF.zip").file_name(), "\u{FFFD}.zip");

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use actix_http::h1::{Codec, Message, MessageType};
 use actix_http::{HttpMessage, Request, ServiceConfig, error::ParseError};
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use std::future::Future;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -82,6 +82,9 @@ pub struct CheckedStream {
     pending: BytesMut,
     /// Examined and accepted, for actix to read.
     ready: BytesMut,
+    /// Where actix-http's parser runs on a copy of a head (kept, so that a connection's
+    /// requests reuse one allocation).
+    scratch: BytesMut,
     /// The current head must be complete by then.
     deadline: Option<Pin<Box<Sleep>>>,
     /// The socket has no more to read.
@@ -104,6 +107,7 @@ impl CheckedStream {
             framing: Framing::Head,
             pending: BytesMut::new(),
             ready: BytesMut::new(),
+            scratch: BytesMut::new(),
             deadline: Some(Box::pin(tokio::time::sleep(HEAD_TIMEOUT))),
             eof: false,
             refusal: None,
@@ -152,13 +156,19 @@ impl CheckedStream {
                     if self.pending.is_empty() {
                         return;
                     }
-                    if self.deadline.is_none() {
-                        self.deadline = Some(Box::pin(tokio::time::sleep(HEAD_TIMEOUT)));
-                    }
-                    match check_head(&self.pending, &mut self.codec) {
-                        Ok(None) => return,
+                    match check_head(&self.pending, &mut self.codec, &mut self.scratch) {
+                        Ok(None) => {
+                            // The clock starts at the head's first byte (for the first request,
+                            // at the connection's start): a head that arrives whole, as
+                            // nearly all do, never sets a timer.
+                            if self.deadline.is_none() {
+                                self.deadline = Some(Box::pin(tokio::time::sleep(HEAD_TIMEOUT)));
+                            }
+                            return;
+                        }
                         Ok(Some((len, framing))) => {
-                            self.ready.extend_from_slice(&self.pending.split_to(len));
+                            self.ready.extend_from_slice(&self.pending[..len]);
+                            self.pending.advance(len);
                             self.deadline = None;
                             self.framing = framing;
                             if framing != Framing::Chunked {
@@ -172,10 +182,10 @@ impl CheckedStream {
                     if self.pending.is_empty() {
                         return;
                     }
-                    let n = left.min(self.pending.len() as u64);
-                    self.ready
-                        .extend_from_slice(&self.pending.split_to(n as usize));
-                    self.framing = match left - n {
+                    let n = left.min(self.pending.len() as u64) as usize;
+                    self.ready.extend_from_slice(&self.pending[..n]);
+                    self.pending.advance(n);
+                    self.framing = match left - n as u64 {
                         0 => Framing::Head,
                         more => Framing::Body(more),
                     };
@@ -184,9 +194,11 @@ impl CheckedStream {
                     if self.pending.is_empty() {
                         return;
                     }
-                    let mut copy = BytesMut::from(&self.pending[..]);
+                    let copy = &mut self.scratch;
+                    copy.clear();
+                    copy.extend_from_slice(&self.pending);
                     let ended = loop {
-                        match self.codec.decode(&mut copy) {
+                        match self.codec.decode(copy) {
                             Ok(Some(Message::Chunk(Some(_)))) => {}
                             Ok(Some(Message::Chunk(None))) => break Some(true),
                             Ok(None) => break Some(false),
@@ -196,7 +208,8 @@ impl CheckedStream {
                         }
                     };
                     let used = self.pending.len() - copy.len();
-                    self.ready.extend_from_slice(&self.pending.split_to(used));
+                    self.ready.extend_from_slice(&self.pending[..used]);
+                    self.pending.advance(used);
                     match ended {
                         Some(true) => {
                             self.framing = Framing::Head;
@@ -217,8 +230,12 @@ impl CheckedStream {
 }
 
 /// Check the head at the start of `buf`: `None` while it is incomplete (and within limits),
-/// else its length and the framing of what follows it.
-fn check_head(buf: &[u8], codec: &mut Codec) -> Result<Option<(usize, Framing)>, Error> {
+/// else its length and the framing of what follows it. `scratch` holds the parser's copy.
+fn check_head(
+    buf: &[u8],
+    codec: &mut Codec,
+    scratch: &mut BytesMut,
+) -> Result<Option<(usize, Framing)>, Error> {
     // Empty lines before a request line are skipped (as httparse does).
     let start = buf
         .iter()
@@ -246,8 +263,10 @@ fn check_head(buf: &[u8], codec: &mut Codec) -> Result<Option<(usize, Framing)>,
     }
     // actix-http's parser, on a copy: what it refuses is refused here, and what it accepts
     // is handed to it unchanged.
-    let mut copy = BytesMut::from(buf);
-    let parsed = codec.decode(&mut copy).map_err(parse_error)?;
+    let copy = scratch;
+    copy.clear();
+    copy.extend_from_slice(buf);
+    let parsed = codec.decode(copy).map_err(parse_error)?;
     let headers_start = line_end.map(|e| start + e + 1);
     let (len, req) = match parsed {
         Some(Message::Item(req)) => (buf.len() - copy.len(), Some(req)),
@@ -286,6 +305,13 @@ fn framing(req: &Request, kind: MessageType) -> Framing {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map_or(Framing::Opaque, Framing::Body),
     }
+}
+
+fn head_timeout() -> Error {
+    Error::RequestTimeout(format!(
+        "the request head did not arrive within {}s",
+        HEAD_TIMEOUT.as_secs()
+    ))
 }
 
 fn too_long_target(len: usize) -> Error {
@@ -345,7 +371,8 @@ impl AsyncRead for CheckedStream {
         loop {
             if !this.ready.is_empty() {
                 let n = this.ready.len().min(buf.remaining());
-                buf.put_slice(&this.ready.split_to(n));
+                buf.put_slice(&this.ready[..n]);
+                this.ready.advance(n);
                 return Poll::Ready(Ok(()));
             }
             // Refused, or the client is done: actix sees the end of the stream.
@@ -396,10 +423,7 @@ impl AsyncRead for CheckedStream {
                     let waiting_for_head = this.framing == Framing::Head;
                     if let Some(deadline) = this.deadline.as_mut().filter(|_| waiting_for_head) {
                         if deadline.as_mut().poll(cx).is_ready() {
-                            this.refuse(Error::RequestTimeout(format!(
-                                "the request head did not arrive within {}s",
-                                HEAD_TIMEOUT.as_secs()
-                            )));
+                            this.refuse(head_timeout());
                             continue;
                         }
                     }
@@ -456,6 +480,12 @@ impl AsyncWrite for CheckedStream {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // actix closes a kept-alive connection that it saw idle for its keep-alive time (as
+        // long as the head timeout), and it does not see a head held here: a head begun but
+        // not complete by then gets the same 408 as one that outlasts its own clock.
+        if self.refusal.is_none() && self.framing == Framing::Head && !self.pending.is_empty() {
+            self.refuse(head_timeout());
+        }
         // A refusal still has to be written: the stream is closed when it is dropped.
         if self.refusal.is_some() {
             return Poll::Ready(Ok(()));
@@ -510,7 +540,11 @@ mod tests {
             false,
             None,
         );
-        check_head(head.as_bytes(), &mut Codec::new(config))
+        check_head(
+            head.as_bytes(),
+            &mut Codec::new(config),
+            &mut BytesMut::new(),
+        )
     }
 
     fn status(r: Result<Option<(usize, Framing)>, Error>) -> u16 {

@@ -38,12 +38,10 @@ impl Policy {
     /// Checks on a requested URL, before the cache is even consulted.
     pub fn check_url(&self, url: &UpstreamUrl) -> Result<(), UpstreamError> {
         self.check_destination(url.as_url())?;
-        if let Some(ext) = url.extension() {
-            if self.deny_extensions.contains(&ext) {
-                return Err(UpstreamError::Denied {
-                    what: format!("extension .{ext}"),
-                });
-            }
+        if let Some(ext) = url.extension_in(&self.deny_extensions) {
+            return Err(UpstreamError::Denied {
+                what: format!("extension .{ext}"),
+            });
         }
         Ok(())
     }

@@ -381,12 +381,20 @@ async fn every_refused_head_gets_a_json_answer_from_the_first_byte() {
     assert_eq!(answers[1].status, 414);
     answers[1].error();
 
-    // A head that never completes gets a JSON 408 (the wait is the server's head timeout).
-    let mut raw = Raw::connect(&p.base).await;
-    raw.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n").await;
-    let a = raw.answer().await.expect("an answer to the stalled head");
-    assert_eq!(a.status, 408);
-    a.error();
+    // A head that never completes gets a JSON 408 (the wait is the server's head timeout):
+    // on a new connection, and after a first request on one (where the clock starts at the
+    // head's first byte). Both wait at once.
+    let mut first = Raw::connect(&p.base).await;
+    let mut later = Raw::connect(&p.base).await;
+    assert_eq!(later.get("/healthz").await.status, 200);
+    first.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n").await;
+    later.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n").await;
+    for (raw, which) in [(&mut first, "first"), (&mut later, "second")] {
+        let a = raw.answer().await;
+        let a = a.unwrap_or_else(|| panic!("the {which} stalled head was not answered"));
+        assert_eq!(a.status, 408, "{which}");
+        a.error();
+    }
 
     // Bodies pass through the checks intact: a chunked and a sized body on one connection.
     let mut raw = Raw::connect(&p.base).await;
