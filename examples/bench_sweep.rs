@@ -2,8 +2,10 @@
 //! URL, written in bulk), then, each in a fresh process so that memory is measured from
 //! nothing: start-up after a clean shutdown, start-up after a crash (ready; then the time
 //! until the background walk is done) plus one sweeper pass with nothing to evict, and
-//! start-up plus a pass that evicts 10 %. Prints the time of each (the scrub's apart) and each
-//! process's RSS as JSON.
+//! start-up plus a pass that evicts 10 %, and admission into the full cache (100 downloads of
+//! one blob's size, each needing one blob evicted: the first walks the index, the others take
+//! from what it listed). Prints the time of each (the scrub's apart) and each process's RSS as
+//! JSON.
 //!
 //! ```text
 //! bench_sweep --blobs 100000
@@ -39,7 +41,8 @@ struct Args {
     /// Bytes per blob.
     #[arg(long, default_value_t = 256)]
     size: usize,
-    /// Internal: run one phase (setup, idle, evict) on this data directory.
+    /// Internal: run one phase (setup, startup, crash, idle, evict, admit, probe) on this data
+    /// directory.
     #[arg(long, requires = "data")]
     phase: Option<String>,
     #[arg(long)]
@@ -58,11 +61,16 @@ fn status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn config(args: &Args, data: &Path, evicting: bool) -> upcache::Config {
+fn config(args: &Args, data: &Path, phase: &str) -> upcache::Config {
     let mut cfg = upcache::Config::default();
     cfg.storage.data_dir = data.to_owned();
     let bytes = args.blobs * args.size as u64;
-    if evicting {
+    if phase == "admit" {
+        // Exactly at the high watermark: every download needs room.
+        cfg.cache.high_watermark = 0.80;
+        cfg.cache.low_watermark = 0.765;
+        cfg.cache.max_size = bytes * 5 / 4;
+    } else if phase == "evict" {
         cfg.cache.max_size = bytes * 100 / 85; // 85 % full
         cfg.cache.high_watermark = 0.80;
         cfg.cache.low_watermark = 0.765; // ~10 % of the blobs go
@@ -91,8 +99,7 @@ fn main() {
     let log = Log::install();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let t = Instant::now();
-    let app =
-        Service::open(config(&args, &data, phase == "evict"), rt.handle().clone()).expect("open");
+    let app = Service::open(config(&args, &data, &phase), rt.handle().clone()).expect("open");
     let open_s = t.elapsed().as_secs_f64();
     // Start-up reconciliation runs in the background: a pass waits for it (the sweep lock),
     // so it is timed apart, from the start.
@@ -109,6 +116,27 @@ fn main() {
         json!({"setup_s": t.elapsed().as_secs_f64(), "setup_written": written})
     } else if phase == "startup" {
         json!({"startup_s": open_s})
+    } else if phase == "admit" {
+        let mut ms = Vec::new();
+        let size = args.size as u64;
+        // The set may lack what an earlier phase evicted: the first download is the room
+        // left under the high watermark, plus one blob.
+        let usage = app.cache.used().expect("usage");
+        let high = (app.cache.config.cache.high_watermark * usage.total_bytes as f64) as u64;
+        let room = high.saturating_sub(usage.used_bytes);
+        for i in 1..=100 {
+            // Nothing is stored here, so the i-th download asks for i blobs' room more: one
+            // more blob has to go each time, as if each download before it had been stored.
+            let t = Instant::now();
+            assert!(rt.block_on(app.admit(room + i * size)), "not admitted");
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        json!({
+            "admit_first_ms": ms[0],
+            "admit_next_mean_ms": ms[1..].iter().sum::<f64>() / (ms.len() - 1) as f64,
+            "admit_next_max_ms": ms[1..].iter().cloned().fold(0.0, f64::max),
+            "admit_peak_rss_mib": status_kib("VmHWM:") / 1024,
+        })
     } else {
         let rss_before = status_kib("VmRSS:");
         let peak_before = status_kib("VmHWM:");
@@ -197,6 +225,7 @@ fn driver(args: &Args) {
     run("crash");
     let idle = run("idle");
     let evict = run("evict");
+    let admit = run("admit");
     println!(
         "{}",
         json!({
@@ -216,6 +245,10 @@ fn driver(args: &Args) {
             "evicting_pass_peak_rss_mib": evict["peak_rss_mib"],
             "evicted": evict["evicted"],
             "evicting_scrub_s": evict["scrub_s"],
+            "admit_first_ms": admit["admit_first_ms"],
+            "admit_next_mean_ms": admit["admit_next_mean_ms"],
+            "admit_next_max_ms": admit["admit_next_max_ms"],
+            "admit_peak_rss_mib": admit["admit_peak_rss_mib"],
         })
     );
 }
@@ -224,7 +257,7 @@ fn driver(args: &Args) {
 /// database's recovery and the recount of the totals), dropping entries whose file is gone, and the
 /// walk of the blob files. Read-only on a complete set.
 fn probe(args: &Args, data: &Path) {
-    let cfg = config(args, data, false);
+    let cfg = config(args, data, "probe");
     let rss = || status_kib("VmRSS:") / 1024;
     let base = rss();
     let t = Instant::now();

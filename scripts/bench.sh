@@ -335,7 +335,7 @@ sweep_step() { # prefix blobs
   local sweep
   mkdir -p "$SWEEP_DIR/$2"
   sweep=$(timeout 3600 "$BIN/examples/bench_sweep" --blobs "$2" --dir "$SWEEP_DIR/$2")
-  for k in blobs setup_s startup_clean_s startup_after_crash_s reconciled_after_crash_s rss_after_startup_mib startup_peak_rss_mib idle_pass_s idle_scrub_s idle_pass_peak_rss_mib evicting_pass_s evicting_scrub_s evicting_pass_peak_rss_mib evicted; do
+  for k in blobs setup_s startup_clean_s startup_after_crash_s reconciled_after_crash_s rss_after_startup_mib startup_peak_rss_mib idle_pass_s idle_scrub_s idle_pass_peak_rss_mib evicting_pass_s evicting_scrub_s evicting_pass_peak_rss_mib evicted admit_first_ms admit_next_mean_ms admit_next_max_ms admit_peak_rss_mib; do
     record "$1_$k" "$(python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$sweep" "$k")"
   done
 }
@@ -430,6 +430,8 @@ for p in ("sweep", "sweep1m"):
     print(f"| ... until the background walk is done | {g('reconciled_after_crash_s'):.2f} | {r[p + '_rss_after_startup_mib']} (after) |")
     print(f"| sweeper pass, nothing to evict (scrub {g('idle_scrub_s'):.2f} s of it) | {g('idle_pass_s'):.2f} | {r[p + '_idle_pass_peak_rss_mib']} |")
     print(f"| sweeper pass evicting {r[p + '_evicted']} blobs (scrub {g('evicting_scrub_s'):.2f} s) | {g('evicting_pass_s'):.2f} | {r[p + '_evicting_pass_peak_rss_mib']} |")
+    print(f"| admission into the full cache, first download (walks the index) | {g('admit_first_ms') / 1000:.3f} | {r[p + '_admit_peak_rss_mib']} |")
+    print(f"| ... each of the next 99 (from that walk's reserve): mean / max | {g('admit_next_mean_ms') / 1000:.4f} / {g('admit_next_max_ms') / 1000:.4f} | |")
 big = r.get("sweep1m_blobs")
 if big and f"indexhits_1000_64_p99_ms" in r:
     print(f"\n6. upcache hits on random URLs of an index of 1,000 and of {int(float(big)):,} blobs (256 B each; wrk, {dur}s):\n")

@@ -5,7 +5,7 @@
 //! [`run_once`] is one bounded pass, used by the background worker, `POST /api/v1/sweep`,
 //! admission control and the offline `upcache gc`.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +37,14 @@ pub struct Report {
     /// Milliseconds the scrub took, and the whole pass (scrub included).
     pub scrub_ms: u64,
     pub pass_ms: u64,
+    /// Admission: walks of the whole index it took to choose what to evict (0 when the
+    /// reserve of candidates of an earlier walk covered it).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub index_walks: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Temp files untouched this long are leftovers.
@@ -155,6 +163,8 @@ pub fn run_once(
 struct Candidate {
     blake3: String,
     size: u64,
+    /// When it had last been read as it was listed.
+    last_access: i64,
 }
 
 /// Evict the evictable blobs last read before `cutoff`, [`EVICT_BATCH`] at a time during one
@@ -168,6 +178,7 @@ fn evict_unused(cache: &Cache, cutoff: i64, r: &mut Report) -> Result<(), Error>
             batch.push(Candidate {
                 size: m.size,
                 blake3: m.digests.blake3,
+                last_access: m.last_access,
             });
             if batch.len() == EVICT_BATCH {
                 evict_batched(cache, &std::mem::take(&mut batch), why, u64::MAX, r)?;
@@ -196,7 +207,10 @@ fn evict_batched(
         if chosen >= to_free {
             break;
         }
-        if let Some(meta) = cache.index.blob(&c.blake3)?.filter(|m| evictable(cache, m)) {
+        let current = cache.index.blob(&c.blake3)?;
+        if let Some(meta) =
+            current.filter(|m| evictable(cache, m) && m.last_access <= c.last_access)
+        {
             chosen = chosen.saturating_add(meta.size);
             batch.push(meta);
             if batch.len() == EVICT_BATCH {
@@ -229,11 +243,13 @@ fn evict_to_low_watermark(cache: &Cache, r: &mut Report) -> Result<(), Error> {
 }
 
 /// Admission control of `incoming` bytes: evict just enough least recently used, unpinned
-/// blobs to bring the cache with them under the high watermark. One pass over the index that
-/// keeps only the oldest candidates covering the bytes to free (memory stays small however
-/// many blobs there are); no file walk, no scrub. The periodic pass still evicts down to the
-/// low watermark.
-pub fn make_room(cache: &Cache, incoming: u64) -> Result<Report, Error> {
+/// blobs to bring the cache with them under the high watermark; no file walk, no scrub. The
+/// periodic pass still evicts down to the low watermark.
+///
+/// Choosing the oldest blobs is a walk of every blob record (seconds at a million), so a walk
+/// lists more of the oldest than this download needs (see [`Reserve`]) and later admissions
+/// take theirs from that list, each candidate looked at again before it goes.
+pub fn make_room(cache: &Cache, incoming: u64, reserve: &Mutex<Reserve>) -> Result<Report, Error> {
     let _one_at_a_time = cache.sweep_lock.lock();
     cache.index.flush_access()?;
     let mut r = Report::default();
@@ -246,9 +262,36 @@ pub fn make_room(cache: &Cache, incoming: u64) -> Result<Report, Error> {
     // Evict nothing for what cannot fit even in an empty cache, or when every evictable
     // blob together would not be enough.
     if to_free > 0 && incoming <= high {
-        let victims = oldest_covering(cache, to_free)?;
-        if victims.iter().map(|c| c.size).sum::<u64>() >= to_free {
-            evict_batched(cache, &victims, "room for a download", to_free, &mut r)?;
+        let mut reserve = reserve.lock();
+        let now = cache.clock.now();
+        let extra = usage.total_bytes / 100;
+        if reserve.listed < to_free || reserve.stale(now) {
+            // Not enough listed (or listed too long ago): the whole index decides, both
+            // what goes and whether enough can go at all.
+            *reserve = Reserve::walk(cache, to_free, extra, now)?;
+            r.index_walks += 1;
+        }
+        if reserve.listed >= to_free {
+            // Candidates read, pinned or removed since they were listed are skipped (and
+            // dropped); if that empties the reserve, one more walk decides.
+            let mut walks_left = 1;
+            while r.freed_bytes < to_free {
+                let need = to_free - r.freed_bytes;
+                let victims = reserve.take_covering(need);
+                if !victims.is_empty() {
+                    evict_batched(cache, &victims, "room for a download", need, &mut r)?;
+                    continue;
+                }
+                if walks_left == 0 {
+                    break;
+                }
+                walks_left -= 1;
+                *reserve = Reserve::walk(cache, need, extra, now)?;
+                r.index_walks += 1;
+                if reserve.listed < need {
+                    break;
+                }
+            }
         }
         cache.index.flush_blocking()?;
     }
@@ -256,33 +299,97 @@ pub fn make_room(cache: &Cache, incoming: u64) -> Result<Report, Error> {
     Ok(r)
 }
 
+/// The oldest evictable blobs of the last admission walk, oldest first, for the admissions
+/// after it: one walk of a million blob records takes seconds (2.2–3 s measured), and a full
+/// cache admits every miss. A walk lists the blobs the download needs plus 1 % of the cache
+/// (at least [`RESERVE_MIN`] blobs, at most [`RESERVE_MAX`] beyond what the download needs);
+/// a candidate is evicted only if it is still evictable and not read since it was listed, so
+/// the list stays the least recently used blobs in order (the others were newer when it was
+/// made and reads only make them newer). Blobs that become evictable later (unpinned, or
+/// copied to the bucket) are not on it, so it is made again after [`RESERVE_TTL`].
+#[derive(Default)]
+pub struct Reserve {
+    oldest: VecDeque<Candidate>,
+    /// The sizes of `oldest` together.
+    listed: u64,
+    made: Option<Instant>,
+}
+
+/// Blobs a reserve walk lists beyond what the download needs, at least and at most.
+const RESERVE_MIN: usize = 64;
+const RESERVE_MAX: usize = 4096;
+/// A reserve older than this is walked again.
+const RESERVE_TTL: Duration = Duration::from_secs(60);
+
+impl Reserve {
+    /// The least recently used evictable blobs covering `need` bytes plus `extra` (at least
+    /// [`RESERVE_MIN`] blobs, and at most [`RESERVE_MAX`] beyond those covering `need`), or
+    /// all of them if they cover less. One walk of the index; memory bounded by the list.
+    fn walk(cache: &Cache, need: u64, extra: u64, now: Instant) -> Result<Reserve, Error> {
+        use std::collections::BinaryHeap;
+        let want = need.saturating_add(extra);
+        // A max-heap on last access: the newest candidate is on top, and leaves as soon as
+        // the others cover what is wanted without it, or (past the count bound) the need.
+        let mut heap: BinaryHeap<(i64, u64, String)> = BinaryHeap::new();
+        let mut kept = 0u64;
+        cache.index.visit_stored_blobs(None, |m| {
+            if evictable(cache, &m) {
+                kept += m.size;
+                heap.push((m.last_access, m.size, m.digests.blake3));
+                while let Some(&(_, newest, _)) = heap.peek() {
+                    let rest = kept - newest;
+                    let enough = rest >= want && heap.len() > RESERVE_MIN;
+                    let too_many = heap.len() > RESERVE_MAX && rest >= need;
+                    if !enough && !too_many {
+                        break;
+                    }
+                    kept -= newest;
+                    heap.pop();
+                }
+            }
+            Ok::<_, Error>(true)
+        })?;
+        Ok(Reserve {
+            oldest: heap
+                .into_sorted_vec()
+                .into_iter()
+                .map(|(last_access, size, blake3)| Candidate {
+                    blake3,
+                    size,
+                    last_access,
+                })
+                .collect(),
+            listed: kept,
+            made: Some(now),
+        })
+    }
+
+    /// The oldest candidates covering `bytes` (fewer if the reserve runs out).
+    fn take_covering(&mut self, bytes: u64) -> Vec<Candidate> {
+        let mut taken = Vec::new();
+        let mut covered = 0;
+        while covered < bytes {
+            let Some(c) = self.oldest.pop_front() else {
+                break;
+            };
+            self.listed -= c.size;
+            covered += c.size;
+            taken.push(c);
+        }
+        taken
+    }
+
+    fn stale(&self, now: Instant) -> bool {
+        self.made
+            .is_none_or(|made| now.saturating_duration_since(made) >= RESERVE_TTL)
+    }
+}
+
 /// The least recently used evictable blobs whose sizes add up to at least `bytes` (all of
 /// them if they do not), oldest first.
 fn oldest_covering(cache: &Cache, bytes: u64) -> Result<Vec<Candidate>, Error> {
-    use std::collections::BinaryHeap;
-    // A max-heap on last access: the newest of the kept candidates is on top, and leaves as
-    // soon as the others cover the bytes without it.
-    let mut heap: BinaryHeap<(i64, u64, String)> = BinaryHeap::new();
-    let mut kept = 0u64;
-    cache.index.visit_stored_blobs(None, |m| {
-        if evictable(cache, &m) {
-            kept += m.size;
-            heap.push((m.last_access, m.size, m.digests.blake3));
-            while let Some((_, newest, _)) = heap.peek() {
-                if kept - newest < bytes {
-                    break;
-                }
-                kept -= newest;
-                heap.pop();
-            }
-        }
-        Ok::<_, Error>(true)
-    })?;
-    Ok(heap
-        .into_sorted_vec()
-        .into_iter()
-        .map(|(_, size, blake3)| Candidate { blake3, size })
-        .collect())
+    let now = cache.clock.now();
+    Ok(Reserve::walk(cache, bytes, 0, now)?.oldest.into())
 }
 
 /// Whether the sweeper may remove a blob's local copy: not pinned, here, and with an object
@@ -417,6 +524,8 @@ const ROOM_SWEEP_EVERY: Duration = Duration::from_secs(5);
 pub struct Admission {
     /// When an admission attempt last failed to make room.
     last_room_sweep: Mutex<Option<Instant>>,
+    /// The oldest blobs of the last walk, for the next admissions.
+    reserve: Arc<Mutex<Reserve>>,
 }
 
 impl Admission {
@@ -443,8 +552,8 @@ impl Admission {
         {
             return false;
         }
-        let c = cache.clone();
-        let swept = tokio::task::spawn_blocking(move || make_room(&c, incoming)).await;
+        let (c, reserve) = (cache.clone(), self.reserve.clone());
+        let swept = tokio::task::spawn_blocking(move || make_room(&c, incoming, &reserve)).await;
         if let Ok(Err(e)) = swept {
             warn!(error = %e, "admission eviction failed");
         }
@@ -531,7 +640,11 @@ mod tests {
     ) -> (Arc<Cache>, Vec<String>) {
         let mut cfg = crate::Config::default();
         cfg.storage.data_dir = dir.to_owned();
-        let app = open(cfg, rt);
+        blobs_in(open(cfg, rt), n)
+    }
+
+    /// `n` blobs of 100 bytes stored in `app`; their blake3s, sorted.
+    fn blobs_in(app: Arc<Cache>, n: u8) -> (Arc<Cache>, Vec<String>) {
         let mut all = Vec::new();
         for i in 0..n {
             let content = [i; 100];
@@ -631,6 +744,59 @@ mod tests {
     }
 
     #[test]
+    fn admission_takes_the_oldest_from_the_reserve_of_its_last_walk() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = crate::Config::default();
+        cfg.storage.data_dir = dir.path().to_owned();
+        cfg.cache.max_size = 3000;
+        cfg.cache.high_watermark = 0.9;
+        cfg.cache.low_watermark = 0.5;
+        let clock = crate::time::Clock::manual();
+        let alerts = crate::alerts::Alerter::off();
+        let app = Cache::open(Arc::new(cfg), rt.handle().clone(), clock.clone(), alerts)
+            .unwrap()
+            .cache;
+        // 30 blobs of 100 bytes, all[0] the least recently read.
+        let (app, all) = blobs_in(app, 30);
+        for (i, b3) in all.iter().enumerate() {
+            app.index.record_access(b3, 1000 + i as i64);
+        }
+        let reserve = Mutex::new(Reserve::default());
+        let room = |incoming| make_room(&app, incoming, &reserve).unwrap();
+        let left = || -> Vec<usize> { (0..30).filter(|&i| app.store.exists(&all[i])).collect() };
+
+        // 3000 + 100 over the 2700 of the high watermark: the four oldest go, chosen by a
+        // walk that also lists the others.
+        let r = room(100);
+        assert_eq!((r.evicted, r.freed_bytes, r.index_walks), (4, 400, 1));
+        // 2600 + 250: the next two, from the reserve.
+        let r = room(250);
+        assert_eq!((r.evicted, r.freed_bytes, r.index_walks), (2, 200, 0));
+        // all[6] read since it was listed and all[7] pinned: both skipped, all[8] goes.
+        app.index.record_access(&all[6], 5000);
+        app.index.set_pinned(&all[7], true).unwrap();
+        let r = room(400);
+        assert_eq!((r.evicted, r.index_walks), (1, 0));
+        assert_eq!(left(), [6, 7].into_iter().chain(9..30).collect::<Vec<_>>());
+        // A reserve a minute old is walked again: the oldest is all[9].
+        clock.advance(RESERVE_TTL);
+        let r = room(500);
+        assert_eq!((r.evicted, r.index_walks), (1, 1));
+        assert!(!app.store.exists(&all[9]));
+        // 2200 + 2700 needs 2200 freed, more than the reserve lists (2100): a walk, which
+        // finds no more either (all[7] pinned), so nothing goes.
+        let r = room(2700);
+        assert_eq!((r.evicted, r.index_walks), (0, 1));
+        assert_eq!(left().len(), 22);
+        // 2100 freed: everything evictable, from that walk's reserve, oldest first (all[6],
+        // read last, among them).
+        let r = room(2600);
+        assert_eq!((r.evicted, r.freed_bytes, r.index_walks), (21, 2100, 0));
+        assert_eq!(left(), [7]);
+    }
+
+    #[test]
     fn a_batch_of_evictions_is_journaled_in_order_before_the_index_and_files_change() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -642,6 +808,7 @@ mod tests {
             .map(|b3| Candidate {
                 blake3: b3.clone(),
                 size: 100,
+                last_access: app.index.blob(b3).unwrap().unwrap().last_access,
             })
             .collect();
         let mut r = Report::default();
