@@ -262,7 +262,7 @@ impl Limits {
         }
     }
 
-    /// Forget clients whose bucket is full again (done every [`PRUNE_EVERY`] by itself).
+    /// Forget clients whose bucket is full again (done every `PRUNE_EVERY` by itself).
     pub fn prune(&self) {
         if let Some(r) = &self.rate {
             r.prune();

@@ -302,11 +302,11 @@ pub fn make_room(cache: &Cache, incoming: u64, reserve: &Mutex<Reserve>) -> Resu
 /// The oldest evictable blobs of the last admission walk, oldest first, for the admissions
 /// after it: one walk of a million blob records takes seconds (2.2–3 s measured), and a full
 /// cache admits every miss. A walk lists the blobs the download needs plus 1 % of the cache
-/// (at least [`RESERVE_MIN`] blobs, at most [`RESERVE_MAX`] beyond what the download needs);
+/// (at least `RESERVE_MIN` blobs, at most `RESERVE_MAX` beyond what the download needs);
 /// a candidate is evicted only if it is still evictable and not read since it was listed, so
 /// the list stays the least recently used blobs in order (the others were newer when it was
 /// made and reads only make them newer). Blobs that become evictable later (unpinned, or
-/// copied to the bucket) are not on it, so it is made again after [`RESERVE_TTL`].
+/// copied to the bucket) are not on it, so it is made again after `RESERVE_TTL`.
 #[derive(Default)]
 pub struct Reserve {
     oldest: VecDeque<Candidate>,
@@ -323,7 +323,7 @@ const RESERVE_TTL: Duration = Duration::from_secs(60);
 
 impl Reserve {
     /// The least recently used evictable blobs covering `need` bytes plus `extra` (at least
-    /// [`RESERVE_MIN`] blobs, and at most [`RESERVE_MAX`] beyond those covering `need`), or
+    /// `RESERVE_MIN` blobs, and at most `RESERVE_MAX` beyond those covering `need`), or
     /// all of them if they cover less. One walk of the index; memory bounded by the list.
     fn walk(cache: &Cache, need: u64, extra: u64, now: Instant) -> Result<Reserve, Error> {
         use std::collections::BinaryHeap;

@@ -247,7 +247,7 @@ impl UpstreamUrl {
             .map(String::as_str)
     }
 
-    /// The mirror path form of this URL: "/<scheme>/<host[:port]>/<path>[?query]" (port only
+    /// The mirror path form of this URL: `/<scheme>/<host[:port]>/<path>[?query]` (port only
     /// when non-default; IPv6 hosts in brackets; userinfo is not included).
     pub fn mirror_path(&self) -> String {
         let u = &self.url;
@@ -305,7 +305,7 @@ pub fn redact_str(s: &str) -> String {
 
 /// Parse the mirror path form: `raw` is the request's raw (still percent-encoded) path and
 /// query, e.g. "/https/www.kernel.org/pub/git-2.39.1.tar.xz?x=1". The first segment is the
-/// scheme (http|https|ftp), the second host[:port], the rest the path; the query string (if
+/// scheme (http|https|ftp), the second `host[:port]`, the rest the path; the query string (if
 /// any) is kept as is.
 ///
 /// The host segment may not carry userinfo (`evil.com@good.com`): the authority must be

@@ -76,7 +76,7 @@ impl Placement {
 
 /// Everything known about one stored blob.
 ///
-/// Stored (in the index and in the bucket's shared records) as [`StoredBlobMeta`]: the
+/// Stored (in the index and in the bucket's shared records) as `StoredBlobMeta`: the
 /// placement as the three booleans it has always been written as, so data directories and
 /// buckets written by earlier versions open, and instances of both versions share a bucket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! The service: composes the [`Cache`], the flights, the sweeper, the tier, the jobs, the
 //! upstream client, limits, readiness, tokens, the negative cache, volatile state and the
 //! workers; decides for each request whether it is a hit, a checksum hit, a join or a new
-//! fill ([`Service::resolve`]), with one fetch-with-retries entry point for HTTP and jobs
+//! fill (`Service::resolve`), with one fetch-with-retries entry point for HTTP and jobs
 //! ([`Service::fetch`]). Nothing below it names it: fills reach it through
 //! [`crate::fill::Host`], jobs through a closure.
 

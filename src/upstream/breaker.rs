@@ -92,7 +92,7 @@ impl Breaker {
     }
 
     /// Hosts with recent connect failures, open breakers first, then by failures; at most
-    /// `limit` of them (up to [`MAX_HOSTS`] are remembered).
+    /// `limit` of them (up to `MAX_HOSTS` are remembered).
     pub fn states(&self, now: Instant, limit: usize) -> Vec<HostState> {
         let mut out: Vec<HostState> = self
             .hosts
