@@ -7,7 +7,9 @@
 //!
 //! [`CheckedStream`] wraps the TCP stream actix reads from. A head is held back until it is
 //! complete and has passed the checks, with actix-http's own parser run on a copy, so what
-//! actix then sees is exactly what it accepts. Request bodies pass through as they come (by
+//! actix then sees is exactly what it accepts. The plain heads nearly every client sends
+//! skip that copy's parse: a stricter check of our own (`plain_head`) takes them, and the fuzz
+//! target `head_check` holds it to taking nothing the parser would refuse or frame otherwise. Request bodies pass through as they come (by
 //! `Content-Length`, or chunk by chunk, the end found by the same parser), and everything
 //! after a `CONNECT` or upgrade head is passed on untouched. A refused head is never shown to
 //! actix: it sees the end of the stream instead, finishes the responses it owes, and closes;
@@ -232,6 +234,152 @@ impl CheckedStream {
 /// Check the head at the start of `buf`: `None` while it is incomplete (and within limits),
 /// else its length and the framing of what follows it. `scratch` holds the parser's copy.
 fn check_head(
+    buf: &[u8],
+    codec: &mut Codec,
+    scratch: &mut BytesMut,
+) -> Result<Option<(usize, Framing)>, Error> {
+    if let Some(len) = plain_head(buf) {
+        return Ok(Some((len, Framing::Head)));
+    }
+    parse_head(buf, codec, scratch)
+}
+
+/// Heads [`plain_head`] looks at: at most this long...
+const PLAIN_MAX_HEAD: usize = 4096;
+/// ...with at most this many header fields, ...
+const PLAIN_MAX_FIELDS: usize = 32;
+/// ...none of these (they change the framing or what follows the head; `host` is counted,
+/// and `connection` may only say `keep-alive` or `close`).
+const PLAIN_DENIED_FIELDS: [&[u8]; 4] = [
+    b"content-length",
+    b"transfer-encoding",
+    b"upgrade",
+    b"expect",
+];
+
+/// The length of a complete head at the start of `buf` that actix-http's parser certainly
+/// accepts as a request without a body, or `None`; then [`parse_head`] runs that parser on a
+/// copy, as for every head before. Only heads shaped the way nearly every client writes them
+/// qualify: `GET` or `HEAD` of an origin-form target (`/`, then letters, digits,
+/// `-._~/=&+,;:@`, `%` with two hex digits, one `?`), `HTTP/1.1` with exactly one `Host`
+/// (or `HTTP/1.0` with at most one), every line ended by CRLF, at most [`PLAIN_MAX_FIELDS`]
+/// fields named by letters, digits and `-` with printable ASCII values, none of
+/// [`PLAIN_DENIED_FIELDS`] and a `Connection` only of `keep-alive` or `close`,
+/// [`PLAIN_MAX_HEAD`] bytes in all. This spares those heads a
+/// second parse (actix parses what passes here once more) and never widens what is accepted:
+/// the fuzz target `head_check` holds it to that ([`assert_plain_heads_agree`]).
+fn plain_head(buf: &[u8]) -> Option<usize> {
+    let buf = &buf[..buf.len().min(PLAIN_MAX_HEAD)];
+    let mut at = if buf.starts_with(b"GET /") {
+        4
+    } else if buf.starts_with(b"HEAD /") {
+        5
+    } else {
+        return None;
+    };
+    // "//x" reads as an authority to some parsers.
+    if buf.get(at + 1) == Some(&b'/') {
+        return None;
+    }
+    let mut query = false;
+    loop {
+        match *buf.get(at)? {
+            b' ' => break,
+            b'?' if !query => query = true,
+            b'%' => {
+                if !buf.get(at + 1..at + 3)?.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                at += 2;
+            }
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => {}
+            b'-' | b'.' | b'_' | b'~' | b'/' | b'=' | b'&' | b'+' | b',' | b';' | b':' | b'@' => {}
+            _ => return None,
+        }
+        at += 1;
+    }
+    let http11 = match buf.get(at + 1..at + 11)? {
+        b"HTTP/1.1\r\n" => true,
+        b"HTTP/1.0\r\n" => false,
+        _ => return None,
+    };
+    at += 11;
+    let mut hosts = 0;
+    for _ in 0..=PLAIN_MAX_FIELDS {
+        if buf.get(at..at + 2)? == b"\r\n" {
+            let hosts_ok = hosts == 1 || (!http11 && hosts == 0);
+            return hosts_ok.then_some(at + 2);
+        }
+        let name = &buf[at..at + buf[at..].iter().position(|&b| b == b':')?];
+        let token = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-';
+        if name.is_empty() || name.len() > 64 || !name.iter().all(token) {
+            return None;
+        }
+        if PLAIN_DENIED_FIELDS
+            .iter()
+            .any(|d| name.eq_ignore_ascii_case(d))
+        {
+            return None;
+        }
+        hosts += usize::from(name.eq_ignore_ascii_case(b"host"));
+        at += name.len() + 1;
+        let value = &buf[at..at + buf[at..].iter().position(|&b| b == b'\r')?];
+        if !value
+            .iter()
+            .all(|&b| (b' '..=b'~').contains(&b) || b == b'\t')
+        {
+            return None;
+        }
+        if name.eq_ignore_ascii_case(b"connection") {
+            let v = value.trim_ascii();
+            if !v.eq_ignore_ascii_case(b"keep-alive") && !v.eq_ignore_ascii_case(b"close") {
+                return None;
+            }
+        }
+        at += value.len();
+        if *buf.get(at + 1)? != b'\n' {
+            return None;
+        }
+        at += 2;
+    }
+    None
+}
+
+/// For the fuzz target `head_check` and the tests: whatever [`plain_head`] accepts,
+/// actix-http's parser accepts, as a request without a body of the same length. Panics
+/// otherwise.
+#[doc(hidden)]
+pub fn assert_plain_heads_agree(buf: &[u8]) {
+    let Some(len) = plain_head(buf) else {
+        return;
+    };
+    // actix-http's parser needs a local task set (its date service spawns a local task).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let parsed = tokio::task::LocalSet::new().block_on(&rt, async {
+        let config = ServiceConfig::new(
+            actix_http::KeepAlive::Timeout(HEAD_TIMEOUT),
+            Duration::ZERO,
+            Duration::ZERO,
+            false,
+            None,
+        );
+        parse_head(buf, &mut Codec::new(config), &mut BytesMut::new())
+    });
+    match parsed {
+        Ok(Some((n, Framing::Head))) if n == len => {}
+        other => panic!(
+            "plain_head took {len} bytes of {:?} as a head without a body; actix-http's \
+             parser: {other:?}",
+            String::from_utf8_lossy(buf)
+        ),
+    }
+}
+
+/// [`check_head`] by actix-http's own parser, run on a copy in `scratch`.
+fn parse_head(
     buf: &[u8],
     codec: &mut Codec,
     scratch: &mut BytesMut,
@@ -549,6 +697,65 @@ mod tests {
 
     fn status(r: Result<Option<(usize, Framing)>, Error>) -> u16 {
         r.err().map_or(0, |e| e.status_and_code().0.as_u16())
+    }
+
+    #[test]
+    fn the_heads_clients_send_skip_the_second_parse_and_nothing_else_does() {
+        let plain = [
+            "GET /https/www.kernel.org/pub/git-2.39.1.tar.xz HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\
+             User-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n",
+            "GET /fetch?url=https%3A%2F%2Fexample.org%2Fa.tar.gz&md5=0123 HTTP/1.1\r\n\
+             Host: cache:8080\r\nUser-Agent: Wget/1.21.3\r\nAccept: */*\r\n\
+             Accept-Encoding: identity\r\nConnection: Keep-Alive\r\n\r\n",
+            "GET /http/h/a.rpm HTTP/1.1\r\nHost: h\r\nUser-Agent: libdnf (Debian 12)\r\n\
+             Accept: */*\r\nCache-Control: no-cache\r\nPragma: no-cache\r\n\r\n",
+            "GET /https/files.pythonhosted.org/p/y.whl HTTP/1.1\r\nHost: localhost\r\n\
+             User-Agent: pip/23.0.1 {\"ci\":null}\r\nAccept-Encoding: gzip, deflate\r\n\
+             Range: bytes=0-99\r\nIf-None-Match: \"abc\"\r\nConnection: close\r\n\r\n",
+            "HEAD /http/h/a.rpm HTTP/1.0\r\n\r\n",
+            "GET / HTTP/1.1\r\nhost: x\r\nX-Empty:\r\nX-Tab:\tv\r\n\r\n",
+        ];
+        for head in plain {
+            assert_eq!(plain_head(head.as_bytes()), Some(head.len()), "{head}");
+            // Followed by the next request, or cut short.
+            let two = format!("{head}GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+            assert_eq!(plain_head(two.as_bytes()), Some(head.len()), "{head}");
+            assert_eq!(
+                plain_head(&head.as_bytes()[..head.len() - 1]),
+                None,
+                "{head}"
+            );
+            assert_plain_heads_agree(head.as_bytes());
+            assert_plain_heads_agree(two.as_bytes());
+        }
+        let others = [
+            "POST /api/v1/prefetch HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}",
+            "GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: t\r\nConnection: keep-alive, x\r\n\r\n",
+            "get / HTTP/1.1\r\nHost: t\r\n\r\n",
+            "GET http://h/a HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET //h/a HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /a?b?c HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /a%zz HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /a\"b HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.1\nHost: a\n\n",
+            "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX: caf\u{e9}\r\n\r\n",
+            "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+            "\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        ];
+        for head in others {
+            assert_eq!(plain_head(head.as_bytes()), None, "{head}");
+        }
+        let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", "X: y\r\n".repeat(32));
+        assert_eq!(plain_head(many.as_bytes()), None);
+        let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(4096));
+        assert_eq!(plain_head(long.as_bytes()), None);
     }
 
     /// actix-http's parser needs a local task set (its date service spawns a local task).

@@ -18,6 +18,10 @@ mod targets;
 mod tunnel;
 mod ui;
 
+/// For the fuzz target `head_check`.
+#[doc(hidden)]
+pub use headcheck::assert_plain_heads_agree;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
